@@ -1,0 +1,25 @@
+//! # RainKV
+//!
+//! A distributed key/value store on Raft in which every moving part is an actix actor talking
+//! through typed messages: the MIT 6.5840 lab architecture, done in Rust.
+//!
+//! ## A tour
+//! - [`messages`]: every message that crosses an actor boundary, one file per protocol. Start
+//!   with [`messages::net`]: an RPC is a serde type implementing [`messages::net::Rpc`], which
+//!   names its method and its reply type.
+//! - [`actors`]: one module per actor kind. [`actors::network`] is the simulated network
+//!   (6.5840's labrpc): named client ends, servers hosting services, loss, delays, reordering,
+//!   partitions, and counters of RPCs and bytes. A [`actors::network::ClientEnd`] gives typed
+//!   calls; a service is any actor handling [`messages::net::Dispatch`].
+//! - [`testkit`]: the deterministic harness. A scenario runs inside an actix `System` on a
+//!   current-thread tokio runtime with paused time, so a 30-second scenario takes milliseconds;
+//!   every random choice derives from one seed (`RAINKV_SEED`), printed when a test fails.
+//!
+//! ## Where to read next
+//! `actors/network/mod.rs` for how a call travels; `tests/network.rs` for the labrpc tests that
+//! pin its semantics down.
+
+pub mod actors;
+pub mod messages;
+#[cfg(feature = "testkit")]
+pub mod testkit;

@@ -1,0 +1,19 @@
+//! The deterministic test harness: seeded, virtual-time scenarios over simulated networks.
+//!
+//! A scenario is an async closure given a [`Sim`]; [`run_test`] runs it inside an actix `System`
+//! on a current-thread tokio runtime whose clock is paused, so sleeps and timeouts cost no wall
+//! time and the clock only moves when every actor is idle. Everything random derives from one
+//! master seed, so a run replays exactly. Environment variables:
+//!
+//! | variable | effect |
+//! |---|---|
+//! | `RAINKV_SEED=<u64>` | the master seed (random when unset; printed on failure) |
+//! | `RAINKV_SEEDS=<n>` | run each test for `n` consecutive seeds |
+//! | `RAINKV_REALTIME=1` | run on the real clock instead of virtual time |
+//! | `RAINKV_TRACE_HASH=1` | print `trace-hash: <hex>` over every network event of each run |
+
+mod runner;
+mod seed;
+
+pub use runner::{report_trace_hash, run_seed, run_test, run_test_with, seeds, Sim, TestOptions};
+pub use seed::{derive_seed, rand_string, seeded_rng};
