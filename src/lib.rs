@@ -21,5 +21,6 @@
 
 pub mod actors;
 pub mod messages;
+pub mod storage;
 #[cfg(feature = "testkit")]
 pub mod testkit;

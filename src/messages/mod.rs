@@ -2,5 +2,9 @@
 //!
 //! - [`net`]: the simulated network's envelope ([`net::Dispatch`]), its control messages and the
 //!   [`net::Rpc`] trait that ties a request type to its reply type.
+//! - [`raft`]: Raft's RPCs and a peer's local API (`Start`, `GetState`, `Snapshot`, `Kill`).
+//! - [`apply`]: what Raft hands to its service ([`apply::ApplyMsg`]).
 
+pub mod apply;
 pub mod net;
+pub mod raft;

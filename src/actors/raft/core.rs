@@ -1,0 +1,918 @@
+//! The pure Raft state machine: Figure 2 of the Raft paper plus log compaction (Figure 13).
+//!
+//! [`RaftCore`] does no I/O and keeps no clock. Its caller (the actor shell) feeds it ticks of
+//! logical time, proposals and incoming RPCs; handlers for requests return the reply directly,
+//! and every other effect is collected in a [`Ready`] that the caller drains with
+//! [`RaftCore::take_ready`]: state to persist, requests to send, committed entries or snapshots
+//! to apply. The caller must persist *before* it sends those messages or returns a handler's
+//! reply, so that nothing the core has promised (a vote, an acknowledged entry) can be lost.
+//!
+//! Randomness (election timeouts) comes from a ChaCha8 generator seeded by the caller, and
+//! nothing iterates a hash map, so the same seed and the same inputs give the same outputs.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use log::{debug, error, trace, warn};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::log::RaftLog;
+use super::majority;
+use super::progress::{Progress, ProgressState};
+use crate::messages::apply::ApplyMsg;
+use crate::messages::raft::{
+    AppendEntriesArgs, AppendEntriesReply, InstallSnapshotArgs, InstallSnapshotReply, LogEntry,
+    RequestVoteArgs, RequestVoteReply,
+};
+
+/// Static configuration of one Raft peer. Times are in ticks of [`RaftCore::tick`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// This peer's id, in `0..peers`.
+    pub id: usize,
+    /// Number of peers in the cluster (ids `0..peers`).
+    pub peers: usize,
+    /// Election timeouts are drawn uniformly from this range, anew at every reset.
+    pub election_ticks: Range<u32>,
+    /// A leader sends AppendEntries to every follower at this interval.
+    pub heartbeat_ticks: u32,
+    /// Cap on the entries carried by one AppendEntries.
+    pub max_entries_per_message: usize,
+}
+
+impl Default for Config {
+    /// Three peers; with the shell's 10 ms tick: elections time out after 300–600 ms and
+    /// heartbeats go out every 100 ms (6.5840 allows at most 10 heartbeats per second and wants
+    /// a new leader within 5 s).
+    fn default() -> Self {
+        Config {
+            id: 0,
+            peers: 3,
+            election_ticks: 30..60,
+            heartbeat_ticks: 10,
+            max_entries_per_message: 256,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the configuration: `id < peers`, a non-empty election range whose low end is
+    /// above the heartbeat interval, a heartbeat of at least one tick, and a positive entry cap.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.peers == 0 || self.id >= self.peers {
+            return Err(format!("id {} is not in 0..{}", self.id, self.peers));
+        }
+        if self.heartbeat_ticks == 0 {
+            return Err("heartbeat_ticks must be at least 1".into());
+        }
+        if self.election_ticks.start >= self.election_ticks.end {
+            return Err(format!(
+                "empty election_ticks range {:?}",
+                self.election_ticks
+            ));
+        }
+        if self.election_ticks.start <= self.heartbeat_ticks {
+            return Err(format!(
+                "election_ticks {:?} must start above heartbeat_ticks {}",
+                self.election_ticks, self.heartbeat_ticks
+            ));
+        }
+        if self.max_entries_per_message == 0 {
+            return Err("max_entries_per_message must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// An outgoing request. Its reply comes back through the matching `handle_*_reply`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// A candidate asks for a vote.
+    RequestVote(RequestVoteArgs),
+    /// A leader replicates entries or sends a heartbeat.
+    AppendEntries(AppendEntriesArgs),
+    /// A leader sends its snapshot to a follower that needs compacted entries.
+    InstallSnapshot(InstallSnapshotArgs),
+}
+
+/// Effects collected since the last [`RaftCore::take_ready`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ready {
+    /// Requests to send, as `(peer id, request)`, in the order they were produced.
+    pub messages: Vec<(usize, Message)>,
+    /// The persistent state changed: save [`RaftCore::encoded_state`] and
+    /// [`RaftCore::snapshot_data`] (atomically) before sending anything.
+    pub persist: bool,
+    /// Committed entries and received snapshots, in index order.
+    pub apply: Vec<ApplyMsg>,
+}
+
+impl Ready {
+    /// True if there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty() && !self.persist && self.apply.is_empty()
+    }
+}
+
+/// The role a peer plays in its current term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Campaigns for votes.
+    Candidate,
+    /// Leads its term.
+    Leader,
+}
+
+/// Why [`RaftCore::restore`] refused persisted state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreError {
+    /// The configuration is invalid (see [`Config::validate`]).
+    InvalidConfig(String),
+    /// The bytes are not an encoded Raft state.
+    Decode(String),
+    /// The bytes decode but break an invariant (e.g. a vote for an unknown peer).
+    Invalid(String),
+}
+
+impl fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestoreError::InvalidConfig(why) => write!(f, "invalid Raft config: {}", why),
+            RestoreError::Decode(why) => write!(f, "persisted Raft state does not decode: {}", why),
+            RestoreError::Invalid(why) => {
+                write!(f, "persisted Raft state is inconsistent: {}", why)
+            }
+        }
+    }
+}
+
+impl std::error::Error for RestoreError {}
+
+/// Figure 2's persistent state, borrowed for encoding.
+#[derive(Serialize)]
+struct PersistentStateRef<'a> {
+    current_term: u64,
+    voted_for: Option<usize>,
+    log: &'a RaftLog,
+}
+
+/// Figure 2's persistent state, owned for decoding (same field order as the borrowed form).
+#[derive(Deserialize)]
+struct PersistentState {
+    current_term: u64,
+    voted_for: Option<usize>,
+    log: RaftLog,
+}
+
+/// One Raft peer as a pure state machine. See the module docs for the calling contract.
+#[derive(Debug)]
+pub struct RaftCore {
+    cfg: Config,
+    rng: ChaCha8Rng,
+
+    // Persistent state (Figure 2), saved with `snapshot` whenever `ready.persist` is set.
+    current_term: u64,
+    voted_for: Option<usize>,
+    log: RaftLog,
+    snapshot: Arc<Vec<u8>>,
+
+    // Volatile state on all servers.
+    commit_index: u64,
+    /// Highest index handed to the service through `Ready::apply`.
+    last_applied: u64,
+    role: Role,
+    leader_id: Option<usize>,
+    election_elapsed: u32,
+    election_timeout: u32,
+    heartbeat_elapsed: u32,
+
+    // Candidate state: who granted a vote this term.
+    votes: Vec<bool>,
+    // Leader state: one entry per peer (our own slot is unused).
+    progress: Vec<Progress>,
+
+    ready: Ready,
+}
+
+impl RaftCore {
+    /// A fresh peer: term 0, empty log, follower.
+    ///
+    /// # Panics
+    /// If `cfg` is invalid (see [`Config::validate`]); that is a programming error.
+    pub fn new(cfg: Config, seed: u64) -> Self {
+        if let Err(why) = cfg.validate() {
+            panic!("invalid Raft config: {}", why);
+        }
+        let mut core = RaftCore {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            current_term: 0,
+            voted_for: None,
+            log: RaftLog::new(),
+            snapshot: Arc::new(Vec::new()),
+            commit_index: 0,
+            last_applied: 0,
+            role: Role::Follower,
+            leader_id: None,
+            election_elapsed: 0,
+            election_timeout: 0,
+            heartbeat_elapsed: 0,
+            votes: vec![false; cfg.peers],
+            progress: Vec::new(),
+            ready: Ready::default(),
+            cfg,
+        };
+        core.reset_election_timer();
+        core
+    }
+
+    /// A peer restarted from what the shell persisted: `state` from
+    /// [`encoded_state`](Self::encoded_state) and the snapshot saved with it. Empty `state`
+    /// means a fresh peer. The commit and applied points start at the snapshot's index; the
+    /// service loads the snapshot itself, so no [`ApplyMsg::Snapshot`] is emitted.
+    pub fn restore(
+        cfg: Config,
+        seed: u64,
+        state: &[u8],
+        snapshot: Arc<Vec<u8>>,
+    ) -> Result<Self, RestoreError> {
+        cfg.validate().map_err(RestoreError::InvalidConfig)?;
+        if state.is_empty() {
+            if !snapshot.is_empty() {
+                warn!(
+                    "peer {}: snapshot without Raft state; starting fresh",
+                    cfg.id
+                );
+            }
+            return Ok(Self::new(cfg, seed));
+        }
+        let decoded: PersistentState =
+            rmp_serde::from_slice(state).map_err(|e| RestoreError::Decode(e.to_string()))?;
+        if let Some(v) = decoded.voted_for {
+            if v >= cfg.peers {
+                return Err(RestoreError::Invalid(format!(
+                    "voted for peer {} of {}",
+                    v, cfg.peers
+                )));
+            }
+        }
+        decoded
+            .log
+            .validate(decoded.current_term)
+            .map_err(RestoreError::Invalid)?;
+
+        let mut core = Self::new(cfg, seed);
+        core.current_term = decoded.current_term;
+        core.voted_for = decoded.voted_for;
+        core.commit_index = decoded.log.snapshot_index();
+        core.last_applied = decoded.log.snapshot_index();
+        core.log = decoded.log;
+        core.snapshot = snapshot;
+        debug!(
+            "peer {}: restored term {} voted_for {:?} log {}..={}",
+            core.cfg.id,
+            core.current_term,
+            core.voted_for,
+            core.log.snapshot_index(),
+            core.log.last_index()
+        );
+        Ok(core)
+    }
+
+    /// Advances logical time by one tick: followers and candidates count towards their election
+    /// timeout, a leader towards its next heartbeat.
+    pub fn tick(&mut self) {
+        match self.role {
+            Role::Leader => {
+                self.heartbeat_elapsed += 1;
+                if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
+                    self.heartbeat_elapsed = 0;
+                    self.broadcast_heartbeat();
+                }
+            }
+            Role::Follower | Role::Candidate => {
+                self.election_elapsed += 1;
+                if self.election_elapsed >= self.election_timeout {
+                    self.campaign();
+                }
+            }
+        }
+    }
+
+    /// Appends `command` to the log if this peer is the leader and sends it to every follower
+    /// at once. Returns the `(index, term)` it will be committed at, if it ever is.
+    pub fn propose(&mut self, command: Vec<u8>) -> Option<(u64, u64)> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        let term = self.current_term;
+        let index = self.log.append(LogEntry { term, command });
+        self.ready.persist = true;
+        trace!(
+            "peer {}: proposed index {} term {}",
+            self.cfg.id,
+            index,
+            term
+        );
+        for peer in self.other_peers() {
+            self.send_append(peer, false);
+        }
+        // A single-peer cluster commits on its own.
+        self.maybe_commit();
+        Some((index, term))
+    }
+
+    /// RequestVote RPC handler (Figure 2, "Receiver implementation").
+    pub fn handle_request_vote(&mut self, from: usize, args: RequestVoteArgs) -> RequestVoteReply {
+        self.observe_term(args.term);
+        let up_to_date = args.last_log_term > self.log.last_term()
+            || (args.last_log_term == self.log.last_term()
+                && args.last_log_index >= self.log.last_index());
+        let free = self.voted_for.is_none_or(|v| v == args.candidate_id);
+        let vote_granted = args.term == self.current_term
+            && args.candidate_id < self.cfg.peers
+            && free
+            && up_to_date;
+        if vote_granted {
+            if self.voted_for.is_none() {
+                self.voted_for = Some(args.candidate_id);
+                self.ready.persist = true;
+            }
+            self.reset_election_timer();
+        }
+        debug!(
+            "peer {}: vote for {} (from {}) in term {}: {}",
+            self.cfg.id, args.candidate_id, from, args.term, vote_granted
+        );
+        RequestVoteReply {
+            term: self.current_term,
+            vote_granted,
+        }
+    }
+
+    /// Handles the answer to our RequestVote: steps down on a higher term, wins the election on
+    /// a majority of votes granted in the current term.
+    pub fn handle_request_vote_reply(&mut self, from: usize, reply: RequestVoteReply) {
+        if self.observe_term(reply.term)
+            || self.role != Role::Candidate
+            || reply.term != self.current_term
+            || !self.is_peer(from)
+        {
+            return;
+        }
+        if reply.vote_granted {
+            self.votes[from] = true;
+            let granted = self.votes.iter().filter(|v| **v).count();
+            if granted >= majority::quorum(self.cfg.peers) {
+                self.become_leader();
+            }
+        }
+    }
+
+    /// AppendEntries RPC handler (Figure 2). A failed consistency check answers with the
+    /// conflicting term and its first index; entries are only truncated on a real conflict, so
+    /// a late duplicate of an older request never removes entries.
+    pub fn handle_append_entries(
+        &mut self,
+        from: usize,
+        args: AppendEntriesArgs,
+    ) -> AppendEntriesReply {
+        let reject = |term, conflict_term, conflict_index| AppendEntriesReply {
+            term,
+            success: false,
+            match_index: 0,
+            conflict_term,
+            conflict_index,
+        };
+        if args.term < self.current_term {
+            return reject(self.current_term, None, 0);
+        }
+        if !self.accept_leader(from, args.term, args.leader_id) {
+            return reject(self.current_term, None, 0);
+        }
+
+        // Consistency check. Entries up to the snapshot are committed, so they match anything a
+        // legitimate leader sends; only indexes past the snapshot can conflict.
+        let prev = args.prev_log_index;
+        if prev > self.log.last_index() {
+            trace!("peer {}: log too short for prev {}", self.cfg.id, prev);
+            return reject(self.current_term, None, self.log.last_index() + 1);
+        }
+        if prev >= self.log.snapshot_index() {
+            let term = self.log.term_at(prev).unwrap_or(0);
+            if term != args.prev_log_term {
+                let first = self.log.first_index_of_term_at(prev, term);
+                trace!(
+                    "peer {}: conflict at {} (term {}, first {})",
+                    self.cfg.id,
+                    prev,
+                    term,
+                    first
+                );
+                return reject(self.current_term, Some(term), first);
+            }
+        }
+
+        let match_index = prev + args.entries.len() as u64;
+        for (offset, entry) in args.entries.into_iter().enumerate() {
+            let index = prev + 1 + offset as u64;
+            if index <= self.log.snapshot_index() {
+                continue;
+            }
+            match self.log.term_at(index) {
+                Some(term) if term == entry.term => continue,
+                Some(_) => {
+                    if index <= self.commit_index {
+                        // Cannot happen with a correct leader: committed entries never conflict.
+                        error!(
+                            "peer {}: leader {} conflicts with committed index {}; rejecting",
+                            self.cfg.id, args.leader_id, index
+                        );
+                        debug_assert!(false, "conflict with a committed entry");
+                        return reject(self.current_term, None, 0);
+                    }
+                    debug!("peer {}: truncating log from {}", self.cfg.id, index);
+                    self.log.truncate(index);
+                    self.log.append(entry);
+                }
+                None => {
+                    self.log.append(entry);
+                }
+            }
+            self.ready.persist = true;
+        }
+
+        if args.leader_commit > self.commit_index {
+            let new_commit = args.leader_commit.min(match_index);
+            if new_commit > self.commit_index {
+                self.commit_index = new_commit;
+                self.apply_committed();
+            }
+        }
+        AppendEntriesReply {
+            term: self.current_term,
+            success: true,
+            match_index,
+            conflict_term: None,
+            conflict_index: 0,
+        }
+    }
+
+    /// Handles a follower's answer to AppendEntries. Success moves its `match_index` forward
+    /// (never back) and may commit; a rejection backs `next_index` up past the follower's
+    /// conflicting term. Replies from older terms and stale rejections are ignored.
+    pub fn handle_append_entries_reply(&mut self, from: usize, reply: AppendEntriesReply) {
+        if self.observe_term(reply.term)
+            || self.role != Role::Leader
+            || reply.term != self.current_term
+            || !self.is_peer(from)
+        {
+            return;
+        }
+        let last = self.log.last_index();
+        if reply.success {
+            let pr = &mut self.progress[from];
+            let advanced = pr.on_success(reply.match_index.min(last));
+            match pr.state {
+                ProgressState::Probe => pr.become_replicate(),
+                ProgressState::Snapshot { pending } if pr.match_index >= pending => {
+                    pr.become_replicate()
+                }
+                _ => {}
+            }
+            if advanced {
+                self.maybe_commit();
+            }
+            self.send_append(from, false);
+        } else {
+            let next = match reply.conflict_term {
+                Some(term) => self
+                    .log
+                    .last_index_of_term(term)
+                    .map_or(reply.conflict_index, |i| i + 1),
+                None => reply.conflict_index,
+            };
+            let pr = &mut self.progress[from];
+            if next <= pr.match_index || matches!(pr.state, ProgressState::Snapshot { .. }) {
+                trace!("peer {}: stale rejection from {}", self.cfg.id, from);
+                return;
+            }
+            // Never jump forward on a rejection: a stale one could point past the real conflict.
+            let next = next.min(pr.next_index).min(last + 1);
+            trace!(
+                "peer {}: {} rejected, probing from {}",
+                self.cfg.id,
+                from,
+                next
+            );
+            pr.become_probe(next);
+            self.send_append(from, false);
+        }
+    }
+
+    /// InstallSnapshot RPC handler (Figure 13). Ignores snapshots not newer than the commit
+    /// index; keeps the log suffix if it holds the snapshot's last entry with the same term,
+    /// else drops the log; hands the snapshot to the service via [`ApplyMsg::Snapshot`].
+    pub fn handle_install_snapshot(
+        &mut self,
+        from: usize,
+        args: InstallSnapshotArgs,
+    ) -> InstallSnapshotReply {
+        let index = args.last_included_index;
+        let term = args.last_included_term;
+        if args.term < self.current_term || !self.accept_leader(from, args.term, args.leader_id) {
+            return InstallSnapshotReply {
+                term: self.current_term,
+                last_included_index: index,
+            };
+        }
+        if index <= self.commit_index {
+            trace!(
+                "peer {}: snapshot at {} is not newer than commit {}",
+                self.cfg.id,
+                index,
+                self.commit_index
+            );
+            return InstallSnapshotReply {
+                term: self.current_term,
+                last_included_index: index,
+            };
+        }
+        debug!(
+            "peer {}: installing snapshot at {} term {}",
+            self.cfg.id, index, term
+        );
+        self.log.compact(index, term);
+        self.snapshot = Arc::new(args.data);
+        self.commit_index = index;
+        self.last_applied = index;
+        self.ready.persist = true;
+        self.ready.apply.push(ApplyMsg::Snapshot {
+            index,
+            term,
+            data: Arc::clone(&self.snapshot),
+        });
+        InstallSnapshotReply {
+            term: self.current_term,
+            last_included_index: index,
+        }
+    }
+
+    /// Handles a follower's answer to InstallSnapshot: its log now matches up to the
+    /// snapshot's last index, so replication resumes from there.
+    pub fn handle_install_snapshot_reply(&mut self, from: usize, reply: InstallSnapshotReply) {
+        if self.observe_term(reply.term)
+            || self.role != Role::Leader
+            || reply.term != self.current_term
+            || !self.is_peer(from)
+        {
+            return;
+        }
+        let last = self.log.last_index();
+        let pr = &mut self.progress[from];
+        let advanced = pr.on_success(reply.last_included_index.min(last));
+        if let ProgressState::Snapshot { pending } = pr.state {
+            if pr.match_index >= pending {
+                pr.become_replicate();
+            }
+        }
+        if advanced {
+            self.maybe_commit();
+        }
+        self.send_append(from, false);
+    }
+
+    /// The service has applied everything up to `index` and saved it in `data`: compact the log
+    /// up to there. Ignored if `index` is not past the current snapshot or not yet applied.
+    pub fn snapshot(&mut self, index: u64, data: Vec<u8>) {
+        if index <= self.log.snapshot_index() || index > self.last_applied {
+            debug!(
+                "peer {}: ignoring snapshot at {} (snapshot {}, applied {})",
+                self.cfg.id,
+                index,
+                self.log.snapshot_index(),
+                self.last_applied
+            );
+            return;
+        }
+        let Some(term) = self.log.term_at(index) else {
+            return;
+        };
+        self.log.compact(index, term);
+        self.snapshot = Arc::new(data);
+        self.ready.persist = true;
+        debug!("peer {}: compacted log up to {}", self.cfg.id, index);
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.current_term
+    }
+
+    /// Whether this peer believes it leads the current term.
+    pub fn is_leader(&self) -> bool {
+        self.role == Role::Leader
+    }
+
+    /// The role in the current term.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The leader of the current term, if known (a hint for redirecting clients).
+    pub fn leader_id(&self) -> Option<usize> {
+        self.leader_id
+    }
+
+    /// The candidate voted for in the current term, if any.
+    pub fn voted_for(&self) -> Option<usize> {
+        self.voted_for
+    }
+
+    /// Highest log index known to be committed.
+    pub fn commit_index(&self) -> u64 {
+        self.commit_index
+    }
+
+    /// Highest index handed to the service (through `Ready::apply` or the restored snapshot).
+    pub fn last_applied(&self) -> u64 {
+        self.last_applied
+    }
+
+    /// Index of the last log entry (counting compacted ones).
+    pub fn last_index(&self) -> u64 {
+        self.log.last_index()
+    }
+
+    /// Index of the last entry covered by the snapshot (0 if none).
+    pub fn snapshot_index(&self) -> u64 {
+        self.log.snapshot_index()
+    }
+
+    /// The persistent state (term, vote, log with its snapshot index/term) in rmp-serde form:
+    /// what the shell saves, together with [`snapshot_data`](Self::snapshot_data).
+    pub fn encoded_state(&self) -> Vec<u8> {
+        let state = PersistentStateRef {
+            current_term: self.current_term,
+            voted_for: self.voted_for,
+            log: &self.log,
+        };
+        // Plain integers, options and byte vectors always encode into a Vec.
+        rmp_serde::to_vec(&state).expect("encoding Raft state into memory cannot fail")
+    }
+
+    /// The latest snapshot (empty if none); saved atomically with the state.
+    pub fn snapshot_data(&self) -> Arc<Vec<u8>> {
+        Arc::clone(&self.snapshot)
+    }
+
+    /// Drains the effects produced since the last call.
+    pub fn take_ready(&mut self) -> Ready {
+        std::mem::take(&mut self.ready)
+    }
+
+    /// Whether effects are waiting in the ready buffer.
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    // ---- internals -----------------------------------------------------------------------
+
+    fn other_peers(&self) -> impl Iterator<Item = usize> {
+        let id = self.cfg.id;
+        (0..self.cfg.peers).filter(move |p| *p != id)
+    }
+
+    fn is_peer(&self, peer: usize) -> bool {
+        peer < self.cfg.peers && peer != self.cfg.id
+    }
+
+    fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        self.election_timeout = self.rng.gen_range(self.cfg.election_ticks.clone());
+    }
+
+    /// Figure 2, "all servers": on a higher term, adopt it and become follower. Returns true if
+    /// that happened.
+    fn observe_term(&mut self, term: u64) -> bool {
+        if term > self.current_term {
+            self.become_follower(term, None);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn become_follower(&mut self, term: u64, leader_id: Option<usize>) {
+        if term > self.current_term {
+            self.current_term = term;
+            self.voted_for = None;
+            self.ready.persist = true;
+        }
+        if self.role != Role::Follower {
+            debug!(
+                "peer {}: follower in term {}",
+                self.cfg.id, self.current_term
+            );
+            self.role = Role::Follower;
+            self.reset_election_timer();
+        }
+        self.leader_id = leader_id;
+    }
+
+    /// Common part of AppendEntries and InstallSnapshot from a leader of `term >= current_term`:
+    /// follow it and reset the election timer. Returns false if we lead this very term ourselves
+    /// (impossible with a correct peer set).
+    fn accept_leader(&mut self, from: usize, term: u64, leader_id: usize) -> bool {
+        if term == self.current_term && self.role == Role::Leader {
+            error!(
+                "peer {}: second leader {} (from {}) in term {}",
+                self.cfg.id, leader_id, from, term
+            );
+            return false;
+        }
+        self.become_follower(term, Some(leader_id));
+        self.reset_election_timer();
+        true
+    }
+
+    fn campaign(&mut self) {
+        self.current_term += 1;
+        self.role = Role::Candidate;
+        self.voted_for = Some(self.cfg.id);
+        self.leader_id = None;
+        self.ready.persist = true;
+        self.votes = vec![false; self.cfg.peers];
+        self.votes[self.cfg.id] = true;
+        self.reset_election_timer();
+        debug!(
+            "peer {}: campaigning in term {}",
+            self.cfg.id, self.current_term
+        );
+        if majority::quorum(self.cfg.peers) == 1 {
+            self.become_leader();
+            return;
+        }
+        let args = RequestVoteArgs {
+            term: self.current_term,
+            candidate_id: self.cfg.id,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+        };
+        for peer in self.other_peers() {
+            self.ready
+                .messages
+                .push((peer, Message::RequestVote(args.clone())));
+        }
+    }
+
+    fn become_leader(&mut self) {
+        debug!(
+            "peer {}: leader of term {} at index {}",
+            self.cfg.id,
+            self.current_term,
+            self.log.last_index()
+        );
+        self.role = Role::Leader;
+        self.leader_id = Some(self.cfg.id);
+        self.heartbeat_elapsed = 0;
+        let last = self.log.last_index();
+        self.progress = (0..self.cfg.peers).map(|_| Progress::new(last)).collect();
+        // Announce the term at once; no no-op entry (6.5840 expects exact indexes).
+        for peer in self.other_peers() {
+            self.send_append(peer, true);
+        }
+        self.maybe_commit();
+    }
+
+    fn broadcast_heartbeat(&mut self) {
+        let last = self.log.last_index();
+        for peer in self.other_peers() {
+            self.progress[peer].on_heartbeat(last);
+            self.send_append(peer, true);
+        }
+    }
+
+    /// Sends `peer` what it needs next: entries from its `next_index` (at most
+    /// `max_entries_per_message`), or the snapshot if those are compacted. Outside a heartbeat
+    /// (`heartbeat == false`) this respects flow control and sends nothing empty.
+    fn send_append(&mut self, peer: usize, heartbeat: bool) {
+        let pr = &self.progress[peer];
+        if let ProgressState::Snapshot { .. } = pr.state {
+            if heartbeat {
+                self.send_snapshot(peer);
+            }
+            return;
+        }
+        if !heartbeat && !pr.can_send() {
+            return;
+        }
+        if pr.next_index <= self.log.snapshot_index() {
+            self.send_snapshot(peer);
+            return;
+        }
+        let last = self.log.last_index();
+        let prev_log_index = (pr.next_index - 1).min(last);
+        let prev_log_term = self.log.term_at(prev_log_index).unwrap_or(0);
+        let hi = last.min(prev_log_index + self.cfg.max_entries_per_message as u64);
+        let entries = self.log.slice(prev_log_index + 1, hi + 1).to_vec();
+        if entries.is_empty() && !heartbeat {
+            return;
+        }
+        let pr = &mut self.progress[peer];
+        match pr.state {
+            ProgressState::Replicate => pr.next_index = hi + 1,
+            ProgressState::Probe => pr.paused = true,
+            ProgressState::Snapshot { .. } => {}
+        }
+        trace!(
+            "peer {}: AppendEntries to {} prev {} entries {}",
+            self.cfg.id,
+            peer,
+            prev_log_index,
+            entries.len()
+        );
+        let args = AppendEntriesArgs {
+            term: self.current_term,
+            leader_id: self.cfg.id,
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit: self.commit_index,
+        };
+        self.ready
+            .messages
+            .push((peer, Message::AppendEntries(args)));
+    }
+
+    fn send_snapshot(&mut self, peer: usize) {
+        let index = self.log.snapshot_index();
+        debug!(
+            "peer {}: InstallSnapshot to {} at {}",
+            self.cfg.id, peer, index
+        );
+        self.progress[peer].become_snapshot(index);
+        let args = InstallSnapshotArgs {
+            term: self.current_term,
+            leader_id: self.cfg.id,
+            last_included_index: index,
+            last_included_term: self.log.snapshot_term(),
+            data: self.snapshot.as_ref().clone(),
+        };
+        self.ready
+            .messages
+            .push((peer, Message::InstallSnapshot(args)));
+    }
+
+    /// Leader: commit the highest index stored on a majority, but only by counting replicas of
+    /// an entry from the current term (Figure 8); earlier entries commit with it.
+    fn maybe_commit(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let matches: Vec<u64> = (0..self.cfg.peers)
+            .map(|p| {
+                if p == self.cfg.id {
+                    self.log.last_index()
+                } else {
+                    self.progress[p].match_index
+                }
+            })
+            .collect();
+        let candidate = majority::committed_index(&matches);
+        if candidate > self.commit_index && self.log.term_at(candidate) == Some(self.current_term) {
+            trace!(
+                "peer {}: commit {} -> {}",
+                self.cfg.id,
+                self.commit_index,
+                candidate
+            );
+            self.commit_index = candidate;
+            self.apply_committed();
+        }
+    }
+
+    /// Hands newly committed entries to the service, in order.
+    fn apply_committed(&mut self) {
+        while self.last_applied < self.commit_index {
+            let index = self.last_applied + 1;
+            let Some(entry) = self.log.entry(index) else {
+                error!(
+                    "peer {}: committed index {} is not in the log",
+                    self.cfg.id, index
+                );
+                return;
+            };
+            self.ready.apply.push(ApplyMsg::Command {
+                index,
+                term: entry.term,
+                command: entry.command.clone(),
+            });
+            self.last_applied = index;
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Raft: a pure protocol core ([`RaftCore`]: Figure 2 plus snapshots, driven by `tick` and
+//! `handle_*`, returning effects) and the actor shell around it ([`RaftPeer`]).
+//!
+//! Read `core.rs` beside the Raft paper's Figure 2; `log.rs` is the log with its compacted
+//! prefix, `progress.rs` the leader's view of each follower, `majority.rs` the commit rule.
+//! `peer.rs` shows how an actor drives the core: timers, persistence, network, applier.
+
+mod core;
+mod log;
+mod majority;
+mod peer;
+mod progress;
+#[cfg(test)]
+mod sim;
+
+pub use self::core::{Config, Message, RaftCore, Ready, RestoreError, Role};
+pub use self::peer::{RaftPeer, TICK};

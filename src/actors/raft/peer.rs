@@ -1,0 +1,248 @@
+//! The Raft peer actor: the shell around the pure [`RaftCore`].
+//!
+//! It owns what the core must not: the tick timer, the persister, the client ends to the other
+//! peers and the applier. Every input (a tick, an RPC, a reply, a client command) goes into the
+//! core; then the peer drains the core's [`Ready`]: it saves the state first, then sends the
+//! messages and hands committed entries to the [`Applier`]. An RPC's reply leaves only after
+//! that save.
+//!
+//! Handles: [`Dispatch`] (`Raft.RequestVote`, `Raft.AppendEntries`, `Raft.InstallSnapshot`),
+//! [`Start`], [`GetState`], [`Snapshot`], [`Kill`], and replies from its own outgoing calls.
+//! Sends: Raft RPCs through its [`ClientEnd`]s, [`ApplyBatch`] to its applier.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::{Config, Message, RaftCore, Ready, RestoreError};
+use crate::actors::applier::{Applier, ApplyBatch, StopApplier};
+use crate::actors::network::ClientEnd;
+use crate::messages::apply::ApplyMsg;
+use crate::messages::net::{encode, Dispatch, Rpc, RpcError};
+use crate::messages::raft::*;
+use crate::storage::Persister;
+
+/// Wall (or virtual) time of one core tick.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// A reply to one of this peer's own calls.
+#[derive(Message)]
+#[rtype(result = "()")]
+enum PeerReply {
+    Vote(usize, RequestVoteReply),
+    Append(usize, AppendEntriesReply),
+    Snapshot(usize, InstallSnapshotReply),
+}
+
+/// One Raft peer. Build it with [`RaftPeer::start`].
+pub struct RaftPeer {
+    core: RaftCore,
+    me: usize,
+    /// `peers[j]` reaches peer j; `peers[me]` is never used.
+    peers: Vec<ClientEnd>,
+    persister: Box<dyn Persister>,
+    applier: Addr<Applier>,
+}
+
+impl RaftPeer {
+    /// Starts peer `me` of `peers.len()`, restoring whatever `persister` holds, delivering
+    /// committed entries to `service`. Fails on a corrupt persisted state.
+    pub fn start(
+        peers: Vec<ClientEnd>,
+        me: usize,
+        persister: Box<dyn Persister>,
+        service: Recipient<ApplyMsg>,
+        seed: u64,
+    ) -> Result<Addr<RaftPeer>, RestoreError> {
+        let config = Config {
+            id: me,
+            peers: peers.len(),
+            ..Config::default()
+        };
+        let core = RaftCore::restore(
+            config,
+            seed,
+            &persister.read_raft_state(),
+            persister.read_snapshot(),
+        )?;
+        let applier = Applier::new(service, core.last_applied()).start();
+        let peer = RaftPeer {
+            core,
+            me,
+            peers,
+            persister,
+            applier,
+        };
+        Ok(peer.start())
+    }
+
+    /// Drains the core's effects: persist, then send, then apply.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let Ready {
+            messages,
+            persist,
+            apply,
+        } = self.core.take_ready();
+        if persist {
+            let saved = self
+                .persister
+                .save(self.core.encoded_state(), self.core.snapshot_data());
+            if let Err(e) = saved {
+                // Answering anything now could acknowledge state that is not durable.
+                log::error!(
+                    "peer {}: cannot persist Raft state: {e}; stopping",
+                    self.me()
+                );
+                ctx.stop();
+                return;
+            }
+        }
+        for (to, message) in messages {
+            self.send(to, message, ctx);
+        }
+        if !apply.is_empty() {
+            self.applier.do_send(ApplyBatch(apply));
+        }
+    }
+
+    fn me(&self) -> usize {
+        self.me
+    }
+
+    fn send(&self, to: usize, message: Message, ctx: &mut Context<Self>) {
+        let Some(end) = self.peers.get(to).cloned() else {
+            log::error!("peer {}: message to unknown peer {to}", self.me());
+            return;
+        };
+        let me = ctx.address();
+        // Each call runs as its own task: the peer never waits for the network.
+        actix::spawn(async move {
+            let reply = match message {
+                Message::RequestVote(args) => end.call(&args).await.map(|r| PeerReply::Vote(to, r)),
+                Message::AppendEntries(args) => {
+                    end.call(&args).await.map(|r| PeerReply::Append(to, r))
+                }
+                Message::InstallSnapshot(args) => {
+                    end.call(&args).await.map(|r| PeerReply::Snapshot(to, r))
+                }
+            };
+            if let Ok(reply) = reply {
+                me.do_send(reply);
+            }
+        });
+    }
+
+    fn handle_rpc(&mut self, msg: &Dispatch) -> Result<Vec<u8>, RpcError> {
+        match msg.method {
+            RequestVoteArgs::METHOD => {
+                let args = msg.decode::<RequestVoteArgs>()?;
+                let from = args.candidate_id;
+                encode(&self.core.handle_request_vote(from, args))
+            }
+            AppendEntriesArgs::METHOD => {
+                let args = msg.decode::<AppendEntriesArgs>()?;
+                let from = args.leader_id;
+                encode(&self.core.handle_append_entries(from, args))
+            }
+            InstallSnapshotArgs::METHOD => {
+                let args = msg.decode::<InstallSnapshotArgs>()?;
+                let from = args.leader_id;
+                encode(&self.core.handle_install_snapshot(from, args))
+            }
+            other => Err(RpcError::UnknownMethod(other.to_string())),
+        }
+    }
+}
+
+impl Actor for RaftPeer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(TICK, |peer, ctx| {
+            peer.core.tick();
+            peer.flush(ctx);
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.applier.do_send(StopApplier);
+        log::debug!("peer {} stopped in term {}", self.me(), self.core.term());
+    }
+}
+
+impl Handler<Dispatch> for RaftPeer {
+    type Result = Result<Vec<u8>, RpcError>;
+
+    fn handle(&mut self, msg: Dispatch, ctx: &mut Self::Context) -> Self::Result {
+        let reply = self.handle_rpc(&msg);
+        // The reply leaves only after the state it depends on is saved.
+        self.flush(ctx);
+        reply
+    }
+}
+
+impl Handler<PeerReply> for RaftPeer {
+    type Result = ();
+
+    fn handle(&mut self, msg: PeerReply, ctx: &mut Self::Context) {
+        match msg {
+            PeerReply::Vote(from, reply) => self.core.handle_request_vote_reply(from, reply),
+            PeerReply::Append(from, reply) => self.core.handle_append_entries_reply(from, reply),
+            PeerReply::Snapshot(from, reply) => {
+                self.core.handle_install_snapshot_reply(from, reply)
+            }
+        }
+        self.flush(ctx);
+    }
+}
+
+impl Handler<Start> for RaftPeer {
+    type Result = MessageResult<Start>;
+
+    fn handle(&mut self, msg: Start, ctx: &mut Self::Context) -> Self::Result {
+        let started = self.core.propose(msg.0);
+        self.flush(ctx);
+        MessageResult(match started {
+            Some((index, term)) => StartResult {
+                index,
+                term,
+                is_leader: true,
+            },
+            None => StartResult {
+                index: 0,
+                term: self.core.term(),
+                is_leader: false,
+            },
+        })
+    }
+}
+
+impl Handler<GetState> for RaftPeer {
+    type Result = MessageResult<GetState>;
+
+    fn handle(&mut self, _: GetState, _: &mut Self::Context) -> Self::Result {
+        MessageResult(RaftState {
+            term: self.core.term(),
+            is_leader: self.core.is_leader(),
+            commit_index: self.core.commit_index(),
+            last_applied: self.core.last_applied(),
+        })
+    }
+}
+
+impl Handler<Snapshot> for RaftPeer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Snapshot, ctx: &mut Self::Context) {
+        self.core.snapshot(msg.index, msg.data);
+        self.flush(ctx);
+    }
+}
+
+impl Handler<Kill> for RaftPeer {
+    type Result = ();
+
+    fn handle(&mut self, _: Kill, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,178 @@
+//! A leader's view of one follower: Figure 2's `match_index` and `next_index`, plus the flow
+//! control state that decides when to send.
+//!
+//! - **Probe**: the leader does not know where the follower's log diverges. It sends one
+//!   AppendEntries and waits (`paused`) for the answer or the next heartbeat, backing up a whole
+//!   term per rejected round trip.
+//! - **Replicate**: the follower is known to match. Every new entry is sent at once and
+//!   `next_index` advances optimistically past what was sent, so a burst of N proposals sends
+//!   each entry about once instead of resending the unacknowledged tail each time.
+//! - **Snapshot**: the follower needs entries the leader has compacted; an InstallSnapshot is in
+//!   flight and nothing else is sent until it is answered (or a heartbeat resends it).
+
+/// Flow-control state of one follower, as seen by the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressState {
+    /// Finding the point where the logs agree: one message per round trip.
+    Probe,
+    /// Streaming new entries as they are proposed.
+    Replicate,
+    /// Waiting for the answer to an InstallSnapshot of the given `last_included_index`.
+    Snapshot {
+        /// `last_included_index` of the snapshot that was sent.
+        pending: u64,
+    },
+}
+
+/// Per-follower replication progress kept by the leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Highest index known to be replicated on the follower (Figure 2). Never decreases within
+    /// a term.
+    pub match_index: u64,
+    /// Index of the next entry to send (Figure 2). Always `> match_index`.
+    pub next_index: u64,
+    /// Flow-control state.
+    pub state: ProgressState,
+    /// In Probe: a message is in flight, wait for its answer or the next heartbeat.
+    pub paused: bool,
+    /// A successful reply arrived since the last heartbeat. A Replicate follower that lags and
+    /// has not answered for a whole heartbeat interval probably lost a message: it is probed.
+    pub recent_ack: bool,
+}
+
+impl Progress {
+    /// Progress for a follower at the start of a term: nothing known, probe from the end of the
+    /// leader's log (Figure 2's initialisation `next_index = last log index + 1`).
+    pub fn new(last_index: u64) -> Self {
+        Progress {
+            match_index: 0,
+            next_index: last_index + 1,
+            state: ProgressState::Probe,
+            paused: false,
+            recent_ack: false,
+        }
+    }
+
+    /// Records a successful reply saying the follower matches up to `index`. Returns true if
+    /// this moved `match_index` forward; a stale or duplicate reply returns false and changes
+    /// nothing (so `match_index` never goes back).
+    pub fn on_success(&mut self, index: u64) -> bool {
+        self.recent_ack = true;
+        self.paused = false;
+        if index <= self.match_index {
+            return false;
+        }
+        self.match_index = index;
+        self.next_index = self.next_index.max(index + 1);
+        true
+    }
+
+    /// Switches to Probe from `next_index` (clamped above `match_index`), ready to send.
+    pub fn become_probe(&mut self, next_index: u64) {
+        self.state = ProgressState::Probe;
+        self.next_index = next_index.max(self.match_index + 1);
+        self.paused = false;
+    }
+
+    /// Switches to Replicate, streaming from just after `match_index`.
+    pub fn become_replicate(&mut self) {
+        self.state = ProgressState::Replicate;
+        self.next_index = self.match_index + 1;
+        self.paused = false;
+    }
+
+    /// Switches to Snapshot after sending a snapshot ending at `pending`.
+    pub fn become_snapshot(&mut self, pending: u64) {
+        self.state = ProgressState::Snapshot { pending };
+        self.paused = true;
+    }
+
+    /// Whether the leader may send this follower another AppendEntries now, outside a
+    /// heartbeat: always in Replicate, once per answer in Probe, never while a snapshot is in
+    /// flight.
+    pub fn can_send(&self) -> bool {
+        match self.state {
+            ProgressState::Replicate => true,
+            ProgressState::Probe => !self.paused,
+            ProgressState::Snapshot { .. } => false,
+        }
+    }
+
+    /// Called at every heartbeat. A lagging Replicate follower that acknowledged nothing during
+    /// the last interval drops back to Probe from `match_index + 1` (a message was probably
+    /// lost); a paused Probe or a pending Snapshot may send again.
+    pub fn on_heartbeat(&mut self, last_index: u64) {
+        match self.state {
+            ProgressState::Replicate if self.match_index < last_index && !self.recent_ack => {
+                self.become_probe(self.match_index + 1);
+            }
+            ProgressState::Probe => self.paused = false,
+            ProgressState::Snapshot { .. } => self.paused = false,
+            ProgressState::Replicate => {}
+        }
+        self.recent_ack = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_probing_from_the_leaders_end() {
+        let pr = Progress::new(7);
+        assert_eq!((pr.match_index, pr.next_index), (0, 8));
+        assert_eq!(pr.state, ProgressState::Probe);
+        assert!(pr.can_send());
+    }
+
+    #[test]
+    fn success_never_moves_match_back() {
+        let mut pr = Progress::new(10);
+        assert!(pr.on_success(10));
+        assert_eq!((pr.match_index, pr.next_index), (10, 11));
+        assert!(!pr.on_success(4));
+        assert_eq!((pr.match_index, pr.next_index), (10, 11));
+    }
+
+    #[test]
+    fn probe_sends_once_per_round_trip() {
+        let mut pr = Progress::new(3);
+        pr.paused = true;
+        assert!(!pr.can_send());
+        pr.on_heartbeat(3);
+        assert!(pr.can_send());
+    }
+
+    #[test]
+    fn replicate_lagging_without_acks_falls_back_to_probe() {
+        let mut pr = Progress::new(5);
+        pr.on_success(5);
+        pr.become_replicate();
+        pr.next_index = 9; // entries 6..=8 sent optimistically
+        pr.on_heartbeat(8); // an ack arrived during this interval: keep streaming
+        assert_eq!(pr.state, ProgressState::Replicate);
+        pr.on_heartbeat(8); // nothing for a whole interval: probe from match + 1
+        assert_eq!(pr.state, ProgressState::Probe);
+        assert_eq!(pr.next_index, 6);
+    }
+
+    #[test]
+    fn probe_never_goes_below_match() {
+        let mut pr = Progress::new(5);
+        pr.on_success(4);
+        pr.become_probe(2);
+        assert_eq!(pr.next_index, 5);
+    }
+
+    #[test]
+    fn snapshot_blocks_sending_until_heartbeat() {
+        let mut pr = Progress::new(5);
+        pr.become_snapshot(20);
+        assert!(!pr.can_send());
+        pr.on_heartbeat(30);
+        assert!(!pr.can_send());
+        assert!(!pr.paused);
+    }
+}

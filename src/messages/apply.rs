@@ -1,0 +1,39 @@
+//! What Raft hands to the service above it: committed commands and installed snapshots, in
+//! index order, each exactly once (6.5840's `ApplyMsg`).
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+/// One committed command or one snapshot to install.
+#[derive(Message, Debug, Clone, PartialEq)]
+#[rtype(result = "()")]
+pub enum ApplyMsg {
+    /// A committed log entry.
+    Command {
+        /// Its log index (the first command has index 1).
+        index: u64,
+        /// The term it was created in.
+        term: u64,
+        /// The service's encoded command.
+        command: Vec<u8>,
+    },
+    /// A snapshot received from the leader: the service replaces its state with it.
+    Snapshot {
+        /// The last log index the snapshot covers.
+        index: u64,
+        /// The term of that entry.
+        term: u64,
+        /// The service's encoded state.
+        data: Arc<Vec<u8>>,
+    },
+}
+
+impl ApplyMsg {
+    /// The log index this message brings the service to.
+    pub fn index(&self) -> u64 {
+        match self {
+            ApplyMsg::Command { index, .. } | ApplyMsg::Snapshot { index, .. } => *index,
+        }
+    }
+}

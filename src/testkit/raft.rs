@@ -1,0 +1,652 @@
+//! 6.5840's Raft test harness (`raft/config.go`), on the simulated network and virtual time.
+//!
+//! [`RaftConfig`] builds `n` peers, each registered as server `"i"` with one `"Raft"` service,
+//! wired by client ends that start disabled. It offers the original helpers with the same
+//! contracts: `start1`/`crash1` (restart from a copy of exactly what was last saved),
+//! `connect`/`disconnect`, `check_one_leader`, `check_terms`, `check_no_leader`,
+//! `n_committed`, `wait`, `one`, `begin`/`end` with the statistics line, and both appliers
+//! with their safety checks. An apply error fails the test with a clear message at the next
+//! check instead of killing the process.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tokio::time::{sleep, Instant};
+
+use super::{rand_string, Sim};
+use crate::actors::raft::RaftPeer;
+use crate::messages::apply::ApplyMsg;
+use crate::messages::net::Server;
+use crate::messages::raft::{GetState, Kill, RaftState, Snapshot, Start, StartResult};
+use crate::storage::{MemPersister, Persister};
+
+/// 6.5840's `RaftElectionTimeout`: elections are allowed a second.
+pub const RAFT_ELECTION_TIMEOUT: Duration = Duration::from_millis(1000);
+/// The snapshot applier snapshots every this many entries.
+pub const SNAPSHOT_INTERVAL: u64 = 10;
+/// 3D's bound on the persisted Raft state, in bytes.
+pub const MAX_LOG_SIZE: usize = 2000;
+
+/// A test command: 6.5840's tests commit Go ints and strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cmd {
+    /// An integer command.
+    Int(i64),
+    /// A string command.
+    Str(String),
+}
+
+impl From<i64> for Cmd {
+    fn from(x: i64) -> Self {
+        Cmd::Int(x)
+    }
+}
+
+impl From<String> for Cmd {
+    fn from(s: String) -> Self {
+        Cmd::Str(s)
+    }
+}
+
+impl fmt::Display for Cmd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cmd::Int(x) => write!(f, "{x}"),
+            Cmd::Str(s) if s.chars().count() > 20 => {
+                write!(f, "{}…", s.chars().take(20).collect::<String>())
+            }
+            Cmd::Str(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+impl Cmd {
+    fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// What the tester's appliers record, shared by all of them (6.5840's `cfg.logs` and friends).
+#[derive(Default)]
+struct Applied {
+    /// `logs[i][index]`: what server i applied at index.
+    logs: Vec<BTreeMap<u64, Cmd>>,
+    last_applied: Vec<u64>,
+    max_index: u64,
+    /// The first apply error, if any.
+    error: Option<String>,
+}
+
+impl Applied {
+    fn fail(&mut self, message: String) {
+        log::error!("apply error: {message}");
+        self.error.get_or_insert(message);
+    }
+
+    /// `checkLogs`: records `cmd` at `index` for server i unless another server applied a
+    /// different command there; returns whether i had applied `index - 1`.
+    fn check_logs(&mut self, i: usize, index: u64, cmd: Cmd) -> bool {
+        let conflict = self.logs.iter().enumerate().find_map(|(j, log)| {
+            log.get(&index)
+                .filter(|old| **old != cmd)
+                .map(|old| format!("commit index={index} server={i} {cmd} != server={j} {old}"))
+        });
+        if let Some(message) = conflict {
+            self.fail(message);
+        }
+        let prev_ok = self.logs[i].contains_key(&(index - 1));
+        self.logs[i].insert(index, cmd);
+        self.max_index = self.max_index.max(index);
+        prev_ok
+    }
+
+    /// `ingestSnap`: replaces server i's log with the snapshot's commands.
+    fn ingest_snapshot(&mut self, i: usize, data: &[u8], index: Option<u64>) {
+        let Ok((last_included, commands)) = rmp_serde::from_slice::<(u64, Vec<Option<Cmd>>)>(data)
+        else {
+            return self.fail(format!("server {i}: snapshot does not decode"));
+        };
+        if index.is_some_and(|index| index != last_included) {
+            return self.fail(format!(
+                "server {i} snapshot doesn't match m.SnapshotIndex ({last_included} != {index:?})"
+            ));
+        }
+        self.logs[i] = commands
+            .into_iter()
+            .enumerate()
+            .filter_map(|(j, cmd)| cmd.map(|cmd| (j as u64, cmd)))
+            .collect();
+        self.last_applied[i] = last_included;
+    }
+
+    /// The snapshot the snapshot applier hands to Raft at `index`.
+    fn encode_snapshot(&self, i: usize, index: u64) -> Vec<u8> {
+        let commands: Vec<Option<Cmd>> =
+            (0..=index).map(|j| self.logs[i].get(&j).cloned()).collect();
+        rmp_serde::to_vec(&(index, commands)).unwrap_or_default()
+    }
+}
+
+/// The tester's applier for one peer: 6.5840's `applier` or, with snapshots, `applierSnap`.
+struct TesterApplier {
+    me: usize,
+    applied: Rc<RefCell<Applied>>,
+    snapshots: bool,
+    peer: Option<Addr<RaftPeer>>,
+}
+
+impl Actor for TesterApplier {
+    type Context = Context<Self>;
+}
+
+/// Tells the applier which peer to send snapshots to.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SetPeer(Addr<RaftPeer>);
+
+impl Handler<SetPeer> for TesterApplier {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetPeer, _: &mut Self::Context) {
+        self.peer = Some(msg.0);
+    }
+}
+
+impl Handler<ApplyMsg> for TesterApplier {
+    type Result = ();
+
+    fn handle(&mut self, msg: ApplyMsg, _: &mut Self::Context) {
+        let i = self.me;
+        let mut applied = self.applied.borrow_mut();
+        match msg {
+            ApplyMsg::Snapshot { index, data, .. } => {
+                if self.snapshots {
+                    applied.ingest_snapshot(i, &data, Some(index));
+                }
+            }
+            ApplyMsg::Command { index, command, .. } => {
+                let Ok(cmd) = rmp_serde::from_slice::<Cmd>(&command) else {
+                    return applied.fail(format!("server {i}: command {index} does not decode"));
+                };
+                if self.snapshots && index != applied.last_applied[i] + 1 {
+                    let expected = applied.last_applied[i] + 1;
+                    return applied.fail(format!(
+                        "server {i} apply out of order, expected index {expected}, got {index}"
+                    ));
+                }
+                let prev_ok = applied.check_logs(i, index, cmd);
+                if index > 1 && !prev_ok {
+                    applied.fail(format!("server {i} apply out of order {index}"));
+                }
+                applied.last_applied[i] = index;
+                if self.snapshots && (index + 1) % SNAPSHOT_INTERVAL == 0 {
+                    let data = applied.encode_snapshot(i, index);
+                    if let Some(peer) = &self.peer {
+                        peer.do_send(Snapshot { index, data });
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct State {
+    rafts: Vec<Option<Addr<RaftPeer>>>,
+    saved: Vec<Option<MemPersister>>,
+    connected: Vec<bool>,
+    /// `end_names[i][j]`: the end server i uses to reach j.
+    end_names: Vec<Vec<String>>,
+    incarnations: Vec<u64>,
+    rng: ChaCha8Rng,
+    finished: bool,
+    t0: Instant,
+    rpcs0: u64,
+    bytes0: u64,
+    max_index0: u64,
+}
+
+/// 6.5840's Raft test configuration. Cloning gives another handle on the same cluster, for
+/// concurrent clients.
+#[derive(Clone)]
+pub struct RaftConfig {
+    sim: Sim,
+    n: usize,
+    snapshots: bool,
+    created: Instant,
+    state: Rc<RefCell<State>>,
+    applied: Rc<RefCell<Applied>>,
+}
+
+impl RaftConfig {
+    /// `make_config(n, unreliable, snapshot)`: starts and connects `n` peers, long delays on.
+    pub async fn new(sim: &Sim, n: usize, unreliable: bool, snapshots: bool) -> RaftConfig {
+        let net = sim.network();
+        net.set_reliable(!unreliable);
+        net.set_long_delays(true);
+        let applied = Applied {
+            logs: vec![BTreeMap::new(); n],
+            last_applied: vec![0; n],
+            ..Applied::default()
+        };
+        let cfg = RaftConfig {
+            sim: sim.clone(),
+            n,
+            snapshots,
+            created: Instant::now(),
+            state: Rc::new(RefCell::new(State {
+                rafts: vec![None; n],
+                saved: vec![None; n],
+                connected: vec![false; n],
+                end_names: vec![Vec::new(); n],
+                incarnations: vec![0; n],
+                rng: sim.rng("raft-config"),
+                finished: false,
+                t0: Instant::now(),
+                rpcs0: 0,
+                bytes0: 0,
+                max_index0: 0,
+            })),
+            applied: Rc::new(RefCell::new(applied)),
+        };
+        for i in 0..n {
+            cfg.start1(i).await;
+        }
+        for i in 0..n {
+            cfg.connect(i);
+        }
+        cfg
+    }
+
+    /// Number of peers.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// A random number in `range`, from the config's seeded generator.
+    pub fn rand_range(&self, range: std::ops::Range<u64>) -> u64 {
+        self.state.borrow_mut().rng.gen_range(range)
+    }
+
+    /// A random non-negative integer command (Go's `rand.Int()`).
+    pub fn rand_cmd(&self) -> Cmd {
+        Cmd::Int(self.state.borrow_mut().rng.gen_range(0..i64::MAX))
+    }
+
+    /// A random string of `n` characters.
+    pub fn rand_string(&self, n: usize) -> String {
+        rand_string(&mut self.state.borrow_mut().rng, n)
+    }
+
+    /// Whether server i is connected.
+    pub fn is_connected(&self, i: usize) -> bool {
+        self.state.borrow().connected[i]
+    }
+
+    /// Whether server i is running (not crashed).
+    pub fn is_up(&self, i: usize) -> bool {
+        self.state.borrow().rafts[i].is_some()
+    }
+
+    /// `crash1(i)`: disconnects and deletes server i, keeps a copy of what it last saved, and
+    /// kills it.
+    pub fn crash1(&self, i: usize) {
+        self.disconnect(i);
+        self.sim.network().delete_server(&i.to_string());
+        let mut state = self.state.borrow_mut();
+        // A still-running old instance can only write to the old object from now on.
+        if let Some(saved) = &state.saved[i] {
+            let copy = saved.copy();
+            state.saved[i] = Some(copy);
+        }
+        if let Some(raft) = state.rafts[i].take() {
+            raft.do_send(Kill);
+        }
+    }
+
+    /// `start1(i)`: restarts server i from a copy of its persisted state, with fresh disabled
+    /// ends (it stays isolated until [`RaftConfig::connect`]).
+    pub async fn start1(&self, i: usize) {
+        self.crash1(i);
+        let net = self.sim.network().clone();
+        let names: Vec<String> = (0..self.n).map(|_| self.rand_string(20)).collect();
+        let mut ends = Vec::with_capacity(self.n);
+        for (j, name) in names.iter().enumerate() {
+            let end = net
+                .make_end(name, Some(&i.to_string()))
+                .await
+                .unwrap_or_else(|e| panic!("start1({i}): {e}"));
+            net.connect(name, &j.to_string());
+            ends.push(end);
+        }
+
+        let (persister, incarnation) = {
+            let mut state = self.state.borrow_mut();
+            state.end_names[i] = names;
+            state.incarnations[i] += 1;
+            let persister = match &state.saved[i] {
+                Some(saved) => saved.copy(),
+                None => MemPersister::new(),
+            };
+            state.saved[i] = Some(persister.clone());
+            (persister, state.incarnations[i])
+        };
+        {
+            let mut applied = self.applied.borrow_mut();
+            applied.last_applied[i] = 0;
+            let snapshot = persister.read_snapshot();
+            if !snapshot.is_empty() {
+                applied.ingest_snapshot(i, &snapshot, None);
+            }
+        }
+
+        let applier = TesterApplier {
+            me: i,
+            applied: self.applied.clone(),
+            snapshots: self.snapshots,
+            peer: None,
+        }
+        .start();
+        let seed = self.sim.derive(&format!("raft-peer-{i}-{incarnation}"));
+        let raft = RaftPeer::start(
+            ends,
+            i,
+            Box::new(persister),
+            applier.clone().recipient(),
+            seed,
+        )
+        .unwrap_or_else(|e| panic!("start1({i}): cannot restore Raft state: {e}"));
+        applier.do_send(SetPeer(raft.clone()));
+        net.add_server(
+            &i.to_string(),
+            Server::new().with_service("Raft", raft.clone().recipient()),
+        );
+        self.state.borrow_mut().rafts[i] = Some(raft);
+    }
+
+    /// Attaches server i to the net: its ends to connected servers and theirs to it work.
+    pub fn connect(&self, i: usize) {
+        let mut state = self.state.borrow_mut();
+        state.connected[i] = true;
+        let net = self.sim.network();
+        for j in 0..self.n {
+            if state.connected[j] {
+                if let Some(name) = state.end_names[i].get(j) {
+                    net.enable(name, true);
+                }
+                if let Some(name) = state.end_names[j].get(i) {
+                    net.enable(name, true);
+                }
+            }
+        }
+    }
+
+    /// Detaches server i: none of its ends work, and no end to it works.
+    pub fn disconnect(&self, i: usize) {
+        let mut state = self.state.borrow_mut();
+        state.connected[i] = false;
+        let net = self.sim.network();
+        for j in 0..self.n {
+            if let Some(name) = state.end_names[i].get(j) {
+                net.enable(name, false);
+            }
+            if let Some(name) = state.end_names[j].get(i) {
+                net.enable(name, false);
+            }
+        }
+    }
+
+    fn raft(&self, i: usize) -> Option<Addr<RaftPeer>> {
+        self.state.borrow().rafts[i].clone()
+    }
+
+    /// `GetState()` of server i, if it is running.
+    pub async fn get_state(&self, i: usize) -> Option<RaftState> {
+        self.raft(i)?.send(GetState).await.ok()
+    }
+
+    /// `Start(cmd)` on server i, if it is running.
+    pub async fn start(&self, i: usize, cmd: &Cmd) -> Option<StartResult> {
+        self.raft(i)?.send(Start(cmd.encode())).await.ok()
+    }
+
+    /// `checkOneLeader`: the leader of the highest term, within 10 rounds of about 500 ms.
+    pub async fn check_one_leader(&self) -> usize {
+        for _ in 0..10 {
+            let ms = 450 + self.rand_range(0..100);
+            sleep(Duration::from_millis(ms)).await;
+            let mut leaders: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+            for i in 0..self.n {
+                if !self.is_connected(i) {
+                    continue;
+                }
+                if let Some(state) = self.get_state(i).await {
+                    if state.is_leader {
+                        leaders.entry(state.term).or_default().push(i);
+                    }
+                }
+            }
+            for (term, ids) in &leaders {
+                assert!(ids.len() <= 1, "term {term} has {} (>1) leaders", ids.len());
+            }
+            if let Some((_, ids)) = leaders.last_key_value() {
+                return ids[0];
+            }
+        }
+        panic!("expected one leader, got none");
+    }
+
+    /// `checkTerms`: every connected server reports the same term.
+    pub async fn check_terms(&self) -> u64 {
+        let mut term = None;
+        for i in 0..self.n {
+            if !self.is_connected(i) {
+                continue;
+            }
+            if let Some(state) = self.get_state(i).await {
+                match term {
+                    None => term = Some(state.term),
+                    Some(t) => assert_eq!(t, state.term, "servers disagree on term"),
+                }
+            }
+        }
+        term.unwrap_or(0)
+    }
+
+    /// `checkNoLeader`: no connected server claims to lead.
+    pub async fn check_no_leader(&self) {
+        for i in 0..self.n {
+            if !self.is_connected(i) {
+                continue;
+            }
+            if let Some(state) = self.get_state(i).await {
+                assert!(
+                    !state.is_leader,
+                    "expected no leader among connected servers, but {i} claims to be leader"
+                );
+            }
+        }
+    }
+
+    /// Fails the test if any applier reported an error.
+    pub fn check_apply_errors(&self) {
+        if let Some(error) = &self.applied.borrow().error {
+            panic!("apply error: {error}");
+        }
+    }
+
+    /// `nCommitted(index)`: how many servers applied `index`, and what.
+    pub fn n_committed(&self, index: u64) -> (usize, Option<Cmd>) {
+        self.check_apply_errors();
+        let applied = self.applied.borrow();
+        let mut count = 0;
+        let mut cmd: Option<&Cmd> = None;
+        for log in &applied.logs {
+            if let Some(c) = log.get(&index) {
+                if let Some(prev) = cmd {
+                    assert_eq!(
+                        prev, c,
+                        "committed values do not match: index {index}, {prev}, {c}"
+                    );
+                }
+                count += 1;
+                cmd = Some(c);
+            }
+        }
+        (count, cmd.cloned())
+    }
+
+    /// `wait(index, n, startTerm)`: waits for at least `n` servers to apply `index`; `None` if
+    /// a term after `start_term` began meanwhile (then no agreement can be guaranteed).
+    pub async fn wait(&self, index: u64, n: usize, start_term: Option<u64>) -> Option<Cmd> {
+        let mut pause = Duration::from_millis(10);
+        for _ in 0..30 {
+            if self.n_committed(index).0 >= n {
+                break;
+            }
+            sleep(pause).await;
+            if pause < Duration::from_secs(1) {
+                pause *= 2;
+            }
+            if let Some(start_term) = start_term {
+                for i in 0..self.n {
+                    if let Some(state) = self.get_state(i).await {
+                        if state.term > start_term {
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+        let (count, cmd) = self.n_committed(index);
+        assert!(
+            count >= n,
+            "only {count} decided for index {index}; wanted {n}"
+        );
+        cmd
+    }
+
+    /// `one(cmd, expectedServers, retry)`: a complete agreement on `cmd`, returning its index.
+    pub async fn one(&self, cmd: impl Into<Cmd>, expected: usize, retry: bool) -> u64 {
+        let cmd = cmd.into();
+        let t0 = Instant::now();
+        let mut starts = 0;
+        while t0.elapsed() < Duration::from_secs(10) && !self.state.borrow().finished {
+            let mut index = None;
+            for _ in 0..self.n {
+                starts = (starts + 1) % self.n;
+                if self.is_connected(starts) {
+                    if let Some(r) = self.start(starts, &cmd).await {
+                        if r.is_leader {
+                            index = Some(r.index);
+                            break;
+                        }
+                    }
+                }
+            }
+            if let Some(index) = index {
+                let t1 = Instant::now();
+                while t1.elapsed() < Duration::from_secs(2) {
+                    let (count, committed) = self.n_committed(index);
+                    if count > 0 && count >= expected && committed.as_ref() == Some(&cmd) {
+                        return index;
+                    }
+                    sleep(Duration::from_millis(20)).await;
+                }
+                assert!(retry, "one({cmd}) failed to reach agreement");
+            } else {
+                sleep(Duration::from_millis(50)).await;
+            }
+        }
+        assert!(
+            self.state.borrow().finished,
+            "one({cmd}) failed to reach agreement"
+        );
+        0
+    }
+
+    /// `begin(description)`: prints the test name and starts the statistics.
+    pub async fn begin(&self, description: &str) {
+        println!("{description} ...");
+        let rpcs = self.rpc_total().await;
+        let bytes = self.sim.network().total_bytes().await.unwrap_or(0);
+        let max_index = self.applied.borrow().max_index;
+        let mut state = self.state.borrow_mut();
+        state.t0 = Instant::now();
+        state.rpcs0 = rpcs;
+        state.bytes0 = bytes;
+        state.max_index0 = max_index;
+    }
+
+    /// `end()`: checks the time limit and apply errors and prints the statistics line.
+    pub async fn end(&self) {
+        self.check_timeout();
+        self.check_apply_errors();
+        let rpcs = self.rpc_total().await;
+        let bytes = self.sim.network().total_bytes().await.unwrap_or(0);
+        let max_index = self.applied.borrow().max_index;
+        let state = self.state.borrow();
+        println!(
+            "  ... Passed --  {:4.1}  {} {:4} {:7} {:4}",
+            state.t0.elapsed().as_secs_f64(),
+            self.n,
+            rpcs - state.rpcs0,
+            bytes - state.bytes0,
+            max_index - state.max_index0,
+        );
+    }
+
+    fn check_timeout(&self) {
+        let took = self.created.elapsed();
+        assert!(
+            took <= Duration::from_secs(120),
+            "test took longer than 120 seconds ({took:?})"
+        );
+    }
+
+    /// `cleanup()`: stops every peer; `one` stops retrying.
+    pub fn cleanup(&self) {
+        let mut state = self.state.borrow_mut();
+        state.finished = true;
+        for raft in state.rafts.iter_mut() {
+            if let Some(raft) = raft.take() {
+                raft.do_send(Kill);
+            }
+        }
+        drop(state);
+        self.check_timeout();
+    }
+
+    /// The largest persisted Raft state over all servers.
+    pub fn log_size(&self) -> usize {
+        let state = self.state.borrow();
+        state
+            .saved
+            .iter()
+            .flatten()
+            .map(|p| p.raft_state_size())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// RPCs that reached server i.
+    pub async fn rpc_count(&self, i: usize) -> u64 {
+        self.sim.network().count(&i.to_string()).await.unwrap_or(0)
+    }
+
+    /// Every call made on the network so far.
+    pub async fn rpc_total(&self) -> u64 {
+        self.sim.network().total_calls().await.unwrap_or(0)
+    }
+
+    /// Whether `cleanup` ran.
+    pub fn finished(&self) -> bool {
+        self.state.borrow().finished
+    }
+}
