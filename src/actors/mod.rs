@@ -3,7 +3,12 @@
 //! - [`network`]: the simulated network every inter-node RPC goes through.
 //! - [`raft`]: the Raft peer (a pure core inside an actor shell).
 //! - [`applier`]: hands a peer's committed entries to its service, in order.
+//! - [`rsm`]: the replicated state machine layer every service on Raft shares.
+//! - [`kv_server`], [`clerk`]: the linearizable KV service and its client.
 
 pub mod applier;
+pub mod clerk;
+pub mod kv_server;
 pub mod network;
 pub mod raft;
+pub mod rsm;

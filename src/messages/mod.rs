@@ -4,7 +4,9 @@
 //!   [`net::Rpc`] trait that ties a request type to its reply type.
 //! - [`raft`]: Raft's RPCs and a peer's local API (`Start`, `GetState`, `Snapshot`, `Kill`).
 //! - [`apply`]: what Raft hands to its service ([`apply::ApplyMsg`]).
+//! - [`kv`]: clerk ↔ KV server RPCs and the KV commands.
 
 pub mod apply;
+pub mod kv;
 pub mod net;
 pub mod raft;

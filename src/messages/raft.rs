@@ -75,7 +75,8 @@ pub struct AppendEntriesReply {
     /// `prev_log_index`. `None` when the follower's log is too short.
     pub conflict_term: Option<u64>,
     /// On failure: the first index of `conflict_term` in the follower's log, or the follower's
-    /// last index + 1 when its log is too short. The leader resumes from there.
+    /// last index + 1 when its log is too short. The leader resumes from there. 0 when the
+    /// request was rejected for its stale term (no information about the log).
     pub conflict_index: u64,
 }
 
@@ -101,8 +102,11 @@ pub struct InstallSnapshotArgs {
 pub struct InstallSnapshotReply {
     /// The follower's current term, for the leader to update itself.
     pub term: u64,
-    /// The `last_included_index` of the snapshot this reply answers: once the follower has
-    /// answered in the leader's term, its log matches the leader's at least up to here.
+    /// The `last_included_index` of the snapshot this reply answers: the follower's log now
+    /// matches the leader's at least up to here (it installed the snapshot, or had already
+    /// committed past it). 0 if the request was rejected for its stale term, so that a leader
+    /// re-elected in the follower's current term never mistakes the answer to its older request
+    /// for an acknowledgement.
     pub last_included_index: u64,
 }
 

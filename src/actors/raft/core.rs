@@ -501,8 +501,14 @@ impl RaftCore {
                 trace!("peer {}: stale rejection from {}", self.cfg.id, from);
                 return;
             }
-            // Never jump forward on a rejection: a stale one could point past the real conflict.
+            // Never move forward on a rejection: a stale one could point past the real conflict.
+            // In Probe, a rejection that does not move back answers an older probe (an answer
+            // to the current one always moves back): the probe in flight covers it.
             let next = next.min(pr.next_index).min(last + 1);
+            if pr.state == ProgressState::Probe && next >= pr.next_index {
+                trace!("peer {}: duplicate rejection from {}", self.cfg.id, from);
+                return;
+            }
             trace!(
                 "peer {}: {} rejected, probing from {}",
                 self.cfg.id,
@@ -525,9 +531,11 @@ impl RaftCore {
         let index = args.last_included_index;
         let term = args.last_included_term;
         if args.term < self.current_term || !self.accept_leader(from, args.term, args.leader_id) {
+            // Index 0 vouches for nothing: a leader re-elected in our current term must not take
+            // this answer to its older request as an acknowledgement.
             return InstallSnapshotReply {
                 term: self.current_term,
-                last_included_index: index,
+                last_included_index: 0,
             };
         }
         if index <= self.commit_index {
@@ -790,16 +798,17 @@ impl RaftCore {
     }
 
     fn broadcast_heartbeat(&mut self) {
-        let last = self.log.last_index();
         for peer in self.other_peers() {
-            self.progress[peer].on_heartbeat(last);
+            self.progress[peer].on_heartbeat();
             self.send_append(peer, true);
         }
     }
 
     /// Sends `peer` what it needs next: entries from its `next_index` (at most
     /// `max_entries_per_message`), or the snapshot if those are compacted. Outside a heartbeat
-    /// (`heartbeat == false`) this respects flow control and sends nothing empty.
+    /// (`heartbeat == false`) this respects flow control and sends nothing empty. A heartbeat to
+    /// a streaming follower checks the optimistic point `next_index - 1`, so a lost message
+    /// shows up as a rejection.
     fn send_append(&mut self, peer: usize, heartbeat: bool) {
         let pr = &self.progress[peer];
         if let ProgressState::Snapshot { .. } = pr.state {
@@ -914,5 +923,774 @@ impl RaftCore {
             });
             self.last_applied = index;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(id: usize, peers: usize) -> Config {
+        Config {
+            id,
+            peers,
+            ..Config::default()
+        }
+    }
+
+    fn entry(term: u64, c: u8) -> LogEntry {
+        LogEntry {
+            term,
+            command: vec![c],
+        }
+    }
+
+    /// A core of `peers` with id 0, in `term`, whose log holds entries of the given terms.
+    fn core_with_log(peers: usize, term: u64, terms: &[u64]) -> RaftCore {
+        let mut core = RaftCore::new(cfg(0, peers), 7);
+        core.current_term = term;
+        for (i, &t) in terms.iter().enumerate() {
+            core.log.append(entry(t, i as u8 + 1));
+        }
+        core
+    }
+
+    /// Ticks until the core campaigns, then grants it every vote. Clears the ready buffer.
+    fn elect(core: &mut RaftCore) {
+        for _ in 0..1000 {
+            if core.role() == Role::Candidate {
+                break;
+            }
+            core.tick();
+        }
+        assert_eq!(core.role(), Role::Candidate);
+        let term = core.term();
+        for peer in 1..core.cfg.peers {
+            core.handle_request_vote_reply(
+                peer,
+                RequestVoteReply {
+                    term,
+                    vote_granted: true,
+                },
+            );
+        }
+        assert!(core.is_leader());
+        core.take_ready();
+    }
+
+    fn appends(ready: &Ready) -> Vec<(usize, AppendEntriesArgs)> {
+        ready
+            .messages
+            .iter()
+            .filter_map(|(to, m)| match m {
+                Message::AppendEntries(a) => Some((*to, a.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ok_reply(term: u64, match_index: u64) -> AppendEntriesReply {
+        AppendEntriesReply {
+            term,
+            success: true,
+            match_index,
+            conflict_term: None,
+            conflict_index: 0,
+        }
+    }
+
+    fn ae(
+        term: u64,
+        prev: u64,
+        prev_term: u64,
+        entries: Vec<LogEntry>,
+        commit: u64,
+    ) -> AppendEntriesArgs {
+        AppendEntriesArgs {
+            term,
+            leader_id: 1,
+            prev_log_index: prev,
+            prev_log_term: prev_term,
+            entries,
+            leader_commit: commit,
+        }
+    }
+
+    #[test]
+    fn invalid_configs_are_rejected() {
+        assert!(Config::default().validate().is_ok());
+        assert!(cfg(3, 3).validate().is_err());
+        assert!(Config {
+            election_ticks: 10..10,
+            ..Config::default()
+        }
+        .validate()
+        .is_err());
+        assert!(Config {
+            election_ticks: 5..20,
+            ..Config::default()
+        }
+        .validate()
+        .is_err());
+        assert!(Config {
+            max_entries_per_message: 0,
+            ..Config::default()
+        }
+        .validate()
+        .is_err());
+        assert!(matches!(
+            RaftCore::restore(cfg(5, 3), 1, &[], Arc::default()),
+            Err(RestoreError::InvalidConfig(_))
+        ));
+    }
+
+    #[test]
+    fn follower_campaigns_after_a_seeded_random_timeout() {
+        let ticks_to_campaign = |seed| {
+            let mut core = RaftCore::new(cfg(0, 3), seed);
+            let mut ticks = 0;
+            while core.role() == Role::Follower {
+                core.tick();
+                ticks += 1;
+            }
+            (ticks, core.take_ready())
+        };
+        let (ticks, ready) = ticks_to_campaign(1);
+        assert!(
+            (30..60).contains(&ticks),
+            "campaigned after {} ticks",
+            ticks
+        );
+        assert!(ready.persist, "term and vote must be persisted");
+        let votes: Vec<_> = ready.messages.iter().map(|(to, _)| *to).collect();
+        assert_eq!(votes, vec![1, 2]);
+        assert!(
+            matches!(&ready.messages[0].1, Message::RequestVote(a) if a.term == 1 && a.candidate_id == 0)
+        );
+        assert_eq!(
+            ticks_to_campaign(1),
+            (ticks, ready),
+            "same seed, same behaviour"
+        );
+        let spread: std::collections::BTreeSet<u32> =
+            (0..20).map(|s| ticks_to_campaign(s).0).collect();
+        assert!(
+            spread.len() > 3,
+            "timeouts are not randomised: {:?}",
+            spread
+        );
+    }
+
+    #[test]
+    fn votes_once_per_term_and_only_for_up_to_date_logs() {
+        let mut core = core_with_log(3, 2, &[1, 2]);
+        let ask = |term, candidate_id, last_log_index, last_log_term| RequestVoteArgs {
+            term,
+            candidate_id,
+            last_log_index,
+            last_log_term,
+        };
+        // Stale term.
+        assert!(!core.handle_request_vote(1, ask(1, 1, 5, 2)).vote_granted);
+        // Log behind: lower last term, or same term and shorter.
+        assert!(!core.handle_request_vote(1, ask(3, 1, 9, 1)).vote_granted);
+        assert_eq!(
+            core.term(),
+            3,
+            "a higher term is adopted even when the vote is denied"
+        );
+        assert!(!core.handle_request_vote(1, ask(3, 1, 1, 2)).vote_granted);
+        core.take_ready();
+        // Up to date: granted and persisted; repeated requests are idempotent.
+        let reply = core.handle_request_vote(1, ask(3, 1, 2, 2));
+        assert_eq!(
+            reply,
+            RequestVoteReply {
+                term: 3,
+                vote_granted: true
+            }
+        );
+        assert!(core.take_ready().persist);
+        assert!(core.handle_request_vote(1, ask(3, 1, 2, 2)).vote_granted);
+        // Another candidate in the same term is refused.
+        assert!(!core.handle_request_vote(2, ask(3, 2, 9, 3)).vote_granted);
+        // A new term frees the vote.
+        assert!(core.handle_request_vote(2, ask(4, 2, 9, 3)).vote_granted);
+        assert_eq!(core.voted_for(), Some(2));
+    }
+
+    #[test]
+    fn new_leader_announces_itself_and_heartbeats_every_interval() {
+        let mut core = RaftCore::new(cfg(0, 3), 3);
+        for _ in 0..1000 {
+            if core.role() == Role::Candidate {
+                break;
+            }
+            core.tick();
+        }
+        let term = core.term();
+        core.take_ready();
+        core.handle_request_vote_reply(
+            1,
+            RequestVoteReply {
+                term: term - 1,
+                vote_granted: true,
+            },
+        );
+        assert!(
+            !core.is_leader(),
+            "a vote from an older term does not count"
+        );
+        core.handle_request_vote_reply(
+            1,
+            RequestVoteReply {
+                term,
+                vote_granted: true,
+            },
+        );
+        assert!(core.is_leader());
+        let ready = core.take_ready();
+        let sent = appends(&ready);
+        assert_eq!(sent.len(), 2, "heartbeat at once to both followers");
+        assert!(sent
+            .iter()
+            .all(|(_, a)| a.entries.is_empty() && a.prev_log_index == 0));
+        let mut count = 0;
+        for _ in 0..100 {
+            core.tick();
+            count += appends(&core.take_ready()).len();
+        }
+        assert_eq!(count, 20, "2 followers x 10 heartbeats per 100 ticks");
+    }
+
+    #[test]
+    fn higher_term_in_any_reply_makes_the_leader_step_down() {
+        let mut core = RaftCore::new(cfg(0, 3), 4);
+        elect(&mut core);
+        let term = core.term();
+        core.handle_append_entries_reply(
+            2,
+            AppendEntriesReply {
+                term: term + 3,
+                success: false,
+                match_index: 0,
+                conflict_term: None,
+                conflict_index: 0,
+            },
+        );
+        assert_eq!(
+            (core.role(), core.term(), core.voted_for()),
+            (Role::Follower, term + 3, None)
+        );
+        assert!(core.take_ready().persist);
+        assert_eq!(core.propose(vec![1]), None);
+    }
+
+    #[test]
+    fn candidate_yields_to_a_leader_of_its_term() {
+        let mut core = RaftCore::new(cfg(0, 3), 5);
+        while core.role() != Role::Candidate {
+            core.tick();
+        }
+        let term = core.term();
+        let reply = core.handle_append_entries(1, ae(term, 0, 0, vec![], 0));
+        assert!(reply.success);
+        assert_eq!((core.role(), core.leader_id()), (Role::Follower, Some(1)));
+        // A leader of an older term is rejected with our term.
+        let reply = core.handle_append_entries(2, ae(term - 1, 0, 0, vec![], 0));
+        assert_eq!((reply.success, reply.term), (false, term));
+    }
+
+    #[test]
+    fn propose_replicates_at_once_and_commits_on_a_majority() {
+        let mut core = RaftCore::new(cfg(0, 3), 6);
+        elect(&mut core);
+        let term = core.term();
+        assert_eq!(
+            core.propose(b"a".to_vec()),
+            Some((1, term)),
+            "first command at index 1"
+        );
+        let ready = core.take_ready();
+        assert!(ready.persist);
+        let sent = appends(&ready);
+        assert_eq!(
+            sent.len(),
+            2,
+            "sent to both followers without waiting for a heartbeat"
+        );
+        assert_eq!(
+            sent[0].1.entries,
+            vec![LogEntry {
+                term,
+                command: b"a".to_vec()
+            }]
+        );
+        core.handle_append_entries_reply(1, ok_reply(term, 1));
+        assert_eq!(core.commit_index(), 1);
+        let ready = core.take_ready();
+        assert_eq!(
+            ready.apply,
+            vec![ApplyMsg::Command {
+                index: 1,
+                term,
+                command: b"a".to_vec()
+            }]
+        );
+        // Follower 1 is now in Replicate: the next proposal goes out alone, once.
+        core.propose(b"b".to_vec());
+        let sent = appends(&core.take_ready());
+        let to_1: Vec<_> = sent.iter().filter(|(to, _)| *to == 1).collect();
+        assert_eq!(to_1.len(), 1);
+        assert_eq!((to_1[0].1.prev_log_index, to_1[0].1.entries.len()), (1, 1));
+    }
+
+    #[test]
+    fn single_peer_cluster_elects_and_commits_alone() {
+        let mut core = RaftCore::new(cfg(0, 1), 1);
+        for _ in 0..100 {
+            core.tick();
+        }
+        assert!(core.is_leader());
+        assert_eq!(core.propose(vec![9]).map(|p| p.0), Some(1));
+        assert_eq!(core.commit_index(), 1);
+        assert_eq!(core.take_ready().apply.len(), 1);
+    }
+
+    #[test]
+    fn follower_reports_conflict_term_and_first_index() {
+        let mut core = core_with_log(3, 5, &[1, 1, 2, 2, 2]);
+        // Log too short.
+        let r = core.handle_append_entries(1, ae(5, 9, 4, vec![], 0));
+        assert_eq!(
+            (r.success, r.conflict_term, r.conflict_index),
+            (false, None, 6)
+        );
+        // Term mismatch at 4 (ours is 2): first index of term 2 is 3.
+        let r = core.handle_append_entries(1, ae(5, 4, 3, vec![], 0));
+        assert_eq!(
+            (r.success, r.conflict_term, r.conflict_index),
+            (false, Some(2), 3)
+        );
+        assert_eq!(core.last_index(), 5, "a rejection changes nothing");
+    }
+
+    #[test]
+    fn follower_truncates_only_on_a_real_conflict() {
+        let mut core = core_with_log(3, 3, &[]);
+        let three = vec![entry(3, 1), entry(3, 2), entry(3, 3)];
+        let r = core.handle_append_entries(1, ae(3, 0, 0, three.clone(), 0));
+        assert_eq!((r.success, r.match_index), (true, 3));
+        // A late duplicate of an older, shorter request must not remove entries 2..=3.
+        let r = core.handle_append_entries(1, ae(3, 0, 0, three[..1].to_vec(), 0));
+        assert_eq!((r.success, r.match_index), (true, 1));
+        assert_eq!(core.last_index(), 3);
+        // A real conflict at index 2 replaces the tail.
+        let r = core.handle_append_entries(1, ae(4, 1, 3, vec![entry(4, 9)], 0));
+        assert_eq!((r.success, r.match_index), (true, 2));
+        assert_eq!(core.last_index(), 2);
+        assert_eq!(core.log.term_at(2), Some(4));
+    }
+
+    #[test]
+    fn follower_commits_up_to_the_last_entry_it_verified() {
+        let mut core = core_with_log(3, 2, &[1, 1, 1, 1]); // uncommitted old tail
+        let r = core.handle_append_entries(1, ae(2, 0, 0, vec![entry(1, 1)], 4));
+        assert!(r.success);
+        // leader_commit is 4, but only index 1 was verified against the leader.
+        assert_eq!(core.commit_index(), 1);
+        assert_eq!(core.take_ready().apply.len(), 1);
+        let r = core.handle_append_entries(1, ae(2, 1, 1, vec![entry(1, 2), entry(1, 3)], 4));
+        assert!(r.success);
+        assert_eq!(core.commit_index(), 3);
+        assert_eq!(core.last_applied(), 3);
+        let applied: Vec<u64> = core
+            .take_ready()
+            .apply
+            .iter()
+            .map(ApplyMsg::index)
+            .collect();
+        assert_eq!(applied, vec![2, 3]);
+    }
+
+    #[test]
+    fn leader_backs_up_a_whole_term_per_rejection() {
+        // Leader log terms: 1 1 1 4 4 5 5 6 6 6 ; follower has 1 1 1 2 2 2 3 3 3 3 3.
+        let mut leader = core_with_log(2, 6, &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6]);
+        leader.current_term = 7;
+        leader.role = Role::Leader;
+        leader.progress = vec![Progress::new(10), Progress::new(10)];
+        let mut follower = core_with_log(2, 6, &[1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3]);
+        follower.cfg.id = 1;
+        leader.send_append(1, true);
+        let mut round_trips = 0;
+        loop {
+            let ready = leader.take_ready();
+            let Some((_, args)) = appends(&ready).into_iter().next() else {
+                break;
+            };
+            round_trips += 1;
+            let reply = follower.handle_append_entries(0, args);
+            let done = reply.success;
+            leader.handle_append_entries_reply(1, reply);
+            if done && leader.progress[1].match_index == 10 {
+                break;
+            }
+            assert!(round_trips < 10);
+        }
+        // prev=10 (too short? no: term 3 vs 6) -> back past term 3, past term 2 -> match at 3.
+        assert!(round_trips <= 3, "{} round trips", round_trips);
+        assert_eq!(follower.last_index(), 10);
+        assert_eq!(follower.log.term_at(10), Some(6));
+        assert_eq!(leader.progress[1].state, ProgressState::Replicate);
+    }
+
+    #[test]
+    fn figure8_only_current_term_entries_commit_by_counting() {
+        // The leader of term 4 holds an entry of term 2 at index 2 that is on a majority.
+        let mut leader = core_with_log(3, 4, &[1, 2]);
+        leader.role = Role::Leader;
+        leader.progress = (0..3).map(|_| Progress::new(2)).collect();
+        leader.handle_append_entries_reply(1, ok_reply(4, 2));
+        assert_eq!(
+            leader.commit_index(),
+            0,
+            "a term-2 entry must not commit by counting in term 4"
+        );
+        leader.propose(vec![3]);
+        leader.handle_append_entries_reply(1, ok_reply(4, 3));
+        assert_eq!(
+            leader.commit_index(),
+            3,
+            "committing index 3 commits index 2 with it"
+        );
+        assert_eq!(leader.take_ready().apply.len(), 3);
+    }
+
+    #[test]
+    fn stale_replies_never_move_match_back_or_reset_progress() {
+        let mut leader = RaftCore::new(cfg(0, 3), 8);
+        elect(&mut leader);
+        let term = leader.term();
+        for c in 0..5 {
+            leader.propose(vec![c]);
+        }
+        leader.handle_append_entries_reply(1, ok_reply(term, 5));
+        leader.take_ready();
+        // Delayed success for an earlier message.
+        leader.handle_append_entries_reply(1, ok_reply(term, 2));
+        assert_eq!(leader.progress[1].match_index, 5);
+        // Delayed rejection from the election heartbeat (the follower then had nothing).
+        leader.handle_append_entries_reply(
+            1,
+            AppendEntriesReply {
+                term,
+                success: false,
+                match_index: 0,
+                conflict_term: None,
+                conflict_index: 1,
+            },
+        );
+        assert_eq!(leader.progress[1].match_index, 5);
+        assert_eq!(leader.progress[1].state, ProgressState::Replicate);
+        assert!(leader.take_ready().messages.is_empty());
+        // A reply from an older term is ignored.
+        leader.handle_append_entries_reply(2, ok_reply(term - 1, 5));
+        assert_eq!(leader.progress[2].match_index, 0);
+    }
+
+    #[test]
+    fn dropped_append_is_repaired_one_heartbeat_later() {
+        let mut leader = RaftCore::new(cfg(0, 2), 9);
+        elect(&mut leader);
+        let term = leader.term();
+        leader.handle_append_entries_reply(1, ok_reply(term, 0));
+        leader.propose(vec![1]);
+        leader.propose(vec![2]);
+        leader.take_ready(); // both AppendEntries are lost
+        let mut heartbeat = None;
+        for tick in 1..=10 {
+            leader.tick();
+            if let Some((_, a)) = appends(&leader.take_ready()).pop() {
+                heartbeat = Some((tick, a));
+                break;
+            }
+        }
+        let (tick, args) = heartbeat.expect("no heartbeat");
+        assert_eq!(tick, 10);
+        assert_eq!(
+            (args.prev_log_index, args.entries.len()),
+            (2, 0),
+            "checks the optimistic point"
+        );
+        // The follower has nothing: it rejects, and the leader resends both entries at once.
+        let mut follower = RaftCore::new(cfg(1, 2), 1);
+        let reply = follower.handle_append_entries(0, args);
+        assert_eq!((reply.success, reply.conflict_index), (false, 1));
+        leader.handle_append_entries_reply(1, reply);
+        let sent = appends(&leader.take_ready());
+        assert_eq!(sent.len(), 1);
+        assert_eq!((sent[0].1.prev_log_index, sent[0].1.entries.len()), (0, 2));
+        let reply = follower.handle_append_entries(0, sent[0].1.clone());
+        leader.handle_append_entries_reply(1, reply);
+        assert_eq!(leader.commit_index(), 2);
+        assert_eq!(leader.progress[1].state, ProgressState::Replicate);
+    }
+
+    #[test]
+    fn duplicate_rejections_do_not_multiply_probes() {
+        let mut leader = core_with_log(3, 3, &[1, 1, 1, 1]);
+        leader.role = Role::Leader;
+        leader.progress = (0..3).map(|_| Progress::new(4)).collect();
+        let reject = AppendEntriesReply {
+            term: 3,
+            success: false,
+            match_index: 0,
+            conflict_term: None,
+            conflict_index: 2,
+        };
+        leader.handle_append_entries_reply(1, reject.clone());
+        assert_eq!(appends(&leader.take_ready()).len(), 1);
+        // The same rejection again (a delayed duplicate, or the answer to a second message
+        // sent before the first rejection arrived) must not send another probe.
+        leader.handle_append_entries_reply(1, reject);
+        assert!(leader.take_ready().messages.is_empty());
+    }
+
+    #[test]
+    fn snapshot_compacts_applied_entries_only() {
+        let mut leader = RaftCore::new(cfg(0, 1), 1);
+        for _ in 0..100 {
+            leader.tick();
+        }
+        for c in 0..30u8 {
+            leader.propose(vec![c; 20]);
+        }
+        leader.take_ready();
+        let full = leader.encoded_state().len();
+        leader.snapshot(40, vec![1]); // not applied yet
+        leader.snapshot(0, vec![1]);
+        assert_eq!(leader.snapshot_index(), 0);
+        assert!(!leader.take_ready().persist);
+        leader.snapshot(25, b"snap".to_vec());
+        assert!(leader.take_ready().persist);
+        assert_eq!(leader.snapshot_index(), 25);
+        assert_eq!(leader.last_index(), 30);
+        assert_eq!(*leader.snapshot_data(), b"snap".to_vec());
+        assert!(leader.encoded_state().len() < full / 4);
+        leader.snapshot(20, vec![]); // older than the current snapshot
+        assert_eq!(leader.snapshot_index(), 25);
+    }
+
+    #[test]
+    fn leader_sends_install_snapshot_for_compacted_entries() {
+        let mut leader = RaftCore::new(cfg(0, 3), 10);
+        elect(&mut leader);
+        let term = leader.term();
+        for c in 0..10u8 {
+            leader.propose(vec![c]);
+        }
+        leader.handle_append_entries_reply(1, ok_reply(term, 10));
+        leader.snapshot(8, b"eight".to_vec());
+        leader.take_ready();
+        // Follower 2 answers the election heartbeat: it has nothing.
+        leader.handle_append_entries_reply(
+            2,
+            AppendEntriesReply {
+                term,
+                success: false,
+                match_index: 0,
+                conflict_term: None,
+                conflict_index: 1,
+            },
+        );
+        let ready = leader.take_ready();
+        let Some((2, Message::InstallSnapshot(args))) = ready.messages.first() else {
+            panic!("expected InstallSnapshot, got {:?}", ready.messages);
+        };
+        assert_eq!(
+            (args.last_included_index, args.last_included_term),
+            (8, term)
+        );
+        assert_eq!(args.data, b"eight".to_vec());
+        // The answer resumes replication right after the snapshot.
+        leader.handle_install_snapshot_reply(
+            2,
+            InstallSnapshotReply {
+                term,
+                last_included_index: 8,
+            },
+        );
+        assert_eq!(leader.progress[2].match_index, 8);
+        let sent = appends(&leader.take_ready());
+        assert_eq!(sent.len(), 1);
+        assert_eq!((sent[0].1.prev_log_index, sent[0].1.entries.len()), (8, 2));
+    }
+
+    fn snap_args(term: u64, index: u64, snap_term: u64) -> InstallSnapshotArgs {
+        InstallSnapshotArgs {
+            term,
+            leader_id: 1,
+            last_included_index: index,
+            last_included_term: snap_term,
+            data: vec![index as u8],
+        }
+    }
+
+    #[test]
+    fn rejected_install_snapshot_acknowledges_nothing() {
+        // Leader 0 sent a snapshot in term 2, lost and regained leadership (term 4); follower 1,
+        // now in term 4, rejects the late request with *our* current term.
+        let mut follower = core_with_log(3, 4, &[1]);
+        follower.cfg.id = 1;
+        let reply = follower.handle_install_snapshot(0, snap_args(2, 9, 2));
+        assert_eq!(
+            reply,
+            InstallSnapshotReply {
+                term: 4,
+                last_included_index: 0
+            }
+        );
+        let mut leader = core_with_log(3, 4, &[1, 2, 2, 2, 2, 2, 2, 2, 2, 4]);
+        leader.role = Role::Leader;
+        leader.progress = (0..3).map(|_| Progress::new(10)).collect();
+        leader.handle_install_snapshot_reply(1, reply);
+        assert_eq!(leader.progress[1].match_index, 0);
+        // Likewise a rejected AppendEntries of an older term.
+        let reply = follower.handle_append_entries(0, ae(3, 0, 0, vec![], 0));
+        assert!(!reply.success);
+        leader.handle_append_entries_reply(1, reply);
+        assert_eq!(leader.progress[1].match_index, 0);
+        assert_eq!(leader.progress[1].state, ProgressState::Replicate);
+    }
+
+    #[test]
+    fn install_snapshot_keeps_a_matching_suffix() {
+        let mut core = core_with_log(3, 2, &[1, 1, 2, 2, 2]);
+        let reply = core.handle_install_snapshot(1, snap_args(2, 3, 2));
+        assert_eq!(
+            reply,
+            InstallSnapshotReply {
+                term: 2,
+                last_included_index: 3
+            }
+        );
+        assert_eq!((core.snapshot_index(), core.last_index()), (3, 5));
+        assert_eq!((core.commit_index(), core.last_applied()), (3, 3));
+        let ready = core.take_ready();
+        assert!(ready.persist);
+        assert_eq!(
+            ready.apply,
+            vec![ApplyMsg::Snapshot {
+                index: 3,
+                term: 2,
+                data: Arc::new(vec![3])
+            }]
+        );
+    }
+
+    #[test]
+    fn install_snapshot_drops_a_conflicting_log() {
+        let mut core = core_with_log(3, 3, &[1, 1, 2]);
+        core.handle_install_snapshot(1, snap_args(3, 2, 3));
+        assert_eq!(
+            (
+                core.snapshot_index(),
+                core.last_index(),
+                core.log.last_term()
+            ),
+            (2, 2, 3)
+        );
+        let mut core = core_with_log(3, 3, &[1]);
+        core.handle_install_snapshot(1, snap_args(3, 9, 3));
+        assert_eq!((core.snapshot_index(), core.last_index()), (9, 9));
+    }
+
+    #[test]
+    fn install_snapshot_not_past_commit_is_ignored() {
+        let mut core = core_with_log(3, 2, &[]);
+        core.handle_append_entries(1, ae(2, 0, 0, vec![entry(2, 1), entry(2, 2)], 2));
+        core.take_ready();
+        let reply = core.handle_install_snapshot(1, snap_args(2, 2, 2));
+        assert_eq!(reply.last_included_index, 2);
+        assert_eq!(core.snapshot_index(), 0);
+        assert!(core.take_ready().apply.is_empty());
+    }
+
+    #[test]
+    fn restore_round_trips_state_and_snapshot() {
+        let mut core = core_with_log(3, 4, &[1, 2, 2, 4]);
+        core.voted_for = Some(2);
+        core.commit_index = 4;
+        core.last_applied = 4;
+        core.snapshot(2, b"two".to_vec());
+        let state = core.encoded_state();
+        let back = RaftCore::restore(cfg(0, 3), 1, &state, core.snapshot_data()).expect("restore");
+        assert_eq!(
+            (back.term(), back.voted_for(), back.role()),
+            (4, Some(2), Role::Follower)
+        );
+        assert_eq!((back.snapshot_index(), back.last_index()), (2, 4));
+        assert_eq!((back.commit_index(), back.last_applied()), (2, 2));
+        assert_eq!(back.log, core.log);
+        assert_eq!(*back.snapshot_data(), b"two".to_vec());
+        let mut back = back;
+        assert!(
+            back.take_ready().is_empty(),
+            "restore emits no ApplyMsg::Snapshot"
+        );
+    }
+
+    #[test]
+    fn restore_from_empty_state_is_a_fresh_peer() {
+        let core = RaftCore::restore(cfg(1, 3), 1, &[], Arc::default()).expect("fresh");
+        assert_eq!(
+            (core.term(), core.last_index(), core.voted_for()),
+            (0, 0, None)
+        );
+    }
+
+    #[test]
+    fn corrupt_state_is_a_clear_error() {
+        let core = core_with_log(3, 4, &[1, 2]);
+        let state = core.encoded_state();
+        let err = RaftCore::restore(cfg(0, 3), 1, &state[..state.len() - 2], Arc::default())
+            .expect_err("truncated state");
+        assert!(matches!(err, RestoreError::Decode(_)), "{:?}", err);
+        assert!(err.to_string().contains("does not decode"));
+        let err = RaftCore::restore(cfg(0, 3), 1, b"\xff\x00garbage", Arc::default())
+            .expect_err("garbage");
+        assert!(matches!(err, RestoreError::Decode(_)));
+        // Decodes, but votes for a peer that does not exist in a 3-peer cluster.
+        let mut odd = core_with_log(5, 4, &[1]);
+        odd.voted_for = Some(4);
+        let err = RaftCore::restore(cfg(0, 3), 1, &odd.encoded_state(), Arc::default())
+            .expect_err("unknown peer");
+        assert!(matches!(err, RestoreError::Invalid(_)));
+        // Decodes, but the log's terms go backwards.
+        let bad = core_with_log(3, 4, &[3, 1]);
+        let err = RaftCore::restore(cfg(0, 3), 1, &bad.encoded_state(), Arc::default())
+            .expect_err("decreasing terms");
+        assert!(matches!(err, RestoreError::Invalid(_)));
+    }
+
+    #[test]
+    fn encoded_state_stays_small_after_compaction() {
+        // The 3D tests: snapshots every 10 entries of small commands, state < 2000 bytes.
+        let mut core = RaftCore::new(cfg(0, 1), 1);
+        for _ in 0..100 {
+            core.tick();
+        }
+        for i in 1..=200u64 {
+            core.propose(i.to_le_bytes().to_vec());
+            if i % 10 == 0 {
+                core.snapshot(i, vec![0; 64]);
+            }
+        }
+        assert!(
+            core.encoded_state().len() < 100,
+            "{} bytes",
+            core.encoded_state().len()
+        );
     }
 }

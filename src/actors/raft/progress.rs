@@ -1,12 +1,15 @@
 //! A leader's view of one follower: Figure 2's `match_index` and `next_index`, plus the flow
 //! control state that decides when to send.
 //!
-//! - **Probe**: the leader does not know where the follower's log diverges. It sends one
+//! - **Replicate**: entries are streamed. Every new entry is sent at once and `next_index`
+//!   advances optimistically past what was sent, so a burst of N proposals sends each entry
+//!   about once instead of resending the unacknowledged tail each time. A new leader starts
+//!   every follower here (most followers are up to date). Heartbeats check the optimistic point
+//!   (`prev_log_index = next_index - 1`): if a message was lost, the follower rejects it and the
+//!   leader falls back to Probe, so a drop is repaired one heartbeat and one round trip later.
+//! - **Probe**: after a rejection the leader does not know where the logs agree. It sends one
 //!   AppendEntries and waits (`paused`) for the answer or the next heartbeat, backing up a whole
-//!   term per rejected round trip.
-//! - **Replicate**: the follower is known to match. Every new entry is sent at once and
-//!   `next_index` advances optimistically past what was sent, so a burst of N proposals sends
-//!   each entry about once instead of resending the unacknowledged tail each time.
+//!   term per rejected round trip, and streams again after the first success.
 //! - **Snapshot**: the follower needs entries the leader has compacted; an InstallSnapshot is in
 //!   flight and nothing else is sent until it is answered (or a heartbeat resends it).
 
@@ -34,23 +37,20 @@ pub struct Progress {
     pub next_index: u64,
     /// Flow-control state.
     pub state: ProgressState,
-    /// In Probe: a message is in flight, wait for its answer or the next heartbeat.
+    /// In Probe (and Snapshot): a message is in flight, wait for its answer or the next
+    /// heartbeat.
     pub paused: bool,
-    /// A successful reply arrived since the last heartbeat. A Replicate follower that lags and
-    /// has not answered for a whole heartbeat interval probably lost a message: it is probed.
-    pub recent_ack: bool,
 }
 
 impl Progress {
-    /// Progress for a follower at the start of a term: nothing known, probe from the end of the
-    /// leader's log (Figure 2's initialisation `next_index = last log index + 1`).
+    /// Progress for a follower at the start of a term (Figure 2: `match_index = 0`,
+    /// `next_index = last log index + 1`), optimistically in Replicate.
     pub fn new(last_index: u64) -> Self {
         Progress {
             match_index: 0,
             next_index: last_index + 1,
-            state: ProgressState::Probe,
+            state: ProgressState::Replicate,
             paused: false,
-            recent_ack: false,
         }
     }
 
@@ -58,7 +58,6 @@ impl Progress {
     /// this moved `match_index` forward; a stale or duplicate reply returns false and changes
     /// nothing (so `match_index` never goes back).
     pub fn on_success(&mut self, index: u64) -> bool {
-        self.recent_ack = true;
         self.paused = false;
         if index <= self.match_index {
             return false;
@@ -99,19 +98,10 @@ impl Progress {
         }
     }
 
-    /// Called at every heartbeat. A lagging Replicate follower that acknowledged nothing during
-    /// the last interval drops back to Probe from `match_index + 1` (a message was probably
-    /// lost); a paused Probe or a pending Snapshot may send again.
-    pub fn on_heartbeat(&mut self, last_index: u64) {
-        match self.state {
-            ProgressState::Replicate if self.match_index < last_index && !self.recent_ack => {
-                self.become_probe(self.match_index + 1);
-            }
-            ProgressState::Probe => self.paused = false,
-            ProgressState::Snapshot { .. } => self.paused = false,
-            ProgressState::Replicate => {}
-        }
-        self.recent_ack = false;
+    /// Called at every heartbeat: a paused Probe or a pending Snapshot may send again (its
+    /// message or the answer may have been lost).
+    pub fn on_heartbeat(&mut self) {
+        self.paused = false;
     }
 }
 
@@ -120,10 +110,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn starts_probing_from_the_leaders_end() {
+    fn starts_streaming_from_the_leaders_end() {
         let pr = Progress::new(7);
         assert_eq!((pr.match_index, pr.next_index), (0, 8));
-        assert_eq!(pr.state, ProgressState::Probe);
+        assert_eq!(pr.state, ProgressState::Replicate);
         assert!(pr.can_send());
     }
 
@@ -139,23 +129,26 @@ mod tests {
     #[test]
     fn probe_sends_once_per_round_trip() {
         let mut pr = Progress::new(3);
+        pr.become_probe(2);
         pr.paused = true;
         assert!(!pr.can_send());
-        pr.on_heartbeat(3);
+        pr.on_heartbeat();
+        assert!(pr.can_send());
+        pr.paused = true;
+        pr.on_success(3);
         assert!(pr.can_send());
     }
 
     #[test]
-    fn replicate_lagging_without_acks_falls_back_to_probe() {
-        let mut pr = Progress::new(5);
-        pr.on_success(5);
+    fn replicate_back_to_streaming_after_probe_success() {
+        let mut pr = Progress::new(9);
+        pr.become_probe(4);
+        pr.on_success(6);
         pr.become_replicate();
-        pr.next_index = 9; // entries 6..=8 sent optimistically
-        pr.on_heartbeat(8); // an ack arrived during this interval: keep streaming
-        assert_eq!(pr.state, ProgressState::Replicate);
-        pr.on_heartbeat(8); // nothing for a whole interval: probe from match + 1
-        assert_eq!(pr.state, ProgressState::Probe);
-        assert_eq!(pr.next_index, 6);
+        assert_eq!(
+            (pr.state, pr.match_index, pr.next_index),
+            (ProgressState::Replicate, 6, 7)
+        );
     }
 
     #[test]
@@ -171,7 +164,7 @@ mod tests {
         let mut pr = Progress::new(5);
         pr.become_snapshot(20);
         assert!(!pr.can_send());
-        pr.on_heartbeat(30);
+        pr.on_heartbeat();
         assert!(!pr.can_send());
         assert!(!pr.paused);
     }

@@ -1,0 +1,377 @@
+//! The replicated state machine layer, written once for every service on Raft (the KV server,
+//! the shard controller, sharded KV).
+//!
+//! An [`Rsm`] actor owns a [`StateMachine`] and its Raft peer. [`Submit`] puts a command in the
+//! log and answers once the command is applied at the index and term Raft gave it, or with
+//! [`SubmitError::WrongLeader`] when that cannot happen (not leader, leadership lost, the entry
+//! was replaced, the server is shutting down, or no answer within [`REQUEST_TIMEOUT`]). Commands
+//! that carry a session (client id, sequence number) are executed at most once: the last
+//! output per client is kept and returned to retries. The state and the session table are
+//! snapshotted when the Raft state nears `max_raft_state` bytes, and restored on restart.
+//!
+//! Handles: [`Submit`], [`ApplyMsg`] (from the peer's applier), [`Shutdown`].
+//! Sends: [`Start`], [`GetState`], [`Snapshot`] and [`Kill`] to its Raft peer.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::actors::network::ClientEnd;
+use crate::actors::raft::{RaftPeer, RestoreError};
+use crate::messages::apply::ApplyMsg;
+use crate::messages::kv::{ClientId, Seq};
+use crate::messages::raft::{GetState, Kill, Snapshot, Start};
+use crate::storage::Persister;
+
+/// A pending request is answered `WrongLeader` if not applied within this long, so a leader
+/// stranded in a minority never holds a client forever.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often pending requests check that their leader is still leader in the same term.
+const LEADERSHIP_CHECK: Duration = Duration::from_millis(100);
+
+/// A deterministic service state that commands change.
+pub trait StateMachine: Default + Serialize + DeserializeOwned + Unpin + 'static {
+    /// What the log carries.
+    type Command: Serialize + DeserializeOwned + Clone + Debug + Send + Unpin + 'static;
+    /// What applying a command returns to its submitter.
+    type Output: Serialize + DeserializeOwned + Clone + Debug + Send + Unpin + 'static;
+
+    /// Applies one committed command. Must be deterministic: every replica applies the same
+    /// commands in the same order and must reach the same state.
+    fn apply(&mut self, command: Self::Command) -> Self::Output;
+}
+
+/// Why a submitted command has no output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitError {
+    /// This replica cannot commit the command now: ask another.
+    WrongLeader,
+}
+
+/// A client's identity and request number, for at-most-once execution.
+pub type Session = (ClientId, Seq);
+
+/// Submits a command; the answer comes once it is applied.
+#[derive(Message)]
+#[rtype(result = "Result<S::Output, SubmitError>")]
+pub struct Submit<S: StateMachine> {
+    /// Who sent it, for duplicate suppression (`None`: no suppression).
+    pub session: Option<Session>,
+    /// The command.
+    pub command: S::Command,
+}
+
+/// Stops the replica: kills its Raft peer; pending requests are answered `WrongLeader`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// One entry of the log as the RSM writes it.
+#[derive(Serialize, Deserialize)]
+struct Entry<C> {
+    session: Option<Session>,
+    command: C,
+}
+
+/// What a snapshot holds: the applied point, the state and the session table.
+#[derive(Serialize, Deserialize)]
+struct SnapshotData<S, T> {
+    index: u64,
+    state: S,
+    sessions: T,
+}
+
+/// The session table: last request number and output per client.
+type Sessions<O> = BTreeMap<ClientId, (Seq, O)>;
+
+struct Waiter<O> {
+    term: u64,
+    since: Instant,
+    reply: oneshot::Sender<Result<O, SubmitError>>,
+}
+
+/// The replicated state machine actor of one server.
+pub struct Rsm<S: StateMachine> {
+    state: S,
+    sessions: Sessions<S::Output>,
+    raft: Addr<RaftPeer>,
+    /// Read only for sizes: the same storage the Raft peer writes.
+    persister: Box<dyn Persister>,
+    max_raft_state: Option<usize>,
+    last_applied: u64,
+    last_snapshot: u64,
+    pending: BTreeMap<u64, Waiter<S::Output>>,
+    checking_leadership: bool,
+}
+
+/// Everything needed to start one replica.
+pub struct RsmConfig<P> {
+    /// Ends to every peer's Raft service (index = peer id).
+    pub peers: Vec<ClientEnd>,
+    /// This replica's id.
+    pub me: usize,
+    /// Its storage; clones must share it (the RSM reads sizes through its own handle).
+    pub persister: P,
+    /// Snapshot when the Raft state reaches this many bytes (`None`: never).
+    pub max_raft_state: Option<usize>,
+    /// Seed for the Raft peer's randomness.
+    pub seed: u64,
+}
+
+impl<S: StateMachine> Rsm<S> {
+    /// Starts a replica and its Raft peer, restoring the latest snapshot. Fails on a corrupt
+    /// persisted state.
+    pub fn start<P: Persister + Clone + 'static>(
+        config: RsmConfig<P>,
+    ) -> Result<(Addr<Rsm<S>>, Addr<RaftPeer>), RestoreError> {
+        let snapshot = config.persister.read_snapshot();
+        let restored = if snapshot.is_empty() {
+            SnapshotData {
+                index: 0,
+                state: S::default(),
+                sessions: BTreeMap::new(),
+            }
+        } else {
+            rmp_serde::from_slice::<SnapshotData<S, Sessions<S::Output>>>(&snapshot)
+                .map_err(|e| RestoreError::Decode(format!("service snapshot: {e}")))?
+        };
+        let context = Context::new();
+        let raft = RaftPeer::start(
+            config.peers,
+            config.me,
+            Box::new(config.persister.clone()),
+            context.address().recipient(),
+            config.seed,
+        )?;
+        let rsm = Rsm {
+            state: restored.state,
+            sessions: restored.sessions,
+            raft: raft.clone(),
+            persister: Box::new(config.persister),
+            max_raft_state: config.max_raft_state,
+            last_applied: restored.index,
+            last_snapshot: restored.index,
+            pending: BTreeMap::new(),
+            checking_leadership: false,
+        };
+        Ok((context.run(rsm), raft))
+    }
+
+    fn apply_command(&mut self, index: u64, term: u64, bytes: &[u8]) {
+        self.last_applied = index;
+        let output = match rmp_serde::from_slice::<Entry<S::Command>>(bytes) {
+            Ok(entry) => self.execute(entry),
+            Err(e) => {
+                log::error!("log entry {index} does not decode: {e}; skipped");
+                None
+            }
+        };
+        if let Some(waiter) = self.pending.remove(&index) {
+            let answer = match output {
+                // Same index and term: the entry is the one this waiter submitted.
+                Some(output) if waiter.term == term => Ok(output),
+                _ => Err(SubmitError::WrongLeader),
+            };
+            let _ = waiter.reply.send(answer);
+        }
+    }
+
+    /// Executes an entry once per session sequence number; duplicates return the saved output.
+    fn execute(&mut self, entry: Entry<S::Command>) -> Option<S::Output> {
+        let Some((client, seq)) = entry.session else {
+            return Some(self.state.apply(entry.command));
+        };
+        match self.sessions.get(&client) {
+            Some((last, output)) if *last == seq => Some(output.clone()),
+            Some((last, _)) if *last > seq => None,
+            _ => {
+                let output = self.state.apply(entry.command);
+                self.sessions.insert(client, (seq, output.clone()));
+                Some(output)
+            }
+        }
+    }
+
+    fn install_snapshot(&mut self, index: u64, data: &[u8]) {
+        match rmp_serde::from_slice::<SnapshotData<S, Sessions<S::Output>>>(data) {
+            Ok(snapshot) => {
+                self.state = snapshot.state;
+                self.sessions = snapshot.sessions;
+                self.last_applied = index;
+                self.last_snapshot = index;
+            }
+            Err(e) => log::error!("snapshot at {index} does not decode: {e}; ignored"),
+        }
+        self.fail_pending(|index_of_waiter, _| index_of_waiter <= index);
+    }
+
+    fn maybe_snapshot(&mut self) {
+        let Some(max) = self.max_raft_state else {
+            return;
+        };
+        if self.last_applied <= self.last_snapshot || self.persister.raft_state_size() < max {
+            return;
+        }
+        let snapshot = SnapshotData {
+            index: self.last_applied,
+            state: &self.state,
+            sessions: &self.sessions,
+        };
+        match rmp_serde::to_vec(&snapshot) {
+            Ok(data) => {
+                self.last_snapshot = self.last_applied;
+                self.raft.do_send(Snapshot {
+                    index: self.last_applied,
+                    data,
+                });
+            }
+            Err(e) => log::error!("cannot encode snapshot: {e}"),
+        }
+    }
+
+    fn fail_pending(&mut self, doomed: impl Fn(u64, &Waiter<S::Output>) -> bool) {
+        let indexes: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(index, waiter)| doomed(**index, waiter))
+            .map(|(index, _)| *index)
+            .collect();
+        for index in indexes {
+            if let Some(waiter) = self.pending.remove(&index) {
+                let _ = waiter.reply.send(Err(SubmitError::WrongLeader));
+            }
+        }
+    }
+
+    /// Fails requests whose leader lost its term or that waited too long.
+    fn check_leadership(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        self.fail_pending(|_, waiter| now.duration_since(waiter.since) >= REQUEST_TIMEOUT);
+        if self.pending.is_empty() || self.checking_leadership {
+            return;
+        }
+        self.checking_leadership = true;
+        let check = self
+            .raft
+            .send(GetState)
+            .into_actor(self)
+            .map(|state, rsm, _| {
+                rsm.checking_leadership = false;
+                match state {
+                    Ok(state) => {
+                        rsm.fail_pending(|_, waiter| !state.is_leader || state.term != waiter.term)
+                    }
+                    Err(_) => rsm.fail_pending(|_, _| true),
+                }
+            });
+        ctx.spawn(check);
+    }
+}
+
+impl<S: StateMachine> Actor for Rsm<S> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(LEADERSHIP_CHECK, |rsm, ctx| rsm.check_leadership(ctx));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.raft.do_send(Kill);
+        self.fail_pending(|_, _| true);
+    }
+}
+
+impl<S: StateMachine> Handler<Submit<S>> for Rsm<S> {
+    type Result = ResponseActFuture<Self, Result<S::Output, SubmitError>>;
+
+    fn handle(&mut self, msg: Submit<S>, _: &mut Self::Context) -> Self::Result {
+        if let Some((client, seq)) = msg.session {
+            if let Some((last, output)) = self.sessions.get(&client) {
+                if *last == seq {
+                    let output = output.clone();
+                    return Box::pin(fut::ready(Ok(output)));
+                }
+            }
+        }
+        let entry = Entry {
+            session: msg.session,
+            command: msg.command,
+        };
+        let bytes = match rmp_serde::to_vec(&entry) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                log::error!("cannot encode command: {e}");
+                return Box::pin(fut::ready(Err(SubmitError::WrongLeader)));
+            }
+        };
+        let submitted = self
+            .raft
+            .send(Start(bytes))
+            .into_actor(self)
+            .map(|started, rsm, _| {
+                let started = started.ok().filter(|s| s.is_leader)?;
+                if started.index <= rsm.last_applied {
+                    // Applied before we could wait for it: the retry finds the session.
+                    return None;
+                }
+                let (reply, answer) = oneshot::channel();
+                let waiter = Waiter {
+                    term: started.term,
+                    since: Instant::now(),
+                    reply,
+                };
+                if let Some(old) = rsm.pending.insert(started.index, waiter) {
+                    let _ = old.reply.send(Err(SubmitError::WrongLeader));
+                }
+                Some(answer)
+            })
+            .then(|answer, _, _| {
+                fut::wrap_future(async move {
+                    match answer {
+                        Some(answer) => answer.await.unwrap_or(Err(SubmitError::WrongLeader)),
+                        None => Err(SubmitError::WrongLeader),
+                    }
+                })
+            });
+        Box::pin(submitted)
+    }
+}
+
+impl<S: StateMachine> Handler<ApplyMsg> for Rsm<S> {
+    type Result = ();
+
+    fn handle(&mut self, msg: ApplyMsg, _: &mut Self::Context) {
+        match msg {
+            ApplyMsg::Command {
+                index,
+                term,
+                command,
+            } => {
+                if index <= self.last_applied {
+                    return;
+                }
+                self.apply_command(index, term, &command);
+                self.maybe_snapshot();
+            }
+            ApplyMsg::Snapshot { index, data, .. } => {
+                if index > self.last_applied {
+                    self.install_snapshot(index, &data);
+                }
+            }
+        }
+    }
+}
+
+impl<S: StateMachine> Handler<Shutdown> for Rsm<S> {
+    type Result = ();
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
