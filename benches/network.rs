@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::future::join_all;
-use rainkv::actors::network::{ClientEnd, Network, NetworkHandle};
+use rainkv::actors::client_end::ClientEnd;
+use rainkv::actors::network::{Network, NetworkHandle};
 use rainkv::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
 use serde::{Deserialize, Serialize};
 

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use futures_util::future::join_all;
-use rainkv::actors::network::{ClientEnd, NetworkHandle};
+use rainkv::actors::client_end::ClientEnd;
+use rainkv::actors::network::NetworkHandle;
 use rainkv::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
 use rainkv::testkit::{self, run_test, Sim, TestOptions};
 use serde::{Deserialize, Serialize};

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::actors::network::ClientEnd;
+use crate::actors::client_end::ClientEnd;
 use crate::messages::kv::*;
 use crate::messages::net::RpcError;
 

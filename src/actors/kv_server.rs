@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::actors::network::ClientEnd;
+use crate::actors::client_end::ClientEnd;
 use crate::actors::raft::{RaftPeer, RestoreError};
 use crate::actors::rsm::{Rsm, RsmConfig, Shutdown, StateMachine, Submit, SubmitError};
 use crate::messages::kv::*;

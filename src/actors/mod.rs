@@ -1,5 +1,6 @@
 //! The actors, one module per kind.
 //!
+//! - [`client_end`]: how any actor calls a server, over whichever transport.
 //! - [`network`]: the simulated network every inter-node RPC goes through.
 //! - [`raft`]: the Raft peer (a pure core inside an actor shell).
 //! - [`applier`]: hands a peer's committed entries to its service, in order.
@@ -8,6 +9,7 @@
 
 pub mod applier;
 pub mod clerk;
+pub mod client_end;
 pub mod kv_server;
 pub mod network;
 pub mod raft;

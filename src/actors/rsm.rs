@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::actors::network::ClientEnd;
+use crate::actors::client_end::ClientEnd;
 use crate::actors::raft::{RaftPeer, RestoreError};
 use crate::messages::apply::ApplyMsg;
 use crate::messages::kv::{ClientId, Seq};

@@ -1,12 +1,10 @@
-//! Typed front doors to the network actor: [`NetworkHandle`] for whoever builds and breaks the
-//! topology (the harness), [`ClientEnd`] for whoever makes calls (Raft peers, clerks).
-
-use std::fmt;
+//! The typed front door to the network actor, for whoever builds and breaks the topology (the
+//! harness). Callers get [`ClientEnd`]s from it.
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
 
 use super::Network;
+use crate::actors::client_end::ClientEnd;
 use crate::messages::net::*;
 
 /// A cheap, cloneable handle on a running [`Network`] actor.
@@ -39,10 +37,7 @@ impl NetworkHandle {
             Ok(result) => result?,
             Err(_) => log::warn!("network is down; end {name} will never deliver"),
         }
-        Ok(ClientEnd {
-            name: name.to_string(),
-            net: self.addr.clone(),
-        })
+        Ok(ClientEnd::new(name, self.addr.clone().recipient()))
     }
 
     /// Points `end` at `server`.
@@ -133,44 +128,5 @@ impl NetworkHandle {
     /// Hash over every network event so far.
     pub async fn trace_hash(&self) -> Result<u64, RpcError> {
         self.get(GetCount::TraceHash).await
-    }
-}
-
-/// One named client end: the only way to call a server.
-#[derive(Clone)]
-pub struct ClientEnd {
-    name: EndName,
-    net: Addr<Network>,
-}
-
-impl fmt::Debug for ClientEnd {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ClientEnd").field(&self.name).finish()
-    }
-}
-
-impl ClientEnd {
-    /// The end's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Calls `R::METHOD` on the server this end is connected to. `Err(Unreachable)` is labrpc's
-    /// `false`: the request or reply was lost or the server is dead or cut off.
-    pub async fn call<R: Rpc>(&self, args: &R) -> Result<R::Reply, RpcError> {
-        let reply = self.call_raw(R::METHOD, encode(args)?).await?;
-        decode(&reply)
-    }
-
-    /// Calls with an already encoded request and returns the encoded reply.
-    pub async fn call_raw(&self, method: &'static str, args: Vec<u8>) -> Result<Vec<u8>, RpcError> {
-        let (reply_to, reply) = oneshot::channel();
-        self.net.do_send(Call {
-            end: self.name.clone(),
-            method,
-            args,
-            reply_to,
-        });
-        reply.await.map_err(|_| RpcError::NetworkDown)?
     }
 }

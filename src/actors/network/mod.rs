@@ -20,7 +20,7 @@ mod handle;
 mod timers;
 mod trace;
 
-pub use handle::{ClientEnd, NetworkHandle};
+pub use handle::NetworkHandle;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -16,7 +16,7 @@ use actix::prelude::*;
 
 use super::{Config, Message, RaftCore, Ready, RestoreError};
 use crate::actors::applier::{Applier, ApplyBatch, StopApplier};
-use crate::actors::network::ClientEnd;
+use crate::actors::client_end::ClientEnd;
 use crate::messages::apply::ApplyMsg;
 use crate::messages::net::{encode, Dispatch, Rpc, RpcError};
 use crate::messages::raft::*;
