@@ -1,5 +1,5 @@
-//! The simulation's disk: two blobs in memory, shared by the peer that writes them and the
-//! harness that inspects and crashes it.
+//! The simulation's disk: Raft's saved state and snapshot in memory, shared by the peer that
+//! writes them and the harness that inspects and crashes it.
 //!
 //! A crash works as in 6.5840: the harness takes [`MemPersister::copy`] of exactly what was last
 //! saved and gives the copy to the restarted peer, while a still-running old instance can only
@@ -7,18 +7,18 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::Persister;
+use super::{Persister, SavedState, StateUpdate};
 
 #[derive(Default)]
-struct Blobs {
-    raft_state: Arc<Vec<u8>>,
+struct Disk {
+    state: SavedState,
     snapshot: Arc<Vec<u8>>,
 }
 
 /// An in-memory [`Persister`]; clones share the same storage.
 #[derive(Clone, Default)]
 pub struct MemPersister {
-    blobs: Arc<Mutex<Blobs>>,
+    disk: Arc<Mutex<Disk>>,
 }
 
 impl MemPersister {
@@ -27,64 +27,77 @@ impl MemPersister {
         Self::default()
     }
 
-    fn blobs(&self) -> MutexGuard<'_, Blobs> {
-        // The lock is never held across a panic point that could poison it in a way that
-        // matters: the blobs are replaced whole.
-        self.blobs
+    fn disk(&self) -> MutexGuard<'_, Disk> {
+        // Every update is applied whole under the lock, so a poisoned lock still guards a
+        // consistent state.
+        self.disk
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// New, independent storage holding what this one holds now.
     pub fn copy(&self) -> MemPersister {
-        let blobs = self.blobs();
+        let disk = self.disk();
         MemPersister {
-            blobs: Arc::new(Mutex::new(Blobs {
-                raft_state: blobs.raft_state.clone(),
-                snapshot: blobs.snapshot.clone(),
+            disk: Arc::new(Mutex::new(Disk {
+                state: disk.state.clone(),
+                snapshot: disk.snapshot.clone(),
             })),
         }
     }
 }
 
 impl Persister for MemPersister {
-    fn save(&mut self, raft_state: Vec<u8>, snapshot: Arc<Vec<u8>>) -> std::io::Result<()> {
-        let mut blobs = self.blobs();
-        blobs.raft_state = Arc::new(raft_state);
-        blobs.snapshot = snapshot;
+    fn save(&mut self, update: StateUpdate) -> std::io::Result<()> {
+        let mut disk = self.disk();
+        if let Some(snapshot) = &update.snapshot {
+            disk.snapshot = snapshot.data.clone();
+        }
+        disk.state.apply(update);
         Ok(())
     }
 
-    fn read_raft_state(&self) -> Vec<u8> {
-        self.blobs().raft_state.as_ref().clone()
+    fn load(&self) -> std::io::Result<SavedState> {
+        Ok(self.disk().state.clone())
     }
 
     fn read_snapshot(&self) -> Arc<Vec<u8>> {
-        self.blobs().snapshot.clone()
+        self.disk().snapshot.clone()
     }
 
     fn raft_state_size(&self) -> usize {
-        self.blobs().raft_state.len()
+        self.disk().state.encoded_size()
     }
 
     fn snapshot_size(&self) -> usize {
-        self.blobs().snapshot.len()
+        self.disk().snapshot.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::messages::raft::LogEntry;
 
     #[test]
     fn copy_is_independent_of_later_saves() {
         let mut p = MemPersister::new();
-        p.save(vec![1, 2], Arc::new(vec![9])).unwrap();
+        let update = |term, first_index| StateUpdate {
+            term,
+            voted_for: None,
+            snapshot: None,
+            first_index,
+            entries: vec![LogEntry {
+                term,
+                command: vec![1],
+            }],
+        };
+        p.save(update(1, 1)).unwrap();
         let copy = p.copy();
-        p.save(vec![3], Arc::new(vec![])).unwrap();
-        assert_eq!(copy.read_raft_state(), vec![1, 2]);
-        assert_eq!(*copy.read_snapshot(), vec![9]);
-        assert_eq!(p.raft_state_size(), 1);
+        p.save(update(2, 2)).unwrap();
+        assert_eq!(copy.load().unwrap().last_index(), 1);
+        assert_eq!(p.load().unwrap().last_index(), 2);
+        assert!(p.raft_state_size() > copy.raft_state_size());
         assert_eq!(p.snapshot_size(), 0);
     }
 }

@@ -14,10 +14,9 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use log::{debug, error, trace, warn};
+use log::{debug, error, trace};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 use super::log::RaftLog;
 use super::majority;
@@ -27,6 +26,7 @@ use crate::messages::raft::{
     AppendEntriesArgs, AppendEntriesReply, InstallSnapshotArgs, InstallSnapshotReply, LogEntry,
     RequestVoteArgs, RequestVoteReply,
 };
+use crate::storage::{NewSnapshot, SavedState, StateUpdate};
 
 /// Static configuration of one Raft peer. Times are in ticks of [`RaftCore::tick`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,9 +103,8 @@ pub enum Message {
 pub struct Ready {
     /// Requests to send, as `(peer id, request)`, in the order they were produced.
     pub messages: Vec<(usize, Message)>,
-    /// The persistent state changed: save [`RaftCore::encoded_state`] and
-    /// [`RaftCore::snapshot_data`] (atomically) before sending anything.
-    pub persist: bool,
+    /// The persistent state changed: save this update (atomically) before sending anything.
+    pub persist: Option<StateUpdate>,
     /// Committed entries and received snapshots, in index order.
     pub apply: Vec<ApplyMsg>,
 }
@@ -113,7 +112,7 @@ pub struct Ready {
 impl Ready {
     /// True if there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty() && !self.persist && self.apply.is_empty()
+        self.messages.is_empty() && self.persist.is_none() && self.apply.is_empty()
     }
 }
 
@@ -153,33 +152,21 @@ impl fmt::Display for RestoreError {
 
 impl std::error::Error for RestoreError {}
 
-/// Figure 2's persistent state, borrowed for encoding.
-#[derive(Serialize)]
-struct PersistentStateRef<'a> {
-    current_term: u64,
-    voted_for: Option<usize>,
-    log: &'a RaftLog,
-}
-
-/// Figure 2's persistent state, owned for decoding (same field order as the borrowed form).
-#[derive(Deserialize)]
-struct PersistentState {
-    current_term: u64,
-    voted_for: Option<usize>,
-    log: RaftLog,
-}
-
 /// One Raft peer as a pure state machine. See the module docs for the calling contract.
 #[derive(Debug)]
 pub struct RaftCore {
     cfg: Config,
     rng: ChaCha8Rng,
 
-    // Persistent state (Figure 2), saved with `snapshot` whenever `ready.persist` is set.
+    // Persistent state (Figure 2), saved through `Ready::persist`.
     current_term: u64,
     voted_for: Option<usize>,
     log: RaftLog,
     snapshot: Arc<Vec<u8>>,
+    /// Term, vote or log changed since the last `take_ready`.
+    unsaved: bool,
+    /// The snapshot changed since the last `take_ready`.
+    snapshot_unsaved: bool,
 
     // Volatile state on all servers.
     commit_index: u64,
@@ -214,6 +201,8 @@ impl RaftCore {
             voted_for: None,
             log: RaftLog::new(),
             snapshot: Arc::new(Vec::new()),
+            unsaved: false,
+            snapshot_unsaved: false,
             commit_index: 0,
             last_applied: 0,
             role: Role::Follower,
@@ -230,29 +219,18 @@ impl RaftCore {
         core
     }
 
-    /// A peer restarted from what the shell persisted: `state` from
-    /// [`encoded_state`](Self::encoded_state) and the snapshot saved with it. Empty `state`
-    /// means a fresh peer. The commit and applied points start at the snapshot's index; the
-    /// service loads the snapshot itself, so no [`ApplyMsg::Snapshot`] is emitted.
+    /// A peer restarted from what the shell saved: the state its persister loads and the
+    /// snapshot saved with it. A default `saved` state means a fresh peer. The commit and
+    /// applied points start at the snapshot's index; the service loads the snapshot itself, so
+    /// no [`ApplyMsg::Snapshot`] is emitted.
     pub fn restore(
         cfg: Config,
         seed: u64,
-        state: &[u8],
+        saved: SavedState,
         snapshot: Arc<Vec<u8>>,
     ) -> Result<Self, RestoreError> {
         cfg.validate().map_err(RestoreError::InvalidConfig)?;
-        if state.is_empty() {
-            if !snapshot.is_empty() {
-                warn!(
-                    "peer {}: snapshot without Raft state; starting fresh",
-                    cfg.id
-                );
-            }
-            return Ok(Self::new(cfg, seed));
-        }
-        let decoded: PersistentState =
-            rmp_serde::from_slice(state).map_err(|e| RestoreError::Decode(e.to_string()))?;
-        if let Some(v) = decoded.voted_for {
+        if let Some(v) = saved.voted_for {
             if v >= cfg.peers {
                 return Err(RestoreError::Invalid(format!(
                     "voted for peer {} of {}",
@@ -260,17 +238,15 @@ impl RaftCore {
                 )));
             }
         }
-        decoded
-            .log
-            .validate(decoded.current_term)
-            .map_err(RestoreError::Invalid)?;
+        let log = RaftLog::from_saved(saved.snapshot_index, saved.snapshot_term, saved.entries);
+        log.validate(saved.term).map_err(RestoreError::Invalid)?;
 
         let mut core = Self::new(cfg, seed);
-        core.current_term = decoded.current_term;
-        core.voted_for = decoded.voted_for;
-        core.commit_index = decoded.log.snapshot_index();
-        core.last_applied = decoded.log.snapshot_index();
-        core.log = decoded.log;
+        core.current_term = saved.term;
+        core.voted_for = saved.voted_for;
+        core.commit_index = log.snapshot_index();
+        core.last_applied = log.snapshot_index();
+        core.log = log;
         core.snapshot = snapshot;
         debug!(
             "peer {}: restored term {} voted_for {:?} log {}..={}",
@@ -311,7 +287,7 @@ impl RaftCore {
         }
         let term = self.current_term;
         let index = self.log.append(LogEntry { term, command });
-        self.ready.persist = true;
+        self.unsaved = true;
         trace!(
             "peer {}: proposed index {} term {}",
             self.cfg.id,
@@ -340,7 +316,7 @@ impl RaftCore {
         if vote_granted {
             if self.voted_for.is_none() {
                 self.voted_for = Some(args.candidate_id);
-                self.ready.persist = true;
+                self.unsaved = true;
             }
             self.reset_election_timer();
         }
@@ -443,7 +419,7 @@ impl RaftCore {
                     self.log.append(entry);
                 }
             }
-            self.ready.persist = true;
+            self.unsaved = true;
         }
 
         if args.leader_commit > self.commit_index {
@@ -558,7 +534,8 @@ impl RaftCore {
         self.snapshot = Arc::new(args.data);
         self.commit_index = index;
         self.last_applied = index;
-        self.ready.persist = true;
+        self.unsaved = true;
+        self.snapshot_unsaved = true;
         self.ready.apply.push(ApplyMsg::Snapshot {
             index,
             term,
@@ -612,7 +589,8 @@ impl RaftCore {
         };
         self.log.compact(index, term);
         self.snapshot = Arc::new(data);
-        self.ready.persist = true;
+        self.unsaved = true;
+        self.snapshot_unsaved = true;
         debug!("peer {}: compacted log up to {}", self.cfg.id, index);
     }
 
@@ -661,16 +639,16 @@ impl RaftCore {
         self.log.snapshot_index()
     }
 
-    /// The persistent state (term, vote, log with its snapshot index/term) in rmp-serde form:
-    /// what the shell saves, together with [`snapshot_data`](Self::snapshot_data).
-    pub fn encoded_state(&self) -> Vec<u8> {
-        let state = PersistentStateRef {
-            current_term: self.current_term,
+    /// The whole persistent state (term, vote, snapshot position, log), as a persister that
+    /// applied every update holds it.
+    pub fn saved_state(&self) -> SavedState {
+        SavedState {
+            term: self.current_term,
             voted_for: self.voted_for,
-            log: &self.log,
-        };
-        // Plain integers, options and byte vectors always encode into a Vec.
-        rmp_serde::to_vec(&state).expect("encoding Raft state into memory cannot fail")
+            snapshot_index: self.log.snapshot_index(),
+            snapshot_term: self.log.snapshot_term(),
+            entries: self.log.slice(0, u64::MAX).to_vec(),
+        }
     }
 
     /// The latest snapshot (empty if none); saved atomically with the state.
@@ -680,12 +658,40 @@ impl RaftCore {
 
     /// Drains the effects produced since the last call.
     pub fn take_ready(&mut self) -> Ready {
+        if self.unsaved {
+            self.ready.persist = Some(self.state_update());
+        }
         std::mem::take(&mut self.ready)
+    }
+
+    /// What changed since the last save: term and vote, a new snapshot, and the log from the
+    /// lowest index written (or compacted past) on.
+    fn state_update(&mut self) -> StateUpdate {
+        let snapshot = std::mem::take(&mut self.snapshot_unsaved).then(|| NewSnapshot {
+            index: self.log.snapshot_index(),
+            term: self.log.snapshot_term(),
+            data: Arc::clone(&self.snapshot),
+        });
+        let first_index = self
+            .log
+            .unsaved_from()
+            .unwrap_or(self.log.last_index() + 1)
+            .max(self.log.snapshot_index() + 1);
+        let entries = self.log.slice(first_index, u64::MAX).to_vec();
+        self.log.mark_saved();
+        self.unsaved = false;
+        StateUpdate {
+            term: self.current_term,
+            voted_for: self.voted_for,
+            snapshot,
+            first_index,
+            entries,
+        }
     }
 
     /// Whether effects are waiting in the ready buffer.
     pub fn has_ready(&self) -> bool {
-        !self.ready.is_empty()
+        self.unsaved || !self.ready.is_empty()
     }
 
     // ---- internals -----------------------------------------------------------------------
@@ -719,7 +725,7 @@ impl RaftCore {
         if term > self.current_term {
             self.current_term = term;
             self.voted_for = None;
-            self.ready.persist = true;
+            self.unsaved = true;
         }
         if self.role != Role::Follower {
             debug!(
@@ -753,7 +759,7 @@ impl RaftCore {
         self.role = Role::Candidate;
         self.voted_for = Some(self.cfg.id);
         self.leader_id = None;
-        self.ready.persist = true;
+        self.unsaved = true;
         self.votes = vec![false; self.cfg.peers];
         self.votes[self.cfg.id] = true;
         self.reset_election_timer();
@@ -1039,7 +1045,7 @@ mod tests {
         .validate()
         .is_err());
         assert!(matches!(
-            RaftCore::restore(cfg(5, 3), 1, &[], Arc::default()),
+            RaftCore::restore(cfg(5, 3), 1, SavedState::default(), Arc::default()),
             Err(RestoreError::InvalidConfig(_))
         ));
     }
@@ -1061,7 +1067,7 @@ mod tests {
             "campaigned after {} ticks",
             ticks
         );
-        assert!(ready.persist, "term and vote must be persisted");
+        assert!(ready.persist.is_some(), "term and vote must be persisted");
         let votes: Vec<_> = ready.messages.iter().map(|(to, _)| *to).collect();
         assert_eq!(votes, vec![1, 2]);
         assert!(
@@ -1110,7 +1116,7 @@ mod tests {
                 vote_granted: true
             }
         );
-        assert!(core.take_ready().persist);
+        assert!(core.take_ready().persist.is_some());
         assert!(core.handle_request_vote(1, ask(3, 1, 2, 2)).vote_granted);
         // Another candidate in the same term is refused.
         assert!(!core.handle_request_vote(2, ask(3, 2, 9, 3)).vote_granted);
@@ -1182,7 +1188,7 @@ mod tests {
             (core.role(), core.term(), core.voted_for()),
             (Role::Follower, term + 3, None)
         );
-        assert!(core.take_ready().persist);
+        assert!(core.take_ready().persist.is_some());
         assert_eq!(core.propose(vec![1]), None);
     }
 
@@ -1212,7 +1218,7 @@ mod tests {
             "first command at index 1"
         );
         let ready = core.take_ready();
-        assert!(ready.persist);
+        assert!(ready.persist.is_some());
         let sent = appends(&ready);
         assert_eq!(
             sent.len(),
@@ -1467,17 +1473,18 @@ mod tests {
             leader.propose(vec![c; 20]);
         }
         leader.take_ready();
-        let full = leader.encoded_state().len();
+        let full = leader.saved_state().encoded_size();
         leader.snapshot(40, vec![1]); // not applied yet
         leader.snapshot(0, vec![1]);
         assert_eq!(leader.snapshot_index(), 0);
-        assert!(!leader.take_ready().persist);
+        assert!(leader.take_ready().persist.is_none());
         leader.snapshot(25, b"snap".to_vec());
-        assert!(leader.take_ready().persist);
+        let update = leader.take_ready().persist.expect("compaction is saved");
+        assert_eq!(update.snapshot.map(|s| s.index), Some(25));
         assert_eq!(leader.snapshot_index(), 25);
         assert_eq!(leader.last_index(), 30);
         assert_eq!(*leader.snapshot_data(), b"snap".to_vec());
-        assert!(leader.encoded_state().len() < full / 4);
+        assert!(leader.saved_state().encoded_size() < full / 4);
         leader.snapshot(20, vec![]); // older than the current snapshot
         assert_eq!(leader.snapshot_index(), 25);
     }
@@ -1578,7 +1585,7 @@ mod tests {
         assert_eq!((core.snapshot_index(), core.last_index()), (3, 5));
         assert_eq!((core.commit_index(), core.last_applied()), (3, 3));
         let ready = core.take_ready();
-        assert!(ready.persist);
+        assert!(ready.persist.is_some());
         assert_eq!(
             ready.apply,
             vec![ApplyMsg::Snapshot {
@@ -1624,15 +1631,15 @@ mod tests {
         core.commit_index = 4;
         core.last_applied = 4;
         core.snapshot(2, b"two".to_vec());
-        let state = core.encoded_state();
-        let back = RaftCore::restore(cfg(0, 3), 1, &state, core.snapshot_data()).expect("restore");
+        let state = core.saved_state();
+        let back = RaftCore::restore(cfg(0, 3), 1, state, core.snapshot_data()).expect("restore");
         assert_eq!(
             (back.term(), back.voted_for(), back.role()),
             (4, Some(2), Role::Follower)
         );
         assert_eq!((back.snapshot_index(), back.last_index()), (2, 4));
         assert_eq!((back.commit_index(), back.last_applied()), (2, 2));
-        assert_eq!(back.log, core.log);
+        assert_eq!(back.saved_state(), core.saved_state());
         assert_eq!(*back.snapshot_data(), b"two".to_vec());
         let mut back = back;
         assert!(
@@ -1643,7 +1650,8 @@ mod tests {
 
     #[test]
     fn restore_from_empty_state_is_a_fresh_peer() {
-        let core = RaftCore::restore(cfg(1, 3), 1, &[], Arc::default()).expect("fresh");
+        let core =
+            RaftCore::restore(cfg(1, 3), 1, SavedState::default(), Arc::default()).expect("fresh");
         assert_eq!(
             (core.term(), core.last_index(), core.voted_for()),
             (0, 0, None)
@@ -1651,31 +1659,23 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_state_is_a_clear_error() {
-        let core = core_with_log(3, 4, &[1, 2]);
-        let state = core.encoded_state();
-        let err = RaftCore::restore(cfg(0, 3), 1, &state[..state.len() - 2], Arc::default())
-            .expect_err("truncated state");
-        assert!(matches!(err, RestoreError::Decode(_)), "{:?}", err);
-        assert!(err.to_string().contains("does not decode"));
-        let err = RaftCore::restore(cfg(0, 3), 1, b"\xff\x00garbage", Arc::default())
-            .expect_err("garbage");
-        assert!(matches!(err, RestoreError::Decode(_)));
-        // Decodes, but votes for a peer that does not exist in a 3-peer cluster.
+    fn inconsistent_state_is_a_clear_error() {
+        // Votes for a peer that does not exist in a 3-peer cluster.
         let mut odd = core_with_log(5, 4, &[1]);
         odd.voted_for = Some(4);
-        let err = RaftCore::restore(cfg(0, 3), 1, &odd.encoded_state(), Arc::default())
+        let err = RaftCore::restore(cfg(0, 3), 1, odd.saved_state(), Arc::default())
             .expect_err("unknown peer");
         assert!(matches!(err, RestoreError::Invalid(_)));
-        // Decodes, but the log's terms go backwards.
+        // The log's terms go backwards.
         let bad = core_with_log(3, 4, &[3, 1]);
-        let err = RaftCore::restore(cfg(0, 3), 1, &bad.encoded_state(), Arc::default())
+        let err = RaftCore::restore(cfg(0, 3), 1, bad.saved_state(), Arc::default())
             .expect_err("decreasing terms");
         assert!(matches!(err, RestoreError::Invalid(_)));
+        assert!(err.to_string().contains("inconsistent"));
     }
 
     #[test]
-    fn encoded_state_stays_small_after_compaction() {
+    fn saved_state_stays_small_after_compaction() {
         // The 3D tests: snapshots every 10 entries of small commands, state < 2000 bytes.
         let mut core = RaftCore::new(cfg(0, 1), 1);
         for _ in 0..100 {
@@ -1687,10 +1687,7 @@ mod tests {
                 core.snapshot(i, vec![0; 64]);
             }
         }
-        assert!(
-            core.encoded_state().len() < 100,
-            "{} bytes",
-            core.encoded_state().len()
-        );
+        let size = core.saved_state().encoded_size();
+        assert!(size < 100, "{size} bytes");
     }
 }

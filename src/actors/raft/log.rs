@@ -6,15 +6,13 @@
 //! `snapshot_index + 1`. A fresh log has `snapshot_index = snapshot_term = 0`, which doubles as
 //! the paper's sentinel "entry 0".
 //!
-//! The whole struct is part of the persisted state, so it stays small after a compaction: only
-//! the suffix past the snapshot is kept.
-
-use serde::{Deserialize, Serialize};
+//! The log also remembers the lowest index written since it was last saved, so the peer saves
+//! only what changed.
 
 use crate::messages::raft::LogEntry;
 
 /// A Raft log whose prefix up to `snapshot_index` has been compacted into a snapshot.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RaftLog {
     /// Index of the last entry covered by the snapshot (0 when there is none).
     snapshot_index: u64,
@@ -22,12 +20,38 @@ pub struct RaftLog {
     snapshot_term: u64,
     /// Entries `snapshot_index + 1 ..= last_index()`.
     entries: Vec<LogEntry>,
+    /// Lowest index appended or truncated since [`RaftLog::mark_saved`], if any.
+    unsaved_from: Option<u64>,
 }
 
 impl RaftLog {
     /// An empty log with no snapshot.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The log as saved: a snapshot position and the entries after it.
+    pub fn from_saved(snapshot_index: u64, snapshot_term: u64, entries: Vec<LogEntry>) -> Self {
+        RaftLog {
+            snapshot_index,
+            snapshot_term,
+            entries,
+            unsaved_from: None,
+        }
+    }
+
+    /// The lowest index written since the last save, if any.
+    pub fn unsaved_from(&self) -> Option<u64> {
+        self.unsaved_from
+    }
+
+    /// Everything is saved now.
+    pub fn mark_saved(&mut self) {
+        self.unsaved_from = None;
+    }
+
+    fn touch(&mut self, index: u64) {
+        self.unsaved_from = Some(self.unsaved_from.map_or(index, |i| i.min(index)));
     }
 
     /// Index of the last compacted entry (0 if nothing was compacted).
@@ -82,7 +106,9 @@ impl RaftLog {
     /// Appends one entry at `last_index() + 1` and returns its index.
     pub fn append(&mut self, entry: LogEntry) -> u64 {
         self.entries.push(entry);
-        self.last_index()
+        let index = self.last_index();
+        self.touch(index);
+        index
     }
 
     /// Removes every entry at `index` and after. Compacted entries cannot be removed: an
@@ -90,6 +116,7 @@ impl RaftLog {
     pub fn truncate(&mut self, index: u64) {
         let keep = index.saturating_sub(self.snapshot_index + 1);
         self.entries.truncate(keep as usize);
+        self.touch(index.max(self.snapshot_index + 1));
     }
 
     /// Compacts the log up to and including `index`, whose term is `term`. If the log holds that

@@ -59,12 +59,10 @@ impl RaftPeer {
             peers: peers.len(),
             ..Config::default()
         };
-        let core = RaftCore::restore(
-            config,
-            seed,
-            &persister.read_raft_state(),
-            persister.read_snapshot(),
-        )?;
+        let saved = persister
+            .load()
+            .map_err(|e| RestoreError::Decode(format!("cannot load Raft state: {e}")))?;
+        let core = RaftCore::restore(config, seed, saved, persister.read_snapshot())?;
         let applier = Applier::new(service, core.last_applied()).start();
         let peer = RaftPeer {
             core,
@@ -83,11 +81,8 @@ impl RaftPeer {
             persist,
             apply,
         } = self.core.take_ready();
-        if persist {
-            let saved = self
-                .persister
-                .save(self.core.encoded_state(), self.core.snapshot_data());
-            if let Err(e) = saved {
+        if let Some(update) = persist {
+            if let Err(e) = self.persister.save(update) {
                 // Answering anything now could acknowledge state that is not durable.
                 log::error!(
                     "peer {}: cannot persist Raft state: {e}; stopping",

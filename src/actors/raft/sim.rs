@@ -21,6 +21,7 @@ use rand_chacha::ChaCha8Rng;
 use super::{Config, Message, RaftCore};
 use crate::messages::apply::ApplyMsg;
 use crate::messages::raft::{AppendEntriesReply, InstallSnapshotReply, RequestVoteReply};
+use crate::storage::SavedState;
 
 #[derive(Debug)]
 enum Payload {
@@ -52,7 +53,7 @@ struct Node {
     core: Option<RaftCore>,
     generation: u64,
     connected: bool,
-    state: Vec<u8>,
+    state: SavedState,
     snapshot: Arc<Vec<u8>>,
     service: Service,
     /// Requests that reached this node's handlers (labrpc's GetCount).
@@ -132,7 +133,7 @@ impl Sim {
                 core: Some(core),
                 generation: 0,
                 connected: true,
-                state: Vec::new(),
+                state: SavedState::default(),
                 snapshot: Arc::new(Vec::new()),
                 service: Service::default(),
                 rpcs: 0,
@@ -169,7 +170,11 @@ impl Sim {
     }
 
     pub fn max_state_size(&self) -> usize {
-        self.nodes.iter().map(|n| n.state.len()).max().unwrap_or(0)
+        self.nodes
+            .iter()
+            .map(|n| n.state.encoded_size())
+            .max()
+            .unwrap_or(0)
     }
 
     // ---- faults -------------------------------------------------------------------------
@@ -205,7 +210,7 @@ impl Sim {
         let cfg = self.node_config(i);
         let seed = self.node_seed(i, self.nodes[i].generation);
         let node = &mut self.nodes[i];
-        let core = RaftCore::restore(cfg, seed, &node.state, Arc::clone(&node.snapshot))
+        let core = RaftCore::restore(cfg, seed, node.state.clone(), Arc::clone(&node.snapshot))
             .expect("restore from persisted state");
         node.service = Service::default();
         if !node.snapshot.is_empty() {
@@ -272,9 +277,11 @@ impl Sim {
             if ready.is_empty() {
                 return;
             }
-            if ready.persist {
-                node.state = core.encoded_state();
+            if let Some(update) = ready.persist {
+                node.state.apply(update);
                 node.snapshot = core.snapshot_data();
+                // Incremental saves must add up to exactly the core's durable state.
+                assert_eq!(node.state, core.saved_state(), "saved state diverged");
             }
             for (to, msg) in ready.messages {
                 match &msg {
