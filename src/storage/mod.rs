@@ -6,10 +6,14 @@
 //! [`SavedState`] on restart. Saving changes rather than the whole log keeps a save's cost
 //! proportional to what changed, which matters for long logs and for a write-ahead log on disk.
 //!
-//! [`MemPersister`] is the simulation's in-memory disk with 6.5840's crash semantics.
+//! [`MemPersister`] is the simulation's in-memory disk with 6.5840's crash semantics;
+//! [`FilePersister`] the durable one (checksummed write-ahead log, atomic snapshot files).
 
+mod file;
 mod mem;
+pub mod wal;
 
+pub use file::FilePersister;
 pub use mem::MemPersister;
 
 use std::sync::Arc;
