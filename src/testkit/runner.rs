@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 
 use super::seed::{derive_seed, seeded_rng};
-use crate::actors::network::NetworkHandle;
+use crate::actors::network::{Network, NetworkHandle};
 
 /// What one scenario run gets: its seed, its network and its clock.
 #[derive(Clone)]
@@ -162,16 +162,24 @@ where
     F: FnOnce(Sim) -> Fut,
     Fut: Future<Output = T>,
 {
+    let realtime = env_flag("RAINKV_REALTIME");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .start_paused(!env_flag("RAINKV_REALTIME"))
+        .start_paused(!realtime)
         .build()
         .expect("cannot build a tokio runtime");
+    let latency = if realtime {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(1)
+    };
     let system = actix_rt::System::with_tokio_rt(|| runtime);
     system.block_on(async {
         let sim = Sim {
             seed,
-            network: NetworkHandle::start(derive_seed(seed, "network")),
+            network: NetworkHandle::from_actor(
+                Network::new(derive_seed(seed, "network")).with_latency(latency),
+            ),
             started: Instant::now(),
         };
         let limit = options.time_limit;

@@ -8,7 +8,8 @@
 //!
 //! Every call also pays a fixed wire latency (default 1 ms) each way. labrpc adds none on a
 //! reliable net, but under virtual time a client looping on zero-latency calls would keep the
-//! runtime busy forever and time would never advance.
+//! runtime busy forever and time would never advance. Real-time runs use zero latency: there the
+//! scheduling of real tasks is the wire.
 //!
 //! Handles: [`Call`], the control messages of [`crate::messages::net`] and `HandlerDone`
 //! (internal). Sends: [`Dispatch`] to the services of the called server, and each caller's
@@ -203,6 +204,10 @@ impl Network {
     }
 
     fn schedule(&mut self, delay: Duration, event: Event, ctx: &mut Context<Self>) {
+        if delay.is_zero() {
+            // Only with zero wire latency (real-time runs): no timer round trip.
+            return self.fire(event, ctx);
+        }
         let deadline = Instant::now() + delay;
         self.queue.push(deadline, event);
         if self.armed.as_ref().is_none_or(|(at, _)| deadline < *at) {
@@ -225,14 +230,18 @@ impl Network {
     fn fire_due(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
         while let Some(event) = self.queue.pop_due(now) {
-            match event {
-                Event::Dispatch(call) => self.dispatch(call, ctx),
-                Event::Fail(call) => self.fail(call, "fail"),
-                Event::Reply(call) => self.deliver_reply(call),
-            }
+            self.fire(event, ctx);
         }
         if let Some(deadline) = self.queue.next_deadline() {
             self.arm(deadline, ctx);
+        }
+    }
+
+    fn fire(&mut self, event: Event, ctx: &mut Context<Self>) {
+        match event {
+            Event::Dispatch(call) => self.dispatch(call, ctx),
+            Event::Fail(call) => self.fail(call, "fail"),
+            Event::Reply(call) => self.deliver_reply(call),
         }
     }
 
