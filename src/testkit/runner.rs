@@ -56,12 +56,15 @@ impl Sim {
 pub struct TestOptions {
     /// Fail the run when its scenario takes longer than this (6.5840: 120 s).
     pub time_limit: Duration,
+    /// Run on the real clock instead of virtual time (default: `RAINKV_REALTIME`).
+    pub realtime: bool,
 }
 
 impl Default for TestOptions {
     fn default() -> Self {
         TestOptions {
             time_limit: Duration::from_secs(120),
+            realtime: env_flag("RAINKV_REALTIME"),
         }
     }
 }
@@ -162,7 +165,7 @@ where
     F: FnOnce(Sim) -> Fut,
     Fut: Future<Output = T>,
 {
-    let realtime = env_flag("RAINKV_REALTIME");
+    let realtime = options.realtime;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(!realtime)
