@@ -9,7 +9,8 @@
 //! output per client is kept and returned to retries. The state and the session table are
 //! snapshotted when the Raft state nears `max_raft_state` bytes, and restored on restart.
 //!
-//! Handles: [`Submit`], [`ApplyMsg`] (from the peer's applier), [`Shutdown`].
+//! Handles: [`Submit`], [`ApplyMsg`] (from the peer's applier), [`Shutdown`], and [`Inspect`]
+//! (a local read of the replica's own state, for tests and tools: it bypasses the log).
 //! Sends: [`Start`], [`GetState`], [`Snapshot`] and [`Kill`] to its Raft peer.
 
 use std::collections::BTreeMap;
@@ -33,7 +34,7 @@ use crate::storage::Persister;
 /// stranded in a minority never holds a client forever.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often pending requests check that their leader is still leader in the same term.
-const LEADERSHIP_CHECK: Duration = Duration::from_millis(100);
+pub const LEADERSHIP_CHECK: Duration = Duration::from_millis(100);
 
 /// A deterministic service state that commands change.
 pub trait StateMachine: Default + Serialize + DeserializeOwned + Unpin + 'static {
@@ -71,6 +72,26 @@ pub struct Submit<S: StateMachine> {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
+
+/// A read-only look at a replica's state: given the state and the index applied so far.
+pub type InspectFn<S, R> = Box<dyn FnOnce(&S, u64) -> R + Send>;
+
+/// Runs a closure on this replica's state as it is now, and answers the closure's result.
+///
+/// This is a local read: it does not go through the log, so on a stale leader it sees stale
+/// state. Tests use it to compare replicas; a service must not answer clients with it.
+pub struct Inspect<S, R>(pub InspectFn<S, R>);
+
+impl<S, R> Inspect<S, R> {
+    /// Wraps `f`, which receives the state and the last applied index.
+    pub fn new(f: impl FnOnce(&S, u64) -> R + Send + 'static) -> Self {
+        Inspect(Box::new(f))
+    }
+}
+
+impl<S: 'static, R: 'static> Message for Inspect<S, R> {
+    type Result = R;
+}
 
 /// One entry of the log as the RSM writes it.
 #[derive(Serialize, Deserialize)]
@@ -288,14 +309,16 @@ impl<S: StateMachine> Actor for Rsm<S> {
 }
 
 impl<S: StateMachine> Handler<Submit<S>> for Rsm<S> {
-    type Result = ResponseActFuture<Self, Result<S::Output, SubmitError>>;
+    // The answer is awaited outside the actor's context: futures on the context are dropped
+    // when the actor stops, and a submitter must still get `WrongLeader` then.
+    type Result = ResponseFuture<Result<S::Output, SubmitError>>;
 
-    fn handle(&mut self, msg: Submit<S>, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Submit<S>, ctx: &mut Self::Context) -> Self::Result {
         if let Some((client, seq)) = msg.session {
             if let Some((last, output)) = self.sessions.get(&client) {
                 if *last == seq {
                     let output = output.clone();
-                    return Box::pin(fut::ready(Ok(output)));
+                    return Box::pin(async move { Ok(output) });
                 }
             }
         }
@@ -307,20 +330,24 @@ impl<S: StateMachine> Handler<Submit<S>> for Rsm<S> {
             Ok(bytes) => bytes,
             Err(e) => {
                 log::error!("cannot encode command: {e}");
-                return Box::pin(fut::ready(Err(SubmitError::WrongLeader)));
+                return Box::pin(async { Err(SubmitError::WrongLeader) });
             }
         };
-        let submitted = self
+        let (reply, answer) = oneshot::channel();
+        let start = self
             .raft
             .send(Start(bytes))
             .into_actor(self)
             .map(|started, rsm, _| {
-                let started = started.ok().filter(|s| s.is_leader)?;
+                let Some(started) = started.ok().filter(|s| s.is_leader) else {
+                    let _ = reply.send(Err(SubmitError::WrongLeader));
+                    return;
+                };
                 if started.index <= rsm.last_applied {
                     // Applied before we could wait for it: the retry finds the session.
-                    return None;
+                    let _ = reply.send(Err(SubmitError::WrongLeader));
+                    return;
                 }
-                let (reply, answer) = oneshot::channel();
                 let waiter = Waiter {
                     term: started.term,
                     since: Instant::now(),
@@ -329,17 +356,10 @@ impl<S: StateMachine> Handler<Submit<S>> for Rsm<S> {
                 if let Some(old) = rsm.pending.insert(started.index, waiter) {
                     let _ = old.reply.send(Err(SubmitError::WrongLeader));
                 }
-                Some(answer)
-            })
-            .then(|answer, _, _| {
-                fut::wrap_future(async move {
-                    match answer {
-                        Some(answer) => answer.await.unwrap_or(Err(SubmitError::WrongLeader)),
-                        None => Err(SubmitError::WrongLeader),
-                    }
-                })
             });
-        Box::pin(submitted)
+        // If the actor stops before Start answers, this future and `reply` are dropped.
+        ctx.spawn(start);
+        Box::pin(async move { answer.await.unwrap_or(Err(SubmitError::WrongLeader)) })
     }
 }
 
@@ -365,6 +385,14 @@ impl<S: StateMachine> Handler<ApplyMsg> for Rsm<S> {
                 }
             }
         }
+    }
+}
+
+impl<S: StateMachine, R: 'static> Handler<Inspect<S, R>> for Rsm<S> {
+    type Result = MessageResult<Inspect<S, R>>;
+
+    fn handle(&mut self, msg: Inspect<S, R>, _: &mut Self::Context) -> Self::Result {
+        MessageResult((msg.0)(&self.state, self.last_applied))
     }
 }
 

@@ -1,0 +1,882 @@
+//! Tests of our own for the replicated state machine actor ([`Rsm`]), beyond the 6.5840 suites,
+//! and a test of the linearizability checker against a KV service with an injected bug.
+//!
+//! The RSM tests drive `Rsm` directly (local [`Submit`] and [`Inspect`] messages, no clerk)
+//! with a tiny state machine, a [`Journal`] of numbers, on the simulated network in virtual
+//! time: restart replay from the log and from snapshot plus log tail, pending requests of a
+//! leader that is shut down or cut off, the first submit after a full restart, duplicate
+//! suppression (also across a restart), and a lagging replica that catches up through
+//! InstallSnapshot. The checker test runs one partition scenario twice, once with a service
+//! that answers Gets from a possibly stale local state and once with Gets through the log, and
+//! expects `Illegal` (naming the key) and `Ok` respectively.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+use rainkv::actors::clerk::Clerk;
+use rainkv::actors::kv_server::KvStore;
+use rainkv::actors::raft::RaftPeer;
+use rainkv::actors::rsm::{
+    Inspect, Rsm, RsmConfig, Session, Shutdown, StateMachine, Submit, SubmitError,
+    LEADERSHIP_CHECK, REQUEST_TIMEOUT,
+};
+use rainkv::messages::kv::{GetArgs, KvError, KvReply, PutAppendArgs};
+use rainkv::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
+use rainkv::messages::raft::{GetState, InstallSnapshotArgs};
+use rainkv::storage::{MemPersister, Persister};
+use rainkv::testkit::kv::OpLog;
+use rainkv::testkit::linearizability::{
+    check_operations, CheckResult, KvInput, KvModel, KvOp, KvOutput, Operation,
+};
+use rainkv::testkit::{run_test, Sim};
+use serde::{Deserialize, Serialize};
+use tokio::time::{sleep, timeout, Instant};
+
+/// Snapshot threshold of the snapshot tests, in bytes of Raft state.
+const MAX_RAFT_STATE: usize = 200;
+
+// ---------------------------------------------------------------------------------------------
+// The test state machine
+
+/// Every number applied, in order. A command's output is the journal's length after it, so a
+/// command applied twice, or out of order, shows in the outputs as well as in the state.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Journal {
+    entries: Vec<u64>,
+}
+
+impl StateMachine for Journal {
+    type Command = u64;
+    type Output = usize;
+
+    fn apply(&mut self, number: u64) -> usize {
+        self.entries.push(number);
+        self.entries.len()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A small cluster of RSM replicas
+
+/// Builds the extra network service of a server (registered as "KVServer") from its replica
+/// and Raft peer.
+type Face<S> = Box<dyn Fn(&Addr<Rsm<S>>, &Addr<RaftPeer>) -> Recipient<Dispatch>>;
+
+struct Node<S: StateMachine> {
+    rsm: Addr<Rsm<S>>,
+    raft: Addr<RaftPeer>,
+}
+
+/// Sits in front of a Raft peer on the network and counts the InstallSnapshot RPCs it gets.
+struct RaftTap {
+    raft: Addr<RaftPeer>,
+    installs: Rc<Cell<u64>>,
+}
+
+impl Actor for RaftTap {
+    type Context = Context<Self>;
+}
+
+impl Handler<Dispatch> for RaftTap {
+    type Result = ResponseFuture<Result<Vec<u8>, RpcError>>;
+
+    fn handle(&mut self, msg: Dispatch, _: &mut Self::Context) -> Self::Result {
+        if msg.method == InstallSnapshotArgs::METHOD {
+            self.installs.set(self.installs.get() + 1);
+        }
+        let raft = self.raft.clone();
+        Box::pin(async move { raft.send(msg).await.unwrap_or(Err(RpcError::NetworkDown)) })
+    }
+}
+
+/// `n` replicas of `Rsm<S>`, each a network server `"i"` with a "Raft" service (and the
+/// optional face), crashed and restarted the way 6.5840's harness does it: a restarted
+/// replica gets a copy of exactly what its predecessor last saved, and fresh disabled ends.
+struct Cluster<S: StateMachine> {
+    sim: Sim,
+    n: usize,
+    max_raft_state: Option<usize>,
+    face: Option<Face<S>>,
+    nodes: Vec<Option<Node<S>>>,
+    saved: Vec<MemPersister>,
+    /// `end_names[i][j]`: the end server i uses to reach j.
+    end_names: Vec<Vec<String>>,
+    /// InstallSnapshot RPCs delivered to each server, over all its incarnations.
+    installs: Vec<Rc<Cell<u64>>>,
+    starts: u64,
+}
+
+impl<S: StateMachine> Cluster<S> {
+    /// Starts `n` connected replicas.
+    async fn new(
+        sim: &Sim,
+        n: usize,
+        max_raft_state: Option<usize>,
+        face: Option<Face<S>>,
+    ) -> Self {
+        let mut cluster = Cluster {
+            sim: sim.clone(),
+            n,
+            max_raft_state,
+            face,
+            nodes: (0..n).map(|_| None).collect(),
+            saved: (0..n).map(|_| MemPersister::new()).collect(),
+            end_names: vec![Vec::new(); n],
+            installs: (0..n).map(|_| Rc::new(Cell::new(0))).collect(),
+            starts: 0,
+        };
+        for i in 0..n {
+            cluster.start(i).await;
+        }
+        cluster.connect_all();
+        cluster
+    }
+
+    fn all(&self) -> Vec<usize> {
+        (0..self.n).collect()
+    }
+
+    /// Starts replica i from a copy of its storage; its ends start disabled.
+    async fn start(&mut self, i: usize) {
+        self.starts += 1;
+        let net = self.sim.network().clone();
+        let names: Vec<String> = (0..self.n)
+            .map(|j| format!("rsm-{i}-to-{j}-start-{}", self.starts))
+            .collect();
+        let mut ends = Vec::with_capacity(self.n);
+        for (j, name) in names.iter().enumerate() {
+            let end = net
+                .make_end(name, Some(&i.to_string()))
+                .await
+                .unwrap_or_else(|e| panic!("start({i}): {e}"));
+            net.connect(name, &j.to_string());
+            ends.push(end);
+        }
+        self.end_names[i] = names;
+        let persister = self.saved[i].copy();
+        self.saved[i] = persister.clone();
+        let seed = self.sim.derive(&format!("rsm-server-{i}-{}", self.starts));
+        let (rsm, raft) = Rsm::<S>::start(RsmConfig {
+            peers: ends,
+            me: i,
+            persister,
+            max_raft_state: self.max_raft_state,
+            seed,
+        })
+        .unwrap_or_else(|e| panic!("start({i}): {e}"));
+        let tap = RaftTap {
+            raft: raft.clone(),
+            installs: self.installs[i].clone(),
+        }
+        .start();
+        let mut server = Server::new().with_service("Raft", tap.recipient());
+        if let Some(face) = &self.face {
+            server = server.with_service("KVServer", face(&rsm, &raft));
+        }
+        net.add_server(&i.to_string(), server);
+        self.nodes[i] = Some(Node { rsm, raft });
+    }
+
+    /// Cuts replica i off, deletes its server, keeps a copy of its storage and stops it.
+    fn shutdown(&mut self, i: usize) {
+        self.disconnect(i, &self.all());
+        self.sim.network().delete_server(&i.to_string());
+        self.saved[i] = self.saved[i].copy();
+        if let Some(node) = self.nodes[i].take() {
+            node.rsm.do_send(Shutdown);
+        }
+    }
+
+    /// Shuts every replica down, then starts and connects them all again.
+    async fn restart_all(&mut self) {
+        for i in 0..self.n {
+            self.shutdown(i);
+        }
+        for i in 0..self.n {
+            self.start(i).await;
+        }
+        self.connect_all();
+    }
+
+    fn enable_links(&self, i: usize, to: &[usize], on: bool) {
+        let net = self.sim.network();
+        for &j in to {
+            if let Some(name) = self.end_names[i].get(j) {
+                net.enable(name, on);
+            }
+            if let Some(name) = self.end_names[j].get(i) {
+                net.enable(name, on);
+            }
+        }
+    }
+
+    fn connect(&self, i: usize, to: &[usize]) {
+        self.enable_links(i, to, true);
+    }
+
+    fn disconnect(&self, i: usize, from: &[usize]) {
+        self.enable_links(i, from, false);
+    }
+
+    fn connect_all(&self) {
+        for i in 0..self.n {
+            self.connect(i, &self.all());
+        }
+    }
+
+    /// Servers in each side reach each other, and nothing across.
+    fn partition(&self, p1: &[usize], p2: &[usize]) {
+        for &i in p1 {
+            self.disconnect(i, p2);
+            self.connect(i, p1);
+        }
+        for &i in p2 {
+            self.disconnect(i, p1);
+            self.connect(i, p2);
+        }
+    }
+
+    fn rsm(&self, i: usize) -> Addr<Rsm<S>> {
+        match &self.nodes[i] {
+            Some(node) => node.rsm.clone(),
+            None => panic!("replica {i} is not running"),
+        }
+    }
+
+    /// The running replica that claims leadership in the highest term, if any.
+    async fn leader(&self) -> Option<usize> {
+        let mut best: Option<(u64, usize)> = None;
+        for (i, node) in self.nodes.iter().enumerate() {
+            let Some(node) = node else { continue };
+            if let Ok(state) = node.raft.send(GetState).await {
+                if state.is_leader && best.is_none_or(|(term, _)| state.term > term) {
+                    best = Some((state.term, i));
+                }
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    /// 6.5840's `checkOneLeader`: up to 10 rounds of about half a second.
+    async fn check_one_leader(&self) -> usize {
+        for _ in 0..10 {
+            sleep(Duration::from_millis(500)).await;
+            if let Some(leader) = self.leader().await {
+                return leader;
+            }
+        }
+        panic!("expected one leader, got none");
+    }
+
+    /// Submits to replica i and waits for its answer.
+    async fn submit(
+        &self,
+        i: usize,
+        session: Option<Session>,
+        command: S::Command,
+    ) -> Result<S::Output, SubmitError> {
+        match self.rsm(i).send(Submit { session, command }).await {
+            Ok(answer) => answer,
+            Err(e) => panic!("replica {i} dropped a submit unanswered: {e}"),
+        }
+    }
+
+    /// Submits with a session to whichever replica accepts it, retrying (same session) on
+    /// `WrongLeader`, as a clerk would; fails the test after 10 s.
+    async fn submit_anywhere(&self, session: Session, command: S::Command) -> S::Output {
+        let started = Instant::now();
+        let mut i = 0;
+        while started.elapsed() < Duration::from_secs(10) {
+            if self.nodes[i].is_some() {
+                if let Ok(output) = self.submit(i, Some(session), command.clone()).await {
+                    return output;
+                }
+            }
+            i = (i + 1) % self.n;
+            if i == 0 {
+                sleep(Duration::from_millis(10)).await;
+            }
+        }
+        panic!("submit {session:?} {command:?} not accepted within 10 s");
+    }
+
+    /// Reads replica i's state and applied index through [`Inspect`].
+    async fn inspect<R: Send + 'static>(
+        &self,
+        i: usize,
+        f: impl FnOnce(&S, u64) -> R + Send + 'static,
+    ) -> R {
+        match self.rsm(i).send(Inspect::new(f)).await {
+            Ok(r) => r,
+            Err(e) => panic!("replica {i} did not answer Inspect: {e}"),
+        }
+    }
+
+    fn cleanup(&mut self) {
+        for i in 0..self.n {
+            if let Some(node) = self.nodes[i].take() {
+                node.rsm.do_send(Shutdown);
+            }
+        }
+    }
+}
+
+impl Cluster<Journal> {
+    /// Replica i's journal and applied index.
+    async fn journal(&self, i: usize) -> (Vec<u64>, u64) {
+        self.inspect(i, |j: &Journal, applied| (j.entries.clone(), applied))
+            .await
+    }
+
+    /// Waits (up to 5 s) until every running replica's journal is as long as `expected`, and
+    /// then requires it to be `expected`.
+    async fn wait_all_applied(&self, expected: &[u64]) {
+        let started = Instant::now();
+        for i in 0..self.n {
+            if self.nodes[i].is_none() {
+                continue;
+            }
+            loop {
+                let (entries, _) = self.journal(i).await;
+                if entries.len() >= expected.len() {
+                    assert_eq!(entries, expected, "replica {i} applied other commands");
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "replica {i} applied {} of {} commands within 5 s",
+                    entries.len(),
+                    expected.len()
+                );
+                sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// Submits `numbers` one at a time as client `client` with sequence numbers from `first_seq`;
+/// each must come back with the journal length it makes.
+async fn submit_all(
+    cluster: &Cluster<Journal>,
+    client: u64,
+    first_seq: u64,
+    numbers: &[u64],
+    expected: &mut Vec<u64>,
+) {
+    for (k, &number) in numbers.iter().enumerate() {
+        let output = cluster
+            .submit_anywhere((client, first_seq + k as u64), number)
+            .await;
+        expected.push(number);
+        assert_eq!(output, expected.len(), "output of command {number}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RSM tests
+
+/// With snapshots off, a full restart starts every replica from an empty state, and the state
+/// is rebuilt by replaying the log; the first submit after the restart returns a journal
+/// length that counts every command from before it.
+#[test]
+fn restart_replays_log() {
+    run_test("restart_replays_log", |sim| async move {
+        let mut cluster = Cluster::<Journal>::new(&sim, 3, None, None).await;
+        let mut expected = Vec::new();
+        let numbers: Vec<u64> = (1..=20).map(|k| 100 + k).collect();
+        submit_all(&cluster, 1, 1, &numbers, &mut expected).await;
+        cluster.wait_all_applied(&expected).await;
+
+        cluster.restart_all().await;
+        for i in 0..cluster.n {
+            assert_eq!(
+                cluster.journal(i).await,
+                (Vec::new(), 0),
+                "replica {i} has state before replaying its log (no snapshots)"
+            );
+        }
+        cluster.check_one_leader().await;
+        submit_all(&cluster, 1, 21, &[999], &mut expected).await;
+        cluster.wait_all_applied(&expected).await;
+        cluster.cleanup();
+    });
+}
+
+/// With snapshots on, a restarted replica starts from its snapshot (a prefix of the journal at
+/// the snapshot's index) and replays the log tail after it.
+#[test]
+fn restart_replays_snapshot_and_log_tail() {
+    run_test("restart_replays_snapshot_and_log_tail", |sim| async move {
+        let mut cluster = Cluster::<Journal>::new(&sim, 3, Some(MAX_RAFT_STATE), None).await;
+        let mut expected = Vec::new();
+        let numbers: Vec<u64> = (1..=60).collect();
+        submit_all(&cluster, 1, 1, &numbers, &mut expected).await;
+        cluster.wait_all_applied(&expected).await;
+        for i in 0..cluster.n {
+            assert!(
+                cluster.saved[i].snapshot_size() > 0,
+                "replica {i} took no snapshot"
+            );
+        }
+
+        // Snapshots off from here on, so the commands that follow stay in the log tail.
+        cluster.max_raft_state = None;
+        cluster.restart_all().await;
+        let mut snapshot_at = Vec::new();
+        for i in 0..cluster.n {
+            let (entries, applied) = cluster.journal(i).await;
+            assert!(applied > 0, "replica {i} did not restore its snapshot");
+            assert_eq!(
+                entries,
+                expected[..applied as usize],
+                "replica {i}'s snapshot at {applied} is not the journal's prefix"
+            );
+            snapshot_at.push(applied);
+        }
+        cluster.check_one_leader().await;
+        submit_all(&cluster, 1, 61, &[1001, 1002, 1003], &mut expected).await;
+        cluster.wait_all_applied(&expected).await;
+
+        cluster.restart_all().await;
+        for (i, &at) in snapshot_at.iter().enumerate() {
+            let (entries, applied) = cluster.journal(i).await;
+            assert_eq!(applied, at, "replica {i} restarted from another snapshot");
+            assert_eq!(entries, expected[..applied as usize]);
+            assert!(
+                applied < expected.len() as u64,
+                "replica {i}: the last commands must come from the log tail"
+            );
+        }
+        cluster.check_one_leader().await;
+        submit_all(&cluster, 1, 64, &[1004], &mut expected).await;
+        cluster.wait_all_applied(&expected).await;
+        cluster.cleanup();
+    });
+}
+
+/// Requests pending at a leader that is cut off and then shut down are all answered
+/// `WrongLeader` at the shutdown, and none of them is ever applied.
+#[test]
+fn shutdown_answers_pending_requests() {
+    run_test("shutdown_answers_pending_requests", |sim| async move {
+        pending_at_cut_off_leader(sim, true).await;
+    });
+}
+
+/// Requests pending at a leader that is cut off (and keeps believing it leads) are all
+/// answered `WrongLeader` within the request timeout plus one leadership check, and none of
+/// them is ever applied.
+#[test]
+fn cut_off_leader_answers_pending_requests() {
+    run_test(
+        "cut_off_leader_answers_pending_requests",
+        |sim| async move {
+            pending_at_cut_off_leader(sim, false).await;
+        },
+    );
+}
+
+async fn pending_at_cut_off_leader(sim: Sim, shut_down: bool) {
+    let mut cluster = Cluster::<Journal>::new(&sim, 3, None, None).await;
+    let mut expected = Vec::new();
+    submit_all(&cluster, 1, 1, &[1, 2, 3], &mut expected).await;
+    let leader = cluster.check_one_leader().await;
+    cluster.disconnect(leader, &cluster.all());
+
+    let submitted = Instant::now();
+    let pending: Vec<_> = (0..5u64)
+        .map(|k| {
+            let rsm = cluster.rsm(leader);
+            actix::spawn(async move {
+                let answer = rsm
+                    .send(Submit {
+                        session: None,
+                        command: 500 + k,
+                    })
+                    .await;
+                (answer, Instant::now())
+            })
+        })
+        .collect();
+    // Let them reach the leader's log and its table of pending requests.
+    sleep(Duration::from_millis(50)).await;
+    let (deadline, bound) = if shut_down {
+        cluster.shutdown(leader);
+        (
+            Instant::now() + Duration::from_millis(10),
+            "10 ms after the shutdown",
+        )
+    } else {
+        (
+            submitted + REQUEST_TIMEOUT + LEADERSHIP_CHECK,
+            "the request timeout plus one leadership check",
+        )
+    };
+    let answers = match timeout(Duration::from_secs(5), join_all(pending)).await {
+        Ok(answers) => answers,
+        Err(_) => panic!("pending submits still unanswered 5 s later"),
+    };
+    for (k, answer) in answers.into_iter().enumerate() {
+        let (answer, at) = answer.expect("submitting task");
+        assert!(
+            matches!(answer, Ok(Err(SubmitError::WrongLeader))),
+            "pending submit {k} was answered {answer:?}, not WrongLeader"
+        );
+        assert!(
+            at <= deadline,
+            "pending submit {k} answered later than {bound}"
+        );
+    }
+
+    // The rest elect a leader and go on; the failed commands were never applied.
+    if !shut_down {
+        cluster.connect(leader, &cluster.all());
+    }
+    submit_all(&cluster, 1, 4, &[4], &mut expected).await;
+    cluster.wait_all_applied(&expected).await;
+    cluster.cleanup();
+}
+
+/// The first submit after a full restart, at the new leader, succeeds; it is a retry of the
+/// last request before the restart (same session, another command), so it must return the
+/// saved output without applying anything: the session table survives through the log.
+#[test]
+fn submit_after_full_restart() {
+    run_test("submit_after_full_restart", |sim| async move {
+        submit_after_restart_keeps_sessions(sim, None).await;
+    });
+}
+
+/// As `submit_after_full_restart`, with the session table restored from snapshots.
+#[test]
+fn submit_after_full_restart_with_snapshots() {
+    run_test(
+        "submit_after_full_restart_with_snapshots",
+        |sim| async move {
+            submit_after_restart_keeps_sessions(sim, Some(MAX_RAFT_STATE)).await;
+        },
+    );
+}
+
+async fn submit_after_restart_keeps_sessions(sim: Sim, max_raft_state: Option<usize>) {
+    let mut cluster = Cluster::<Journal>::new(&sim, 3, max_raft_state, None).await;
+    let mut expected = Vec::new();
+    let numbers: Vec<u64> = (1..=40).collect();
+    submit_all(&cluster, 7, 1, &numbers, &mut expected).await;
+    cluster.wait_all_applied(&expected).await;
+    if max_raft_state.is_some() {
+        for i in 0..cluster.n {
+            assert!(
+                cluster.saved[i].snapshot_size() > 0,
+                "replica {i} took no snapshot"
+            );
+        }
+    }
+
+    cluster.restart_all().await;
+    let leader = cluster.check_one_leader().await;
+    assert_eq!(
+        cluster.submit(leader, Some((7, 40)), 7777).await,
+        Ok(40),
+        "a retry of the last request before the restart must get its saved output"
+    );
+    assert_eq!(
+        cluster.submit(leader, Some((7, 41)), 41).await,
+        Ok(41),
+        "the next request must be applied once, after all the earlier ones"
+    );
+    expected.push(41);
+    cluster.wait_all_applied(&expected).await;
+    cluster.cleanup();
+}
+
+/// The same (client, seq) submitted twice at once goes into the log twice and is applied
+/// once, both copies answering the first one's output; a later retry gets the saved output
+/// without a log entry; another client with the same seq is another request.
+#[test]
+fn duplicate_submit_applies_once() {
+    run_test("duplicate_submit_applies_once", |sim| async move {
+        let mut cluster = Cluster::<Journal>::new(&sim, 3, None, None).await;
+        let mut expected = Vec::new();
+        submit_all(&cluster, 3, 1, &[1, 2, 3], &mut expected).await;
+        let leader = cluster.check_one_leader().await;
+
+        let (first, second) = futures_util::future::join(
+            cluster.submit(leader, Some((3, 4)), 44),
+            cluster.submit(leader, Some((3, 4)), 44),
+        )
+        .await;
+        assert_eq!((first, second), (Ok(4), Ok(4)), "the two copies' answers");
+        assert_eq!(
+            cluster.submit(leader, Some((3, 4)), 44).await,
+            Ok(4),
+            "a retry after the answer"
+        );
+        assert_eq!(
+            cluster.submit(leader, Some((9, 4)), 99).await,
+            Ok(5),
+            "another client's request with the same seq"
+        );
+        expected.extend([44, 99]);
+        cluster.wait_all_applied(&expected).await;
+        let (_, applied) = cluster.journal(leader).await;
+        assert_eq!(
+            applied, 6,
+            "log entries: 3, both copies of the duplicate, and the other client's"
+        );
+        cluster.cleanup();
+    });
+}
+
+/// A follower cut off while the others go on (and snapshot) is brought back through
+/// InstallSnapshot, and then holds the same state as the others.
+#[test]
+fn lagging_replica_catches_up_through_snapshot() {
+    run_test(
+        "lagging_replica_catches_up_through_snapshot",
+        |sim| async move {
+            let mut cluster = Cluster::<Journal>::new(&sim, 3, Some(MAX_RAFT_STATE), None).await;
+            let mut expected = Vec::new();
+            submit_all(&cluster, 5, 1, &[1, 2, 3, 4, 5], &mut expected).await;
+            cluster.wait_all_applied(&expected).await;
+            let leader = cluster.check_one_leader().await;
+            let lagging = (leader + 1) % cluster.n;
+            cluster.disconnect(lagging, &cluster.all());
+
+            let numbers: Vec<u64> = (6..=100).collect();
+            submit_all(&cluster, 5, 6, &numbers, &mut expected).await;
+            assert_eq!(cluster.journal(lagging).await, (expected[..5].to_vec(), 5));
+            assert_eq!(cluster.installs[lagging].get(), 0);
+
+            cluster.connect(lagging, &cluster.all());
+            cluster.wait_all_applied(&expected).await;
+            assert!(
+                cluster.installs[lagging].get() > 0,
+                "the lagging replica caught up without an InstallSnapshot"
+            );
+            let caught_up = cluster.journal(lagging).await;
+            for i in 0..cluster.n {
+                assert_eq!(
+                    cluster.journal(i).await,
+                    caught_up,
+                    "replicas {i} and {lagging} differ"
+                );
+            }
+            cluster.cleanup();
+        },
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checker against an injected bug
+
+/// A KV face like `KvServer`, with one switch for the injected bug: with `stale_reads`, a Get
+/// is answered from the local state of a replica that believes it leads, without going
+/// through the log. A leader cut off from the majority keeps believing it leads, and serves
+/// stale values.
+struct KvFace {
+    rsm: Addr<Rsm<KvStore>>,
+    raft: Addr<RaftPeer>,
+    stale_reads: bool,
+}
+
+impl Actor for KvFace {
+    type Context = Context<Self>;
+}
+
+async fn through_log(
+    rsm: &Addr<Rsm<KvStore>>,
+    session: Session,
+    command: rainkv::messages::kv::KvCommand,
+) -> Result<String, KvError> {
+    let submit = Submit {
+        session: Some(session),
+        command,
+    };
+    match rsm.send(submit).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(SubmitError::WrongLeader)) | Err(_) => Err(KvError::WrongLeader),
+    }
+}
+
+impl Handler<Dispatch> for KvFace {
+    type Result = ResponseFuture<Result<Vec<u8>, RpcError>>;
+
+    fn handle(&mut self, msg: Dispatch, _: &mut Self::Context) -> Self::Result {
+        let (rsm, raft, stale_reads) = (self.rsm.clone(), self.raft.clone(), self.stale_reads);
+        Box::pin(async move {
+            let result = match msg.method {
+                GetArgs::METHOD => {
+                    let args = msg.decode::<GetArgs>()?;
+                    if !stale_reads {
+                        through_log(&rsm, (args.client_id, args.seq), args.command()).await
+                    } else if raft.send(GetState).await.is_ok_and(|s| s.is_leader) {
+                        let key = args.key;
+                        let read = Inspect::new(move |kv: &KvStore, _| {
+                            kv.get(&key).map(str::to_string).ok_or(KvError::NoKey)
+                        });
+                        rsm.send(read).await.unwrap_or(Err(KvError::WrongLeader))
+                    } else {
+                        Err(KvError::WrongLeader)
+                    }
+                }
+                PutAppendArgs::METHOD => {
+                    let args = msg.decode::<PutAppendArgs>()?;
+                    through_log(&rsm, (args.client_id, args.seq), args.command()).await
+                }
+                other => return Err(RpcError::UnknownMethod(other.to_string())),
+            };
+            encode(&KvReply { result })
+        })
+    }
+}
+
+/// A clerk named `name` whose ends reach the servers in `order` (all enabled); returns it with
+/// its end names in that order.
+async fn make_clerk(
+    sim: &Sim,
+    name: &str,
+    order: &[usize],
+    client_id: u64,
+) -> (Clerk, Vec<String>) {
+    let net = sim.network();
+    let mut ends = Vec::new();
+    let mut names = Vec::new();
+    for &j in order {
+        let end_name = format!("clerk-{name}-to-{j}");
+        let end = net
+            .make_end(&end_name, None)
+            .await
+            .unwrap_or_else(|e| panic!("make_clerk({name}): {e}"));
+        net.connect(&end_name, &j.to_string());
+        net.enable(&end_name, true);
+        ends.push(end);
+        names.push(end_name);
+    }
+    (Clerk::start(ends, client_id), names)
+}
+
+/// Runs one operation on `clerk` and records it in `log` as `client`, with virtual times since
+/// `t0`; returns the value read (Get) or "".
+async fn logged(
+    log: &OpLog,
+    t0: Instant,
+    clerk: &Clerk,
+    client: u64,
+    op: KvOp,
+    key: &str,
+    value: &str,
+) -> String {
+    let call = t0.elapsed().as_nanos() as u64;
+    let read = match op {
+        KvOp::Get => clerk.get(key).await,
+        KvOp::Put => {
+            clerk.put(key, value).await;
+            String::new()
+        }
+        KvOp::Append => {
+            clerk.append(key, value).await;
+            String::new()
+        }
+    };
+    log.push(Operation {
+        client_id: client,
+        input: KvInput {
+            op,
+            key: key.to_string(),
+            value: value.to_string(),
+        },
+        call,
+        output: KvOutput {
+            value: read.clone(),
+        },
+        return_time: t0.elapsed().as_nanos() as u64,
+    });
+    read
+}
+
+/// Three KV servers. A writer puts k=v0 and other=x; the leader is then cut off from the
+/// other two (clerks still reach it), and the writer puts k=v1 through the majority. 100 ms
+/// after that Put returned, a reader whose first end is the old leader gets k (and other); then the
+/// network heals and the writer reads k. Returns the history and the value the reader got.
+async fn stale_leader_scenario(sim: Sim, stale_reads: bool) -> (OpLog, String) {
+    let face: Face<KvStore> = Box::new(move |rsm, raft| {
+        KvFace {
+            rsm: rsm.clone(),
+            raft: raft.clone(),
+            stale_reads,
+        }
+        .start()
+        .recipient()
+    });
+    let mut cluster = Cluster::<KvStore>::new(&sim, 3, None, Some(face)).await;
+    let (log, t0) = (OpLog::new(), Instant::now());
+    let leader = cluster.check_one_leader().await;
+    let others: Vec<usize> = (0..cluster.n).filter(|&i| i != leader).collect();
+    let (writer, writer_ends) = make_clerk(&sim, "writer", &cluster.all(), 1).await;
+    let reader_order: Vec<usize> = [vec![leader], others.clone()].concat();
+    let (reader, _) = make_clerk(&sim, "reader", &reader_order, 2).await;
+
+    logged(&log, t0, &writer, 1, KvOp::Put, "k", "v0").await;
+    logged(&log, t0, &writer, 1, KvOp::Put, "other", "x").await;
+    cluster.partition(&[leader], &others);
+    sim.network().enable(&writer_ends[leader], false);
+    logged(&log, t0, &writer, 1, KvOp::Put, "k", "v1").await;
+    // The checker reads operations that touch in time (same virtual instant) as concurrent;
+    // the Get must start strictly after the Put returned for a stale value to be a violation.
+    sleep(Duration::from_millis(100)).await;
+    let read = logged(&log, t0, &reader, 2, KvOp::Get, "k", "").await;
+    let other = logged(&log, t0, &reader, 2, KvOp::Get, "other", "").await;
+    assert_eq!(
+        other, "x",
+        "the reader's Get of a key written before the partition"
+    );
+    cluster.connect_all();
+    sim.network().enable(&writer_ends[leader], true);
+    let last = logged(&log, t0, &writer, 1, KvOp::Get, "k", "").await;
+    assert_eq!(last, "v1", "the writer's Get after the heal");
+    cluster.cleanup();
+    (log, read)
+}
+
+/// The injected bug (Gets served from a stale leader's local state) produces a history the
+/// checker rejects, naming the key and the stale read.
+#[test]
+fn checker_catches_stale_reads() {
+    run_test("checker_catches_stale_reads", |sim| async move {
+        let (log, read) = stale_leader_scenario(sim, true).await;
+        assert_eq!(read, "v0", "the stale leader did not serve the stale value");
+        match check_operations::<KvModel>(&log.snapshot(), Duration::from_secs(10)) {
+            CheckResult::Illegal(violation) => {
+                assert_eq!(violation.partition, "k");
+                let explanation = violation.to_string();
+                assert!(
+                    explanation.contains("partition 'k'")
+                        && explanation.contains("get('k') -> 'v0'"),
+                    "the explanation does not name the key and the stale read:\n{explanation}"
+                );
+            }
+            other => panic!("the checker missed the stale read: {other}"),
+        }
+    });
+}
+
+/// The same scenario with Gets through the log: the reader waits out the stale leader, gets
+/// the new value, and the history is linearizable.
+#[test]
+fn checker_passes_reads_through_the_log() {
+    run_test("checker_passes_reads_through_the_log", |sim| async move {
+        let (log, read) = stale_leader_scenario(sim, false).await;
+        assert_eq!(
+            read, "v1",
+            "a Get through the log after the Put of v1 returned"
+        );
+        log.check_linearizable(
+            "checker_passes_reads_through_the_log",
+            Duration::from_secs(10),
+        );
+    });
+}
