@@ -2,9 +2,10 @@
 //!
 //! It owns what the core must not: the tick timer, the persister, the client ends to the other
 //! peers and the applier. Every input (a tick, an RPC, a reply, a client command) goes into the
-//! core; then the peer drains the core's [`Ready`]: it saves the state first, then sends the
-//! messages and hands committed entries to the [`Applier`]. An RPC's reply leaves only after
-//! that save.
+//! core. Once the mailbox is drained, the peer drains the core's [`Ready`] in one go (group
+//! commit: one save for everything that arrived together): it saves the state first, then
+//! sends the messages, releases the replies to the RPCs it handled, and hands committed
+//! entries to the [`Applier`]. No reply leaves before the state it depends on is saved.
 //!
 //! Handles: [`Dispatch`] (`Raft.RequestVote`, `Raft.AppendEntries`, `Raft.InstallSnapshot`),
 //! [`Start`], [`GetState`], [`Snapshot`], [`Kill`], and replies from its own outgoing calls.
@@ -13,6 +14,7 @@
 use std::time::Duration;
 
 use actix::prelude::*;
+use tokio::sync::oneshot;
 
 use super::{Config, Message, RaftCore, Ready, RestoreError};
 use crate::actors::applier::{Applier, ApplyBatch, StopApplier};
@@ -42,7 +44,13 @@ pub struct RaftPeer {
     peers: Vec<ClientEnd>,
     persister: Box<dyn Persister>,
     applier: Addr<Applier>,
+    /// A flush is scheduled for the end of the current mailbox batch.
+    flush_scheduled: bool,
+    /// Replies to RPCs handled in this batch, released once the state is saved.
+    replies: Vec<(oneshot::Sender<Reply>, Reply)>,
 }
+
+type Reply = Result<Vec<u8>, RpcError>;
 
 impl RaftPeer {
     /// Starts peer `me` of `peers.len()`, restoring whatever `persister` holds, delivering
@@ -70,11 +78,25 @@ impl RaftPeer {
             peers,
             persister,
             applier,
+            flush_scheduled: false,
+            replies: Vec::new(),
         };
         Ok(peer.start())
     }
 
-    /// Drains the core's effects: persist, then send, then apply.
+    /// Flushes once the mailbox is drained: actix polls spawned futures after it has handled
+    /// every queued message, so everything that arrived together shares one save.
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.spawn(fut::ready(()).map(|(), peer: &mut Self, ctx| {
+                peer.flush_scheduled = false;
+                peer.flush(ctx);
+            }));
+        }
+    }
+
+    /// Drains the core's effects: persist, then send and reply, then apply.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         let Ready {
             messages,
@@ -94,6 +116,10 @@ impl RaftPeer {
         }
         for (to, message) in messages {
             self.send(to, message, ctx);
+        }
+        for (reply_to, reply) in self.replies.drain(..) {
+            // The caller may have given up; nothing to do then.
+            let _ = reply_to.send(reply);
         }
         if !apply.is_empty() {
             self.applier.do_send(ApplyBatch(apply));
@@ -155,7 +181,7 @@ impl Actor for RaftPeer {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(TICK, |peer, ctx| {
             peer.core.tick();
-            peer.flush(ctx);
+            peer.schedule_flush(ctx);
         });
     }
 
@@ -166,13 +192,15 @@ impl Actor for RaftPeer {
 }
 
 impl Handler<Dispatch> for RaftPeer {
-    type Result = Result<Vec<u8>, RpcError>;
+    type Result = ResponseFuture<Reply>;
 
     fn handle(&mut self, msg: Dispatch, ctx: &mut Self::Context) -> Self::Result {
         let reply = self.handle_rpc(&msg);
         // The reply leaves only after the state it depends on is saved.
-        self.flush(ctx);
-        reply
+        let (reply_to, saved) = oneshot::channel();
+        self.replies.push((reply_to, reply));
+        self.schedule_flush(ctx);
+        Box::pin(async move { saved.await.unwrap_or(Err(RpcError::Unreachable)) })
     }
 }
 
@@ -187,7 +215,7 @@ impl Handler<PeerReply> for RaftPeer {
                 self.core.handle_install_snapshot_reply(from, reply)
             }
         }
-        self.flush(ctx);
+        self.schedule_flush(ctx);
     }
 }
 
@@ -196,7 +224,7 @@ impl Handler<Start> for RaftPeer {
 
     fn handle(&mut self, msg: Start, ctx: &mut Self::Context) -> Self::Result {
         let started = self.core.propose(msg.0);
-        self.flush(ctx);
+        self.schedule_flush(ctx);
         MessageResult(match started {
             Some((index, term)) => StartResult {
                 index,
@@ -230,7 +258,7 @@ impl Handler<Snapshot> for RaftPeer {
 
     fn handle(&mut self, msg: Snapshot, ctx: &mut Self::Context) {
         self.core.snapshot(msg.index, msg.data);
-        self.flush(ctx);
+        self.schedule_flush(ctx);
     }
 }
 
