@@ -80,6 +80,8 @@ struct State {
     incarnations: Vec<u64>,
     rng: ChaCha8Rng,
     ops: u64,
+    /// Last reading of [`KvConfig::now`].
+    clock: u64,
     t0: Instant,
     rpcs0: u64,
     ops0: u64,
@@ -120,6 +122,7 @@ impl KvConfig {
                 incarnations: vec![0; n],
                 rng: sim.rng("kv-config"),
                 ops: 0,
+                clock: 0,
                 t0: Instant::now(),
                 rpcs0: 0,
                 ops0: 0,
@@ -331,9 +334,15 @@ impl KvConfig {
             .unwrap_or(0)
     }
 
-    /// Nanoseconds since the cluster was made: the history's clock.
+    /// The history's clock: nanoseconds since the cluster was made, made strictly increasing.
+    /// Virtual time moves in whole milliseconds, so a Get that starts after a Put returned
+    /// often shares its instant; counting nanoseconds within the millisecond keeps the order in
+    /// which they really happened, so the checker does not take them for concurrent.
     pub fn now(&self) -> u64 {
-        self.created.elapsed().as_nanos() as u64
+        let elapsed = self.created.elapsed().as_nanos() as u64;
+        let mut state = self.state.borrow_mut();
+        state.clock = elapsed.max(state.clock + 1);
+        state.clock
     }
 
     async fn logged(
