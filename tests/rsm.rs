@@ -146,15 +146,10 @@ impl<S: StateMachine> Cluster<S> {
         let names: Vec<String> = (0..self.n)
             .map(|j| format!("rsm-{i}-to-{j}-start-{}", self.starts))
             .collect();
-        let mut ends = Vec::with_capacity(self.n);
-        for (j, name) in names.iter().enumerate() {
-            let end = net
-                .make_end(name, Some(&i.to_string()))
-                .await
-                .unwrap_or_else(|e| panic!("start({i}): {e}"));
-            net.connect(name, &j.to_string());
-            ends.push(end);
-        }
+        let ends = net
+            .make_peer_ends(&i.to_string(), &names)
+            .await
+            .unwrap_or_else(|e| panic!("start({i}): {e}"));
         self.end_names[i] = names;
         let persister = self.saved[i].copy();
         self.saved[i] = persister.clone();

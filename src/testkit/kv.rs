@@ -265,15 +265,10 @@ impl KvConfig {
     pub async fn start_server(&self, i: usize) {
         let names: Vec<String> = (0..self.n).map(|_| self.rand_string(20)).collect();
         let net = self.sim.network().clone();
-        let mut ends = Vec::with_capacity(self.n);
-        for (j, name) in names.iter().enumerate() {
-            let end = net
-                .make_end(name, Some(&i.to_string()))
-                .await
-                .unwrap_or_else(|e| panic!("start_server({i}): {e}"));
-            net.connect(name, &j.to_string());
-            ends.push(end);
-        }
+        let ends = net
+            .make_peer_ends(&i.to_string(), &names)
+            .await
+            .unwrap_or_else(|e| panic!("start_server({i}): {e}"));
         let (persister, incarnation) = {
             let mut state = self.state.borrow_mut();
             state.end_names[i] = names;

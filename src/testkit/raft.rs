@@ -316,15 +316,10 @@ impl RaftConfig {
         self.crash1(i);
         let net = self.sim.network().clone();
         let names: Vec<String> = (0..self.n).map(|_| self.rand_string(20)).collect();
-        let mut ends = Vec::with_capacity(self.n);
-        for (j, name) in names.iter().enumerate() {
-            let end = net
-                .make_end(name, Some(&i.to_string()))
-                .await
-                .unwrap_or_else(|e| panic!("start1({i}): {e}"));
-            net.connect(name, &j.to_string());
-            ends.push(end);
-        }
+        let ends = net
+            .make_peer_ends(&i.to_string(), &names)
+            .await
+            .unwrap_or_else(|e| panic!("start1({i}): {e}"));
 
         let (persister, incarnation) = {
             let mut state = self.state.borrow_mut();

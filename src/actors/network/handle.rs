@@ -40,6 +40,21 @@ impl NetworkHandle {
         Ok(ClientEnd::new(name, self.addr.clone().recipient()))
     }
 
+    /// Makes one disabled end per name for server `owner`; end j reaches server `"j"`, as the
+    /// 6.5840 harnesses wire peers.
+    pub async fn make_peer_ends(
+        &self,
+        owner: &str,
+        names: &[String],
+    ) -> Result<Vec<ClientEnd>, NetError> {
+        let mut ends = Vec::with_capacity(names.len());
+        for (j, name) in names.iter().enumerate() {
+            ends.push(self.make_end(name, Some(owner)).await?);
+            self.connect(name, &j.to_string());
+        }
+        Ok(ends)
+    }
+
     /// Points `end` at `server`.
     pub fn connect(&self, end: &str, server: &str) {
         self.addr.do_send(Connect {

@@ -333,11 +333,7 @@ impl RaftCore {
     /// Handles the answer to our RequestVote: steps down on a higher term, wins the election on
     /// a majority of votes granted in the current term.
     pub fn handle_request_vote_reply(&mut self, from: usize, reply: RequestVoteReply) {
-        if self.observe_term(reply.term)
-            || self.role != Role::Candidate
-            || reply.term != self.current_term
-            || !self.is_peer(from)
-        {
+        if !self.reply_is_current(from, reply.term, Role::Candidate) {
             return;
         }
         if reply.vote_granted {
@@ -442,11 +438,7 @@ impl RaftCore {
     /// (never back) and may commit; a rejection backs `next_index` up past the follower's
     /// conflicting term. Replies from older terms and stale rejections are ignored.
     pub fn handle_append_entries_reply(&mut self, from: usize, reply: AppendEntriesReply) {
-        if self.observe_term(reply.term)
-            || self.role != Role::Leader
-            || reply.term != self.current_term
-            || !self.is_peer(from)
-        {
+        if !self.reply_is_current(from, reply.term, Role::Leader) {
             return;
         }
         let last = self.log.last_index();
@@ -550,11 +542,7 @@ impl RaftCore {
     /// Handles a follower's answer to InstallSnapshot: its log now matches up to the
     /// snapshot's last index, so replication resumes from there.
     pub fn handle_install_snapshot_reply(&mut self, from: usize, reply: InstallSnapshotReply) {
-        if self.observe_term(reply.term)
-            || self.role != Role::Leader
-            || reply.term != self.current_term
-            || !self.is_peer(from)
-        {
+        if !self.reply_is_current(from, reply.term, Role::Leader) {
             return;
         }
         let last = self.log.last_index();
@@ -708,6 +696,15 @@ impl RaftCore {
     fn reset_election_timer(&mut self) {
         self.election_elapsed = 0;
         self.election_timeout = self.rng.gen_range(self.cfg.election_ticks.clone());
+    }
+
+    /// Whether a reply from `from` in `term` is for us as we are now (in `role`, in the current
+    /// term); a higher term makes us follower first.
+    fn reply_is_current(&mut self, from: usize, term: u64, role: Role) -> bool {
+        !self.observe_term(term)
+            && self.role == role
+            && term == self.current_term
+            && self.is_peer(from)
     }
 
     /// Figure 2, "all servers": on a higher term, adopt it and become follower. Returns true if
