@@ -12,6 +12,7 @@
 //! | `RAINKV_REALTIME=1` | run on the real clock instead of virtual time |
 //! | `RAINKV_TRACE_HASH=1` | print `trace-hash: <hex>` over every network event of each run |
 
+pub mod ctrler;
 pub mod kv;
 pub mod linearizability;
 pub mod raft;
