@@ -7,12 +7,16 @@
 //! - [`rsm`]: the replicated state machine layer every service on Raft shares.
 //! - [`kv_server`], [`clerk`]: the linearizable KV service and its client.
 //! - [`ctrler`]: the shard controller service and its clerk.
+//! - [`shardkv`], [`migrator`]: the sharded KV service, its clerk, and the actor that moves
+//!   shards between groups.
 
 pub mod applier;
 pub mod clerk;
 pub mod client_end;
 pub mod ctrler;
 pub mod kv_server;
+pub mod migrator;
 pub mod network;
 pub mod raft;
 pub mod rsm;
+pub mod shardkv;

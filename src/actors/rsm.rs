@@ -8,8 +8,10 @@
 //! that carry a session (client id, sequence number) are executed at most once: the last
 //! output per client is kept and returned to retries. The state and the session table are
 //! snapshotted when the Raft state nears `max_raft_state` bytes, and restored on restart.
+//! [`Read`] runs a read-only function on the replica's applied state, for services whose
+//! background work must look at it (the shard migrator); client reads still go through the log.
 //!
-//! Handles: [`Submit`], [`ApplyMsg`] (from the peer's applier), [`Shutdown`].
+//! Handles: [`Submit`], [`Read`], [`ApplyMsg`] (from the peer's applier), [`Shutdown`].
 //! Sends: [`Start`], [`GetState`], [`Snapshot`] and [`Kill`] to its Raft peer.
 
 use std::collections::BTreeMap;
@@ -65,6 +67,18 @@ pub struct Submit<S: StateMachine> {
     pub session: Option<Session>,
     /// The command.
     pub command: S::Command,
+}
+
+/// A read-only function of a service's state.
+pub type ReadFn<S, R> = Box<dyn FnOnce(&S) -> R + Send>;
+
+/// Runs a read-only function on this replica's state as last applied and answers its result.
+/// That state may lag the leader's: use it for decisions the log re-checks, never to answer a
+/// client read.
+pub struct Read<S, R>(pub ReadFn<S, R>);
+
+impl<S: StateMachine, R: Send + 'static> Message for Read<S, R> {
+    type Result = R;
 }
 
 /// Stops the replica: kills its Raft peer; pending requests are answered `WrongLeader`.
@@ -340,6 +354,14 @@ impl<S: StateMachine> Handler<Submit<S>> for Rsm<S> {
                 })
             });
         Box::pin(submitted)
+    }
+}
+
+impl<S: StateMachine, R: Send + 'static> Handler<Read<S, R>> for Rsm<S> {
+    type Result = MessageResult<Read<S, R>>;
+
+    fn handle(&mut self, msg: Read<S, R>, _: &mut Self::Context) -> Self::Result {
+        MessageResult((msg.0)(&self.state))
     }
 }
 

@@ -18,6 +18,7 @@ pub mod linearizability;
 pub mod raft;
 mod runner;
 mod seed;
+pub mod shardkv;
 
 pub use runner::{report_trace_hash, run_seed, run_test, run_test_with, seeds, Sim, TestOptions};
 pub use seed::{derive_seed, rand_string, seeded_rng};
