@@ -4,7 +4,9 @@
 //! # Migration protocol: pull, install through the log, then delete at the old owner
 //! About every 100 ms, and at once after any step that made progress, the migrator of the
 //! group's leader reads the group's [`Work`] from its [`Rsm`] (with [`Read`]) and starts what
-//! is not already running:
+//! is not already running. (First, once per term, it submits a no-op: Raft commits the
+//! entries a new leader inherited only with an entry of the leader's own term, and a group
+//! whose inherited entries advance its config may have no client traffic to carry one.)
 //! 1. **Next config.** When every shard is settled, it asks the controller for config
 //!    `num + 1` and submits it (`Configure`): configs are taken one at a time, in order, at a
 //!    point of the log, so every replica switches at the same point. Shards lost become
@@ -139,6 +141,8 @@ pub struct Migrator {
     polling: bool,
     poll_again: bool,
     running: BTreeSet<Task>,
+    /// The last term in which this member, as leader, committed its no-op.
+    noop_term: Option<u64>,
 }
 
 impl Migrator {
@@ -161,6 +165,7 @@ impl Migrator {
             polling: false,
             poll_again: false,
             running: BTreeSet::new(),
+            noop_term: None,
         }
     }
 
@@ -171,17 +176,20 @@ impl Migrator {
             return;
         }
         self.polling = true;
-        let (raft, rsm) = (self.raft.clone(), self.rsm.clone());
+        let (raft, rsm, noop_term) = (self.raft.clone(), self.rsm.clone(), self.noop_term);
         let look = async move {
             let state = raft.send(GetState).await.ok()?;
             if !state.is_leader {
                 return None;
             }
-            rsm.send(Read(Box::new(ShardStore::work))).await.ok()
+            let noop_done = noop_term == Some(state.term) || submit(&rsm, ShardCommand::Noop).await;
+            let work = rsm.send(Read(Box::new(ShardStore::work))).await.ok()?;
+            Some((noop_done.then_some(state.term), work))
         };
-        ctx.spawn(look.into_actor(self).map(|work, migrator, ctx| {
+        ctx.spawn(look.into_actor(self).map(|look, migrator, ctx| {
             migrator.polling = false;
-            if let Some(work) = work {
+            if let Some((noop_term, work)) = look {
+                migrator.noop_term = noop_term.or(migrator.noop_term);
                 migrator.start_work(work, ctx);
             }
             if std::mem::take(&mut migrator.poll_again) {
@@ -191,6 +199,7 @@ impl Migrator {
     }
 
     fn start_work(&mut self, work: Work, ctx: &mut Context<Self>) {
+        log::trace!("group {}: {work:?}, running {:?}", self.gid, self.running);
         if work.settled && !self.running.contains(&Task::Configure) {
             let task = self.configure(work.num);
             self.run(Task::Configure, task, ctx);
@@ -246,6 +255,11 @@ impl Migrator {
             let ctrler_leader = answer.as_ref().map(|(server, _)| *server);
             let progress = match answer {
                 Some((_, Ok(CtrlerReply::Config(config)))) if config.num == num + 1 => {
+                    log::debug!(
+                        "group {gid}: moving to config {}: {:?}",
+                        config.num,
+                        config.shards
+                    );
                     submit(&rsm, ShardCommand::Configure { gid, config }).await
                 }
                 _ => false,

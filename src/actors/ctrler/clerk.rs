@@ -3,8 +3,7 @@
 //! It behaves like the KV clerk: a client id, a number for each Join/Leave/Move (retries reuse
 //! it, so the controller applies each change once), a leader hint (the server that answered
 //! last is tried first) and retries forever, moving to the next server after a failure or a
-//! `WrongLeader`, with a pause after each full round of servers (6.5840's controller clerk
-//! sleeps 100 ms there). [`one_round`] is a single pass over the servers, for callers that
+//! `WrongLeader`, with the KV clerk's short pause after each full round of servers. [`one_round`] is a single pass over the servers, for callers that
 //! poll and must not block forever (the shard migrator). [`CtrlerClerk`] is the async API.
 //!
 //! Handles: [`CtrlerCall`]. Sends: `ShardCtrler.Join` / `.Leave` / `.Move` / `.Query`.
@@ -19,8 +18,8 @@ use crate::messages::ctrler::*;
 use crate::messages::kv::{ClientId, Seq};
 use crate::messages::net::RpcError;
 
-/// Pause after a full round of servers without an answer (6.5840's controller clerk: 100 ms).
-const ROUND_PAUSE: Duration = Duration::from_millis(100);
+/// Pause after a full round of servers without an answer (the KV clerk's).
+const ROUND_PAUSE: Duration = Duration::from_millis(10);
 
 /// One controller operation for the clerk to carry out.
 #[derive(Message, Debug, Clone)]

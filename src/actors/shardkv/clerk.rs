@@ -2,9 +2,12 @@
 //!
 //! It starts with config 0 and, for each operation, finds the key's group in its config and
 //! tries that group's servers (through ends it makes by server name, then keeps), starting
-//! with the one that answered last. `WrongGroup` or a round with no answer makes it wait
-//! 100 ms and ask the controller for the latest config, then try again, forever. Writes carry
-//! the clerk's id and a new number (retries reuse it), so each takes effect once even if its
+//! with the one that answered last. On `WrongGroup`, or when the config names no group for the
+//! key, it waits 100 ms and asks the controller for the latest config (as 6.5840's clerk does).
+//! When no server of the group answered (lost messages, no leader yet), it tries the group
+//! again after a short pause like the KV clerk, and asks the controller again only once that
+//! has gone on for 100 ms, in case the group is gone. It retries forever. Writes carry the
+//! clerk's id and a new number (retries reuse it), so each takes effect once even if its
 //! shard moves meanwhile. One operation at a time; [`ShardClerk`] is the async API.
 //!
 //! Handles: [`ShardClerkOp`]. Sends: `ShardKV.Get` / `ShardKV.PutAppend` to the groups, and
@@ -14,6 +17,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix::prelude::*;
+use tokio::time::Instant;
 
 use super::EndMaker;
 use crate::actors::client_end::ClientEnd;
@@ -23,8 +27,21 @@ use crate::messages::kv::*;
 use crate::messages::net::RpcError;
 use crate::messages::shard::{ShardGetArgs, ShardPutAppendArgs};
 
-/// Wait before asking the controller for a newer config (6.5840's clerk: 100 ms).
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Wait before asking the controller for a newer config (6.5840's clerk: 100 ms); also how
+/// long a group may fail to answer before the clerk asks anyway.
+const CONFIG_PAUSE: Duration = Duration::from_millis(100);
+/// Pause between rounds over a group that did not answer (the KV clerk's).
+const ROUND_PAUSE: Duration = Duration::from_millis(10);
+
+/// How one round over the key's group ended.
+enum Attempt {
+    /// The value (or "" for a write or a missing key).
+    Answer(String),
+    /// The config is stale: the group refused the key, or there is no group for it.
+    Stale,
+    /// No server of the group answered.
+    NoAnswer,
+}
 
 /// One operation for the clerk; answers the value (for Get) or "".
 #[derive(Message, Debug, Clone)]
@@ -91,17 +108,18 @@ impl Knowledge {
         }
     }
 
-    /// One try at the group that owns the key's shard in the known config: the answer, or
-    /// `None` after `WrongGroup` or when no server answered.
+    /// One round over the servers of the group that owns the key's shard in the known config.
     async fn try_group(
         &mut self,
         make_end: &EndMaker,
         command: &KvCommand,
         client_id: ClientId,
         seq: Seq,
-    ) -> Option<String> {
+    ) -> Attempt {
         let gid = self.config.shards[key2shard(command.key())];
-        let servers = self.config.groups.get(&gid)?.clone();
+        let Some(servers) = self.config.groups.get(&gid).cloned() else {
+            return Attempt::Stale;
+        };
         let first = self.leaders.get(&gid).copied().unwrap_or(0);
         for k in 0..servers.len() {
             let server = (first + k) % servers.len();
@@ -111,21 +129,21 @@ impl Knowledge {
             match call(&end, command, client_id, seq).await {
                 Ok(KvReply { result: Ok(value) }) => {
                     self.leaders.insert(gid, server);
-                    return Some(value);
+                    return Attempt::Answer(value);
                 }
                 Ok(KvReply {
                     result: Err(KvError::NoKey),
                 }) => {
                     self.leaders.insert(gid, server);
-                    return Some(String::new());
+                    return Attempt::Answer(String::new());
                 }
                 Ok(KvReply {
                     result: Err(KvError::WrongGroup),
-                }) => return None,
+                }) => return Attempt::Stale,
                 _ => {}
             }
         }
-        None
+        Attempt::NoAnswer
     }
 }
 
@@ -146,11 +164,20 @@ impl Handler<ShardClerkOp> for ShardClerkActor {
         // Nothing else runs while this operation does, so it may own what the clerk knows.
         let mut known = std::mem::take(&mut self.known);
         let attempt = async move {
+            let mut failing_since = None;
             loop {
-                if let Some(value) = known.try_group(&make_end, &op.0, client_id, seq).await {
-                    return (known, value);
+                match known.try_group(&make_end, &op.0, client_id, seq).await {
+                    Attempt::Answer(value) => return (known, value),
+                    Attempt::Stale => tokio::time::sleep(CONFIG_PAUSE).await,
+                    Attempt::NoAnswer => {
+                        let since = *failing_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() < CONFIG_PAUSE {
+                            tokio::time::sleep(ROUND_PAUSE).await;
+                            continue;
+                        }
+                    }
                 }
-                tokio::time::sleep(RETRY_PAUSE).await;
+                failing_since = None;
                 match ctrler.query(-1).await {
                     Ok(config) => known.config = config,
                     Err(e) => log::warn!("clerk {client_id}: no config: {e}"),
