@@ -146,7 +146,7 @@ pub struct Migrator {
 }
 
 impl Migrator {
-    /// A migrator for member of group `gid` whose replica is `rsm` on Raft peer `raft`.
+    /// A migrator for a member of group `gid` whose replica is `rsm` on Raft peer `raft`.
     pub fn new(
         gid: Gid,
         rsm: Addr<Rsm<ShardStore>>,

@@ -121,16 +121,6 @@ impl ShardKvConfig {
         cfg
     }
 
-    /// The main controller service.
-    pub fn ctl(&self) -> &CtrlerConfig {
-        &self.ctl
-    }
-
-    /// The admin clerk of the main controller (6.5840's `cfg.mck`).
-    pub fn mck(&self) -> &CtrlerClerk {
-        &self.mck
-    }
-
     /// The gid of group `gi`.
     pub fn gid(&self, gi: usize) -> Gid {
         self.state.borrow().groups[gi].gid
