@@ -17,7 +17,8 @@
 //!
 //! ## Where to read next
 //! `actors/network/mod.rs` for how a call travels; `tests/network.rs` for the labrpc tests that
-//! pin its semantics down.
+//! pin its semantics down; `actors/shardkv/mod.rs` and `actors/migrator.rs` for how shards
+//! move between replica groups.
 
 pub mod actors;
 pub mod messages;

@@ -1,7 +1,7 @@
 //! Tests of our own for the replicated state machine actor ([`Rsm`]), beyond the 6.5840 suites,
 //! and a test of the linearizability checker against a KV service with an injected bug.
 //!
-//! The RSM tests drive `Rsm` directly (local [`Submit`] and [`Inspect`] messages, no clerk)
+//! The RSM tests drive `Rsm` directly (local [`Submit`] and [`Read`] messages, no clerk)
 //! with a tiny state machine, a [`Journal`] of numbers, on the simulated network in virtual
 //! time: restart replay from the log and from snapshot plus log tail, pending requests of a
 //! leader that is shut down or cut off, the first submit after a full restart, duplicate
@@ -20,8 +20,8 @@ use rainkv::actors::clerk::Clerk;
 use rainkv::actors::kv_server::KvStore;
 use rainkv::actors::raft::RaftPeer;
 use rainkv::actors::rsm::{
-    Inspect, Rsm, RsmConfig, Session, Shutdown, StateMachine, Submit, SubmitError,
-    LEADERSHIP_CHECK, REQUEST_TIMEOUT,
+    Read, Rsm, RsmConfig, Session, Shutdown, StateMachine, Submit, SubmitError, LEADERSHIP_CHECK,
+    REQUEST_TIMEOUT,
 };
 use rainkv::messages::kv::{GetArgs, KvError, KvReply, PutAppendArgs};
 use rainkv::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
@@ -298,15 +298,15 @@ impl<S: StateMachine> Cluster<S> {
         panic!("submit {session:?} {command:?} not accepted within 10 s");
     }
 
-    /// Reads replica i's state and applied index through [`Inspect`].
+    /// Reads replica i's state and applied index through [`Read`].
     async fn inspect<R: Send + 'static>(
         &self,
         i: usize,
         f: impl FnOnce(&S, u64) -> R + Send + 'static,
     ) -> R {
-        match self.rsm(i).send(Inspect::new(f)).await {
+        match self.rsm(i).send(Read::new(f)).await {
             Ok(r) => r,
-            Err(e) => panic!("replica {i} did not answer Inspect: {e}"),
+            Err(e) => panic!("replica {i} did not answer Read: {e}"),
         }
     }
 
@@ -710,7 +710,7 @@ impl Handler<Dispatch> for KvFace {
                         through_log(&rsm, (args.client_id, args.seq), args.command()).await
                     } else if raft.send(GetState).await.is_ok_and(|s| s.is_leader) {
                         let key = args.key;
-                        let read = Inspect::new(move |kv: &KvStore, _| {
+                        let read = Read::new(move |kv: &KvStore, _| {
                             kv.get(&key).map(str::to_string).ok_or(KvError::NoKey)
                         });
                         rsm.send(read).await.unwrap_or(Err(KvError::WrongLeader))

@@ -6,11 +6,17 @@
 //! - [`applier`]: hands a peer's committed entries to its service, in order.
 //! - [`rsm`]: the replicated state machine layer every service on Raft shares.
 //! - [`kv_server`], [`clerk`]: the linearizable KV service and its client.
+//! - [`ctrler`]: the shard controller service and its clerk.
+//! - [`shardkv`], [`migrator`]: the sharded KV service, its clerk, and the actor that moves
+//!   shards between groups.
 
 pub mod applier;
 pub mod clerk;
 pub mod client_end;
+pub mod ctrler;
 pub mod kv_server;
+pub mod migrator;
 pub mod network;
 pub mod raft;
 pub mod rsm;
+pub mod shardkv;

@@ -8,9 +8,10 @@
 //! that carry a session (client id, sequence number) are executed at most once: the last
 //! output per client is kept and returned to retries. The state and the session table are
 //! snapshotted when the Raft state nears `max_raft_state` bytes, and restored on restart.
+//! [`Read`] runs a read-only function on the replica's applied state, for services whose
+//! background work must look at it (the shard migrator); client reads still go through the log.
 //!
-//! Handles: [`Submit`], [`ApplyMsg`] (from the peer's applier), [`Shutdown`], and [`Inspect`]
-//! (a local read of the replica's own state, for tests and tools: it bypasses the log).
+//! Handles: [`Submit`], [`Read`], [`ApplyMsg`] (from the peer's applier), [`Shutdown`].
 //! Sends: [`Start`], [`GetState`], [`Snapshot`] and [`Kill`] to its Raft peer.
 
 use std::collections::BTreeMap;
@@ -68,30 +69,30 @@ pub struct Submit<S: StateMachine> {
     pub command: S::Command,
 }
 
+/// A read-only function of a service's state and the index applied so far.
+pub type ReadFn<S, R> = Box<dyn FnOnce(&S, u64) -> R + Send>;
+
+/// Runs a read-only function on this replica's state as last applied and answers its result.
+/// It does not go through the log, so that state may lag the leader's: use it for decisions the
+/// log re-checks (the shard migrator) and to compare replicas in tests, never to answer a client
+/// read.
+pub struct Read<S, R>(pub ReadFn<S, R>);
+
+impl<S, R> Read<S, R> {
+    /// Wraps `f`, which receives the state and the last applied index.
+    pub fn new(f: impl FnOnce(&S, u64) -> R + Send + 'static) -> Self {
+        Read(Box::new(f))
+    }
+}
+
+impl<S: StateMachine, R: Send + 'static> Message for Read<S, R> {
+    type Result = R;
+}
+
 /// Stops the replica: kills its Raft peer; pending requests are answered `WrongLeader`.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
-
-/// A read-only look at a replica's state: given the state and the index applied so far.
-pub type InspectFn<S, R> = Box<dyn FnOnce(&S, u64) -> R + Send>;
-
-/// Runs a closure on this replica's state as it is now, and answers the closure's result.
-///
-/// This is a local read: it does not go through the log, so on a stale leader it sees stale
-/// state. Tests use it to compare replicas; a service must not answer clients with it.
-pub struct Inspect<S, R>(pub InspectFn<S, R>);
-
-impl<S, R> Inspect<S, R> {
-    /// Wraps `f`, which receives the state and the last applied index.
-    pub fn new(f: impl FnOnce(&S, u64) -> R + Send + 'static) -> Self {
-        Inspect(Box::new(f))
-    }
-}
-
-impl<S: 'static, R: 'static> Message for Inspect<S, R> {
-    type Result = R;
-}
 
 /// One entry of the log as the RSM writes it.
 #[derive(Serialize, Deserialize)]
@@ -363,6 +364,14 @@ impl<S: StateMachine> Handler<Submit<S>> for Rsm<S> {
     }
 }
 
+impl<S: StateMachine, R: Send + 'static> Handler<Read<S, R>> for Rsm<S> {
+    type Result = MessageResult<Read<S, R>>;
+
+    fn handle(&mut self, msg: Read<S, R>, _: &mut Self::Context) -> Self::Result {
+        MessageResult((msg.0)(&self.state, self.last_applied))
+    }
+}
+
 impl<S: StateMachine> Handler<ApplyMsg> for Rsm<S> {
     type Result = ();
 
@@ -385,14 +394,6 @@ impl<S: StateMachine> Handler<ApplyMsg> for Rsm<S> {
                 }
             }
         }
-    }
-}
-
-impl<S: StateMachine, R: 'static> Handler<Inspect<S, R>> for Rsm<S> {
-    type Result = MessageResult<Inspect<S, R>>;
-
-    fn handle(&mut self, msg: Inspect<S, R>, _: &mut Self::Context) -> Self::Result {
-        MessageResult((msg.0)(&self.state, self.last_applied))
     }
 }
 

@@ -5,8 +5,12 @@
 //! - [`raft`]: Raft's RPCs and a peer's local API (`Start`, `GetState`, `Snapshot`, `Kill`).
 //! - [`apply`]: what Raft hands to its service ([`apply::ApplyMsg`]).
 //! - [`kv`]: clerk ↔ KV server RPCs and the KV commands.
+//! - [`ctrler`]: the shard controller's configs, operations and RPCs.
+//! - [`shard`]: sharded KV RPCs: clerk ↔ group, and shard migration between groups.
 
 pub mod apply;
+pub mod ctrler;
 pub mod kv;
 pub mod net;
 pub mod raft;
+pub mod shard;

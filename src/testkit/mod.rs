@@ -12,11 +12,13 @@
 //! | `RAINKV_REALTIME=1` | run on the real clock instead of virtual time |
 //! | `RAINKV_TRACE_HASH=1` | print `trace-hash: <hex>` over every network event of each run |
 
+pub mod ctrler;
 pub mod kv;
 pub mod linearizability;
 pub mod raft;
 mod runner;
 mod seed;
+pub mod shardkv;
 
 pub use runner::{report_trace_hash, run_seed, run_test, run_test_with, seeds, Sim, TestOptions};
 pub use seed::{derive_seed, rand_string, seeded_rng};

@@ -1,0 +1,182 @@
+//! The controller clerk: a client of the replicated shard controller.
+//!
+//! It behaves like the KV clerk: a client id, a number for each Join/Leave/Move (retries reuse
+//! it, so the controller applies each change once), a leader hint (the server that answered
+//! last is tried first) and retries forever, moving to the next server after a failure or a
+//! `WrongLeader`, with the KV clerk's short pause after each full round of servers. [`one_round`] is a single pass over the servers, for callers that
+//! poll and must not block forever (the shard migrator). [`CtrlerClerk`] is the async API.
+//!
+//! Handles: [`CtrlerCall`]. Sends: `ShardCtrler.Join` / `.Leave` / `.Move` / `.Query`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::actors::client_end::ClientEnd;
+use crate::messages::ctrler::*;
+use crate::messages::kv::{ClientId, Seq};
+use crate::messages::net::RpcError;
+
+/// Pause after a full round of servers without an answer (the KV clerk's).
+const ROUND_PAUSE: Duration = Duration::from_millis(10);
+
+/// One controller operation for the clerk to carry out.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "CtrlerResult")]
+pub struct CtrlerCall(pub CtrlerOp);
+
+/// The controller clerk actor.
+pub struct CtrlerClerkActor {
+    servers: Vec<ClientEnd>,
+    client_id: ClientId,
+    seq: Seq,
+    leader: usize,
+}
+
+impl Actor for CtrlerClerkActor {
+    type Context = Context<Self>;
+}
+
+async fn call(
+    end: &ClientEnd,
+    op: &CtrlerOp,
+    client_id: ClientId,
+    seq: Seq,
+) -> Result<CtrlerResult, RpcError> {
+    match op {
+        CtrlerOp::Join { servers } => {
+            let servers = servers.clone();
+            end.call(&JoinArgs {
+                servers,
+                client_id,
+                seq,
+            })
+            .await
+        }
+        CtrlerOp::Leave { gids } => {
+            let gids = gids.clone();
+            end.call(&LeaveArgs {
+                gids,
+                client_id,
+                seq,
+            })
+            .await
+        }
+        CtrlerOp::Move { shard, gid } => {
+            let (shard, gid) = (*shard, *gid);
+            end.call(&MoveArgs {
+                shard,
+                gid,
+                client_id,
+                seq,
+            })
+            .await
+        }
+        CtrlerOp::Query { num } => end.call(&QueryArgs { num: *num }).await,
+    }
+}
+
+/// Tries each server once, starting at `first`, and returns the first answer that is not
+/// `WrongLeader`, with the index of the server that gave it; `None` if no server answered.
+pub async fn one_round(
+    servers: &[ClientEnd],
+    first: usize,
+    op: &CtrlerOp,
+    client_id: ClientId,
+    seq: Seq,
+) -> Option<(usize, CtrlerResult)> {
+    let n = servers.len();
+    for k in 0..n {
+        let server = (first + k) % n;
+        match call(&servers[server], op, client_id, seq).await {
+            Ok(Err(CtrlerError::WrongLeader)) | Err(_) => continue,
+            Ok(result) => return Some((server, result)),
+        }
+    }
+    None
+}
+
+impl Handler<CtrlerCall> for CtrlerClerkActor {
+    // Atomic: one operation at a time, so sequence numbers reach the servers in order.
+    type Result = AtomicResponse<Self, CtrlerResult>;
+
+    fn handle(&mut self, msg: CtrlerCall, _: &mut Self::Context) -> Self::Result {
+        if !matches!(msg.0, CtrlerOp::Query { .. }) {
+            self.seq += 1;
+        }
+        let (servers, client_id, seq, first) =
+            (self.servers.clone(), self.client_id, self.seq, self.leader);
+        let attempt = async move {
+            loop {
+                if let Some(answer) = one_round(&servers, first, &msg.0, client_id, seq).await {
+                    return answer;
+                }
+                tokio::time::sleep(ROUND_PAUSE).await;
+            }
+        };
+        AtomicResponse::new(Box::pin(attempt.into_actor(self).map(
+            |(leader, result), clerk, _| {
+                clerk.leader = leader;
+                result
+            },
+        )))
+    }
+}
+
+/// The async face of a controller clerk.
+#[derive(Clone)]
+pub struct CtrlerClerk {
+    addr: Addr<CtrlerClerkActor>,
+}
+
+impl CtrlerClerk {
+    /// Starts a clerk reaching the controller servers through `servers`.
+    pub fn start(servers: Vec<ClientEnd>, client_id: ClientId) -> CtrlerClerk {
+        let actor = CtrlerClerkActor {
+            servers,
+            client_id,
+            seq: 0,
+            leader: 0,
+        };
+        CtrlerClerk {
+            addr: actor.start(),
+        }
+    }
+
+    async fn run(&self, op: CtrlerOp) -> CtrlerResult {
+        self.addr
+            .send(CtrlerCall(op))
+            .await
+            .unwrap_or_else(|e| Err(CtrlerError::Unavailable(format!("clerk is gone: {e}"))))
+    }
+
+    async fn change(&self, op: CtrlerOp) -> Result<(), CtrlerError> {
+        self.run(op).await.map(|_| ())
+    }
+
+    /// Adds groups (gid → server names), or replaces the servers of groups already present.
+    pub async fn join(&self, servers: BTreeMap<Gid, Vec<String>>) -> Result<(), CtrlerError> {
+        self.change(CtrlerOp::Join { servers }).await
+    }
+
+    /// Removes groups.
+    pub async fn leave(&self, gids: Vec<Gid>) -> Result<(), CtrlerError> {
+        self.change(CtrlerOp::Leave { gids }).await
+    }
+
+    /// Assigns `shard` to group `gid`.
+    pub async fn move_shard(&self, shard: usize, gid: Gid) -> Result<(), CtrlerError> {
+        self.change(CtrlerOp::Move { shard, gid }).await
+    }
+
+    /// Config `num` (-1: the latest).
+    pub async fn query(&self, num: i64) -> Result<Config, CtrlerError> {
+        match self.run(CtrlerOp::Query { num }).await? {
+            CtrlerReply::Config(config) => Ok(config),
+            CtrlerReply::Done => Err(CtrlerError::Unavailable(
+                "a query was answered without a config".into(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The shard controller: 6.5840's `ShardCtrler`, a thin network face on the replicated state
+//! machine.
+//!
+//! [`ConfigHistory`] (in [`config_ops`]) is the state machine: the numbered configs and the
+//! minimal-move rebalance. [`ShardCtrler`] is the actor the network delivers
+//! `ShardCtrler.Join` / `.Leave` / `.Move` / `.Query` to; it turns each request into a
+//! [`Submit`] (with the clerk's session for the three changes, none for a Query) and maps the
+//! outcome back to a [`CtrlerResult`]. Every operation, reads included, goes through the log,
+//! so a Query reflects every change that completed before it. [`CtrlerNode`] starts and
+//! stops one whole controller server; [`clerk`] is its client.
+//!
+//! Handles: [`Dispatch`]. Sends: [`Submit`] to its [`Rsm`].
+
+pub mod clerk;
+pub mod config_ops;
+
+use actix::prelude::*;
+
+pub use self::config_ops::ConfigHistory;
+use crate::actors::client_end::ClientEnd;
+use crate::actors::raft::{RaftPeer, RestoreError};
+use crate::actors::rsm::{Rsm, RsmConfig, Session, Shutdown, Submit, SubmitError};
+use crate::messages::ctrler::*;
+use crate::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
+use crate::storage::Persister;
+
+/// The network-facing controller service of one server.
+pub struct ShardCtrler {
+    rsm: Addr<Rsm<ConfigHistory>>,
+}
+
+impl Actor for ShardCtrler {
+    type Context = Context<Self>;
+}
+
+/// Decodes a controller request into its session (if it changes anything) and operation.
+fn request(msg: &Dispatch) -> Result<(Option<Session>, CtrlerOp), RpcError> {
+    match msg.method {
+        JoinArgs::METHOD => msg.decode::<JoinArgs>().map(|a| {
+            let op = CtrlerOp::Join { servers: a.servers };
+            (Some((a.client_id, a.seq)), op)
+        }),
+        LeaveArgs::METHOD => msg.decode::<LeaveArgs>().map(|a| {
+            let op = CtrlerOp::Leave { gids: a.gids };
+            (Some((a.client_id, a.seq)), op)
+        }),
+        MoveArgs::METHOD => msg.decode::<MoveArgs>().map(|a| {
+            let op = CtrlerOp::Move {
+                shard: a.shard,
+                gid: a.gid,
+            };
+            (Some((a.client_id, a.seq)), op)
+        }),
+        QueryArgs::METHOD => msg
+            .decode::<QueryArgs>()
+            .map(|a| (None, CtrlerOp::Query { num: a.num })),
+        other => Err(RpcError::UnknownMethod(other.to_string())),
+    }
+}
+
+impl Handler<Dispatch> for ShardCtrler {
+    type Result = ResponseFuture<Result<Vec<u8>, RpcError>>;
+
+    fn handle(&mut self, msg: Dispatch, _: &mut Self::Context) -> Self::Result {
+        let request = request(&msg);
+        let rsm = self.rsm.clone();
+        Box::pin(async move {
+            let (session, command) = request?;
+            let result: CtrlerResult = match rsm.send(Submit { session, command }).await {
+                Ok(Ok(output)) => output.map(CtrlerReply::from),
+                Ok(Err(SubmitError::WrongLeader)) | Err(_) => Err(CtrlerError::WrongLeader),
+            };
+            encode(&result)
+        })
+    }
+}
+
+/// One running controller server: its Raft peer, replicated state machine and network face.
+#[derive(Clone)]
+pub struct CtrlerNode {
+    /// The Raft peer.
+    pub raft: Addr<RaftPeer>,
+    /// The replicated state machine.
+    pub rsm: Addr<Rsm<ConfigHistory>>,
+    /// The controller service.
+    pub ctrler: Addr<ShardCtrler>,
+}
+
+impl CtrlerNode {
+    /// 6.5840's `shardctrler.StartServer`: peer `me` of `peers.len()`. The controller's state
+    /// is small and never snapshotted, as in the lab.
+    pub fn start<P: Persister + Clone + 'static>(
+        peers: Vec<ClientEnd>,
+        me: usize,
+        persister: P,
+        seed: u64,
+    ) -> Result<CtrlerNode, RestoreError> {
+        let (rsm, raft) = Rsm::<ConfigHistory>::start(RsmConfig {
+            peers,
+            me,
+            persister,
+            max_raft_state: None,
+            seed,
+        })?;
+        let ctrler = ShardCtrler { rsm: rsm.clone() }.start();
+        Ok(CtrlerNode { raft, rsm, ctrler })
+    }
+
+    /// The services to register on the network: "ShardCtrler" and "Raft".
+    pub fn server(&self) -> Server {
+        Server::new()
+            .with_service("ShardCtrler", self.ctrler.clone().recipient())
+            .with_service("Raft", self.raft.clone().recipient())
+    }
+
+    /// Stops the whole server (a crash: nothing more is sent, pending requests fail).
+    pub fn kill(&self) {
+        self.rsm.do_send(Shutdown);
+    }
+}

@@ -1,0 +1,186 @@
+//! The sharded KV protocol: clerk ↔ group RPCs (`ShardKV.Get`, `ShardKV.PutAppend`) and the
+//! group ↔ group migration RPCs (`ShardKV.PullShards`, `ShardKV.DeleteShards`), with the
+//! shard contents ([`ShardData`]) they carry.
+//!
+//! A write carries the clerk's [`ClientId`] and [`Seq`]: a group keeps, per shard, the last
+//! write number of each client, and that table travels with the shard, so a write retried
+//! after its shard moved is still applied at most once. Reads need no number.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::messages::kv::{ClientId, KvCommand, KvReply, Seq};
+use crate::messages::net::Rpc;
+
+/// `ShardKV.Get`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardGetArgs {
+    /// The key.
+    pub key: String,
+}
+
+/// `ShardKV.PutAppend`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardPutAppendArgs {
+    /// The key.
+    pub key: String,
+    /// The value to store or append.
+    pub value: String,
+    /// `true` for Append, `false` for Put.
+    pub append: bool,
+    /// The calling clerk.
+    pub client_id: ClientId,
+    /// The clerk's request number.
+    pub seq: Seq,
+}
+
+impl Rpc for ShardGetArgs {
+    const METHOD: &'static str = "ShardKV.Get";
+    type Reply = KvReply;
+}
+
+impl Rpc for ShardPutAppendArgs {
+    const METHOD: &'static str = "ShardKV.PutAppend";
+    type Reply = KvReply;
+}
+
+impl ShardPutAppendArgs {
+    /// The command this request asks for.
+    pub fn command(&self) -> KvCommand {
+        let (key, value) = (self.key.clone(), self.value.clone());
+        if self.append {
+            KvCommand::Append { key, value }
+        } else {
+            KvCommand::Put { key, value }
+        }
+    }
+}
+
+/// Everything a group holds for one shard: its keys and the duplicate table of its writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardData {
+    /// The shard's keys and values.
+    pub kv: BTreeMap<String, String>,
+    /// Per client, the number of its last write applied to this shard.
+    pub sessions: BTreeMap<ClientId, Seq>,
+}
+
+/// Why a migration RPC was not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MigrationError {
+    /// The group is not at the asked config (or holds no frozen copy of those shards there):
+    /// ask again later.
+    NotReady,
+    /// This server cannot commit the request: ask another server of the group.
+    WrongLeader,
+}
+
+/// `ShardKV.PullShards`: the new owner asks the old owner for shards it gave up at config
+/// `num`. Any replica of the old owner that has reached config `num` can answer, because the
+/// data of a shard handed off there is frozen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullShardsArgs {
+    /// The config at which the shards changed owner.
+    pub num: u64,
+    /// The shards wanted.
+    pub shards: Vec<usize>,
+}
+
+/// Reply to [`PullShardsArgs`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullShardsReply {
+    /// Every requested shard's data, or why not.
+    pub result: Result<BTreeMap<usize, ShardData>, MigrationError>,
+}
+
+impl Rpc for PullShardsArgs {
+    const METHOD: &'static str = "ShardKV.PullShards";
+    type Reply = PullShardsReply;
+}
+
+/// `ShardKV.DeleteShards`: the new owner has installed the shards it pulled at config `num`;
+/// the old owner may delete its frozen copies. Answered once the deletion is in the old
+/// owner's log (or was already done).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteShardsArgs {
+    /// The config at which the shards changed owner.
+    pub num: u64,
+    /// The shards to delete.
+    pub shards: Vec<usize>,
+}
+
+/// Reply to [`DeleteShardsArgs`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteShardsReply {
+    /// `Ok` once the copies are gone.
+    pub result: Result<(), MigrationError>,
+}
+
+impl Rpc for DeleteShardsArgs {
+    const METHOD: &'static str = "ShardKV.DeleteShards";
+    type Reply = DeleteShardsReply;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::kv::KvError;
+
+    fn round_trip<T>(value: &T)
+    where
+        T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
+    {
+        let bytes = rmp_serde::to_vec(value).expect("encode");
+        let back: T = rmp_serde::from_slice(&bytes).expect("decode");
+        assert_eq!(&back, value);
+    }
+
+    #[test]
+    fn every_message_round_trips_through_rmp_serde() {
+        let data = ShardData {
+            kv: BTreeMap::from([("k".to_string(), "v".to_string())]),
+            sessions: BTreeMap::from([(7, 3)]),
+        };
+        round_trip(&ShardGetArgs { key: "k".into() });
+        let put = ShardPutAppendArgs {
+            key: "k".into(),
+            value: "v".into(),
+            append: true,
+            client_id: 7,
+            seq: 4,
+        };
+        round_trip(&put);
+        assert_eq!(
+            put.command(),
+            KvCommand::Append {
+                key: "k".into(),
+                value: "v".into()
+            }
+        );
+        round_trip(&KvReply {
+            result: Err(KvError::WrongGroup),
+        });
+        round_trip(&PullShardsArgs {
+            num: 3,
+            shards: vec![1, 2],
+        });
+        round_trip(&PullShardsReply {
+            result: Ok(BTreeMap::from([
+                (1, data.clone()),
+                (2, ShardData::default()),
+            ])),
+        });
+        round_trip(&PullShardsReply {
+            result: Err(MigrationError::NotReady),
+        });
+        round_trip(&DeleteShardsArgs {
+            num: 3,
+            shards: vec![1],
+        });
+        round_trip(&DeleteShardsReply { result: Ok(()) });
+        round_trip(&DeleteShardsReply {
+            result: Err(MigrationError::WrongLeader),
+        });
+    }
+}
