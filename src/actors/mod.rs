@@ -6,6 +6,7 @@
 //! - [`applier`]: hands a peer's committed entries to its service, in order.
 //! - [`rsm`]: the replicated state machine layer every service on Raft shares.
 //! - [`kv_server`], [`clerk`]: the linearizable KV service and its client.
+//! - [`tcp`]: the real transport (TCP links and listeners) behind the same client ends.
 
 pub mod applier;
 pub mod clerk;
@@ -14,3 +15,4 @@ pub mod kv_server;
 pub mod network;
 pub mod raft;
 pub mod rsm;
+pub mod tcp;
