@@ -20,6 +20,7 @@
 //! pin its semantics down.
 
 pub mod actors;
+pub mod deploy;
 pub mod messages;
 pub mod storage;
 #[cfg(feature = "testkit")]
