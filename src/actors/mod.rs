@@ -6,8 +6,10 @@
 //! - [`applier`]: hands a peer's committed entries to its service, in order.
 //! - [`rsm`]: the replicated state machine layer every service on Raft shares.
 //! - [`kv_server`], [`clerk`]: the linearizable KV service and its client.
+//! - [`admin`]: a node's status service (role, term, commit and applied index).
 //! - [`tcp`]: the real transport (TCP links and listeners) behind the same client ends.
 
+pub mod admin;
 pub mod applier;
 pub mod clerk;
 pub mod client_end;

@@ -5,7 +5,9 @@
 //! - [`raft`]: Raft's RPCs and a peer's local API (`Start`, `GetState`, `Snapshot`, `Kill`).
 //! - [`apply`]: what Raft hands to its service ([`apply::ApplyMsg`]).
 //! - [`kv`]: clerk ↔ KV server RPCs and the KV commands.
+//! - [`admin`]: the status RPC an operator's tool asks each node.
 
+pub mod admin;
 pub mod apply;
 pub mod kv;
 pub mod net;
