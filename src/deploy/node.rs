@@ -15,7 +15,8 @@ use crate::actors::admin::Admin;
 use crate::actors::kv_server::KvNode;
 use crate::actors::raft::RestoreError;
 use crate::actors::tcp::{
-    client_end, CloseLink, Link, Listener, MethodTable, SetBlocked, StopListening,
+    client_end, CloseLink, GetLinkStatus, GetListenerStats, Link, LinkStatus, Listener,
+    ListenerStats, MethodTable, SetBlocked, StopListening,
 };
 use crate::messages::admin::StatusArgs;
 use crate::messages::kv::{GetArgs, PutAppendArgs};
@@ -100,12 +101,22 @@ impl NodeSockets {
     }
 }
 
+/// The counters of a node's two ports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// The peer port.
+    pub peer: ListenerStats,
+    /// The client port.
+    pub client: ListenerStats,
+}
+
 /// One running node.
 pub struct TcpNode {
     id: usize,
     kv: KvNode,
     peer_links: Vec<Addr<Link>>,
-    listeners: Vec<Addr<Listener>>,
+    peer_listener: Addr<Listener>,
+    client_listener: Addr<Listener>,
 }
 
 impl TcpNode {
@@ -148,16 +159,15 @@ impl TcpNode {
             Listener::start(socket, services, methods, settings.clone(), &label)
                 .map_err(|source| NodeError::Bind { port, addr, source })
         };
-        let listeners = vec![
-            listen(sockets.peer, peer_services, peer_methods(), "peer")?,
-            listen(sockets.client, client_services, client_methods(), "client")?,
-        ];
+        let peer_listener = listen(sockets.peer, peer_services, peer_methods(), "peer")?;
+        let client_listener = listen(sockets.client, client_services, client_methods(), "client")?;
         log::info!("node {id} of cluster {:?} started", config.name);
         Ok(TcpNode {
             id,
             kv,
             peer_links,
-            listeners,
+            peer_listener,
+            client_listener,
         })
     }
 
@@ -169,6 +179,27 @@ impl TcpNode {
     /// Its KV server, RSM and Raft peer.
     pub fn kv(&self) -> &KvNode {
         &self.kv
+    }
+
+    /// The counters of both ports (zero for a port that has stopped).
+    pub async fn port_stats(&self) -> PortStats {
+        PortStats {
+            peer: self
+                .peer_listener
+                .send(GetListenerStats)
+                .await
+                .unwrap_or_default(),
+            client: self
+                .client_listener
+                .send(GetListenerStats)
+                .await
+                .unwrap_or_default(),
+        }
+    }
+
+    /// How this node's link to node `to`'s peer port stands.
+    pub async fn peer_link_status(&self, to: usize) -> Option<LinkStatus> {
+        self.peer_links.get(to)?.send(GetLinkStatus).await.ok()
     }
 
     /// Cuts the node off from (`true`) or reconnects it to (`false`) the other nodes' peer
@@ -192,7 +223,7 @@ impl TcpNode {
     /// connections close, and its Raft peer and services stop. Returns once the ports are
     /// closed, so the same addresses can be bound again.
     pub async fn shutdown(&self) {
-        for listener in &self.listeners {
+        for listener in [&self.peer_listener, &self.client_listener] {
             // An already stopped listener has closed its port: nothing to wait for.
             let _ = listener.send(StopListening).await;
         }
