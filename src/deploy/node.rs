@@ -73,7 +73,7 @@ impl std::error::Error for NodeError {}
 
 impl From<RestoreError> for NodeError {
     fn from(e: RestoreError) -> Self {
-        NodeError::Storage(format!("{e:?}"))
+        NodeError::Storage(e.to_string())
     }
 }
 
