@@ -9,7 +9,7 @@
 //! - [`local`]: a whole cluster inside this process on loopback, for the demo, the benchmark
 //!   and tests.
 //! - [`stats`]: latency percentiles and the benchmark's result line.
-//! - [`bench`]: the benchmark workloads (`rainkv bench`).
+//! - [`bench`](mod@bench): the benchmark workloads (`rainkv bench`).
 //! - `demo` (with the `testkit` feature, for its linearizability checker): the fault demo
 //!   (`rainkv demo`).
 
