@@ -29,6 +29,8 @@ use crate::testkit::linearizability::{
 const TICK: Duration = Duration::from_millis(100);
 /// How long the cluster may take to elect its first leader.
 const FIRST_LEADER_WAIT: Duration = Duration::from_secs(10);
+/// How long a fault aimed at the leader waits for one to be elected.
+const FAULT_LEADER_WAIT: Duration = Duration::from_secs(3);
 /// How long clients may take to finish their last operation once the faults are over.
 const DRAIN_WAIT: Duration = Duration::from_secs(30);
 
@@ -203,6 +205,21 @@ async fn client(id: usize, clerk: Clerk, keys: usize, shared: Shared) {
     }
 }
 
+/// The leader, once there is one (an election may be under way), waiting up to
+/// [`FAULT_LEADER_WAIT`].
+async fn wait_for_leader(cluster: &LocalCluster) -> Option<usize> {
+    let deadline = Instant::now() + FAULT_LEADER_WAIT;
+    loop {
+        if let Some(leader) = cluster.leader().await {
+            return Some(leader);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
 struct Faults {
     killed: Option<usize>,
     isolated: Option<usize>,
@@ -212,13 +229,13 @@ struct Faults {
 impl Faults {
     async fn inject(&mut self, fault: Fault, cluster: &mut LocalCluster) -> String {
         match fault {
-            Fault::KillLeader => match cluster.leader().await {
+            Fault::KillLeader => match wait_for_leader(cluster).await {
                 Some(leader) => {
                     cluster.kill(leader).await;
                     self.killed = Some(leader);
                     format!("killed the leader, node {leader}")
                 }
-                None => "no leader to kill right now".to_string(),
+                None => format!("no leader to kill within {FAULT_LEADER_WAIT:?}"),
             },
             Fault::RestartKilled => match self.killed.take() {
                 Some(node) => match cluster.restart(node).await {
@@ -227,13 +244,13 @@ impl Faults {
                 },
                 None => "nothing to restart".to_string(),
             },
-            Fault::IsolateLeader => match cluster.leader().await {
+            Fault::IsolateLeader => match wait_for_leader(cluster).await {
                 Some(leader) => {
                     cluster.isolate(leader, true);
                     self.isolated = Some(leader);
                     format!("cut the leader, node {leader}, off from the other nodes")
                 }
-                None => "no leader to cut off right now".to_string(),
+                None => format!("no leader to cut off within {FAULT_LEADER_WAIT:?}"),
             },
             Fault::Heal => match self.isolated.take() {
                 Some(node) => {
