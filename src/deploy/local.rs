@@ -1,12 +1,14 @@
 //! A whole cluster inside this process, on loopback TCP: what the demo, the local benchmark and
-//! the TCP tests run. Each node is a real [`TcpNode`] with its own ports; killing one closes
-//! its ports and connections as a crash would, and restarting it binds the same ports again
-//! and reopens its store.
+//! the TCP tests run. Each node is a real [`TcpNode`] with its own ports and its own thread
+//! (an actix `Arbiter`), as if it were a process of its own; killing one closes its ports and
+//! connections and stops its thread, as a crash would, and restarting it binds the same ports
+//! again and reopens its store.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 
-use tokio::net::TcpListener;
+use actix::Arbiter;
+use tokio::sync::oneshot;
 
 use super::client::ClusterClient;
 use super::config::{ClusterConfig, NodeAddrs, TransportOverrides, DEFAULT_MAX_RAFT_STATE};
@@ -36,50 +38,77 @@ impl Default for LocalOptions {
     }
 }
 
+/// A node and the thread it runs on.
+struct RunningNode {
+    node: TcpNode,
+    arbiter: Arbiter,
+}
+
 /// A cluster of [`TcpNode`]s in this process, on 127.0.0.1 ports chosen by the system.
 pub struct LocalCluster {
     config: ClusterConfig,
-    nodes: Vec<Option<TcpNode>>,
+    nodes: Vec<Option<RunningNode>>,
     stores: Vec<NodeStore>,
     data_dirs: Vec<PathBuf>,
     client: ClusterClient,
 }
 
-async fn bind_any() -> Result<TcpListener, NodeError> {
-    let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| NodeError::Bind {
-            port: "loopback",
-            addr,
-            source,
-        })
+fn bind(port: &'static str, addr: SocketAddr) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(addr).map_err(|source| NodeError::Bind { port, addr, source })
 }
 
-fn local_addr(socket: &TcpListener) -> Result<SocketAddr, NodeError> {
+fn local_addr(port: &'static str, socket: &TcpListener) -> Result<SocketAddr, NodeError> {
     socket.local_addr().map_err(|source| NodeError::Bind {
-        port: "loopback",
+        port,
         addr: ([127, 0, 0, 1], 0).into(),
         source,
     })
 }
 
+/// Starts node `id` on a thread of its own, serving the two sockets.
+async fn launch(
+    config: &ClusterConfig,
+    id: usize,
+    (peer, client): (TcpListener, TcpListener),
+    store: NodeStore,
+) -> Result<RunningNode, NodeError> {
+    let arbiter = Arbiter::try_new().map_err(|e| NodeError::Runtime(e.to_string()))?;
+    let (started, result) = oneshot::channel();
+    let config = config.clone();
+    let sent = arbiter.spawn(async move {
+        let node = NodeSockets::from_std(peer, client)
+            .and_then(|sockets| TcpNode::start(&config, id, sockets, store));
+        // If nobody waits any more, the node is dropped with its thread.
+        let _ = started.send(node);
+    });
+    let stopped = || NodeError::Runtime(format!("node {id}'s thread stopped while starting"));
+    if !sent {
+        return Err(stopped());
+    }
+    match result.await {
+        Ok(Ok(node)) => Ok(RunningNode { node, arbiter }),
+        Ok(Err(e)) => {
+            arbiter.stop();
+            Err(e)
+        }
+        Err(_) => Err(stopped()),
+    }
+}
+
 impl LocalCluster {
     /// Starts the cluster with a random token.
     pub async fn start(options: LocalOptions) -> Result<LocalCluster, NodeError> {
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
         let mut sockets = Vec::with_capacity(options.nodes);
         let mut nodes = Vec::with_capacity(options.nodes);
         for id in 0..options.nodes {
-            let socket = NodeSockets {
-                peer: bind_any().await?,
-                client: bind_any().await?,
-            };
+            let (peer, client) = (bind("peer", any)?, bind("client", any)?);
             nodes.push(NodeAddrs {
                 id,
-                peer: local_addr(&socket.peer)?,
-                client: local_addr(&socket.client)?,
+                peer: local_addr("peer", &peer)?,
+                client: local_addr("client", &client)?,
             });
-            sockets.push(socket);
+            sockets.push((peer, client));
         }
         let config = ClusterConfig {
             name: "rainkv-local".to_string(),
@@ -90,25 +119,25 @@ impl LocalCluster {
         };
         let data_dirs: Vec<PathBuf> = (0..options.nodes)
             .map(|id| {
-                std::env::temp_dir().join(format!("rainkv-local-{}-node-{id}", std::process::id()))
+                let name = format!("rainkv-local-{}-node-{id}", std::process::id());
+                std::env::temp_dir().join(name)
             })
             .collect();
-        let mut stores = Vec::with_capacity(options.nodes);
-        let mut running = Vec::with_capacity(options.nodes);
-        for (id, socket) in sockets.into_iter().enumerate() {
-            let store =
-                open_store(&data_dirs[id]).map_err(|e| NodeError::Storage(e.to_string()))?;
-            running.push(Some(TcpNode::start(&config, id, socket, store.clone())?));
-            stores.push(store);
-        }
-        let client = ClusterClient::connect(&config);
-        Ok(LocalCluster {
+        let mut cluster = LocalCluster {
+            client: ClusterClient::connect(&config),
             config,
-            nodes: running,
-            stores,
+            nodes: Vec::with_capacity(options.nodes),
+            stores: Vec::with_capacity(options.nodes),
             data_dirs,
-            client,
-        })
+        };
+        for (id, sockets) in sockets.into_iter().enumerate() {
+            let store = open_store(&cluster.data_dirs[id])
+                .map_err(|e| NodeError::Storage(e.to_string()))?;
+            let node = launch(&cluster.config, id, sockets, store.clone()).await?;
+            cluster.nodes.push(Some(node));
+            cluster.stores.push(store);
+        }
+        Ok(cluster)
     }
 
     /// The cluster's configuration (addresses, name, token).
@@ -123,23 +152,24 @@ impl LocalCluster {
 
     /// Number of nodes.
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.config.nodes.len()
     }
 
     /// True if the cluster has no nodes.
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.config.nodes.is_empty()
     }
 
     /// Node `i`, if it is running.
     pub fn node(&self, i: usize) -> Option<&TcpNode> {
-        self.nodes.get(i).and_then(Option::as_ref)
+        self.nodes.get(i).and_then(Option::as_ref).map(|r| &r.node)
     }
 
-    /// Kills node `i`: its ports and connections close and its actors stop.
+    /// Kills node `i`: its ports and connections close and its thread stops.
     pub async fn kill(&mut self, i: usize) {
-        if let Some(node) = self.nodes.get_mut(i).and_then(Option::take) {
-            node.shutdown().await;
+        if let Some(running) = self.nodes.get_mut(i).and_then(Option::take) {
+            running.node.shutdown().await;
+            running.arbiter.stop();
         }
     }
 
@@ -149,10 +179,10 @@ impl LocalCluster {
             return Ok(());
         }
         let addrs = *self.config.node(i).map_err(|_| NodeError::NoSuchNode(i))?;
-        let sockets = NodeSockets::bind(&addrs).await?;
+        let sockets = (bind("peer", addrs.peer)?, bind("client", addrs.client)?);
         let store = reopen_store(&self.stores[i], &self.data_dirs[i])
             .map_err(|e| NodeError::Storage(e.to_string()))?;
-        let node = TcpNode::start(&self.config, i, sockets, store.clone())?;
+        let node = launch(&self.config, i, sockets, store.clone()).await?;
         self.stores[i] = store;
         self.nodes[i] = Some(node);
         Ok(())
@@ -161,8 +191,8 @@ impl LocalCluster {
     /// Cuts node `i` off from the other nodes (`true`) or heals it (`false`): calls between
     /// it and them fail in both directions. Clients still reach it, as in 6.5840's partitions.
     pub fn isolate(&self, i: usize, cut: bool) {
-        for (j, node) in self.nodes.iter().enumerate() {
-            let Some(node) = node else { continue };
+        for j in 0..self.len() {
+            let Some(node) = self.node(j) else { continue };
             if j == i {
                 node.block_peers(cut);
             } else {
@@ -174,8 +204,8 @@ impl LocalCluster {
     /// The running node that believes it is leader in the highest term, if any.
     pub async fn leader(&self) -> Option<usize> {
         let mut best: Option<(u64, usize)> = None;
-        for (i, node) in self.nodes.iter().enumerate() {
-            let Some(node) = node else { continue };
+        for i in 0..self.len() {
+            let Some(node) = self.node(i) else { continue };
             if let Ok(state) = node.kv().raft.send(GetState).await {
                 if NodeRole::from(state.role) == NodeRole::Leader
                     && best.is_none_or(|(term, _)| state.term > term)
@@ -192,6 +222,15 @@ impl LocalCluster {
         self.client.close();
         for i in 0..self.nodes.len() {
             self.kill(i).await;
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    /// A cluster dropped without [`LocalCluster::shutdown`] still stops its threads.
+    fn drop(&mut self) {
+        for running in self.nodes.iter().flatten() {
+            running.arbiter.stop();
         }
     }
 }

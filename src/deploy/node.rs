@@ -55,6 +55,8 @@ pub enum NodeError {
     Storage(String),
     /// The configuration has no such node.
     NoSuchNode(usize),
+    /// The node's thread or event loop could not be started.
+    Runtime(String),
 }
 
 impl fmt::Display for NodeError {
@@ -65,6 +67,7 @@ impl fmt::Display for NodeError {
             }
             NodeError::Storage(why) => write!(f, "cannot restore the stored state: {why}"),
             NodeError::NoSuchNode(id) => write!(f, "no node {id} in the cluster config"),
+            NodeError::Runtime(why) => write!(f, "cannot run the node: {why}"),
         }
     }
 }
@@ -87,6 +90,27 @@ pub struct NodeSockets {
 }
 
 impl NodeSockets {
+    /// Takes over two sockets bound elsewhere (for example on another thread): must be
+    /// called on the arbiter that will serve them.
+    pub fn from_std(
+        peer: std::net::TcpListener,
+        client: std::net::TcpListener,
+    ) -> Result<NodeSockets, NodeError> {
+        let adopt = |port: &'static str, socket: std::net::TcpListener| {
+            let addr = socket
+                .local_addr()
+                .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+            socket
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(socket))
+                .map_err(|source| NodeError::Bind { port, addr, source })
+        };
+        Ok(NodeSockets {
+            peer: adopt("peer", peer)?,
+            client: adopt("client", client)?,
+        })
+    }
+
     /// Binds both ports of `addrs`.
     pub async fn bind(addrs: &NodeAddrs) -> Result<NodeSockets, NodeError> {
         let bind = |port: &'static str, addr| async move {
