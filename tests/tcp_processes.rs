@@ -5,10 +5,14 @@
 //! restarting `serve` processes waits for the durable store.
 
 use std::io::Read;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use rainkv::deploy::config::{
+    ClusterConfig, NodeAddrs, TransportOverrides, DEFAULT_MAX_RAFT_STATE,
+};
 
 /// How long the cluster may take to come up and elect a leader.
 const STARTUP_LIMIT: Duration = Duration::from_secs(15);
@@ -57,14 +61,21 @@ fn free_ports() -> Vec<u16> {
 }
 
 fn write_config(dir: &Path, token: &str, ports: &[u16]) -> PathBuf {
-    let mut text = format!("[cluster]\nname = \"process-test\"\ntoken = \"{token}\"\n");
-    for id in 0..3 {
-        text.push_str(&format!(
-            "\n[[node]]\nid = {id}\npeer = \"127.0.0.1:{}\"\nclient = \"127.0.0.1:{}\"\n",
-            ports[id],
-            ports[id + 3]
-        ));
-    }
+    let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let config = ClusterConfig {
+        name: "process-test".into(),
+        token: token.into(),
+        max_raft_state: DEFAULT_MAX_RAFT_STATE,
+        nodes: (0..3)
+            .map(|id| NodeAddrs {
+                id,
+                peer: loopback(ports[id]),
+                client: loopback(ports[id + 3]),
+            })
+            .collect(),
+        transport: TransportOverrides::default(),
+    };
+    let text = config.to_toml().expect("config as TOML");
     let path = dir.join(format!("cluster-{token}.toml"));
     std::fs::write(&path, text).expect("write config");
     path

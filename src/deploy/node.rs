@@ -195,11 +195,6 @@ impl TcpNode {
         })
     }
 
-    /// The node's id.
-    pub fn id(&self) -> usize {
-        self.id
-    }
-
     /// Its KV server, RSM and Raft peer.
     pub fn kv(&self) -> &KvNode {
         &self.kv
