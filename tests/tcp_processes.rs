@@ -163,6 +163,43 @@ fn three_serve_processes_and_rainkv_ctl() {
     assert!(get.status.success(), "{}", text(&get.stderr));
     assert_eq!(text(&get.stdout), "hello, world\n");
 
+    // The benchmark against the running cluster: one line per workload.
+    let bench = Command::new(env!("CARGO_BIN_EXE_rainkv"))
+        .args([
+            "bench",
+            "--ops",
+            "200",
+            "--seq-ops",
+            "20",
+            "--keys",
+            "50",
+            "--config",
+        ])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rainkv bench");
+    assert!(bench.status.success(), "{}", text(&bench.stderr));
+    let lines: Vec<String> = text(&bench.stdout).lines().map(str::to_string).collect();
+    let names: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("workload="))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert_eq!(
+        names,
+        ["seq_put", "put_64", "get_64", "mixed_64"],
+        "{lines:?}"
+    );
+    for line in &lines {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields.len(), 4, "{line}");
+        for (field, key) in fields[1..].iter().zip(["ops_per_s=", "p50_ms=", "p99_ms="]) {
+            let number = field.strip_prefix(key).map(str::parse::<f64>);
+            assert!(matches!(number, Some(Ok(n)) if n > 0.0), "{line}");
+        }
+    }
+
     // A wrong token: refused, exit status 1, and the reason is shown.
     let wrong = write_config(&scratch.0, "wrong-token", &ports);
     let out = ctl(&wrong, &["get", "greeting"]);
@@ -212,5 +249,33 @@ fn three_serve_processes_and_rainkv_ctl() {
         text(&out.stdout).contains("unreachable"),
         "{}",
         text(&out.stdout)
+    );
+}
+
+#[test]
+fn the_demo_binary_ends_with_its_verdict() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rainkv"))
+        .args(["demo", "--seconds", "3", "--clients", "3"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start rainkv demo");
+    let status = wait_bounded(&mut child, Duration::from_secs(60));
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let mut stdout = String::new();
+    if let Some(out) = child.stdout.as_mut() {
+        let _ = out.read_to_string(&mut stdout);
+    }
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{stdout}");
+    assert!(stdout.contains("faults injected"), "{stdout}");
+    assert!(stdout.contains("ops/s; latency p50"), "{stdout}");
+    assert_eq!(
+        stdout.lines().last(),
+        Some("verdict: linearizable"),
+        "{stdout}"
     );
 }

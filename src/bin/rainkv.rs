@@ -65,6 +65,9 @@ enum Command {
         /// Operations of seq_put.
         #[arg(long, default_value_t = 2000)]
         seq_ops: usize,
+        /// Distinct keys the workloads touch.
+        #[arg(long, default_value_t = 10_000)]
+        keys: usize,
         /// Workloads to run, comma-separated (default: all).
         #[arg(long, value_delimiter = ',')]
         workloads: Option<Vec<Workload>>,
@@ -88,11 +91,13 @@ fn main() -> ExitCode {
                 config,
                 ops,
                 seq_ops,
+                keys,
                 workloads,
             } => {
                 let mut options = BenchOptions {
                     ops,
                     seq_ops,
+                    key_space: keys,
                     ..BenchOptions::default()
                 };
                 if let Some(workloads) = workloads {
