@@ -309,7 +309,7 @@ pub async fn run_demo(
         history: Rc::new(RefCell::new(Vec::new())),
         latencies: Rc::new(RefCell::new(Latencies::new())),
     };
-    let clients: Vec<_> = (0..options.clients)
+    let mut clients: Vec<_> = (0..options.clients)
         .map(|id| {
             let clerk = cluster.client().clerk();
             actix::spawn(client(id, clerk, options.keys, shared.clone()))
@@ -365,10 +365,14 @@ pub async fn run_demo(
         faults.log.push(line);
     }
     shared.stop.set(true);
-    let drained = timeout(DRAIN_WAIT, join_all(clients)).await;
+    let drained = timeout(DRAIN_WAIT, join_all(clients.iter_mut())).await;
     let elapsed = shared.started.elapsed();
     cluster.shutdown().await;
     if drained.is_err() {
+        // Their clerks would retry for ever against a cluster that is gone.
+        for client in &clients {
+            client.abort();
+        }
         return Err(DemoError::Stuck {
             clients: options.clients,
         });

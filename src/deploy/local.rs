@@ -91,7 +91,10 @@ async fn launch(
             arbiter.stop();
             Err(e)
         }
-        Err(_) => Err(stopped()),
+        Err(_) => {
+            arbiter.stop();
+            Err(stopped())
+        }
     }
 }
 
