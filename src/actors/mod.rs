@@ -9,7 +9,10 @@
 //! - [`ctrler`]: the shard controller service and its clerk.
 //! - [`shardkv`], [`migrator`]: the sharded KV service, its clerk, and the actor that moves
 //!   shards between groups.
+//! - [`admin`]: a node's status service (role, term, commit and applied index).
+//! - [`tcp`]: the real transport (TCP links and listeners) behind the same client ends.
 
+pub mod admin;
 pub mod applier;
 pub mod clerk;
 pub mod client_end;
@@ -20,3 +23,4 @@ pub mod network;
 pub mod raft;
 pub mod rsm;
 pub mod shardkv;
+pub mod tcp;

@@ -1,1 +1,240 @@
-fn main() {}
+//! `rainkv`: run one node of a cluster (`serve`), the one-command fault demo (`demo`), or the
+//! benchmark (`bench`). A thin shell over `rainkv::deploy`: argument parsing, logging set-up
+//! and what the user reads.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use rainkv::deploy::bench::{run_bench, BenchOptions, Workload};
+use rainkv::deploy::client::ClusterClient;
+use rainkv::deploy::config::ClusterConfig;
+use rainkv::deploy::demo::{run_demo, DemoOptions, Verdict};
+use rainkv::deploy::local::{LocalCluster, LocalOptions};
+use rainkv::deploy::node::{NodeSockets, TcpNode};
+use rainkv::deploy::stats::millis;
+use rainkv::deploy::store::{self, open_store};
+
+/// How long the benchmark waits for the cluster to elect a leader.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Parser)]
+#[command(
+    name = "rainkv",
+    version,
+    about = "RainKV: a replicated key/value store on Raft, every part an actix actor"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node of a cluster until SIGTERM or Ctrl-C.
+    Serve {
+        /// The cluster configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// This node's id in the configuration.
+        #[arg(long)]
+        id: usize,
+        /// The node's data directory (default: rainkv-data-<id>).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Start 3 nodes on loopback in this process, run clients while the leader is killed and
+    /// restarted and a node is cut off, and check the history for linearizability.
+    Demo {
+        /// How long the clients run.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// How many clients run at once.
+        #[arg(long, default_value_t = 5)]
+        clients: usize,
+    },
+    /// Measure throughput and latency: seq_put, put_64, get_64 and mixed_64.
+    Bench {
+        /// A running cluster to measure (default: 3 nodes on loopback in this process).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Operations of each concurrent workload.
+        #[arg(long, default_value_t = 50_000)]
+        ops: usize,
+        /// Operations of seq_put.
+        #[arg(long, default_value_t = 2000)]
+        seq_ops: usize,
+        /// Distinct keys the workloads touch.
+        #[arg(long, default_value_t = 10_000)]
+        keys: usize,
+        /// Workloads to run, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        workloads: Option<Vec<Workload>>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A server logs its life at info; the demo and the benchmark print their own progress.
+    let level = match cli.command {
+        Command::Serve { .. } => "info",
+        Command::Demo { .. } | Command::Bench { .. } => "error",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    let system = actix_rt::System::new();
+    let outcome = system.block_on(async move {
+        match cli.command {
+            Command::Serve { config, id, data } => serve(config, id, data).await,
+            Command::Demo { seconds, clients } => demo(seconds, clients).await,
+            Command::Bench {
+                config,
+                ops,
+                seq_ops,
+                keys,
+                workloads,
+            } => {
+                let mut options = BenchOptions {
+                    ops,
+                    seq_ops,
+                    key_space: keys,
+                    ..BenchOptions::default()
+                };
+                if let Some(workloads) = workloads {
+                    options.workloads = workloads;
+                }
+                bench(config, options).await
+            }
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: PathBuf, id: usize, data: Option<PathBuf>) -> Result<ExitCode, String> {
+    let config = ClusterConfig::load(&config).map_err(|e| e.to_string())?;
+    let addrs = *config.node(id).map_err(|e| e.to_string())?;
+    let data = data.unwrap_or_else(|| PathBuf::from(format!("rainkv-data-{id}")));
+    if !store::DURABLE {
+        log::warn!(
+            "this build keeps Raft state in memory: a restarted node comes back empty, so \
+             restart a node only after wiping the whole cluster"
+        );
+    }
+    let store = open_store(&data)
+        .map_err(|e| format!("cannot open the data directory {}: {e}", data.display()))?;
+    let sockets = NodeSockets::bind(&addrs).await.map_err(|e| e.to_string())?;
+    let node = TcpNode::start(&config, id, sockets, store).map_err(|e| e.to_string())?;
+    println!(
+        "rainkv node {id} of cluster {:?}: peers on {}, clients on {}",
+        config.name, addrs.peer, addrs.client
+    );
+    let signal = shutdown_signal()
+        .await
+        .map_err(|e| format!("cannot wait for a shutdown signal: {e}"))?;
+    println!("{signal}: shutting down");
+    node.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for Ctrl-C or, on Unix, SIGTERM; returns which came.
+async fn shutdown_signal() -> std::io::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate())?;
+        tokio::select! {
+            ctrl_c = tokio::signal::ctrl_c() => ctrl_c.map(|()| "Ctrl-C"),
+            _ = terminate.recv() => Ok("SIGTERM"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.map(|()| "Ctrl-C")
+    }
+}
+
+async fn demo(seconds: u64, clients: usize) -> Result<ExitCode, String> {
+    if seconds == 0 || clients == 0 {
+        return Err("--seconds and --clients must be at least 1".into());
+    }
+    let options = DemoOptions {
+        duration: Duration::from_secs(seconds),
+        clients,
+        ..DemoOptions::default()
+    };
+    println!("RainKV demo: 3 nodes on loopback TCP, {clients} clients, {seconds} s of faults");
+    let report = run_demo(&options, &mut |line| println!("{line}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let l = &report.latencies;
+    println!(
+        "{} operations in {:.1} s: {:.0} ops/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        report.ops,
+        report.elapsed.as_secs_f64(),
+        report.ops_per_s(),
+        millis(l.percentile(50.0)),
+        millis(l.percentile(99.0)),
+        millis(l.percentile(100.0)),
+    );
+    println!("{} faults injected", report.faults.len());
+    match &report.verdict {
+        Verdict::Linearizable => {
+            println!("{}", report.verdict.line());
+            Ok(ExitCode::SUCCESS)
+        }
+        Verdict::NotLinearizable(why) | Verdict::Undecided(why) => {
+            println!("{why}");
+            println!("{}", report.verdict.line());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn bench(config: Option<PathBuf>, options: BenchOptions) -> Result<ExitCode, String> {
+    if options.in_flight == 0 || options.key_space == 0 {
+        return Err("the benchmark needs at least one client and one key".into());
+    }
+    let mut local = None;
+    let client = match config {
+        Some(path) => {
+            let config = ClusterConfig::load(&path).map_err(|e| e.to_string())?;
+            eprintln!(
+                "benchmarking cluster {:?} ({} nodes)",
+                config.name,
+                config.nodes.len()
+            );
+            ClusterClient::connect(&config)
+        }
+        None => {
+            let cluster = LocalCluster::start(LocalOptions::default())
+                .await
+                .map_err(|e| format!("cannot start the local cluster: {e}"))?;
+            eprintln!("benchmarking 3 nodes on loopback in this process (in-memory store)");
+            let client = cluster.client().clone();
+            local = Some(cluster);
+            client
+        }
+    };
+    if client.wait_for_leader(LEADER_WAIT).await.is_none() {
+        let mut why = format!("no leader within {LEADER_WAIT:?}");
+        for reason in client.unreachable_reasons().await {
+            why.push_str(&format!("\n  {reason}"));
+        }
+        return Err(why);
+    }
+    run_bench(&client, &options, &mut |result| {
+        println!("{}", result.line())
+    })
+    .await;
+    client.close();
+    if let Some(mut cluster) = local {
+        cluster.shutdown().await;
+    }
+    Ok(ExitCode::SUCCESS)
+}

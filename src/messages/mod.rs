@@ -7,7 +7,9 @@
 //! - [`kv`]: clerk ↔ KV server RPCs and the KV commands.
 //! - [`ctrler`]: the shard controller's configs, operations and RPCs.
 //! - [`shard`]: sharded KV RPCs: clerk ↔ group, and shard migration between groups.
+//! - [`admin`]: the status RPC an operator's tool asks each node.
 
+pub mod admin;
 pub mod apply;
 pub mod ctrler;
 pub mod kv;

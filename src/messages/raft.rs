@@ -236,6 +236,8 @@ pub struct RaftState {
     pub term: u64,
     /// Whether it believes it is the leader.
     pub is_leader: bool,
+    /// Its role in the current term (follower, candidate or leader).
+    pub role: crate::actors::raft::Role,
     /// Highest index known committed.
     pub commit_index: u64,
     /// Highest index handed to the applier.

@@ -247,6 +247,7 @@ impl Handler<GetState> for RaftPeer {
         MessageResult(RaftState {
             term: self.core.term(),
             is_leader: self.core.is_leader(),
+            role: self.core.role(),
             commit_index: self.core.commit_index(),
             last_applied: self.core.last_applied(),
         })

@@ -1,0 +1,199 @@
+//! Moving frames over a socket: a [`FrameReader`] that assembles frames from whatever the
+//! socket delivers, a [`FrameWriter`] that batches them out, and [`Connection`], the two halves
+//! of one TCP stream. The layout of a frame is `frame.rs`'s business; this file only moves
+//! bytes, and guards against peers that announce huge frames or stop mid-frame.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{timeout_at, Instant};
+
+use super::frame::{Frame, FrameError};
+use super::settings::TcpSettings;
+
+/// The buffer is topped up to at least this much free space before each read.
+const READ_CHUNK: usize = 16 << 10;
+
+/// Reads whole frames from a byte stream.
+pub struct FrameReader<R> {
+    io: R,
+    buf: BytesMut,
+    max_frame: usize,
+    frame_timeout: Duration,
+    /// When the first byte of the frame being assembled arrived.
+    partial_since: Option<Instant>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// A reader that accepts frames of at most `max_frame` bytes and gives a started frame
+    /// `frame_timeout` to arrive in full.
+    pub fn new(io: R, max_frame: usize, frame_timeout: Duration) -> Self {
+        FrameReader {
+            io,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            max_frame,
+            frame_timeout,
+            partial_since: None,
+        }
+    }
+
+    /// Changes the largest frame accepted from now on (the handshake uses a small one).
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame;
+    }
+
+    /// The next frame; `Ok(None)` when the peer closed the connection between frames.
+    ///
+    /// Cancel-safe: bytes read before a cancellation stay buffered for the next call, so it
+    /// can sit in a `select!`. Waiting between frames has no limit; a frame that has started
+    /// must be complete within the frame timeout.
+    pub async fn read_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        loop {
+            if let Some(frame) = Frame::parse(&mut self.buf, self.max_frame)? {
+                self.partial_since = None;
+                return Ok(Some(frame));
+            }
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            let read = if self.buf.is_empty() {
+                self.io.read_buf(&mut self.buf).await?
+            } else {
+                let since = *self.partial_since.get_or_insert_with(Instant::now);
+                let deadline = since + self.frame_timeout;
+                timeout_at(deadline, self.io.read_buf(&mut self.buf))
+                    .await
+                    .map_err(|_| FrameError::Stalled)??
+            };
+            if read == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::ClosedMidFrame)
+                };
+            }
+        }
+    }
+}
+
+/// Writes frames to a byte stream through a buffer.
+pub struct FrameWriter<W> {
+    io: BufWriter<W>,
+    max_frame: usize,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    /// A writer that refuses to send frames over `max_frame` bytes.
+    pub fn new(io: W, max_frame: usize) -> Self {
+        FrameWriter {
+            io: BufWriter::new(io),
+            max_frame,
+        }
+    }
+
+    /// Buffers one frame (call [`FrameWriter::flush`] to send).
+    pub async fn write_frame(&mut self, frame: &Frame) -> Result<(), FrameError> {
+        let bytes = frame.encode(self.max_frame)?;
+        self.io.write_all(&bytes).await?;
+        Ok(())
+    }
+
+    /// Sends everything buffered.
+    pub async fn flush(&mut self) -> Result<(), FrameError> {
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    /// Writes the frames queued on `queue` until it closes or the socket fails. Frames that
+    /// are queued together go out in one flush.
+    pub async fn drain(mut self, mut queue: mpsc::Receiver<Frame>) -> Result<(), FrameError> {
+        while let Some(frame) = queue.recv().await {
+            self.write_frame(&frame).await?;
+            while let Ok(frame) = queue.try_recv() {
+                self.write_frame(&frame).await?;
+            }
+            self.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Both halves of one TCP connection, and who is at the other end.
+pub struct Connection {
+    /// Incoming frames.
+    pub reader: FrameReader<OwnedReadHalf>,
+    /// Outgoing frames.
+    pub writer: FrameWriter<OwnedWriteHalf>,
+    /// The remote address.
+    pub peer: SocketAddr,
+}
+
+impl Connection {
+    /// Wraps a connected stream, with Nagle's algorithm off (calls are small and
+    /// latency-bound; the writer batches on its own).
+    pub fn new(stream: TcpStream, settings: &TcpSettings) -> std::io::Result<Connection> {
+        stream.set_nodelay(true)?;
+        let peer = stream.peer_addr()?;
+        let (read, write) = stream.into_split();
+        Ok(Connection {
+            reader: FrameReader::new(read, settings.max_frame, settings.frame_timeout),
+            writer: FrameWriter::new(write, settings.max_frame),
+            peer,
+        })
+    }
+
+    /// Sends one frame right away.
+    pub async fn send(&mut self, frame: &Frame) -> Result<(), FrameError> {
+        self.writer.write_frame(frame).await?;
+        self.writer.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::tcp::frame::Outcome;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_frame_times_out_but_an_idle_connection_does_not() {
+        let (client, server) = tokio::io::duplex(1024);
+        let mut reader = FrameReader::new(server, 1 << 20, Duration::from_secs(5));
+        let mut client = client;
+        // Idle for longer than the frame timeout: still fine.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let frame = Frame::Reply {
+            id: 1,
+            outcome: Outcome::Unavailable,
+        };
+        let bytes = frame.encode(1 << 20).expect("encode");
+        client.write_all(&bytes).await.expect("write");
+        assert_eq!(reader.read_frame().await.expect("read"), Some(frame));
+        // Half a frame, then silence.
+        client.write_all(&bytes[..3]).await.expect("write");
+        assert!(matches!(
+            reader.read_frame().await,
+            Err(FrameError::Stalled)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_close_mid_frame_is_an_error_and_between_frames_is_not() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut reader = FrameReader::new(server, 1 << 20, Duration::from_secs(5));
+        client.write_all(&[0, 0, 0, 9, 1]).await.expect("write");
+        drop(client);
+        assert!(matches!(
+            reader.read_frame().await,
+            Err(FrameError::ClosedMidFrame)
+        ));
+        let (client, server) = tokio::io::duplex(1024);
+        let mut reader = FrameReader::new(server, 1 << 20, Duration::from_secs(5));
+        drop(client);
+        assert!(matches!(reader.read_frame().await, Ok(None)));
+    }
+}

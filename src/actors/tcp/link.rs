@@ -1,0 +1,475 @@
+//! The dialling side of the TCP transport: a [`Link`] is one node's (or client's) way to one
+//! remote address, and stands where the simulated network stands for a client end.
+//!
+//! A link keeps two lanes to its target, each its own TCP connection: `Control` for small calls
+//! and `Bulk` for large ones, so a snapshot in transit never delays a heartbeat. Lanes connect
+//! when first needed and again after a loss; after a failed attempt a lane waits out a back-off
+//! (doubling, with jitter) and calls on it fail at once meanwhile. Every call gets an id, many
+//! are in flight on one connection, and replies are matched by id in any order. A call fails
+//! with `Unreachable` when its lane is down, its connection breaks, or no reply comes within the
+//! lane's call timeout; a connection that stays silent through a timeout is dropped and redialled
+//! (the peer may be half-open).
+//!
+//! Handles: [`Call`] (from client ends), [`SetBlocked`], [`GetLinkStatus`], [`CloseLink`], and
+//! `LaneEvent`s from its own tasks. Sends: request frames to its target; each call's outcome
+//! through the call's oneshot.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use rand::Rng;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::frame::{Frame, Lane, Outcome, REQUEST_OVERHEAD};
+use super::lane::{self, LaneEvent, LaneState};
+use super::settings::TcpSettings;
+use crate::messages::net::{Call, RpcError};
+
+/// How often calls in flight are checked against their deadlines.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
+
+type CallResult = Result<Vec<u8>, RpcError>;
+
+/// Blocks (`true`) or unblocks this link: while blocked every call fails `Unreachable` at once
+/// and no connection is kept. The demo and tests cut nodes off with it.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct SetBlocked(pub bool);
+
+/// Asks how the link stands.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "LinkStatus")]
+pub struct GetLinkStatus;
+
+/// How a link stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// Where it leads.
+    pub target: SocketAddr,
+    /// `"down"`, `"dialling"` or `"up"`.
+    pub control: &'static str,
+    /// The same for the bulk lane.
+    pub bulk: &'static str,
+    /// Why the last connection attempt failed or the last connection broke, if it did and
+    /// nothing has connected since.
+    pub last_error: Option<String>,
+}
+
+/// Stops the link: calls in flight fail, connections close.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct CloseLink;
+
+struct PendingCall {
+    lane: Lane,
+    generation: u64,
+    sent: Instant,
+    deadline: Instant,
+    reply_to: oneshot::Sender<CallResult>,
+}
+
+/// One link to one remote address.
+pub struct Link {
+    target: SocketAddr,
+    settings: Arc<TcpSettings>,
+    control: LaneState,
+    bulk: LaneState,
+    pending: HashMap<u64, PendingCall>,
+    next_id: u64,
+    next_generation: u64,
+    blocked: bool,
+    sweeping: bool,
+    last_error: Option<String>,
+}
+
+impl Link {
+    /// Starts a link to `target` on the current arbiter. It connects on the first call.
+    pub fn start(target: SocketAddr, settings: Arc<TcpSettings>) -> Addr<Link> {
+        Link {
+            target,
+            settings,
+            control: LaneState::new(),
+            bulk: LaneState::new(),
+            pending: HashMap::new(),
+            next_id: 1,
+            next_generation: 1,
+            blocked: false,
+            sweeping: false,
+            last_error: None,
+        }
+        .start()
+    }
+
+    fn lane(&mut self, lane: Lane) -> &mut LaneState {
+        match lane {
+            Lane::Control => &mut self.control,
+            Lane::Bulk => &mut self.bulk,
+        }
+    }
+
+    fn timeout(&self, lane: Lane) -> Duration {
+        match lane {
+            Lane::Control => self.settings.call_timeout,
+            Lane::Bulk => self.settings.bulk_call_timeout,
+        }
+    }
+
+    /// Puts `frame` (request `id`) on its way; `Some(generation)` of the connection or attempt
+    /// that carries it, `None` if it cannot go now.
+    fn submit(
+        &mut self,
+        lane: Lane,
+        id: u64,
+        frame: Frame,
+        ctx: &mut Context<Self>,
+    ) -> Option<u64> {
+        let now = Instant::now();
+        let target = self.target;
+        match self.lane(lane) {
+            LaneState::Up {
+                generation, outbox, ..
+            } => match outbox.try_send(frame) {
+                Ok(()) => Some(*generation),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    log::debug!("link to {target}: {lane:?} outbox full; call {id} fails");
+                    None
+                }
+                // The writer is gone; its `Lost` report is on the way.
+                Err(mpsc::error::TrySendError::Closed(_)) => None,
+            },
+            LaneState::Dialing {
+                generation, queued, ..
+            } => {
+                queued.push(frame);
+                Some(*generation)
+            }
+            LaneState::Down { retry_at, failures } => {
+                if retry_at.is_some_and(|at| now < at) {
+                    return None;
+                }
+                let failures = *failures;
+                let generation = self.next_generation;
+                self.next_generation += 1;
+                let task = lane::dial(
+                    target,
+                    lane,
+                    generation,
+                    self.settings.clone(),
+                    ctx.address().downgrade(),
+                );
+                *self.lane(lane) = LaneState::Dialing {
+                    generation,
+                    failures,
+                    queued: vec![frame],
+                    _task: task,
+                };
+                Some(generation)
+            }
+        }
+    }
+
+    fn fail_where(&mut self, doomed: impl Fn(&PendingCall) -> bool) {
+        let ids: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, call)| doomed(call))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(call) = self.pending.remove(&id) {
+                // The caller may have stopped waiting; nothing to do then.
+                let _ = call.reply_to.send(Err(RpcError::Unreachable));
+            }
+        }
+    }
+
+    /// Drops the lane's connection or attempt and fails the calls it carried.
+    fn reset_lane(&mut self, lane: Lane, down: LaneState) {
+        let old = std::mem::replace(self.lane(lane), down);
+        if let Some(generation) = old.generation() {
+            self.fail_where(|call| call.lane == lane && call.generation == generation);
+        }
+    }
+
+    fn arm_sweep(&mut self, ctx: &mut Context<Self>) {
+        if !self.sweeping && !self.pending.is_empty() {
+            self.sweeping = true;
+            ctx.run_later(SWEEP_INTERVAL, |link, ctx| {
+                link.sweeping = false;
+                link.sweep();
+                link.arm_sweep(ctx);
+            });
+        }
+    }
+
+    /// Fails calls past their deadline. A connection that has not said a word since such a
+    /// call went out is presumed dead (a half-open or frozen peer) and dropped, so the next
+    /// call dials afresh.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, call)| call.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut silent = Vec::new();
+        for id in expired {
+            let Some(call) = self.pending.remove(&id) else {
+                continue;
+            };
+            let _ = call.reply_to.send(Err(RpcError::Unreachable));
+            if let LaneState::Up {
+                generation,
+                last_heard,
+                ..
+            } = self.lane(call.lane)
+            {
+                if *generation == call.generation
+                    && *last_heard < call.sent
+                    && !silent.contains(&call.lane)
+                {
+                    silent.push(call.lane);
+                }
+            }
+        }
+        for lane in silent {
+            let quiet = self.timeout(lane);
+            log::warn!(
+                "link to {}: no reply on the {lane:?} lane for {quiet:?}; dropping the connection",
+                self.target
+            );
+            self.last_error = Some(format!("no reply for {quiet:?}"));
+            self.reset_lane(lane, LaneState::new());
+        }
+    }
+
+    fn connected(
+        &mut self,
+        lane: Lane,
+        generation: u64,
+        conn: super::connection::Connection,
+        ctx: &mut Context<Self>,
+    ) {
+        let LaneState::Dialing { queued, .. } =
+            std::mem::replace(self.lane(lane), LaneState::new())
+        else {
+            return;
+        };
+        let (outbox, io) = lane::run(conn, lane, generation, ctx.address().downgrade());
+        let mut overflow = Vec::new();
+        for frame in queued {
+            if let Err(mpsc::error::TrySendError::Full(Frame::Request { id, .. })) =
+                outbox.try_send(frame)
+            {
+                overflow.push(id);
+            }
+        }
+        for id in overflow {
+            if let Some(call) = self.pending.remove(&id) {
+                let _ = call.reply_to.send(Err(RpcError::Unreachable));
+            }
+        }
+        *self.lane(lane) = LaneState::Up {
+            generation,
+            outbox,
+            last_heard: Instant::now(),
+            _io: io,
+        };
+        if self.last_error.take().is_some() {
+            log::info!("link to {}: {lane:?} lane connected again", self.target);
+        } else {
+            log::debug!("link to {}: {lane:?} lane connected", self.target);
+        }
+    }
+
+    fn dial_failed(&mut self, lane: Lane, reason: String) {
+        let failures = match self.lane(lane) {
+            LaneState::Dialing { failures, .. } => *failures + 1,
+            _ => 1,
+        };
+        let backoff = self.settings.backoff(failures);
+        // ±25% jitter, so nodes that lost the same peer do not all knock at once.
+        let backoff = backoff.mul_f64(rand::thread_rng().gen_range(0.75..1.25));
+        if failures == 1 {
+            log::warn!(
+                "link to {}: cannot connect the {lane:?} lane: {reason}; retrying with back-off",
+                self.target
+            );
+        } else {
+            log::debug!(
+                "link to {}: attempt {failures} failed: {reason}; next in {backoff:?}",
+                self.target
+            );
+        }
+        self.last_error = Some(reason);
+        let down = LaneState::Down {
+            retry_at: Some(Instant::now() + backoff),
+            failures,
+        };
+        self.reset_lane(lane, down);
+    }
+}
+
+impl Actor for Link {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Calls arrive with `do_send`; lane events must never be turned away either.
+        ctx.set_mailbox_capacity(usize::MAX);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.fail_where(|_| true);
+    }
+}
+
+impl Handler<Call> for Link {
+    type Result = ();
+
+    fn handle(&mut self, call: Call, ctx: &mut Self::Context) {
+        if self.blocked {
+            let _ = call.reply_to.send(Err(RpcError::Unreachable));
+            return;
+        }
+        let size = call.args.len() + call.method.len() + REQUEST_OVERHEAD;
+        if size > self.settings.max_frame {
+            let why = format!(
+                "request {} of {} bytes exceeds the maximum frame size {}",
+                call.method,
+                call.args.len(),
+                self.settings.max_frame
+            );
+            log::error!("link to {}: {why}", self.target);
+            let _ = call.reply_to.send(Err(RpcError::Codec(why)));
+            return;
+        }
+        let lane = Lane::for_request(call.args.len(), self.settings.bulk_threshold);
+        let id = self.next_id;
+        self.next_id += 1;
+        let frame = Frame::Request {
+            id,
+            method: call.method.to_string(),
+            args: call.args,
+        };
+        let Some(generation) = self.submit(lane, id, frame, ctx) else {
+            let _ = call.reply_to.send(Err(RpcError::Unreachable));
+            return;
+        };
+        let sent = Instant::now();
+        let pending = PendingCall {
+            lane,
+            generation,
+            sent,
+            deadline: sent + self.timeout(lane),
+            reply_to: call.reply_to,
+        };
+        self.pending.insert(id, pending);
+        self.arm_sweep(ctx);
+    }
+}
+
+impl Handler<LaneEvent> for Link {
+    type Result = ();
+
+    fn handle(&mut self, event: LaneEvent, ctx: &mut Self::Context) {
+        match event {
+            LaneEvent::Dialed {
+                lane,
+                generation,
+                result,
+            } => {
+                if self.lane(lane).generation() != Some(generation) {
+                    return; // a stale attempt: the lane was reset meanwhile
+                }
+                match result {
+                    Ok(conn) => self.connected(lane, generation, conn, ctx),
+                    Err(reason) => self.dial_failed(lane, reason),
+                }
+            }
+            LaneEvent::Reply {
+                lane,
+                generation,
+                id,
+                outcome,
+            } => {
+                if let LaneState::Up {
+                    generation: current,
+                    last_heard,
+                    ..
+                } = self.lane(lane)
+                {
+                    if *current == generation {
+                        *last_heard = Instant::now();
+                    }
+                }
+                if let Some(call) = self.pending.remove(&id) {
+                    let _ = call.reply_to.send(outcome_to_result(outcome));
+                }
+            }
+            LaneEvent::Lost {
+                lane,
+                generation,
+                reason,
+            } => {
+                if self.lane(lane).generation() != Some(generation) {
+                    return;
+                }
+                log::info!(
+                    "link to {}: {lane:?} connection lost: {reason}",
+                    self.target
+                );
+                self.last_error = Some(reason);
+                self.reset_lane(lane, LaneState::new());
+            }
+        }
+    }
+}
+
+/// Maps what the server said to what the caller of a client end expects.
+fn outcome_to_result(outcome: Outcome) -> CallResult {
+    match outcome {
+        Outcome::Ok(reply) => Ok(reply),
+        Outcome::UnknownMethod(method) => Err(RpcError::UnknownMethod(method)),
+        Outcome::Failed(why) => Err(RpcError::Codec(why)),
+        Outcome::Unavailable => Err(RpcError::Unreachable),
+    }
+}
+
+impl Handler<SetBlocked> for Link {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetBlocked, _: &mut Self::Context) {
+        self.blocked = msg.0;
+        if msg.0 {
+            self.reset_lane(Lane::Control, LaneState::new());
+            self.reset_lane(Lane::Bulk, LaneState::new());
+            self.fail_where(|_| true);
+        }
+    }
+}
+
+impl Handler<GetLinkStatus> for Link {
+    type Result = MessageResult<GetLinkStatus>;
+
+    fn handle(&mut self, _: GetLinkStatus, _: &mut Self::Context) -> Self::Result {
+        MessageResult(LinkStatus {
+            target: self.target,
+            control: self.control.describe(),
+            bulk: self.bulk.describe(),
+            last_error: self.last_error.clone(),
+        })
+    }
+}
+
+impl Handler<CloseLink> for Link {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseLink, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

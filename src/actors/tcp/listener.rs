@@ -1,0 +1,189 @@
+//! The listening side of the TCP transport: a [`Listener`] accepts connections on one port and
+//! serves each in a task of its own (`serve.rs`), handing requests to the services of its
+//! [`Server`] as [`Dispatch`](crate::messages::net::Dispatch)es. Stopping it closes the port
+//! and every connection it accepted, which is what a caller sees when a node dies.
+//!
+//! Handles: [`StopListening`], [`GetListenerStats`] and [`ConnectionEvent`] (from its
+//! connection tasks). Sends: `Dispatch` to its services (from those tasks).
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use super::methods::MethodTable;
+use super::serve::{serve, Inbound};
+use super::settings::TcpSettings;
+use super::task::TaskGuard;
+use crate::messages::net::Server;
+
+/// Pause after a failed `accept` (out of file descriptors, say), so the loop does not spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// What happened to a connection, for the listener's counters.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub enum ConnectionEvent {
+    /// A connection was accepted (before the handshake).
+    Opened,
+    /// It passed the handshake.
+    Accepted,
+    /// It failed the handshake and was closed.
+    Refused,
+    /// It passed the handshake but later sent bad input and was closed.
+    Dropped,
+    /// It is closed, for whatever reason.
+    Closed,
+}
+
+/// Counters of one listener.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    /// Connections that passed the handshake.
+    pub accepted: u64,
+    /// Connections refused at the handshake (wrong token or cluster, garbage, silence).
+    pub refused: u64,
+    /// Connections closed later for bad input (oversized, malformed or stalled frames).
+    pub dropped: u64,
+    /// Connections open now.
+    pub open: u64,
+}
+
+/// Asks for the listener's counters.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "ListenerStats")]
+pub struct GetListenerStats;
+
+/// Closes the port and every connection; answered once the port is closed.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct StopListening;
+
+/// One listening port.
+pub struct Listener {
+    /// Set until `started` moves it into the accept task.
+    socket: Option<TcpListener>,
+    services: Option<(Server, MethodTable)>,
+    settings: Arc<TcpSettings>,
+    label: String,
+    accept: Option<TaskGuard>,
+    stats: ListenerStats,
+}
+
+impl Listener {
+    /// Serves `services` (whose methods are `methods`) on an already bound `socket`. `label`
+    /// names the port in logs.
+    pub fn start(
+        socket: TcpListener,
+        services: Server,
+        methods: MethodTable,
+        settings: Arc<TcpSettings>,
+        label: &str,
+    ) -> std::io::Result<Addr<Listener>> {
+        let local_addr = socket.local_addr()?;
+        let listener = Listener {
+            socket: Some(socket),
+            services: Some((services, methods)),
+            settings,
+            label: format!("{label} {local_addr}"),
+            accept: None,
+            stats: ListenerStats::default(),
+        };
+        Ok(listener.start())
+    }
+}
+
+async fn accept_loop(socket: TcpListener, inbound: Rc<Inbound>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = socket.accept() => match accepted {
+                Ok((stream, peer)) if connections.len() >= inbound.settings.max_connections => {
+                    log::warn!(
+                        "{}: refused connection from {peer}: {} connections already open",
+                        inbound.label,
+                        connections.len()
+                    );
+                    drop(stream);
+                }
+                Ok((stream, _)) => {
+                    connections.spawn_local(serve(stream, inbound.clone()));
+                }
+                Err(e) => {
+                    log::warn!("{}: accept failed: {e}", inbound.label);
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+impl Actor for Listener {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(usize::MAX);
+        let (Some(socket), Some((services, methods))) = (self.socket.take(), self.services.take())
+        else {
+            return;
+        };
+        let inbound = Rc::new(Inbound {
+            services,
+            methods,
+            settings: self.settings.clone(),
+            label: self.label.clone(),
+            events: ctx.address().downgrade(),
+        });
+        log::info!("{}: listening", self.label);
+        // Dropping the accept task drops its JoinSet, which aborts every connection task.
+        self.accept = Some(TaskGuard::spawn(accept_loop(socket, inbound)));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        log::debug!("{}: stopped", self.label);
+    }
+}
+
+impl Handler<StopListening> for Listener {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: StopListening, _: &mut Self::Context) -> Self::Result {
+        let accept = self.accept.take();
+        Box::pin(
+            async move {
+                if let Some(task) = accept {
+                    task.cancel().await;
+                }
+            }
+            .into_actor(self)
+            .map(|(), _, ctx| ctx.stop()),
+        )
+    }
+}
+
+impl Handler<GetListenerStats> for Listener {
+    type Result = MessageResult<GetListenerStats>;
+
+    fn handle(&mut self, _: GetListenerStats, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.stats)
+    }
+}
+
+impl Handler<ConnectionEvent> for Listener {
+    type Result = ();
+
+    fn handle(&mut self, event: ConnectionEvent, _: &mut Self::Context) {
+        let stats = &mut self.stats;
+        match event {
+            ConnectionEvent::Opened => stats.open += 1,
+            ConnectionEvent::Accepted => stats.accepted += 1,
+            ConnectionEvent::Refused => stats.refused += 1,
+            ConnectionEvent::Dropped => stats.dropped += 1,
+            ConnectionEvent::Closed => stats.open = stats.open.saturating_sub(1),
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The real transport: RPCs over TCP between processes and machines, behind the same
+//! interface as the simulated network, so Raft peers, KV servers and clerks run unchanged.
+//!
+//! - Dialling side: a [`Link`] actor per remote address handles [`Call`](crate::messages::net::Call);
+//!   a [`ClientEnd`] made with [`client_end`] calls through it. `Err(Unreachable)` whenever
+//!   labrpc's `Call` would return false: the connection is down, breaks, or no reply comes in
+//!   time.
+//! - Listening side: a [`Listener`] actor accepts connections on a port and hands requests to
+//!   the services of a [`Server`](crate::messages::net::Server), as the simulated network does.
+//!
+//! Where to read: `frame.rs` (the wire format: length-prefixed rmp-serde frames with a
+//! maximum size), `connection.rs` (moving frames over a socket), `handshake.rs` (cluster name,
+//! shared token, lane), `link.rs` and `lane.rs` (calls, request ids, reconnect with back-off,
+//! two lanes so snapshots never delay heartbeats), `listener.rs` and `serve.rs` (the serving
+//! side), `methods.rs` (wire method names back to `&'static str`).
+
+mod connection;
+mod frame;
+mod handshake;
+mod lane;
+mod link;
+mod listener;
+mod methods;
+mod serve;
+mod settings;
+mod task;
+
+pub use frame::{Frame, FrameError, Hello, Lane, Outcome, HEADER_LEN, PROTOCOL_VERSION};
+pub use handshake::HELLO_MAX_FRAME;
+pub use link::{CloseLink, GetLinkStatus, Link, LinkStatus, SetBlocked};
+pub use listener::{GetListenerStats, Listener, ListenerStats, StopListening};
+pub use methods::MethodTable;
+pub use settings::TcpSettings;
+
+use actix::Addr;
+
+use crate::actors::client_end::ClientEnd;
+
+/// A client end named `name` whose calls travel over `link`.
+pub fn client_end(name: &str, link: &Addr<Link>) -> ClientEnd {
+    ClientEnd::new(name, link.clone().recipient())
+}

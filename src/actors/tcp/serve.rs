@@ -1,0 +1,181 @@
+//! The serving side of one accepted connection: the handshake, then a loop that reads request
+//! frames, hands each to its service as a [`Dispatch`] in a task of its own (so many requests
+//! are in flight and a slow one holds up nobody) and queues the replies for the writer task,
+//! tagged with the request's id.
+//!
+//! Bad input never stops the listener: a connection that fails the handshake, announces an
+//! oversized frame, sends bytes that are not a frame or stalls in the middle of one is logged
+//! and closed, and only that connection.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix::WeakAddr;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+
+use super::connection::Connection;
+use super::frame::{Frame, Outcome, REQUEST_OVERHEAD};
+use super::handshake::{self, HandshakeError};
+use super::listener::{ConnectionEvent, Listener};
+use super::methods::MethodTable;
+use super::settings::TcpSettings;
+use super::task::TaskGuard;
+use crate::messages::net::{service_of, Dispatch, RpcError, Server};
+
+/// Replies that may wait for the writer of one connection.
+const REPLY_QUEUE: usize = 1024;
+
+/// What every connection of one listener shares.
+pub struct Inbound {
+    /// The services requests go to.
+    pub services: Server,
+    /// The method names they handle.
+    pub methods: MethodTable,
+    /// Transport settings.
+    pub settings: Arc<TcpSettings>,
+    /// Names the listener in logs (for example `"node 1 peer port 127.0.0.1:7001"`).
+    pub label: String,
+    /// The listener, for its counters.
+    pub events: WeakAddr<Listener>,
+}
+
+impl Inbound {
+    fn report(&self, event: ConnectionEvent) {
+        if let Some(listener) = self.events.upgrade() {
+            listener.do_send(event);
+        }
+    }
+
+    /// Hands one request to its service and returns what to answer.
+    async fn call(&self, wire_method: &str, args: Vec<u8>) -> Outcome {
+        let Some(method) = self.methods.resolve(wire_method) else {
+            log::warn!("{}: request for unknown method {wire_method:?}", self.label);
+            return Outcome::UnknownMethod(wire_method.to_string());
+        };
+        let Some(service) = self.services.services.get(service_of(method)) else {
+            log::warn!("{}: no service for method {method}", self.label);
+            return Outcome::UnknownMethod(method.to_string());
+        };
+        match service.send(Dispatch { method, args }).await {
+            Ok(Ok(reply)) if reply.len() + REQUEST_OVERHEAD > self.settings.max_frame => {
+                let why = format!(
+                    "reply to {method} of {} bytes exceeds the maximum frame size {}",
+                    reply.len(),
+                    self.settings.max_frame
+                );
+                log::error!("{}: {why}", self.label);
+                Outcome::Failed(why)
+            }
+            Ok(Ok(reply)) => Outcome::Ok(reply),
+            Ok(Err(RpcError::UnknownMethod(method))) => Outcome::UnknownMethod(method),
+            Ok(Err(e)) => Outcome::Failed(e.to_string()),
+            Err(_) => Outcome::Unavailable,
+        }
+    }
+}
+
+/// Keeps the listener's count of open connections right, however the connection ends.
+struct OpenConnection<'a>(&'a Inbound);
+
+impl<'a> OpenConnection<'a> {
+    fn new(inbound: &'a Inbound) -> Self {
+        inbound.report(ConnectionEvent::Opened);
+        OpenConnection(inbound)
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.report(ConnectionEvent::Closed);
+    }
+}
+
+/// Serves one accepted connection until it closes or misbehaves.
+pub async fn serve(stream: TcpStream, inbound: Rc<Inbound>) {
+    let _open = OpenConnection::new(&inbound);
+    let label = &inbound.label;
+    let settings = &inbound.settings;
+    let mut conn = match Connection::new(stream, settings) {
+        Ok(conn) => conn,
+        Err(e) => {
+            log::debug!("{label}: connection closed at once: {e}");
+            return;
+        }
+    };
+    let peer = conn.peer;
+    let handshake = timeout(
+        settings.handshake_timeout,
+        handshake::answer(&mut conn, settings),
+    )
+    .await;
+    let lane = match handshake {
+        Ok(Ok(lane)) => lane,
+        Ok(Err(e)) => {
+            let why = match e {
+                HandshakeError::Closed => "closed before the handshake".to_string(),
+                other => other.to_string(),
+            };
+            log::warn!("{label}: refused connection from {peer}: {why}");
+            inbound.report(ConnectionEvent::Refused);
+            return;
+        }
+        Err(_) => {
+            log::warn!(
+                "{label}: refused connection from {peer}: no handshake within {:?}",
+                settings.handshake_timeout
+            );
+            inbound.report(ConnectionEvent::Refused);
+            return;
+        }
+    };
+    log::debug!("{label}: accepted {lane:?} connection from {peer}");
+    inbound.report(ConnectionEvent::Accepted);
+
+    let Connection {
+        mut reader, writer, ..
+    } = conn;
+    let (replies, queue) = mpsc::channel(REPLY_QUEUE);
+    let _writer = TaskGuard::spawn(async move {
+        if let Err(e) = writer.drain(queue).await {
+            log::debug!("connection from {peer}: cannot send replies: {e}");
+        }
+    });
+    let mut in_flight = JoinSet::new();
+    loop {
+        tokio::select! {
+            frame = reader.read_frame(), if in_flight.len() < settings.max_in_flight => {
+                match frame {
+                    Ok(Some(Frame::Request { id, method, args })) => {
+                        let (inbound, replies) = (inbound.clone(), replies.clone());
+                        in_flight.spawn_local(async move {
+                            let outcome = inbound.call(&method, args).await;
+                            // The connection may be gone by now; then so is the caller.
+                            let _ = replies.send(Frame::Reply { id, outcome }).await;
+                        });
+                    }
+                    Ok(Some(other)) => {
+                        log::warn!(
+                            "{label}: dropped connection from {peer}: unexpected {} frame",
+                            other.kind()
+                        );
+                        inbound.report(ConnectionEvent::Dropped);
+                        break;
+                    }
+                    Ok(None) => {
+                        log::debug!("{label}: {peer} closed its {lane:?} connection");
+                        break;
+                    }
+                    Err(e) => {
+                        log::warn!("{label}: dropped connection from {peer}: {e}");
+                        inbound.report(ConnectionEvent::Dropped);
+                        break;
+                    }
+                }
+            }
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+        }
+    }
+}

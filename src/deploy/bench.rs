@@ -1,0 +1,229 @@
+//! The benchmark behind `rainkv bench`: the workloads of our etcd reference measurement, run
+//! by clerks over TCP against a cluster (a running one, or three nodes on loopback inside this
+//! process). Keys are 16 bytes, values 128 bytes; every Get is linearizable (it goes through
+//! the log).
+//!
+//! | workload | what |
+//! |---|---|
+//! | `seq_put` | one client, puts one after the other |
+//! | `put_64` | 64 clients, each with one put in flight |
+//! | `get_64` | 64 clients, gets of keys that exist |
+//! | `mixed_64` | 64 clients, half gets, half puts |
+
+use std::fmt;
+use std::str::FromStr;
+
+use futures_util::future::join_all;
+use rand::Rng;
+use tokio::time::Instant;
+
+use super::client::ClusterClient;
+use super::stats::{Latencies, WorkloadResult};
+use crate::actors::clerk::Clerk;
+
+/// Bytes in a benchmark key.
+pub const KEY_BYTES: usize = 16;
+/// Bytes in a benchmark value.
+pub const VALUE_BYTES: usize = 128;
+
+/// One benchmark workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// One client, puts in sequence.
+    SeqPut,
+    /// Many clients, puts.
+    Put,
+    /// Many clients, linearizable gets.
+    Get,
+    /// Many clients, half gets and half puts.
+    Mixed,
+}
+
+impl Workload {
+    /// All workloads, in the order they run.
+    pub const ALL: [Workload; 4] = [
+        Workload::SeqPut,
+        Workload::Put,
+        Workload::Get,
+        Workload::Mixed,
+    ];
+
+    fn name(self, in_flight: usize) -> String {
+        match self {
+            Workload::SeqPut => "seq_put".to_string(),
+            Workload::Put => format!("put_{in_flight}"),
+            Workload::Get => format!("get_{in_flight}"),
+            Workload::Mixed => format!("mixed_{in_flight}"),
+        }
+    }
+}
+
+impl FromStr for Workload {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "seq_put" => Ok(Workload::SeqPut),
+            "put_64" | "put" => Ok(Workload::Put),
+            "get_64" | "get" => Ok(Workload::Get),
+            "mixed_64" | "mixed" => Ok(Workload::Mixed),
+            other => Err(format!(
+                "unknown workload {other:?} (known: seq_put, put_64, get_64, mixed_64)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name(64))
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// The workloads, in order.
+    pub workloads: Vec<Workload>,
+    /// Operations of `seq_put`.
+    pub seq_ops: usize,
+    /// Operations of each concurrent workload.
+    pub ops: usize,
+    /// Clients of each concurrent workload (each with one operation in flight).
+    pub in_flight: usize,
+    /// Distinct keys the workloads touch.
+    pub key_space: usize,
+}
+
+impl Default for BenchOptions {
+    /// The reference measurement: 2000 sequential puts, 50 000 operations with 64 in flight,
+    /// over 10 000 keys.
+    fn default() -> Self {
+        BenchOptions {
+            workloads: Workload::ALL.to_vec(),
+            seq_ops: 2000,
+            ops: 50_000,
+            in_flight: 64,
+            key_space: 10_000,
+        }
+    }
+}
+
+/// The 16-byte key number `i`.
+pub fn key(i: usize) -> String {
+    format!("bench-{i:010}")
+}
+
+fn value(rng: &mut impl Rng) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..VALUE_BYTES)
+        .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// One client's share of a workload: `ops` operations, one at a time.
+async fn client_loop(clerk: Clerk, workload: Workload, ops: usize, key_space: usize) -> Latencies {
+    let mut rng = rand::thread_rng();
+    let mut latencies = Latencies::new();
+    for _ in 0..ops {
+        let k = key(rng.gen_range(0..key_space.max(1)));
+        let get = match workload {
+            Workload::Get => true,
+            Workload::Mixed => rng.gen_bool(0.5),
+            Workload::SeqPut | Workload::Put => false,
+        };
+        let v = value(&mut rng);
+        let started = Instant::now();
+        if get {
+            clerk.get(&k).await;
+        } else {
+            clerk.put(&k, &v).await;
+        }
+        latencies.record(started.elapsed());
+    }
+    latencies
+}
+
+/// Runs `workload` with `clients` clients sharing `ops` operations.
+async fn run_one(
+    client: &ClusterClient,
+    workload: Workload,
+    clients: usize,
+    ops: usize,
+    key_space: usize,
+) -> WorkloadResult {
+    let clients = clients.max(1);
+    let clerks: Vec<Clerk> = (0..clients).map(|_| client.clerk()).collect();
+    let started = Instant::now();
+    let loops = clerks.into_iter().enumerate().map(|(i, clerk)| {
+        // Spread the remainder over the first clients.
+        let share = ops / clients + usize::from(i < ops % clients);
+        client_loop(clerk, workload, share, key_space)
+    });
+    let mut latencies = Latencies::new();
+    for part in join_all(loops).await {
+        latencies.merge(part);
+    }
+    WorkloadResult {
+        name: workload.name(clients),
+        ops: latencies.len(),
+        elapsed: started.elapsed(),
+        latencies,
+    }
+}
+
+/// Writes every key once, so gets find values (not measured).
+async fn preload(client: &ClusterClient, options: &BenchOptions) {
+    let clients = options.in_flight.max(1);
+    let loads = (0..clients).map(|c| {
+        let clerk = client.clerk();
+        let key_space = options.key_space;
+        async move {
+            let mut rng = rand::thread_rng();
+            for i in (c..key_space).step_by(clients) {
+                clerk.put(&key(i), &value(&mut rng)).await;
+            }
+        }
+    });
+    join_all(loads).await;
+}
+
+/// Runs the benchmark; `progress` hears each result line as it is measured.
+pub async fn run_bench(
+    client: &ClusterClient,
+    options: &BenchOptions,
+    progress: &mut dyn FnMut(&WorkloadResult),
+) -> Vec<WorkloadResult> {
+    let mut results = Vec::new();
+    let mut loaded = false;
+    for &workload in &options.workloads {
+        if matches!(workload, Workload::Get | Workload::Mixed) && !loaded {
+            preload(client, options).await;
+            loaded = true;
+        }
+        let (clients, ops) = match workload {
+            Workload::SeqPut => (1, options.seq_ops),
+            _ => (options.in_flight, options.ops),
+        };
+        let result = run_one(client, workload, clients, ops, options.key_space).await;
+        progress(&result);
+        results.push(result);
+    }
+    results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_have_sixteen_bytes_and_names_parse() {
+        assert_eq!(key(0).len(), KEY_BYTES);
+        assert_eq!(key(9_999_999_999).len(), KEY_BYTES);
+        assert_eq!(value(&mut rand::thread_rng()).len(), VALUE_BYTES);
+        for w in Workload::ALL {
+            assert_eq!(w.to_string().parse::<Workload>(), Ok(w));
+        }
+        assert!("bogus".parse::<Workload>().is_err());
+    }
+}

@@ -1,0 +1,447 @@
+//! The cluster configuration file: which nodes there are, where each listens, and the
+//! cluster's name and shared token. TOML, read with serde; every mistake is reported with the
+//! file's name and, for syntax errors, the line.
+//!
+//! ```toml
+//! [cluster]
+//! name = "rainkv-local"
+//! token = "change-me"
+//! # max_raft_state = 1048576    # snapshot when the Raft state reaches this many bytes
+//!
+//! [[node]]
+//! id = 0
+//! peer = "127.0.0.1:7000"       # Raft traffic between nodes
+//! client = "127.0.0.1:7100"     # clerks and rainkv-ctl
+//!
+//! # [transport]                 # optional tuning, all in milliseconds or bytes
+//! # call_timeout_ms = 2000
+//! ```
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::actors::tcp::{TcpSettings, HELLO_MAX_FRAME};
+
+/// Snapshot threshold when the file names none: the Raft state is re-encoded on every save,
+/// so it is kept small.
+pub const DEFAULT_MAX_RAFT_STATE: usize = 256 << 10;
+
+/// A validated cluster configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The cluster's name; connections from another cluster are refused.
+    pub name: String,
+    /// The shared token every connection must present.
+    pub token: String,
+    /// Snapshot when a node's Raft state reaches this many bytes.
+    pub max_raft_state: usize,
+    /// The nodes, in id order (`nodes[i].id == i`).
+    pub nodes: Vec<NodeAddrs>,
+    /// Transport tuning.
+    pub transport: TransportOverrides,
+}
+
+/// Where one node listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeAddrs {
+    /// The node's id, its index among the Raft peers.
+    pub id: usize,
+    /// The port other nodes' Raft peers call.
+    pub peer: SocketAddr,
+    /// The port clerks and `rainkv-ctl` call.
+    pub client: SocketAddr,
+}
+
+/// Optional transport tuning (the `[transport]` table); unset fields keep the defaults of
+/// [`TcpSettings::new`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportOverrides {
+    /// Largest frame, in bytes.
+    pub max_frame_bytes: Option<usize>,
+    /// Control-lane call timeout.
+    pub call_timeout_ms: Option<u64>,
+    /// Bulk-lane call timeout.
+    pub bulk_call_timeout_ms: Option<u64>,
+    /// Limit on opening a connection.
+    pub connect_timeout_ms: Option<u64>,
+    /// Limit on a handshake.
+    pub handshake_timeout_ms: Option<u64>,
+    /// Limit on the arrival of a started frame.
+    pub frame_timeout_ms: Option<u64>,
+    /// First reconnection back-off.
+    pub backoff_min_ms: Option<u64>,
+    /// Longest reconnection back-off.
+    pub backoff_max_ms: Option<u64>,
+    /// Requests this large or larger take the bulk lane.
+    pub bulk_threshold_bytes: Option<usize>,
+}
+
+impl TransportOverrides {
+    /// True if nothing is overridden.
+    pub fn is_empty(&self) -> bool {
+        *self == TransportOverrides::default()
+    }
+}
+
+/// What is wrong with a configuration.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not have the expected shape.
+    Parse {
+        /// The file.
+        origin: String,
+        /// The parser's message (with line and column).
+        message: String,
+    },
+    /// The file parses but its content is wrong.
+    Invalid {
+        /// The file.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => {
+                write!(f, "cannot read cluster config {}: {source}", path.display())
+            }
+            ConfigError::Parse { origin, message } => {
+                write!(
+                    f,
+                    "{origin} is not a valid cluster config: {}",
+                    message.trim_end()
+                )
+            }
+            ConfigError::Invalid { origin, message } => write!(f, "{origin}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    cluster: RawCluster,
+    #[serde(default)]
+    node: Vec<RawNode>,
+    #[serde(default, skip_serializing_if = "TransportOverrides::is_empty")]
+    transport: TransportOverrides,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    name: String,
+    token: String,
+    max_raft_state: Option<usize>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    id: usize,
+    peer: String,
+    client: String,
+}
+
+impl ClusterConfig {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates `text`; `origin` names it in errors (usually the file name).
+    pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            message,
+        };
+        let mut nodes = Vec::with_capacity(raw.node.len());
+        for node in &raw.node {
+            let peer = resolve(&node.peer)
+                .map_err(|e| invalid(format!("node {}: peer address {e}", node.id)))?;
+            let client = resolve(&node.client)
+                .map_err(|e| invalid(format!("node {}: client address {e}", node.id)))?;
+            nodes.push(NodeAddrs {
+                id: node.id,
+                peer,
+                client,
+            });
+        }
+        nodes.sort_by_key(|n| n.id);
+        let config = ClusterConfig {
+            name: raw.cluster.name,
+            token: raw.cluster.token,
+            max_raft_state: raw.cluster.max_raft_state.unwrap_or(DEFAULT_MAX_RAFT_STATE),
+            nodes,
+            transport: raw.transport,
+        };
+        config.validate().map_err(invalid)?;
+        Ok(config)
+    }
+
+    /// Checks everything the file format cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        // The hello frame carries both; keep them well inside its size limit.
+        if self.name.trim().is_empty() || self.name.len() > 256 {
+            return Err("cluster.name must be 1 to 256 characters".into());
+        }
+        if self.token.is_empty() || self.token.len() > HELLO_MAX_FRAME / 4 {
+            return Err(format!(
+                "cluster.token must be 1 to {} characters",
+                HELLO_MAX_FRAME / 4
+            ));
+        }
+        if self.nodes.is_empty() {
+            return Err("no [[node]] entries: a cluster needs at least one node".into());
+        }
+        for (index, node) in self.nodes.iter().enumerate() {
+            if node.id != index {
+                return Err(format!(
+                    "node ids must be 0..{} with each used once; {}",
+                    self.nodes.len(),
+                    if self.nodes.iter().filter(|n| n.id == node.id).count() > 1 {
+                        format!("id {} appears twice", node.id)
+                    } else {
+                        format!("id {index} is missing")
+                    }
+                ));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for node in &self.nodes {
+            for addr in [node.peer, node.client] {
+                if !seen.insert(addr) {
+                    return Err(format!("address {addr} is used twice"));
+                }
+            }
+        }
+        if self.max_raft_state == 0 {
+            return Err("cluster.max_raft_state must be positive".into());
+        }
+        let t = &self.transport;
+        if t.max_frame_bytes.is_some_and(|max| max < HELLO_MAX_FRAME) {
+            return Err(format!(
+                "transport.max_frame_bytes must be at least {HELLO_MAX_FRAME}"
+            ));
+        }
+        let durations = [
+            ("call_timeout_ms", t.call_timeout_ms),
+            ("bulk_call_timeout_ms", t.bulk_call_timeout_ms),
+            ("connect_timeout_ms", t.connect_timeout_ms),
+            ("handshake_timeout_ms", t.handshake_timeout_ms),
+            ("frame_timeout_ms", t.frame_timeout_ms),
+            ("backoff_min_ms", t.backoff_min_ms),
+            ("backoff_max_ms", t.backoff_max_ms),
+        ];
+        if let Some((name, _)) = durations.iter().find(|(_, v)| *v == Some(0)) {
+            return Err(format!("transport.{name} must be positive"));
+        }
+        Ok(())
+    }
+
+    /// Node `id`'s addresses.
+    pub fn node(&self, id: usize) -> Result<&NodeAddrs, ConfigError> {
+        self.nodes.get(id).ok_or_else(|| ConfigError::Invalid {
+            origin: "command line".into(),
+            message: format!(
+                "no node {id} in the cluster config (ids are 0..{})",
+                self.nodes.len()
+            ),
+        })
+    }
+
+    /// The transport settings this configuration asks for.
+    pub fn tcp_settings(&self) -> TcpSettings {
+        let mut s = TcpSettings::new(&self.name, &self.token);
+        let t = &self.transport;
+        let ms = Duration::from_millis;
+        if let Some(v) = t.max_frame_bytes {
+            s.max_frame = v;
+        }
+        if let Some(v) = t.call_timeout_ms {
+            s.call_timeout = ms(v);
+        }
+        if let Some(v) = t.bulk_call_timeout_ms {
+            s.bulk_call_timeout = ms(v);
+        }
+        if let Some(v) = t.connect_timeout_ms {
+            s.connect_timeout = ms(v);
+        }
+        if let Some(v) = t.handshake_timeout_ms {
+            s.handshake_timeout = ms(v);
+        }
+        if let Some(v) = t.frame_timeout_ms {
+            s.frame_timeout = ms(v);
+        }
+        if let Some(v) = t.backoff_min_ms {
+            s.backoff_min = ms(v);
+        }
+        if let Some(v) = t.backoff_max_ms {
+            s.backoff_max = ms(v);
+        }
+        if let Some(v) = t.bulk_threshold_bytes {
+            s.bulk_threshold = v;
+        }
+        s
+    }
+
+    /// The configuration as a TOML file.
+    pub fn to_toml(&self) -> Result<String, String> {
+        let raw = RawConfig {
+            cluster: RawCluster {
+                name: self.name.clone(),
+                token: self.token.clone(),
+                max_raft_state: Some(self.max_raft_state),
+            },
+            node: self
+                .nodes
+                .iter()
+                .map(|n| RawNode {
+                    id: n.id,
+                    peer: n.peer.to_string(),
+                    client: n.client.to_string(),
+                })
+                .collect(),
+            transport: self.transport.clone(),
+        };
+        toml::to_string(&raw).map_err(|e| e.to_string())
+    }
+}
+
+/// Resolves `host:port` to one socket address.
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    let mut found = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("{addr:?} is not a usable host:port ({e})"))?;
+    found
+        .next()
+        .ok_or_else(|| format!("{addr:?} resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[cluster]
+name = "test"
+token = "secret"
+
+[[node]]
+id = 1
+peer = "127.0.0.1:7001"
+client = "127.0.0.1:7101"
+
+[[node]]
+id = 0
+peer = "127.0.0.1:7000"
+client = "127.0.0.1:7100"
+
+[transport]
+call_timeout_ms = 500
+"#;
+
+    fn error_of(text: &str) -> String {
+        match ClusterConfig::parse(text, "cluster.toml") {
+            Ok(config) => panic!("accepted a bad config: {config:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_good_file_parses_with_nodes_in_id_order() {
+        let config = ClusterConfig::parse(GOOD, "cluster.toml").expect("valid");
+        assert_eq!(config.name, "test");
+        assert_eq!(config.nodes.len(), 2);
+        assert_eq!(
+            config.nodes[0].peer,
+            "127.0.0.1:7000".parse().expect("addr")
+        );
+        assert_eq!(
+            config.nodes[1].client,
+            "127.0.0.1:7101".parse().expect("addr")
+        );
+        assert_eq!(config.max_raft_state, DEFAULT_MAX_RAFT_STATE);
+        let settings = config.tcp_settings();
+        assert_eq!(settings.call_timeout, Duration::from_millis(500));
+        assert_eq!(settings.token, "secret");
+    }
+
+    #[test]
+    fn to_toml_round_trips() {
+        let config = ClusterConfig::parse(GOOD, "cluster.toml").expect("valid");
+        let text = config.to_toml().expect("serialisable");
+        let again = ClusterConfig::parse(&text, "again").expect("valid");
+        assert_eq!(again, config);
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file_and_line() {
+        let e = error_of("[cluster]\nname = \"x\"\ntoken = \n");
+        assert!(
+            e.starts_with("cluster.toml is not a valid cluster config"),
+            "{e}"
+        );
+        assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn missing_and_unknown_fields_are_named() {
+        let e = error_of("[cluster]\nname = \"x\"\n");
+        assert!(e.contains("token"), "{e}");
+        let e = error_of(&GOOD.replace("call_timeout_ms", "call_timeout"));
+        assert!(e.contains("call_timeout"), "{e}");
+    }
+
+    #[test]
+    fn content_errors_are_explained() {
+        let e = error_of(&GOOD.replace("id = 1", "id = 2"));
+        assert!(e.contains("id 1 is missing"), "{e}");
+        let e = error_of(&GOOD.replace("id = 1", "id = 0"));
+        assert!(e.contains("appears twice"), "{e}");
+        let e = error_of(&GOOD.replace("127.0.0.1:7101", "127.0.0.1:7000"));
+        assert!(e.contains("used twice"), "{e}");
+        let e = error_of(&GOOD.replace("127.0.0.1:7101", "127.0.0.1"));
+        assert!(e.contains("node 1: client address"), "{e}");
+        let e = error_of(&GOOD.replace("token = \"secret\"", "token = \"\""));
+        assert!(e.contains("cluster.token"), "{e}");
+        let e = error_of(&GOOD.replace("call_timeout_ms = 500", "call_timeout_ms = 0"));
+        assert!(e.contains("call_timeout_ms must be positive"), "{e}");
+        let e = error_of("[cluster]\nname = \"x\"\ntoken = \"t\"\n");
+        assert!(e.contains("no [[node]]"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_file_says_which() {
+        let e = ClusterConfig::load(Path::new("/nonexistent/cluster.toml"))
+            .expect_err("no such file")
+            .to_string();
+        assert!(e.contains("/nonexistent/cluster.toml"), "{e}");
+    }
+}

@@ -1,0 +1,399 @@
+//! The one-command demo behind `rainkv demo`: three nodes on loopback TCP in this process,
+//! clients running Gets, Puts and Appends against them while the leader is killed and
+//! restarted and a node is cut off, then every recorded operation checked for
+//! linearizability.
+//!
+//! Faults, at fixed fractions of the run: kill the leader (15%) and restart it (30%); cut the
+//! current leader off from the other nodes (45%) and heal it (65%); kill the leader again
+//! (75%) and restart it (88%). Clients keep going throughout; their operations stall while
+//! there is no leader and resume after the election.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use rand::Rng;
+use tokio::time::{sleep, timeout, Instant};
+
+use super::local::{LocalCluster, LocalOptions};
+use super::node::NodeError;
+use super::stats::Latencies;
+use crate::actors::clerk::Clerk;
+use crate::testkit::linearizability::{
+    check_operations, CheckResult, KvInput, KvModel, KvOp, KvOutput, Operation,
+};
+
+/// How often the demo looks at the clock for faults and progress.
+const TICK: Duration = Duration::from_millis(100);
+/// How long the cluster may take to elect its first leader.
+const FIRST_LEADER_WAIT: Duration = Duration::from_secs(10);
+/// How long a fault aimed at the leader waits for one to be elected.
+const FAULT_LEADER_WAIT: Duration = Duration::from_secs(3);
+/// How long clients may take to finish their last operation once the faults are over.
+const DRAIN_WAIT: Duration = Duration::from_secs(30);
+
+/// The demo's settings.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Length of the run (faults are spread over it).
+    pub duration: Duration,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Keys the clients share.
+    pub keys: usize,
+    /// How long the linearizability checker may search.
+    pub check_timeout: Duration,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            duration: Duration::from_secs(20),
+            clients: 5,
+            keys: 5,
+            check_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the checker concluded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Some order of the operations, consistent with real time, is legal for a KV store.
+    Linearizable,
+    /// No such order exists; the explanation shows where it breaks.
+    NotLinearizable(String),
+    /// The checker ran out of time before deciding.
+    Undecided(String),
+}
+
+impl Verdict {
+    /// The demo's last line: `verdict: linearizable`, `verdict: NOT linearizable` or
+    /// `verdict: undecided`.
+    pub fn line(&self) -> &'static str {
+        match self {
+            Verdict::Linearizable => "verdict: linearizable",
+            Verdict::NotLinearizable(_) => "verdict: NOT linearizable",
+            Verdict::Undecided(_) => "verdict: undecided",
+        }
+    }
+}
+
+/// What a demo run did and found.
+#[derive(Debug, Clone)]
+pub struct DemoReport {
+    /// Operations completed (all of them in the checked history).
+    pub ops: usize,
+    /// Length of the run, including the final drain.
+    pub elapsed: Duration,
+    /// Per-operation latencies (including waits for a new leader).
+    pub latencies: Latencies,
+    /// The faults injected, with their times.
+    pub faults: Vec<String>,
+    /// The checker's verdict.
+    pub verdict: Verdict,
+}
+
+impl DemoReport {
+    /// Completed operations per second.
+    pub fn ops_per_s(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Why the demo could not run to a verdict.
+#[derive(Debug)]
+pub enum DemoError {
+    /// The cluster did not start.
+    Start(NodeError),
+    /// No leader was elected in time.
+    NoLeader,
+    /// Clients were still waiting for operations long after the faults ended.
+    Stuck {
+        /// Clients still waiting.
+        clients: usize,
+    },
+}
+
+impl fmt::Display for DemoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DemoError::Start(e) => write!(f, "the cluster did not start: {e}"),
+            DemoError::NoLeader => write!(f, "no leader was elected within {FIRST_LEADER_WAIT:?}"),
+            DemoError::Stuck { clients } => write!(
+                f,
+                "{clients} clients were still waiting {DRAIN_WAIT:?} after the faults ended: \
+                 the cluster did not recover"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DemoError {}
+
+/// A fault of the schedule.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    KillLeader,
+    RestartKilled,
+    IsolateLeader,
+    Heal,
+}
+
+const SCHEDULE: [(f64, Fault); 6] = [
+    (0.15, Fault::KillLeader),
+    (0.30, Fault::RestartKilled),
+    (0.45, Fault::IsolateLeader),
+    (0.65, Fault::Heal),
+    (0.75, Fault::KillLeader),
+    (0.88, Fault::RestartKilled),
+];
+
+type History = Rc<RefCell<Vec<Operation<KvInput, KvOutput>>>>;
+
+/// What the clients share with the demo's driver.
+#[derive(Clone)]
+struct Shared {
+    started: Instant,
+    stop: Rc<Cell<bool>>,
+    history: History,
+    latencies: Rc<RefCell<Latencies>>,
+}
+
+impl Shared {
+    fn now_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+}
+
+/// One client: random operations on the shared keys until told to stop.
+async fn client(id: usize, clerk: Clerk, keys: usize, shared: Shared) {
+    let mut rng = rand::thread_rng();
+    let mut n = 0u64;
+    while !shared.stop.get() {
+        n += 1;
+        let key = format!("k{}", rng.gen_range(0..keys.max(1)));
+        let roll = rng.gen_range(0..10);
+        let (op, value) = match roll {
+            0..=4 => (KvOp::Get, String::new()),
+            5..=6 => (KvOp::Put, format!("c{id}.{n};")),
+            _ => (KvOp::Append, format!("c{id}.{n};")),
+        };
+        let call = shared.now_ns();
+        let started = Instant::now();
+        let output = match op {
+            KvOp::Get => clerk.get(&key).await,
+            KvOp::Put => {
+                clerk.put(&key, &value).await;
+                String::new()
+            }
+            KvOp::Append => {
+                clerk.append(&key, &value).await;
+                String::new()
+            }
+        };
+        shared.latencies.borrow_mut().record(started.elapsed());
+        shared.history.borrow_mut().push(Operation {
+            client_id: id as u64,
+            input: KvInput { op, key, value },
+            call,
+            output: KvOutput { value: output },
+            return_time: shared.now_ns(),
+        });
+    }
+}
+
+/// The leader, once there is one (an election may be under way), waiting up to
+/// [`FAULT_LEADER_WAIT`].
+async fn wait_for_leader(cluster: &LocalCluster) -> Option<usize> {
+    let deadline = Instant::now() + FAULT_LEADER_WAIT;
+    loop {
+        if let Some(leader) = cluster.leader().await {
+            return Some(leader);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct Faults {
+    killed: Option<usize>,
+    isolated: Option<usize>,
+    log: Vec<String>,
+}
+
+impl Faults {
+    async fn inject(&mut self, fault: Fault, cluster: &mut LocalCluster) -> String {
+        match fault {
+            Fault::KillLeader => match wait_for_leader(cluster).await {
+                Some(leader) => {
+                    cluster.kill(leader).await;
+                    self.killed = Some(leader);
+                    format!("killed the leader, node {leader}")
+                }
+                None => format!("no leader to kill within {FAULT_LEADER_WAIT:?}"),
+            },
+            Fault::RestartKilled => match self.killed.take() {
+                Some(node) => match cluster.restart(node).await {
+                    Ok(()) => format!("restarted node {node} from its store"),
+                    Err(e) => format!("could not restart node {node}: {e}"),
+                },
+                None => "nothing to restart".to_string(),
+            },
+            Fault::IsolateLeader => match wait_for_leader(cluster).await {
+                Some(leader) => {
+                    cluster.isolate(leader, true);
+                    self.isolated = Some(leader);
+                    format!("cut the leader, node {leader}, off from the other nodes")
+                }
+                None => format!("no leader to cut off within {FAULT_LEADER_WAIT:?}"),
+            },
+            Fault::Heal => match self.isolated.take() {
+                Some(node) => {
+                    cluster.isolate(node, false);
+                    format!("healed node {node}")
+                }
+                None => "nothing to heal".to_string(),
+            },
+        }
+    }
+
+    /// Undoes whatever is still in effect.
+    async fn clear(&mut self, cluster: &mut LocalCluster) -> Vec<String> {
+        let mut done = Vec::new();
+        if self.isolated.is_some() {
+            done.push(self.inject(Fault::Heal, cluster).await);
+        }
+        if self.killed.is_some() {
+            done.push(self.inject(Fault::RestartKilled, cluster).await);
+        }
+        done
+    }
+}
+
+/// Runs the demo. `progress` hears a line per second and one per fault.
+pub async fn run_demo(
+    options: &DemoOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<DemoReport, DemoError> {
+    let mut cluster = LocalCluster::start(LocalOptions::default())
+        .await
+        .map_err(DemoError::Start)?;
+    let nodes: Vec<String> = cluster
+        .config()
+        .nodes
+        .iter()
+        .map(|n| format!("node {} peer {} client {}", n.id, n.peer, n.client))
+        .collect();
+    progress(&format!(
+        "started {} nodes on loopback: {}",
+        cluster.len(),
+        nodes.join("; ")
+    ));
+    let Some(leader) = cluster.client().wait_for_leader(FIRST_LEADER_WAIT).await else {
+        cluster.shutdown().await;
+        return Err(DemoError::NoLeader);
+    };
+    progress(&format!(
+        "node {} leads term {}; {} clients start on {} keys for {:?}",
+        leader.id, leader.term, options.clients, options.keys, options.duration
+    ));
+
+    let shared = Shared {
+        started: Instant::now(),
+        stop: Rc::new(Cell::new(false)),
+        history: Rc::new(RefCell::new(Vec::new())),
+        latencies: Rc::new(RefCell::new(Latencies::new())),
+    };
+    let mut clients: Vec<_> = (0..options.clients)
+        .map(|id| {
+            let clerk = cluster.client().clerk();
+            actix::spawn(client(id, clerk, options.keys, shared.clone()))
+        })
+        .collect();
+
+    let mut faults = Faults {
+        killed: None,
+        isolated: None,
+        log: Vec::new(),
+    };
+    let mut next_fault = 0;
+    let mut next_report = Duration::from_secs(1);
+    let mut ops_at_last_report = 0;
+    while shared.started.elapsed() < options.duration {
+        sleep(TICK).await;
+        let now = shared.started.elapsed();
+        while let Some(&(at, fault)) = SCHEDULE.get(next_fault) {
+            if now < options.duration.mul_f64(at) {
+                break;
+            }
+            next_fault += 1;
+            let what = faults.inject(fault, &mut cluster).await;
+            let line = format!("[{:5.1}s] fault: {what}", now.as_secs_f64());
+            progress(&line);
+            faults.log.push(line);
+        }
+        if now >= next_report {
+            next_report += Duration::from_secs(1);
+            let ops = shared.history.borrow().len();
+            let leader = match cluster.leader().await {
+                Some(l) => format!("node {l}"),
+                None => "none".to_string(),
+            };
+            let up = (0..cluster.len())
+                .filter(|&i| cluster.node(i).is_some())
+                .count();
+            progress(&format!(
+                "[{:5.1}s] {ops:>7} ops ({:>5} in the last second)  leader: {leader}  nodes up: {up}/{}",
+                now.as_secs_f64(),
+                ops - ops_at_last_report,
+                cluster.len()
+            ));
+            ops_at_last_report = ops;
+        }
+    }
+    for what in faults.clear(&mut cluster).await {
+        let line = format!(
+            "[{:5.1}s] end of faults: {what}",
+            shared.started.elapsed().as_secs_f64()
+        );
+        progress(&line);
+        faults.log.push(line);
+    }
+    shared.stop.set(true);
+    let drained = timeout(DRAIN_WAIT, join_all(clients.iter_mut())).await;
+    let elapsed = shared.started.elapsed();
+    cluster.shutdown().await;
+    if drained.is_err() {
+        // Their clerks would retry for ever against a cluster that is gone.
+        for client in &clients {
+            client.abort();
+        }
+        return Err(DemoError::Stuck {
+            clients: options.clients,
+        });
+    }
+
+    let history = shared.history.borrow().clone();
+    progress(&format!(
+        "checking {} operations for linearizability...",
+        history.len()
+    ));
+    let verdict = match check_operations::<KvModel>(&history, options.check_timeout) {
+        CheckResult::Ok => Verdict::Linearizable,
+        result @ CheckResult::Illegal(_) => Verdict::NotLinearizable(result.to_string()),
+        result @ CheckResult::Unknown { .. } => Verdict::Undecided(result.to_string()),
+    };
+    let latencies = shared.latencies.borrow().clone();
+    Ok(DemoReport {
+        ops: history.len(),
+        elapsed,
+        latencies,
+        faults: faults.log,
+        verdict,
+    })
+}

@@ -1,0 +1,239 @@
+//! A whole cluster inside this process, on loopback TCP: what the demo, the local benchmark and
+//! the TCP tests run. Each node is a real [`TcpNode`] with its own ports and its own thread
+//! (an actix `Arbiter`), as if it were a process of its own; killing one closes its ports and
+//! connections and stops its thread, as a crash would, and restarting it binds the same ports
+//! again and reopens its store.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+
+use actix::Arbiter;
+use tokio::sync::oneshot;
+
+use super::client::ClusterClient;
+use super::config::{ClusterConfig, NodeAddrs, TransportOverrides, DEFAULT_MAX_RAFT_STATE};
+use super::node::{NodeError, NodeSockets, TcpNode};
+use super::store::{open_store, reopen_store, NodeStore};
+use crate::messages::admin::NodeRole;
+use crate::messages::raft::GetState;
+
+/// How to build a local cluster.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Snapshot threshold of every node.
+    pub max_raft_state: usize,
+    /// Transport tuning.
+    pub transport: TransportOverrides,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            nodes: 3,
+            max_raft_state: DEFAULT_MAX_RAFT_STATE,
+            transport: TransportOverrides::default(),
+        }
+    }
+}
+
+/// A node and the thread it runs on.
+struct RunningNode {
+    node: TcpNode,
+    arbiter: Arbiter,
+}
+
+/// A cluster of [`TcpNode`]s in this process, on 127.0.0.1 ports chosen by the system.
+pub struct LocalCluster {
+    config: ClusterConfig,
+    nodes: Vec<Option<RunningNode>>,
+    stores: Vec<NodeStore>,
+    data_dirs: Vec<PathBuf>,
+    client: ClusterClient,
+}
+
+fn bind(port: &'static str, addr: SocketAddr) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(addr).map_err(|source| NodeError::Bind { port, addr, source })
+}
+
+fn local_addr(port: &'static str, socket: &TcpListener) -> Result<SocketAddr, NodeError> {
+    socket.local_addr().map_err(|source| NodeError::Bind {
+        port,
+        addr: ([127, 0, 0, 1], 0).into(),
+        source,
+    })
+}
+
+/// Starts node `id` on a thread of its own, serving the two sockets.
+async fn launch(
+    config: &ClusterConfig,
+    id: usize,
+    (peer, client): (TcpListener, TcpListener),
+    store: NodeStore,
+) -> Result<RunningNode, NodeError> {
+    let arbiter = Arbiter::try_new().map_err(|e| NodeError::Runtime(e.to_string()))?;
+    let (started, result) = oneshot::channel();
+    let config = config.clone();
+    let sent = arbiter.spawn(async move {
+        let node = NodeSockets::from_std(peer, client)
+            .and_then(|sockets| TcpNode::start(&config, id, sockets, store));
+        // If nobody waits any more, the node is dropped with its thread.
+        let _ = started.send(node);
+    });
+    let stopped = || NodeError::Runtime(format!("node {id}'s thread stopped while starting"));
+    if !sent {
+        return Err(stopped());
+    }
+    match result.await {
+        Ok(Ok(node)) => Ok(RunningNode { node, arbiter }),
+        Ok(Err(e)) => {
+            arbiter.stop();
+            Err(e)
+        }
+        Err(_) => {
+            arbiter.stop();
+            Err(stopped())
+        }
+    }
+}
+
+impl LocalCluster {
+    /// Starts the cluster with a random token.
+    pub async fn start(options: LocalOptions) -> Result<LocalCluster, NodeError> {
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let mut sockets = Vec::with_capacity(options.nodes);
+        let mut nodes = Vec::with_capacity(options.nodes);
+        for id in 0..options.nodes {
+            let (peer, client) = (bind("peer", any)?, bind("client", any)?);
+            nodes.push(NodeAddrs {
+                id,
+                peer: local_addr("peer", &peer)?,
+                client: local_addr("client", &client)?,
+            });
+            sockets.push((peer, client));
+        }
+        let config = ClusterConfig {
+            name: "rainkv-local".to_string(),
+            token: format!("{:032x}", rand::random::<u128>()),
+            max_raft_state: options.max_raft_state,
+            nodes,
+            transport: options.transport,
+        };
+        let data_dirs: Vec<PathBuf> = (0..options.nodes)
+            .map(|id| {
+                let name = format!("rainkv-local-{}-node-{id}", std::process::id());
+                std::env::temp_dir().join(name)
+            })
+            .collect();
+        let mut cluster = LocalCluster {
+            client: ClusterClient::connect(&config),
+            config,
+            nodes: Vec::with_capacity(options.nodes),
+            stores: Vec::with_capacity(options.nodes),
+            data_dirs,
+        };
+        for (id, sockets) in sockets.into_iter().enumerate() {
+            let store = open_store(&cluster.data_dirs[id])
+                .map_err(|e| NodeError::Storage(e.to_string()))?;
+            let node = launch(&cluster.config, id, sockets, store.clone()).await?;
+            cluster.nodes.push(Some(node));
+            cluster.stores.push(store);
+        }
+        Ok(cluster)
+    }
+
+    /// The cluster's configuration (addresses, name, token).
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// A client of the cluster (shared links to every client port).
+    pub fn client(&self) -> &ClusterClient {
+        &self.client
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.config.nodes.len()
+    }
+
+    /// True if the cluster has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.config.nodes.is_empty()
+    }
+
+    /// Node `i`, if it is running.
+    pub fn node(&self, i: usize) -> Option<&TcpNode> {
+        self.nodes.get(i).and_then(Option::as_ref).map(|r| &r.node)
+    }
+
+    /// Kills node `i`: its ports and connections close and its thread stops.
+    pub async fn kill(&mut self, i: usize) {
+        if let Some(running) = self.nodes.get_mut(i).and_then(Option::take) {
+            running.node.shutdown().await;
+            running.arbiter.stop();
+        }
+    }
+
+    /// Restarts a killed node `i` on its old ports, from what its store last saved.
+    pub async fn restart(&mut self, i: usize) -> Result<(), NodeError> {
+        if self.node(i).is_some() {
+            return Ok(());
+        }
+        let addrs = *self.config.node(i).map_err(|_| NodeError::NoSuchNode(i))?;
+        let sockets = (bind("peer", addrs.peer)?, bind("client", addrs.client)?);
+        let store = reopen_store(&self.stores[i], &self.data_dirs[i])
+            .map_err(|e| NodeError::Storage(e.to_string()))?;
+        let node = launch(&self.config, i, sockets, store.clone()).await?;
+        self.stores[i] = store;
+        self.nodes[i] = Some(node);
+        Ok(())
+    }
+
+    /// Cuts node `i` off from the other nodes (`true`) or heals it (`false`): calls between
+    /// it and them fail in both directions. Clients still reach it, as in 6.5840's partitions.
+    pub fn isolate(&self, i: usize, cut: bool) {
+        for j in 0..self.len() {
+            let Some(node) = self.node(j) else { continue };
+            if j == i {
+                node.block_peers(cut);
+            } else {
+                node.block_peer(i, cut);
+            }
+        }
+    }
+
+    /// The running node that believes it is leader in the highest term, if any.
+    pub async fn leader(&self) -> Option<usize> {
+        let mut best: Option<(u64, usize)> = None;
+        for i in 0..self.len() {
+            let Some(node) = self.node(i) else { continue };
+            if let Ok(state) = node.kv().raft.send(GetState).await {
+                if NodeRole::from(state.role) == NodeRole::Leader
+                    && best.is_none_or(|(term, _)| state.term > term)
+                {
+                    best = Some((state.term, i));
+                }
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    /// Stops every node and the client's links.
+    pub async fn shutdown(&mut self) {
+        self.client.close();
+        for i in 0..self.nodes.len() {
+            self.kill(i).await;
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    /// A cluster dropped without [`LocalCluster::shutdown`] still stops its threads.
+    fn drop(&mut self) {
+        for running in self.nodes.iter().flatten() {
+            running.arbiter.stop();
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Running RainKV for real: nodes on TCP, configured from a file, and the programs built on
+//! them (the `rainkv` and `rainkv-ctl` binaries are thin shells over this module).
+//!
+//! - [`config`]: the cluster configuration file (TOML).
+//! - [`store`]: the one place that picks the persister deployed nodes use.
+//! - [`node`]: one node ([`node::TcpNode`]): Raft peer, KV server and admin service behind a
+//!   peer port and a client port.
+//! - [`client`]: a client of a running cluster (clerks, node status).
+//! - [`local`]: a whole cluster inside this process on loopback, for the demo, the benchmark
+//!   and tests.
+//! - [`stats`]: latency percentiles and the benchmark's result line.
+//! - [`bench`](mod@bench): the benchmark workloads (`rainkv bench`).
+//! - `demo` (with the `testkit` feature, for its linearizability checker): the fault demo
+//!   (`rainkv demo`).
+
+pub mod bench;
+pub mod client;
+pub mod config;
+#[cfg(feature = "testkit")]
+pub mod demo;
+pub mod local;
+pub mod node;
+pub mod stats;
+pub mod store;

@@ -1,0 +1,255 @@
+//! One RainKV node on real TCP: its Raft peer, KV server and admin service (a [`KvNode`] plus
+//! an [`Admin`]), one [`Link`] to each other node's peer port, and two [`Listener`]s: the peer
+//! port serves the "Raft" service to other nodes, the client port serves "KVServer" and
+//! "Admin" to clerks and `rainkv-ctl`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::net::TcpListener;
+
+use super::config::{ClusterConfig, NodeAddrs};
+use super::store::NodeStore;
+use crate::actors::admin::Admin;
+use crate::actors::kv_server::KvNode;
+use crate::actors::raft::RestoreError;
+use crate::actors::tcp::{
+    client_end, CloseLink, GetLinkStatus, GetListenerStats, Link, LinkStatus, Listener,
+    ListenerStats, MethodTable, SetBlocked, StopListening,
+};
+use crate::messages::admin::StatusArgs;
+use crate::messages::kv::{GetArgs, PutAppendArgs};
+use crate::messages::net::Server;
+use crate::messages::raft::{AppendEntriesArgs, InstallSnapshotArgs, RequestVoteArgs};
+
+/// The methods served on the peer port.
+pub fn peer_methods() -> MethodTable {
+    MethodTable::new()
+        .with::<RequestVoteArgs>()
+        .with::<AppendEntriesArgs>()
+        .with::<InstallSnapshotArgs>()
+}
+
+/// The methods served on the client port.
+pub fn client_methods() -> MethodTable {
+    MethodTable::new()
+        .with::<GetArgs>()
+        .with::<PutAppendArgs>()
+        .with::<StatusArgs>()
+}
+
+/// Why a node could not start.
+#[derive(Debug)]
+pub enum NodeError {
+    /// A port could not be bound.
+    Bind {
+        /// Which port ("peer" or "client").
+        port: &'static str,
+        /// Its address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The stored state could not be opened or is corrupt.
+    Storage(String),
+    /// The configuration has no such node.
+    NoSuchNode(usize),
+    /// The node's thread or event loop could not be started.
+    Runtime(String),
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeError::Bind { port, addr, source } => {
+                write!(f, "cannot listen on the {port} port {addr}: {source}")
+            }
+            NodeError::Storage(why) => write!(f, "cannot restore the stored state: {why}"),
+            NodeError::NoSuchNode(id) => write!(f, "no node {id} in the cluster config"),
+            NodeError::Runtime(why) => write!(f, "cannot run the node: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+impl From<RestoreError> for NodeError {
+    fn from(e: RestoreError) -> Self {
+        NodeError::Storage(e.to_string())
+    }
+}
+
+/// A node's two listening sockets, bound before anything else starts so that a busy port is
+/// reported before any state is touched.
+pub struct NodeSockets {
+    /// The peer port.
+    pub peer: TcpListener,
+    /// The client port.
+    pub client: TcpListener,
+}
+
+impl NodeSockets {
+    /// Takes over two sockets bound elsewhere (for example on another thread): must be
+    /// called on the arbiter that will serve them.
+    pub fn from_std(
+        peer: std::net::TcpListener,
+        client: std::net::TcpListener,
+    ) -> Result<NodeSockets, NodeError> {
+        let adopt = |port: &'static str, socket: std::net::TcpListener| {
+            let addr = socket
+                .local_addr()
+                .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+            socket
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(socket))
+                .map_err(|source| NodeError::Bind { port, addr, source })
+        };
+        Ok(NodeSockets {
+            peer: adopt("peer", peer)?,
+            client: adopt("client", client)?,
+        })
+    }
+
+    /// Binds both ports of `addrs`.
+    pub async fn bind(addrs: &NodeAddrs) -> Result<NodeSockets, NodeError> {
+        let bind = |port: &'static str, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Bind { port, addr, source })
+        };
+        Ok(NodeSockets {
+            peer: bind("peer", addrs.peer).await?,
+            client: bind("client", addrs.client).await?,
+        })
+    }
+}
+
+/// The counters of a node's two ports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// The peer port.
+    pub peer: ListenerStats,
+    /// The client port.
+    pub client: ListenerStats,
+}
+
+/// One running node.
+pub struct TcpNode {
+    id: usize,
+    kv: KvNode,
+    peer_links: Vec<Addr<Link>>,
+    peer_listener: Addr<Listener>,
+    client_listener: Addr<Listener>,
+}
+
+impl TcpNode {
+    /// Starts node `id` of `config` on `sockets`, restoring from `store`.
+    pub fn start(
+        config: &ClusterConfig,
+        id: usize,
+        sockets: NodeSockets,
+        store: NodeStore,
+    ) -> Result<TcpNode, NodeError> {
+        if id >= config.nodes.len() {
+            return Err(NodeError::NoSuchNode(id));
+        }
+        let settings = Arc::new(config.tcp_settings());
+        let peer_links: Vec<Addr<Link>> = config
+            .nodes
+            .iter()
+            .map(|node| Link::start(node.peer, settings.clone()))
+            .collect();
+        let ends = peer_links
+            .iter()
+            .enumerate()
+            .map(|(j, link)| client_end(&format!("node-{id}-to-{j}"), link))
+            .collect();
+        let seed = rand::random();
+        let kv = KvNode::start(ends, id, store, Some(config.max_raft_state), seed)?;
+        let admin = Admin::new(id, kv.raft.clone()).start();
+        let peer_services = Server::new().with_service("Raft", kv.raft.clone().recipient());
+        let client_services = Server::new()
+            .with_service("KVServer", kv.kv.clone().recipient())
+            .with_service("Admin", admin.recipient());
+        let addrs = config.nodes[id];
+        let listen = |socket: TcpListener, services, methods, port: &'static str| {
+            let addr = if port == "peer" {
+                addrs.peer
+            } else {
+                addrs.client
+            };
+            let label = format!("node {id} {port} port");
+            Listener::start(socket, services, methods, settings.clone(), &label)
+                .map_err(|source| NodeError::Bind { port, addr, source })
+        };
+        let peer_listener = listen(sockets.peer, peer_services, peer_methods(), "peer")?;
+        let client_listener = listen(sockets.client, client_services, client_methods(), "client")?;
+        log::info!("node {id} of cluster {:?} started", config.name);
+        Ok(TcpNode {
+            id,
+            kv,
+            peer_links,
+            peer_listener,
+            client_listener,
+        })
+    }
+
+    /// Its KV server, RSM and Raft peer.
+    pub fn kv(&self) -> &KvNode {
+        &self.kv
+    }
+
+    /// The counters of both ports (zero for a port that has stopped).
+    pub async fn port_stats(&self) -> PortStats {
+        PortStats {
+            peer: self
+                .peer_listener
+                .send(GetListenerStats)
+                .await
+                .unwrap_or_default(),
+            client: self
+                .client_listener
+                .send(GetListenerStats)
+                .await
+                .unwrap_or_default(),
+        }
+    }
+
+    /// How this node's link to node `to`'s peer port stands.
+    pub async fn peer_link_status(&self, to: usize) -> Option<LinkStatus> {
+        self.peer_links.get(to)?.send(GetLinkStatus).await.ok()
+    }
+
+    /// Cuts the node off from (`true`) or reconnects it to (`false`) the other nodes' peer
+    /// ports, on its side only: calls it makes fail at once.
+    pub fn block_peers(&self, blocked: bool) {
+        for (j, link) in self.peer_links.iter().enumerate() {
+            if j != self.id {
+                link.do_send(SetBlocked(blocked));
+            }
+        }
+    }
+
+    /// Blocks or unblocks this node's calls to node `to`.
+    pub fn block_peer(&self, to: usize, blocked: bool) {
+        if let Some(link) = self.peer_links.get(to) {
+            link.do_send(SetBlocked(blocked));
+        }
+    }
+
+    /// Stops the node: both ports close (callers see the connection drop), its outgoing
+    /// connections close, and its Raft peer and services stop. Returns once the ports are
+    /// closed, so the same addresses can be bound again.
+    pub async fn shutdown(&self) {
+        for listener in [&self.peer_listener, &self.client_listener] {
+            // An already stopped listener has closed its port: nothing to wait for.
+            let _ = listener.send(StopListening).await;
+        }
+        for link in &self.peer_links {
+            link.do_send(CloseLink);
+        }
+        self.kv.kill();
+        log::info!("node {} stopped", self.id);
+    }
+}

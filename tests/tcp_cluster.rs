@@ -1,0 +1,262 @@
+//! RainKV over loopback TCP in one process: KV servers, Raft peers and clerks unchanged, the
+//! simulated network replaced by the TCP transport. Real time; every wait is bounded.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use rainkv::deploy::demo::{run_demo, DemoOptions, Verdict};
+use rainkv::deploy::local::{LocalCluster, LocalOptions};
+use rainkv::messages::admin::{NodeRole, StatusArgs};
+use rainkv::messages::net::RpcError;
+use tokio::time::{sleep, timeout, Instant};
+
+/// Every test ends within this, whatever goes wrong.
+const TEST_LIMIT: Duration = Duration::from_secs(60);
+/// How long a cluster may take to elect a leader.
+const ELECTION_LIMIT: Duration = Duration::from_secs(5);
+
+async fn bounded<F: std::future::Future>(test: F) -> F::Output {
+    timeout(TEST_LIMIT, test)
+        .await
+        .expect("test exceeded its time limit")
+}
+
+async fn cluster(options: LocalOptions) -> LocalCluster {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let cluster = LocalCluster::start(options).await.expect("cluster starts");
+    let leader = cluster.client().wait_for_leader(ELECTION_LIMIT).await;
+    assert!(leader.is_some(), "no leader within {ELECTION_LIMIT:?}");
+    cluster
+}
+
+/// Waits until node `i` has applied at least `index`.
+async fn applied_at_least(cluster: &LocalCluster, i: usize, index: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reports = cluster.client().status(Duration::from_millis(500)).await;
+        let applied = reports[i].status.as_ref().map(|s| s.last_applied);
+        if applied.is_ok_and(|a| a >= index) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {i} did not apply index {index}: {:?}",
+            reports[i]
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[actix::test]
+async fn basic_operations_and_status_over_tcp() {
+    bounded(async {
+        let mut cluster = cluster(LocalOptions::default()).await;
+        let clerk = cluster.client().clerk();
+        assert_eq!(clerk.get("missing").await, "");
+        clerk.put("a", "1").await;
+        clerk.append("a", "2").await;
+        clerk.append("b", "x").await;
+        assert_eq!(clerk.get("a").await, "12");
+        assert_eq!(clerk.get("b").await, "x");
+        // Another clerk sees the same state.
+        assert_eq!(cluster.client().clerk().get("a").await, "12");
+
+        let reports = cluster.client().status(Duration::from_secs(1)).await;
+        let statuses: Vec<_> = reports
+            .iter()
+            .map(|r| r.status.clone().expect("every node answers"))
+            .collect();
+        let leaders = statuses
+            .iter()
+            .filter(|s| s.role == NodeRole::Leader)
+            .count();
+        assert_eq!(leaders, 1, "{statuses:?}");
+        for (i, s) in statuses.iter().enumerate() {
+            assert_eq!(s.id, i);
+            assert!(s.last_applied <= s.commit_index, "{s:?}");
+        }
+        cluster.shutdown().await;
+    })
+    .await;
+}
+
+#[actix::test]
+async fn many_concurrent_clerks_each_see_their_own_appends_in_order() {
+    bounded(async {
+        let mut cluster = cluster(LocalOptions::default()).await;
+        let clients = (0..16).map(|c| {
+            let clerk = cluster.client().clerk();
+            async move {
+                let key = format!("client-{c}");
+                let mut expected = String::new();
+                for j in 0..25 {
+                    let piece = format!("[{c}.{j}]");
+                    clerk.append(&key, &piece).await;
+                    expected.push_str(&piece);
+                }
+                assert_eq!(clerk.get(&key).await, expected);
+                // Everyone also appends to one shared key.
+                clerk.append("shared", &format!("<{c}>")).await;
+            }
+        });
+        join_all(clients).await;
+        let shared = cluster.client().clerk().get("shared").await;
+        for c in 0..16 {
+            assert_eq!(shared.matches(&format!("<{c}>")).count(), 1, "{shared}");
+        }
+        cluster.shutdown().await;
+    })
+    .await;
+}
+
+#[actix::test]
+async fn a_killed_node_is_unreachable_and_a_restarted_one_catches_up() {
+    bounded(async {
+        let mut cluster = cluster(LocalOptions::default()).await;
+        let clerk = cluster.client().clerk();
+        clerk.put("k", "before").await;
+        let leader = cluster.leader().await.expect("leader");
+        let victim = (leader + 1) % cluster.len();
+        cluster.kill(victim).await;
+
+        // Calls to the dead node fail Unreachable, quickly.
+        let end = cluster.client().ends()[victim].clone();
+        for _ in 0..3 {
+            let started = Instant::now();
+            assert_eq!(end.call(&StatusArgs).await, Err(RpcError::Unreachable));
+            assert!(started.elapsed() < Duration::from_secs(1));
+        }
+        // The other two still serve.
+        for i in 0..20 {
+            clerk.append("k", &format!(" {i}")).await;
+        }
+        let expected: String = std::iter::once("before".to_string())
+            .chain((0..20).map(|i| format!(" {i}")))
+            .collect();
+        assert_eq!(clerk.get("k").await, expected);
+
+        // Back on its old ports: its peers reconnect, it catches up, clients reach it again.
+        cluster.restart(victim).await.expect("restart");
+        let reports = cluster.client().status(Duration::from_secs(1)).await;
+        let commit = reports
+            .iter()
+            .filter_map(|r| r.status.as_ref().ok())
+            .map(|s| s.commit_index)
+            .max()
+            .unwrap_or(0);
+        applied_at_least(&cluster, victim, commit).await;
+        // With the old leader gone too, the restarted node is needed for a majority.
+        cluster.kill(leader).await;
+        assert_eq!(clerk.get("k").await, expected);
+        cluster.shutdown().await;
+    })
+    .await;
+}
+
+#[actix::test]
+async fn a_cut_off_leader_is_replaced_and_rejoins_after_healing() {
+    bounded(async {
+        let mut cluster = cluster(LocalOptions::default()).await;
+        let clerk = cluster.client().clerk();
+        clerk.put("k", "0").await;
+        let old = cluster.leader().await.expect("leader");
+        cluster.isolate(old, true);
+        // The majority elects a new leader and goes on; the clerk finds it.
+        clerk.put("k", "1").await;
+        let deadline = Instant::now() + ELECTION_LIMIT;
+        let new = loop {
+            match cluster.leader().await {
+                Some(l) if l != old => break l,
+                _ => assert!(Instant::now() < deadline, "no new leader"),
+            }
+            sleep(Duration::from_millis(50)).await;
+        };
+        assert_ne!(new, old);
+        cluster.isolate(old, false);
+        clerk.append("k", "2").await;
+        assert_eq!(clerk.get("k").await, "12");
+        let reports = cluster.client().status(Duration::from_secs(1)).await;
+        let commit = reports[new]
+            .status
+            .as_ref()
+            .map(|s| s.commit_index)
+            .unwrap_or(0);
+        applied_at_least(&cluster, old, commit).await;
+        cluster.shutdown().await;
+    })
+    .await;
+}
+
+#[actix::test]
+async fn a_lagging_node_gets_a_snapshot_over_the_bulk_lane() {
+    bounded(async {
+        // Tiny threshold: the leader compacts its log, so a node that missed it all must be
+        // sent a snapshot; 100 values of 1 KiB make that snapshot larger than the 64 KiB
+        // bulk threshold.
+        let options = LocalOptions {
+            max_raft_state: 4096,
+            ..LocalOptions::default()
+        };
+        let mut cluster = cluster(options).await;
+        let clerk = cluster.client().clerk();
+        let leader = cluster.leader().await.expect("leader");
+        let lagging = (leader + 1) % cluster.len();
+        cluster.kill(lagging).await;
+        let value = "v".repeat(1024);
+        for i in 0..100 {
+            clerk.put(&format!("key-{i}"), &value).await;
+        }
+        cluster.restart(lagging).await.expect("restart");
+        let reports = cluster.client().status(Duration::from_secs(1)).await;
+        let commit = reports[leader]
+            .status
+            .as_ref()
+            .map(|s| s.commit_index)
+            .unwrap_or(0);
+        applied_at_least(&cluster, lagging, commit).await;
+        // The snapshot went on the leader's bulk lane to the lagging node, and arrived there.
+        let link = cluster
+            .node(leader)
+            .expect("running")
+            .peer_link_status(lagging)
+            .await;
+        assert_eq!(link.map(|l| l.bulk), Some("up"));
+        let stats = cluster.node(lagging).expect("running").port_stats().await;
+        assert!(stats.peer.accepted >= 2, "{stats:?}");
+        // The snapshot holds the data: with the leader gone, the lagging node is needed.
+        cluster.kill(leader).await;
+        assert_eq!(clerk.get("key-0").await, value);
+        assert_eq!(clerk.get("key-99").await, value);
+        cluster.shutdown().await;
+    })
+    .await;
+}
+
+#[actix::test]
+async fn the_demo_runs_to_a_linearizable_verdict() {
+    bounded(async {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let options = DemoOptions {
+            duration: Duration::from_secs(5),
+            clients: 4,
+            keys: 4,
+            check_timeout: Duration::from_secs(20),
+        };
+        let mut lines = Vec::new();
+        let report = run_demo(&options, &mut |line| lines.push(line.to_string()))
+            .await
+            .expect("the demo runs");
+        assert_eq!(report.verdict, Verdict::Linearizable, "{lines:#?}");
+        assert!(report.ops > 100, "only {} operations", report.ops);
+        assert_eq!(report.faults.len(), 6, "{:#?}", report.faults);
+        let count = |what: &str| report.faults.iter().filter(|f| f.contains(what)).count();
+        let counts = [
+            count("killed the leader"),
+            count("restarted node"),
+            count("cut the leader"),
+            count("healed node"),
+        ];
+        assert_eq!(counts, [2, 2, 1, 1], "{:#?}", report.faults);
+    })
+    .await;
+}
