@@ -130,6 +130,8 @@ pub struct Rsm<S: StateMachine> {
     last_snapshot: u64,
     pending: BTreeMap<u64, Waiter<S::Output>>,
     checking_leadership: bool,
+    /// A snapshot was handed to Raft and not yet taken.
+    snapshot_in_flight: bool,
 }
 
 /// Everything needed to start one replica.
@@ -181,6 +183,7 @@ impl<S: StateMachine> Rsm<S> {
             last_snapshot: restored.index,
             pending: BTreeMap::new(),
             checking_leadership: false,
+            snapshot_in_flight: false,
         };
         Ok((context.run(rsm), raft))
     }
@@ -233,11 +236,14 @@ impl<S: StateMachine> Rsm<S> {
         self.fail_pending(|index_of_waiter, _| index_of_waiter <= index);
     }
 
-    fn maybe_snapshot(&mut self) {
+    fn maybe_snapshot(&mut self, ctx: &mut Context<Self>) {
         let Some(max) = self.max_raft_state else {
             return;
         };
-        if self.last_applied <= self.last_snapshot || self.persister.raft_state_size() < max {
+        if self.snapshot_in_flight
+            || self.last_applied <= self.last_snapshot
+            || self.persister.raft_state_size() < max
+        {
             return;
         }
         let snapshot = SnapshotData {
@@ -248,10 +254,17 @@ impl<S: StateMachine> Rsm<S> {
         match rmp_serde::to_vec(&snapshot) {
             Ok(data) => {
                 self.last_snapshot = self.last_applied;
-                self.raft.do_send(Snapshot {
+                // One at a time: until Raft has taken this one, its state still looks too big,
+                // and encoding a snapshot per applied entry would be wasted work.
+                self.snapshot_in_flight = true;
+                let taken = Snapshot {
                     index: self.last_applied,
                     data,
+                };
+                let request = self.raft.send(taken).into_actor(self).map(|_, rsm, _| {
+                    rsm.snapshot_in_flight = false;
                 });
+                ctx.spawn(request);
             }
             Err(e) => log::error!("cannot encode snapshot: {e}"),
         }
@@ -375,7 +388,7 @@ impl<S: StateMachine, R: Send + 'static> Handler<Read<S, R>> for Rsm<S> {
 impl<S: StateMachine> Handler<ApplyMsg> for Rsm<S> {
     type Result = ();
 
-    fn handle(&mut self, msg: ApplyMsg, _: &mut Self::Context) {
+    fn handle(&mut self, msg: ApplyMsg, ctx: &mut Self::Context) {
         match msg {
             ApplyMsg::Command {
                 index,
@@ -386,7 +399,7 @@ impl<S: StateMachine> Handler<ApplyMsg> for Rsm<S> {
                     return;
                 }
                 self.apply_command(index, term, &command);
-                self.maybe_snapshot();
+                self.maybe_snapshot(ctx);
             }
             ApplyMsg::Snapshot { index, data, .. } => {
                 if index > self.last_applied {

@@ -14,7 +14,7 @@ use rainkv::deploy::demo::{run_demo, DemoOptions, Verdict};
 use rainkv::deploy::local::{LocalCluster, LocalOptions};
 use rainkv::deploy::node::{NodeSockets, TcpNode};
 use rainkv::deploy::stats::millis;
-use rainkv::deploy::store::{self, open_store};
+use rainkv::deploy::store::open_store;
 
 /// How long the benchmark waits for the cluster to elect a leader.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
@@ -120,12 +120,6 @@ async fn serve(config: PathBuf, id: usize, data: Option<PathBuf>) -> Result<Exit
     let config = ClusterConfig::load(&config).map_err(|e| e.to_string())?;
     let addrs = *config.node(id).map_err(|e| e.to_string())?;
     let data = data.unwrap_or_else(|| PathBuf::from(format!("rainkv-data-{id}")));
-    if !store::DURABLE {
-        log::warn!(
-            "this build keeps Raft state in memory: a restarted node comes back empty, so \
-             restart a node only after wiping the whole cluster"
-        );
-    }
     let store = open_store(&data)
         .map_err(|e| format!("cannot open the data directory {}: {e}", data.display()))?;
     let sockets = NodeSockets::bind(&addrs).await.map_err(|e| e.to_string())?;
@@ -215,7 +209,7 @@ async fn bench(config: Option<PathBuf>, options: BenchOptions) -> Result<ExitCod
             let cluster = LocalCluster::start(LocalOptions::default())
                 .await
                 .map_err(|e| format!("cannot start the local cluster: {e}"))?;
-            eprintln!("benchmarking 3 nodes on loopback in this process (in-memory store)");
+            eprintln!("benchmarking 3 nodes on loopback in this process (durable store, fsync on)");
             let client = cluster.client().clone();
             local = Some(cluster);
             client

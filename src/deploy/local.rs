@@ -6,6 +6,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix::Arbiter;
 use tokio::sync::oneshot;
@@ -13,7 +14,7 @@ use tokio::sync::oneshot;
 use super::client::ClusterClient;
 use super::config::{ClusterConfig, NodeAddrs, TransportOverrides, DEFAULT_MAX_RAFT_STATE};
 use super::node::{NodeError, NodeSockets, TcpNode};
-use super::store::{open_store, reopen_store, NodeStore};
+use super::store::{open_store, NodeStore};
 use crate::messages::admin::NodeRole;
 use crate::messages::raft::GetState;
 
@@ -48,7 +49,6 @@ struct RunningNode {
 pub struct LocalCluster {
     config: ClusterConfig,
     nodes: Vec<Option<RunningNode>>,
-    stores: Vec<NodeStore>,
     data_dirs: Vec<PathBuf>,
     client: ClusterClient,
 }
@@ -120,25 +120,27 @@ impl LocalCluster {
             nodes,
             transport: options.transport,
         };
+        let cluster = NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed);
         let data_dirs: Vec<PathBuf> = (0..options.nodes)
             .map(|id| {
-                let name = format!("rainkv-local-{}-node-{id}", std::process::id());
-                std::env::temp_dir().join(name)
+                let name = format!("rainkv-local-{}-{cluster}-node-{id}", std::process::id());
+                let dir = std::env::temp_dir().join(name);
+                // A fresh cluster starts from empty directories.
+                let _ = std::fs::remove_dir_all(&dir);
+                dir
             })
             .collect();
         let mut cluster = LocalCluster {
             client: ClusterClient::connect(&config),
             config,
             nodes: Vec::with_capacity(options.nodes),
-            stores: Vec::with_capacity(options.nodes),
             data_dirs,
         };
         for (id, sockets) in sockets.into_iter().enumerate() {
             let store = open_store(&cluster.data_dirs[id])
                 .map_err(|e| NodeError::Storage(e.to_string()))?;
-            let node = launch(&cluster.config, id, sockets, store.clone()).await?;
+            let node = launch(&cluster.config, id, sockets, store).await?;
             cluster.nodes.push(Some(node));
-            cluster.stores.push(store);
         }
         Ok(cluster)
     }
@@ -173,6 +175,10 @@ impl LocalCluster {
         if let Some(running) = self.nodes.get_mut(i).and_then(Option::take) {
             running.node.shutdown().await;
             running.arbiter.stop();
+            // Wait for the node's thread, so a restart never shares its files with it.
+            if running.arbiter.join().is_err() {
+                log::error!("node {i}'s thread panicked");
+            }
         }
     }
 
@@ -183,10 +189,10 @@ impl LocalCluster {
         }
         let addrs = *self.config.node(i).map_err(|_| NodeError::NoSuchNode(i))?;
         let sockets = (bind("peer", addrs.peer)?, bind("client", addrs.client)?);
-        let store = reopen_store(&self.stores[i], &self.data_dirs[i])
-            .map_err(|e| NodeError::Storage(e.to_string()))?;
-        let node = launch(&self.config, i, sockets, store.clone()).await?;
-        self.stores[i] = store;
+        // The killed instance's thread has ended: nothing else writes to the directory.
+        let store =
+            open_store(&self.data_dirs[i]).map_err(|e| NodeError::Storage(e.to_string()))?;
+        let node = launch(&self.config, i, sockets, store).await?;
         self.nodes[i] = Some(node);
         Ok(())
     }
@@ -230,10 +236,19 @@ impl LocalCluster {
 }
 
 impl Drop for LocalCluster {
-    /// A cluster dropped without [`LocalCluster::shutdown`] still stops its threads.
+    /// A cluster dropped without [`LocalCluster::shutdown`] still stops its threads; its data
+    /// directories are removed.
     fn drop(&mut self) {
         for running in self.nodes.iter().flatten() {
             running.arbiter.stop();
         }
+        for dir in &self.data_dirs {
+            if let Err(e) = std::fs::remove_dir_all(dir) {
+                log::debug!("cannot remove {}: {e}", dir.display());
+            }
+        }
     }
 }
+
+/// Numbers the local clusters of this process, so each gets its own data directories.
+static NEXT_CLUSTER: AtomicUsize = AtomicUsize::new(0);
