@@ -6,24 +6,33 @@
 //! ## A tour
 //! - [`messages`]: every message that crosses an actor boundary, one file per protocol. Start
 //!   with [`messages::net`]: an RPC is a serde type implementing [`messages::net::Rpc`], which
-//!   names its method and its reply type.
-//! - [`actors`]: one module per actor kind. [`actors::network`] is the simulated network
-//!   (6.5840's labrpc): named client ends, servers hosting services, loss, delays, reordering,
-//!   partitions, and counters of RPCs and bytes. A [`actors::network::ClientEnd`] gives typed
-//!   calls; a service is any actor handling [`messages::net::Dispatch`].
-//! - [`actors::tcp`]: the real transport behind the same client ends: a `Link` actor per
-//!   remote address handles calls, a `Listener` actor per port hands requests to services.
+//!   names its method and its reply type; a service is any actor handling
+//!   [`messages::net::Dispatch`].
+//! - [`actors`]: one module per actor kind. Follow a Put through five of them:
+//!   [`actors::clerk`] (retries, leader hint) → [`actors::kv_server`] (the service) →
+//!   [`actors::rsm`] (the replicated state machine layer: submit, wait for the apply, dedup,
+//!   snapshots) → [`actors::raft`] (a pure `RaftCore` in a `RaftPeer` actor shell) →
+//!   [`actors::applier`] (committed entries back to the service, in order).
+//! - Transports: every call goes through an [`actors::client_end::ClientEnd`].
+//!   [`actors::network`] is the simulated network (6.5840's labrpc: loss, delays, reordering,
+//!   partitions, counters); [`actors::tcp`] the real one (a `Link` actor per remote address, a
+//!   `Listener` actor per port).
+//! - Sharding: [`actors::ctrler`] (the shard controller), [`actors::shardkv`] and
+//!   [`actors::migrator`] (replica groups that hand shards to each other).
+//! - [`storage`]: what Raft saves: `MemPersister` for simulations, `FilePersister` (a
+//!   checksummed write-ahead log and snapshot files) for real disks.
 //! - [`deploy`]: nodes on TCP, the cluster config file, a client of a running cluster, a whole
 //!   cluster in one process, the demo and the benchmark (what the `rainkv` and `rainkv-ctl`
 //!   binaries run).
 //! - [`testkit`]: the deterministic harness. A scenario runs inside an actix `System` on a
 //!   current-thread tokio runtime with paused time, so a 30-second scenario takes milliseconds;
-//!   every random choice derives from one seed (`RAINKV_SEED`), printed when a test fails.
+//!   every random choice derives from one seed (`RAINKV_SEED`), printed when a test fails. It
+//!   also holds the 6.5840 test configurations and the linearizability checker.
 //!
 //! ## Where to read next
-//! `actors/network/mod.rs` for how a call travels; `tests/network.rs` for the labrpc tests that
-//! pin its semantics down; `actors/shardkv/mod.rs` and `actors/migrator.rs` for how shards
-//! move between replica groups.
+//! `actors/network/mod.rs` for how a call travels; `actors/raft/core.rs` beside the Raft
+//! paper's Figure 2; `tests/raft.rs` and `tests/kvraft.rs` for the 6.5840 tests that pin the
+//! behaviour down; `actors/migrator.rs` for how shards move between replica groups.
 
 pub mod actors;
 pub mod deploy;
