@@ -13,9 +13,9 @@
 //!
 //! Handles: [`Call`], the control messages of [`crate::messages::net`] and `HandlerDone`
 //! (internal). Sends: [`Dispatch`] to the services of the called server, and each caller's
-//! outcome through its oneshot channel. All timing goes through one deadline queue (`timers.rs`) with a
-//! single armed timer; handlers run as separate tasks so a slow handler never blocks the
-//! network.
+//! outcome through its oneshot channel. All timing goes through one deadline queue
+//! (`timers.rs`) with a single armed timer; handlers run as separate tasks so a slow handler
+//! never blocks the network.
 
 mod handle;
 mod timers;
