@@ -153,6 +153,37 @@ async fn a_killed_node_is_unreachable_and_a_restarted_one_catches_up() {
     .await;
 }
 
+/// Every node killed, then every node restarted from its data directory: nothing acknowledged
+/// is lost, with snapshots and log tails both in play.
+#[actix::test]
+async fn a_cluster_restarted_from_its_data_directories_keeps_its_state() {
+    bounded(async {
+        let options = LocalOptions {
+            max_raft_state: 4096,
+            ..LocalOptions::default()
+        };
+        let mut cluster = cluster(options).await;
+        let clerk = cluster.client().clerk();
+        for i in 0..200 {
+            clerk.put(&format!("k{}", i % 20), &format!("v{i}")).await;
+        }
+        for i in 0..cluster.len() {
+            cluster.kill(i).await;
+        }
+        for i in 0..cluster.len() {
+            cluster
+                .restart(i)
+                .await
+                .expect("restart from the data directory");
+        }
+        for i in 180..200 {
+            assert_eq!(clerk.get(&format!("k{}", i % 20)).await, format!("v{i}"));
+        }
+        cluster.shutdown().await;
+    })
+    .await;
+}
+
 #[actix::test]
 async fn a_cut_off_leader_is_replaced_and_rejoins_after_healing() {
     bounded(async {
