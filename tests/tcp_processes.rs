@@ -1,85 +1,23 @@
 //! The binaries as a user runs them: three `rainkv serve` processes on loopback and
 //! `rainkv-ctl` against them. Every child is reaped, also when an assertion fails.
 //!
-//! Nodes keep their state in memory for now, so nothing here restarts a node; killing and
-//! restarting `serve` processes waits for the durable store.
+//! Each node keeps its state in a data directory of its own; killing nodes with SIGKILL and
+//! restarting them from their data directories under load is `tcp_crash.rs`. The helpers both
+//! files use are in `processes/`.
+
+mod processes;
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use rainkv::deploy::config::{
-    ClusterConfig, NodeAddrs, TransportOverrides, DEFAULT_MAX_RAFT_STATE,
-};
+use processes::{free_ports, serve_command, wait_bounded, write_config, Scratch, Servers};
 
 /// How long the cluster may take to come up and elect a leader.
 const STARTUP_LIMIT: Duration = Duration::from_secs(15);
 /// How long a node may take to exit after SIGTERM.
 const EXIT_LIMIT: Duration = Duration::from_secs(10);
-
-/// The `serve` processes; dropping it kills and reaps any still running.
-struct Servers(Vec<Child>);
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A scratch directory for one test, removed afterwards.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("rainkv-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Six free loopback ports (bound, read and released; nothing else on this machine is
-/// expected to grab them in the moment before the servers bind them).
-fn free_ports() -> Vec<u16> {
-    let sockets: Vec<TcpListener> = (0..6)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind loopback"))
-        .collect();
-    sockets
-        .iter()
-        .map(|s| s.local_addr().expect("local addr").port())
-        .collect()
-}
-
-fn write_config(dir: &Path, token: &str, ports: &[u16]) -> PathBuf {
-    let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-    let config = ClusterConfig {
-        name: "process-test".into(),
-        token: token.into(),
-        max_raft_state: DEFAULT_MAX_RAFT_STATE,
-        nodes: (0..3)
-            .map(|id| NodeAddrs {
-                id,
-                peer: loopback(ports[id]),
-                client: loopback(ports[id + 3]),
-            })
-            .collect(),
-        transport: TransportOverrides::default(),
-    };
-    let text = config.to_toml().expect("config as TOML");
-    let path = dir.join(format!("cluster-{token}.toml"));
-    std::fs::write(&path, text).expect("write config");
-    path
-}
 
 fn ctl(config: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rainkv-ctl"))
@@ -96,20 +34,6 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Waits for `child` to exit, up to `limit`.
-fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn three_serve_processes_and_rainkv_ctl() {
     let scratch = Scratch::new("processes");
@@ -117,15 +41,7 @@ fn three_serve_processes_and_rainkv_ctl() {
     let config = write_config(&scratch.0, "right-token", &ports);
     let mut servers = Servers(Vec::new());
     for id in 0..3 {
-        let child = Command::new(env!("CARGO_BIN_EXE_rainkv"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .args(["--id", &id.to_string()])
-            .arg("--data")
-            .arg(scratch.0.join(format!("node-{id}")))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
+        let child = serve_command(&config, id, &scratch.0.join(format!("node-{id}")))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -1,0 +1,116 @@
+//! What the tests that run `rainkv serve` as child processes share: the children (killed and
+//! reaped whenever the test ends, passing or not), a scratch directory, free loopback ports,
+//! a cluster config on them, and the command line that starts a node.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use rainkv::deploy::config::{
+    ClusterConfig, NodeAddrs, TransportOverrides, DEFAULT_MAX_RAFT_STATE,
+};
+
+/// The `serve` processes, one slot per node id; dropping it kills and reaps any still running.
+pub struct Servers(pub Vec<Child>);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A scratch directory for one test, removed afterwards.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("rainkv-{name}-{}", std::process::id()));
+        // Left over from an earlier run with the same pid: start clean.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Six free loopback ports (bound, read and released; nothing else on this machine is
+/// expected to grab them in the moment before the servers bind them).
+pub fn free_ports() -> Vec<u16> {
+    let sockets: Vec<TcpListener> = (0..6)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind loopback"))
+        .collect();
+    sockets
+        .iter()
+        .map(|s| s.local_addr().expect("local addr").port())
+        .collect()
+}
+
+/// The config of a three-node cluster on `ports` (peer ports first, then client ports),
+/// written to `dir`; returns its path.
+pub fn write_config(dir: &Path, token: &str, ports: &[u16]) -> PathBuf {
+    let config = cluster_config(token, ports);
+    let text = config.to_toml().expect("config as TOML");
+    let path = dir.join(format!("cluster-{token}.toml"));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// The configuration [`write_config`] writes.
+fn cluster_config(token: &str, ports: &[u16]) -> ClusterConfig {
+    let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    ClusterConfig {
+        name: "process-test".into(),
+        token: token.into(),
+        max_raft_state: DEFAULT_MAX_RAFT_STATE,
+        nodes: (0..3)
+            .map(|id| NodeAddrs {
+                id,
+                peer: loopback(ports[id]),
+                client: loopback(ports[id + 3]),
+            })
+            .collect(),
+        transport: TransportOverrides::default(),
+    }
+}
+
+/// `rainkv serve` for node `id` with its data in `data`; the caller chooses stdout and
+/// stderr. Logs at `warn` unless `RUST_LOG` says otherwise.
+pub fn serve_command(config: &Path, id: usize, data: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rainkv"));
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .args(["--id", &id.to_string()])
+        .arg("--data")
+        .arg(data)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_string()),
+        )
+        .stdin(Stdio::null());
+    command
+}
+
+/// Waits for `child` to exit, up to `limit`.
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
