@@ -167,6 +167,8 @@ pub struct RaftCore {
     unsaved: bool,
     /// The snapshot changed since the last `take_ready`.
     snapshot_unsaved: bool,
+    /// New entries were proposed since the last `take_ready`: replicate them then.
+    replicate_pending: bool,
 
     // Volatile state on all servers.
     commit_index: u64,
@@ -203,6 +205,7 @@ impl RaftCore {
             snapshot: Arc::new(Vec::new()),
             unsaved: false,
             snapshot_unsaved: false,
+            replicate_pending: false,
             commit_index: 0,
             last_applied: 0,
             role: Role::Follower,
@@ -279,8 +282,9 @@ impl RaftCore {
         }
     }
 
-    /// Appends `command` to the log if this peer is the leader and sends it to every follower
-    /// at once. Returns the `(index, term)` it will be committed at, if it ever is.
+    /// Appends `command` to the log if this peer is the leader; the next [`Self::take_ready`]
+    /// sends it to every follower (with any other entries proposed meanwhile). Returns the
+    /// `(index, term)` it will be committed at, if it ever is.
     pub fn propose(&mut self, command: Vec<u8>) -> Option<(u64, u64)> {
         if self.role != Role::Leader {
             return None;
@@ -294,9 +298,9 @@ impl RaftCore {
             index,
             term
         );
-        for peer in self.other_peers() {
-            self.send_append(peer, false);
-        }
+        // Sent at the next `take_ready`: proposals that arrive together share one message per
+        // follower, and none waits for a heartbeat.
+        self.replicate_pending = true;
         // A single-peer cluster commits on its own.
         self.maybe_commit();
         Some((index, term))
@@ -646,6 +650,11 @@ impl RaftCore {
 
     /// Drains the effects produced since the last call.
     pub fn take_ready(&mut self) -> Ready {
+        if std::mem::take(&mut self.replicate_pending) && self.role == Role::Leader {
+            for peer in self.other_peers() {
+                self.send_append(peer, false);
+            }
+        }
         if self.unsaved {
             self.ready.persist = Some(self.state_update());
         }
@@ -679,7 +688,7 @@ impl RaftCore {
 
     /// Whether effects are waiting in the ready buffer.
     pub fn has_ready(&self) -> bool {
-        self.unsaved || !self.ready.is_empty()
+        self.unsaved || self.replicate_pending || !self.ready.is_empty()
     }
 
     // ---- internals -----------------------------------------------------------------------
@@ -1494,6 +1503,7 @@ mod tests {
         for c in 0..10u8 {
             leader.propose(vec![c]);
         }
+        leader.take_ready(); // the entries go out to both followers
         leader.handle_append_entries_reply(1, ok_reply(term, 10));
         leader.snapshot(8, b"eight".to_vec());
         leader.take_ready();
