@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use rainkv::actors::shardkv::clerk::ShardClerk;
+use rainkv::actors::clerk::Clerk;
 use rainkv::messages::ctrler::key2shard;
 use rainkv::testkit::kv::OpLog;
 use rainkv::testkit::shardkv::{ShardKvConfig, NGROUPS};
@@ -26,7 +26,7 @@ fn keys(n: usize) -> Vec<String> {
 }
 
 /// Puts a fresh random value of `len` characters under every key; returns the values.
-async fn put_all(cfg: &ShardKvConfig, ck: &ShardClerk, ka: &[String], len: usize) -> Vec<String> {
+async fn put_all(cfg: &ShardKvConfig, ck: &Clerk, ka: &[String], len: usize) -> Vec<String> {
     let mut va = Vec::with_capacity(ka.len());
     for k in ka {
         let v = cfg.rand_string(len);
@@ -36,7 +36,7 @@ async fn put_all(cfg: &ShardKvConfig, ck: &ShardClerk, ka: &[String], len: usize
     va
 }
 
-async fn check_all(cfg: &ShardKvConfig, ck: &ShardClerk, ka: &[String], va: &[String]) {
+async fn check_all(cfg: &ShardKvConfig, ck: &Clerk, ka: &[String], va: &[String]) {
     for (k, v) in ka.iter().zip(va) {
         cfg.check(ck, k, v).await;
     }
@@ -45,7 +45,7 @@ async fn check_all(cfg: &ShardKvConfig, ck: &ShardClerk, ka: &[String], va: &[St
 /// For each key: check it, then append `len` random characters.
 async fn check_and_append_all(
     cfg: &ShardKvConfig,
-    ck: &ShardClerk,
+    ck: &Clerk,
     ka: &[String],
     va: &mut [String],
     len: usize,
@@ -110,7 +110,7 @@ impl Appenders {
 /// that arrive before 2 s pass without one. `rejected` says a "" answer means the server
 /// should have refused the request.
 async fn gets_until_quiet(
-    clerks: Vec<ShardClerk>,
+    clerks: Vec<Clerk>,
     cfg: &ShardKvConfig,
     ka: &[String],
     va: &[String],

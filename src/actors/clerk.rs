@@ -113,22 +113,27 @@ impl Handler<ClerkOp> for ClerkActor {
     }
 }
 
-/// The async face of a clerk.
+/// The async face of a clerk: any actor that carries out [`ClerkOp`]s (the KV clerk here, the
+/// sharded KV clerk in `actors::shardkv::clerk`).
 #[derive(Clone)]
 pub struct Clerk {
-    addr: Addr<ClerkActor>,
+    ops: Recipient<ClerkOp>,
 }
 
 impl Clerk {
-    /// Starts a clerk actor.
+    /// Starts a KV clerk actor.
     pub fn start(servers: Vec<ClientEnd>, client_id: ClientId) -> Clerk {
-        Clerk {
-            addr: ClerkActor::new(servers, client_id).start(),
-        }
+        Clerk::of(ClerkActor::new(servers, client_id).start().recipient())
     }
 
-    async fn run(&self, command: KvCommand) -> String {
-        match self.addr.send(ClerkOp(command)).await {
+    /// The async face of any clerk actor.
+    pub fn of(ops: Recipient<ClerkOp>) -> Clerk {
+        Clerk { ops }
+    }
+
+    /// Carries out `command`: the value for a Get ("" if missing), "" otherwise.
+    pub async fn run(&self, command: KvCommand) -> String {
+        match self.ops.send(ClerkOp(command)).await {
             Ok(value) => value,
             Err(e) => {
                 log::error!("clerk is gone: {e}");

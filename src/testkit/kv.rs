@@ -6,7 +6,7 @@
 //! operations and record them, with virtual call and return times, in an [`OpLog`] for the
 //! linearizability checker.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use super::linearizability::{
 use super::{rand_string, Sim};
 use crate::actors::clerk::Clerk;
 use crate::actors::kv_server::KvNode;
+use crate::messages::kv::KvCommand;
 use crate::messages::raft::GetState;
 use crate::storage::{MemPersister, Persister};
 
@@ -70,6 +71,124 @@ impl OpLog {
     }
 }
 
+/// 6.5840's op wrappers (`Get`, `Put`, `Append` in test_test.go): run a clerk operation, count
+/// it, and record it with its call and return times for the linearizability checker. The KV
+/// and sharded KV harnesses share it.
+pub struct OpRecorder {
+    created: Instant,
+    /// Last reading of [`OpRecorder::now`].
+    clock: Cell<u64>,
+    ops: Cell<u64>,
+}
+
+impl Default for OpRecorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OpRecorder {
+    /// A recorder whose clock starts now.
+    pub fn new() -> Self {
+        OpRecorder {
+            created: Instant::now(),
+            clock: Cell::new(0),
+            ops: Cell::new(0),
+        }
+    }
+
+    /// The history's clock: nanoseconds since the recorder was made, made strictly increasing.
+    /// Virtual time moves in whole milliseconds, so a Get that starts after a Put returned
+    /// often shares its instant; counting nanoseconds within the millisecond keeps the order in
+    /// which they really happened, so the checker does not take them for concurrent.
+    pub fn now(&self) -> u64 {
+        let elapsed = self.created.elapsed().as_nanos() as u64;
+        self.clock.set(elapsed.max(self.clock.get() + 1));
+        self.clock.get()
+    }
+
+    /// Operations completed so far.
+    pub fn ops(&self) -> u64 {
+        self.ops.get()
+    }
+
+    async fn run(&self, ck: &Clerk, input: KvInput, log: Option<&OpLog>, client: u64) -> String {
+        let call = self.now();
+        let command = match input.op {
+            KvOp::Get => KvCommand::Get {
+                key: input.key.clone(),
+            },
+            KvOp::Put => KvCommand::Put {
+                key: input.key.clone(),
+                value: input.value.clone(),
+            },
+            KvOp::Append => KvCommand::Append {
+                key: input.key.clone(),
+                value: input.value.clone(),
+            },
+        };
+        let value = ck.run(command).await;
+        let return_time = self.now();
+        self.ops.set(self.ops.get() + 1);
+        if let Some(log) = log {
+            let output = KvOutput {
+                value: value.clone(),
+            };
+            log.push(Operation {
+                client_id: client,
+                input,
+                call,
+                output,
+                return_time,
+            });
+        }
+        value
+    }
+
+    /// A Get through `ck`, counted, and logged into `log` as `client` if given.
+    pub async fn get(&self, ck: &Clerk, key: &str, log: Option<&OpLog>, client: u64) -> String {
+        let input = KvInput {
+            op: KvOp::Get,
+            key: key.to_string(),
+            value: String::new(),
+        };
+        self.run(ck, input, log, client).await
+    }
+
+    /// A Put through `ck`, counted and optionally logged.
+    pub async fn put(&self, ck: &Clerk, key: &str, value: &str, log: Option<&OpLog>, client: u64) {
+        let input = KvInput {
+            op: KvOp::Put,
+            key: key.to_string(),
+            value: value.to_string(),
+        };
+        self.run(ck, input, log, client).await;
+    }
+
+    /// An Append through `ck`, counted and optionally logged.
+    pub async fn append(
+        &self,
+        ck: &Clerk,
+        key: &str,
+        value: &str,
+        log: Option<&OpLog>,
+        client: u64,
+    ) {
+        let input = KvInput {
+            op: KvOp::Append,
+            key: key.to_string(),
+            value: value.to_string(),
+        };
+        self.run(ck, input, log, client).await;
+    }
+
+    /// `check(ck, key, value)`: a Get (not logged) must return `value`.
+    pub async fn check(&self, ck: &Clerk, key: &str, value: &str) {
+        let v = self.get(ck, key, None, 0).await;
+        assert_eq!(v, value, "Get({key}): expected:\n{value}\nreceived:\n{v}");
+    }
+}
+
 struct State {
     nodes: Vec<Option<KvNode>>,
     saved: Vec<MemPersister>,
@@ -79,9 +198,6 @@ struct State {
     clerks: Vec<Vec<String>>,
     incarnations: Vec<u64>,
     rng: ChaCha8Rng,
-    ops: u64,
-    /// Last reading of [`KvConfig::now`].
-    clock: u64,
     t0: Instant,
     rpcs0: u64,
     ops0: u64,
@@ -102,6 +218,7 @@ pub struct KvConfig {
     n: usize,
     max_raft_state: Option<usize>,
     created: Instant,
+    recorder: Rc<OpRecorder>,
     state: Rc<RefCell<State>>,
 }
 
@@ -114,6 +231,7 @@ impl KvConfig {
             n,
             max_raft_state: usize::try_from(max_raft_state).ok(),
             created: Instant::now(),
+            recorder: Rc::new(OpRecorder::new()),
             state: Rc::new(RefCell::new(State {
                 nodes: vec![None; n],
                 saved: (0..n).map(|_| MemPersister::new()).collect(),
@@ -121,8 +239,6 @@ impl KvConfig {
                 clerks: Vec::new(),
                 incarnations: vec![0; n],
                 rng: sim.rng("kv-config"),
-                ops: 0,
-                clock: 0,
                 t0: Instant::now(),
                 rpcs0: 0,
                 ops0: 0,
@@ -329,61 +445,14 @@ impl KvConfig {
             .unwrap_or(0)
     }
 
-    /// The history's clock: nanoseconds since the cluster was made, made strictly increasing.
-    /// Virtual time moves in whole milliseconds, so a Get that starts after a Put returned
-    /// often shares its instant; counting nanoseconds within the millisecond keeps the order in
-    /// which they really happened, so the checker does not take them for concurrent.
+    /// The history's clock (see [`OpRecorder::now`]).
     pub fn now(&self) -> u64 {
-        let elapsed = self.created.elapsed().as_nanos() as u64;
-        let mut state = self.state.borrow_mut();
-        state.clock = elapsed.max(state.clock + 1);
-        state.clock
-    }
-
-    async fn logged(
-        &self,
-        ck: &TestClerk,
-        input: KvInput,
-        log: Option<&OpLog>,
-        client: u64,
-    ) -> String {
-        let call = self.now();
-        let value = match input.op {
-            KvOp::Get => ck.clerk.get(&input.key).await,
-            KvOp::Put => {
-                ck.clerk.put(&input.key, &input.value).await;
-                String::new()
-            }
-            KvOp::Append => {
-                ck.clerk.append(&input.key, &input.value).await;
-                String::new()
-            }
-        };
-        let return_time = self.now();
-        self.state.borrow_mut().ops += 1;
-        if let Some(log) = log {
-            let output = KvOutput {
-                value: value.clone(),
-            };
-            log.push(Operation {
-                client_id: client,
-                input,
-                call,
-                output,
-                return_time,
-            });
-        }
-        value
+        self.recorder.now()
     }
 
     /// The `Get` wrapper: counts, and logs into `log` as `client` if given.
     pub async fn get(&self, ck: &TestClerk, key: &str, log: Option<&OpLog>, client: u64) -> String {
-        let input = KvInput {
-            op: KvOp::Get,
-            key: key.to_string(),
-            value: String::new(),
-        };
-        self.logged(ck, input, log, client).await
+        self.recorder.get(&ck.clerk, key, log, client).await
     }
 
     /// The `Put` wrapper.
@@ -395,12 +464,7 @@ impl KvConfig {
         log: Option<&OpLog>,
         client: u64,
     ) {
-        let input = KvInput {
-            op: KvOp::Put,
-            key: key.to_string(),
-            value: value.to_string(),
-        };
-        self.logged(ck, input, log, client).await;
+        self.recorder.put(&ck.clerk, key, value, log, client).await
     }
 
     /// The `Append` wrapper.
@@ -412,18 +476,14 @@ impl KvConfig {
         log: Option<&OpLog>,
         client: u64,
     ) {
-        let input = KvInput {
-            op: KvOp::Append,
-            key: key.to_string(),
-            value: value.to_string(),
-        };
-        self.logged(ck, input, log, client).await;
+        self.recorder
+            .append(&ck.clerk, key, value, log, client)
+            .await
     }
 
     /// `check(ck, key, value)`: a Get (not logged) must return `value`.
     pub async fn check(&self, ck: &TestClerk, key: &str, value: &str) {
-        let v = self.get(ck, key, None, 0).await;
-        assert_eq!(v, value, "get({key}): expected:\n{value}\nreceived:\n{v}");
+        self.recorder.check(&ck.clerk, key, value).await
     }
 
     /// `begin(description)`.
@@ -433,7 +493,7 @@ impl KvConfig {
         let mut state = self.state.borrow_mut();
         state.t0 = Instant::now();
         state.rpcs0 = rpcs;
-        state.ops0 = state.ops;
+        state.ops0 = self.recorder.ops();
     }
 
     /// `end()`: the time limit and the statistics line.
@@ -450,7 +510,7 @@ impl KvConfig {
             state.t0.elapsed().as_secs_f64(),
             self.n,
             rpcs - state.rpcs0,
-            state.ops - state.ops0,
+            self.recorder.ops() - state.ops0,
         );
     }
 

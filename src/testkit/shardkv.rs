@@ -20,12 +20,12 @@ use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 
 use super::ctrler::CtrlerConfig;
-use super::kv::OpLog;
-use super::linearizability::{KvInput, KvOp, KvOutput, Operation};
+use super::kv::{OpLog, OpRecorder};
 use super::{rand_string, Sim};
+use crate::actors::clerk::Clerk;
 use crate::actors::ctrler::clerk::CtrlerClerk;
 use crate::actors::network::NetworkHandle;
-use crate::actors::shardkv::clerk::ShardClerk;
+use crate::actors::shardkv::clerk;
 use crate::actors::shardkv::{EndMaker, ShardKvNode, ShardKvSetup};
 use crate::messages::ctrler::{Config, Gid};
 use crate::storage::{MemPersister, Persister};
@@ -45,7 +45,6 @@ struct Group {
 struct State {
     groups: Vec<Group>,
     rng: ChaCha8Rng,
-    ops: u64,
     t0: Instant,
     rpcs0: u64,
     ops0: u64,
@@ -61,6 +60,7 @@ pub struct ShardKvConfig {
     mck: CtrlerClerk,
     make_end: EndMaker,
     created: Instant,
+    recorder: Rc<OpRecorder>,
     state: Rc<RefCell<State>>,
 }
 
@@ -105,10 +105,10 @@ impl ShardKvConfig {
             mck,
             make_end: end_maker(sim.network().clone()),
             created: Instant::now(),
+            recorder: Rc::new(OpRecorder::new()),
             state: Rc::new(RefCell::new(State {
                 groups,
                 rng,
-                ops: 0,
                 t0: Instant::now(),
                 rpcs0: 0,
                 ops0: 0,
@@ -148,14 +148,14 @@ impl ShardKvConfig {
     }
 
     /// `makeClient(ctl)`: a clerk that asks `ctl` for configs.
-    pub async fn make_client_of(&self, ctl: &CtrlerConfig) -> ShardClerk {
+    pub async fn make_client_of(&self, ctl: &CtrlerConfig) -> Clerk {
         let ctrler = ctl.make_client().await;
         let client_id = self.state.borrow_mut().rng.gen::<u64>();
-        ShardClerk::start(ctrler, self.make_end.clone(), client_id)
+        clerk::start(ctrler, self.make_end.clone(), client_id)
     }
 
     /// `makeClient()`: a clerk of the main controller.
-    pub async fn make_client(&self) -> ShardClerk {
+    pub async fn make_client(&self) -> Clerk {
         self.make_client_of(&self.ctl).await
     }
 
@@ -319,101 +319,36 @@ impl ShardKvConfig {
             .sum()
     }
 
-    /// Nanoseconds since the cluster was made: the history's clock.
+    /// The history's clock (see [`OpRecorder::now`]).
     pub fn now(&self) -> u64 {
-        self.created.elapsed().as_nanos() as u64
-    }
-
-    async fn logged(
-        &self,
-        ck: &ShardClerk,
-        input: KvInput,
-        log: Option<&OpLog>,
-        client: u64,
-    ) -> String {
-        let call = self.now();
-        let value = match input.op {
-            KvOp::Get => ck.get(&input.key).await,
-            KvOp::Put => {
-                ck.put(&input.key, &input.value).await;
-                String::new()
-            }
-            KvOp::Append => {
-                ck.append(&input.key, &input.value).await;
-                String::new()
-            }
-        };
-        let return_time = self.now();
-        self.state.borrow_mut().ops += 1;
-        if let Some(log) = log {
-            let output = KvOutput {
-                value: value.clone(),
-            };
-            log.push(Operation {
-                client_id: client,
-                input,
-                call,
-                output,
-                return_time,
-            });
-        }
-        value
+        self.recorder.now()
     }
 
     /// Get through `ck`, counted, and logged into `log` as `client` if given.
-    pub async fn get(
-        &self,
-        ck: &ShardClerk,
-        key: &str,
-        log: Option<&OpLog>,
-        client: u64,
-    ) -> String {
-        let input = KvInput {
-            op: KvOp::Get,
-            key: key.to_string(),
-            value: String::new(),
-        };
-        self.logged(ck, input, log, client).await
+    pub async fn get(&self, ck: &Clerk, key: &str, log: Option<&OpLog>, client: u64) -> String {
+        self.recorder.get(ck, key, log, client).await
     }
 
     /// Put through `ck`, counted and optionally logged.
-    pub async fn put(
-        &self,
-        ck: &ShardClerk,
-        key: &str,
-        value: &str,
-        log: Option<&OpLog>,
-        client: u64,
-    ) {
-        let input = KvInput {
-            op: KvOp::Put,
-            key: key.to_string(),
-            value: value.to_string(),
-        };
-        self.logged(ck, input, log, client).await;
+    pub async fn put(&self, ck: &Clerk, key: &str, value: &str, log: Option<&OpLog>, client: u64) {
+        self.recorder.put(ck, key, value, log, client).await
     }
 
     /// Append through `ck`, counted and optionally logged.
     pub async fn append(
         &self,
-        ck: &ShardClerk,
+        ck: &Clerk,
         key: &str,
         value: &str,
         log: Option<&OpLog>,
         client: u64,
     ) {
-        let input = KvInput {
-            op: KvOp::Append,
-            key: key.to_string(),
-            value: value.to_string(),
-        };
-        self.logged(ck, input, log, client).await;
+        self.recorder.append(ck, key, value, log, client).await
     }
 
     /// `check(ck, key, value)`: a Get must return `value`.
-    pub async fn check(&self, ck: &ShardClerk, key: &str, value: &str) {
-        let v = self.get(ck, key, None, 0).await;
-        assert_eq!(v, value, "Get({key}): expected:\n{value}\nreceived:\n{v}");
+    pub async fn check(&self, ck: &Clerk, key: &str, value: &str) {
+        self.recorder.check(ck, key, value).await
     }
 
     /// Prints the test's title and starts its statistics.
@@ -423,7 +358,7 @@ impl ShardKvConfig {
         let mut state = self.state.borrow_mut();
         state.t0 = Instant::now();
         state.rpcs0 = rpcs;
-        state.ops0 = state.ops;
+        state.ops0 = self.recorder.ops();
     }
 
     /// The time limit and the statistics line: virtual seconds, servers, RPCs, clerk ops.
@@ -440,7 +375,7 @@ impl ShardKvConfig {
             state.t0.elapsed().as_secs_f64(),
             NGROUPS * self.n + self.ctl.n(),
             rpcs - state.rpcs0,
-            state.ops - state.ops0,
+            self.recorder.ops() - state.ops0,
         );
     }
 

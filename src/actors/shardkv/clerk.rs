@@ -8,9 +8,9 @@
 //! again after a short pause like the KV clerk, and asks the controller again only once that
 //! has gone on for 100 ms, in case the group is gone. It retries forever. Writes carry the
 //! clerk's id and a new number (retries reuse it), so each takes effect once even if its
-//! shard moves meanwhile. One operation at a time; [`ShardClerk`] is the async API.
+//! shard moves meanwhile. One operation at a time; [`start`] gives it the same async [`Clerk`] face as the KV clerk.
 //!
-//! Handles: [`ShardClerkOp`]. Sends: `ShardKV.Get` / `ShardKV.PutAppend` to the groups, and
+//! Handles: [`ClerkOp`]. Sends: `ShardKV.Get` / `ShardKV.PutAppend` to the groups, and
 //! Queries to the controller through its [`CtrlerClerk`].
 
 use std::collections::BTreeMap;
@@ -20,6 +20,7 @@ use actix::prelude::*;
 use tokio::time::Instant;
 
 use super::EndMaker;
+use crate::actors::clerk::{Clerk, ClerkOp};
 use crate::actors::client_end::ClientEnd;
 use crate::actors::ctrler::clerk::CtrlerClerk;
 use crate::messages::ctrler::{key2shard, Config, Gid};
@@ -42,11 +43,6 @@ enum Attempt {
     /// No server of the group answered.
     NoAnswer,
 }
-
-/// One operation for the clerk; answers the value (for Get) or "".
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "String")]
-pub struct ShardClerkOp(pub KvCommand);
 
 /// What the clerk learns while it works: carried into each operation and back.
 #[derive(Default)]
@@ -147,11 +143,11 @@ impl Knowledge {
     }
 }
 
-impl Handler<ShardClerkOp> for ShardClerkActor {
+impl Handler<ClerkOp> for ShardClerkActor {
     // Atomic: one operation at a time, as 6.5840 assumes.
     type Result = AtomicResponse<Self, String>;
 
-    fn handle(&mut self, op: ShardClerkOp, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, op: ClerkOp, _: &mut Self::Context) -> Self::Result {
         if !matches!(op.0, KvCommand::Get { .. }) {
             self.seq += 1;
         }
@@ -193,52 +189,15 @@ impl Handler<ShardClerkOp> for ShardClerkActor {
     }
 }
 
-/// The async face of a sharded KV clerk.
-#[derive(Clone)]
-pub struct ShardClerk {
-    addr: Addr<ShardClerkActor>,
-}
-
-impl ShardClerk {
-    /// Starts a clerk that asks `ctrler` for configs and reaches groups through `make_end`.
-    pub fn start(ctrler: CtrlerClerk, make_end: EndMaker, client_id: ClientId) -> ShardClerk {
-        let actor = ShardClerkActor {
-            ctrler,
-            make_end,
-            client_id,
-            seq: 0,
-            known: Knowledge::default(),
-        };
-        ShardClerk {
-            addr: actor.start(),
-        }
-    }
-
-    async fn run(&self, command: KvCommand) -> String {
-        match self.addr.send(ShardClerkOp(command)).await {
-            Ok(value) => value,
-            Err(e) => {
-                log::error!("clerk is gone: {e}");
-                String::new()
-            }
-        }
-    }
-
-    /// The value of `key` ("" if missing).
-    pub async fn get(&self, key: &str) -> String {
-        let key = key.to_string();
-        self.run(KvCommand::Get { key }).await
-    }
-
-    /// Sets `key` to `value`.
-    pub async fn put(&self, key: &str, value: &str) {
-        let (key, value) = (key.to_string(), value.to_string());
-        self.run(KvCommand::Put { key, value }).await;
-    }
-
-    /// Appends `value` to `key`.
-    pub async fn append(&self, key: &str, value: &str) {
-        let (key, value) = (key.to_string(), value.to_string());
-        self.run(KvCommand::Append { key, value }).await;
-    }
+/// Starts a sharded KV clerk that asks `ctrler` for configs and reaches groups through
+/// `make_end`; it has the same async face as the KV clerk.
+pub fn start(ctrler: CtrlerClerk, make_end: EndMaker, client_id: ClientId) -> Clerk {
+    let actor = ShardClerkActor {
+        ctrler,
+        make_end,
+        client_id,
+        seq: 0,
+        known: Knowledge::default(),
+    };
+    Clerk::of(actor.start().recipient())
 }
