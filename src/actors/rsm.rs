@@ -94,11 +94,11 @@ impl<S: StateMachine, R: Send + 'static> Message for Read<S, R> {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
-/// One entry of the log as the RSM writes it.
+/// One entry of the log as the RSM writes it; `command: None` is a leader's no-op.
 #[derive(Serialize, Deserialize)]
 struct Entry<C> {
     session: Option<Session>,
-    command: C,
+    command: Option<C>,
 }
 
 /// What a snapshot holds: the applied point, the state and the session table.
@@ -132,6 +132,8 @@ pub struct Rsm<S: StateMachine> {
     checking_leadership: bool,
     /// A snapshot was handed to Raft and not yet taken.
     snapshot_in_flight: bool,
+    /// The last term in which this replica, as leader, proposed a no-op.
+    noop_term: Option<u64>,
 }
 
 /// Everything needed to start one replica.
@@ -184,6 +186,7 @@ impl<S: StateMachine> Rsm<S> {
             pending: BTreeMap::new(),
             checking_leadership: false,
             snapshot_in_flight: false,
+            noop_term: None,
         };
         Ok((context.run(rsm), raft))
     }
@@ -209,14 +212,15 @@ impl<S: StateMachine> Rsm<S> {
 
     /// Executes an entry once per session sequence number; duplicates return the saved output.
     fn execute(&mut self, entry: Entry<S::Command>) -> Option<S::Output> {
+        let command = entry.command?;
         let Some((client, seq)) = entry.session else {
-            return Some(self.state.apply(entry.command));
+            return Some(self.state.apply(command));
         };
         match self.sessions.get(&client) {
             Some((last, output)) if *last == seq => Some(output.clone()),
             Some((last, _)) if *last > seq => None,
             _ => {
-                let output = self.state.apply(entry.command);
+                let output = self.state.apply(command);
                 self.sessions.insert(client, (seq, output.clone()));
                 Some(output)
             }
@@ -284,11 +288,12 @@ impl<S: StateMachine> Rsm<S> {
         }
     }
 
-    /// Fails requests whose leader lost its term or that waited too long.
+    /// Fails requests whose leader lost its term or that waited too long, and has a new
+    /// leader commit a no-op in its term.
     fn check_leadership(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
         self.fail_pending(|_, waiter| now.duration_since(waiter.since) >= REQUEST_TIMEOUT);
-        if self.pending.is_empty() || self.checking_leadership {
+        if self.checking_leadership {
             return;
         }
         self.checking_leadership = true;
@@ -298,14 +303,30 @@ impl<S: StateMachine> Rsm<S> {
             .into_actor(self)
             .map(|state, rsm, _| {
                 rsm.checking_leadership = false;
-                match state {
-                    Ok(state) => {
-                        rsm.fail_pending(|_, waiter| !state.is_leader || state.term != waiter.term)
-                    }
-                    Err(_) => rsm.fail_pending(|_, _| true),
+                let Ok(state) = state else {
+                    return rsm.fail_pending(|_, _| true);
+                };
+                rsm.fail_pending(|_, waiter| !state.is_leader || state.term != waiter.term);
+                if state.is_leader && rsm.noop_term != Some(state.term) {
+                    rsm.noop_term = Some(state.term);
+                    rsm.commit_noop();
                 }
             });
         ctx.spawn(check);
+    }
+
+    /// A leader commits entries of earlier terms only together with one of its own (Raft's
+    /// Figure 8 rule). Without client traffic, the tail a new leader inherited would wait
+    /// forever; a no-op of its term commits it.
+    fn commit_noop(&self) {
+        let noop: Entry<S::Command> = Entry {
+            session: None,
+            command: None,
+        };
+        match rmp_serde::to_vec(&noop) {
+            Ok(bytes) => self.raft.do_send(Start(bytes)),
+            Err(e) => log::error!("cannot encode a no-op: {e}"),
+        }
     }
 }
 
@@ -338,7 +359,7 @@ impl<S: StateMachine> Handler<Submit<S>> for Rsm<S> {
         }
         let entry = Entry {
             session: msg.session,
-            command: msg.command,
+            command: Some(msg.command),
         };
         let bytes = match rmp_serde::to_vec(&entry) {
             Ok(bytes) => bytes,
