@@ -4,9 +4,8 @@
 //! # Migration protocol: pull, install through the log, then delete at the old owner
 //! About every 100 ms, and at once after any step that made progress, the migrator of the
 //! group's leader reads the group's [`Work`] from its [`Rsm`] (with [`Read`]) and starts what
-//! is not already running. (First, once per term, it submits a no-op: Raft commits the
-//! entries a new leader inherited only with an entry of the leader's own term, and a group
-//! whose inherited entries advance its config may have no client traffic to carry one.)
+//! is not already running. (The entries a new leader inherited, say the next config, commit
+//! with the no-op the RSM layer has every new leader submit, even with no client traffic.)
 //! 1. **Next config.** When every shard is settled, it asks the controller for config
 //!    `num + 1` and submits it (`Configure`): configs are taken one at a time, in order, at a
 //!    point of the log, so every replica switches at the same point. Shards lost become
@@ -141,8 +140,6 @@ pub struct Migrator {
     polling: bool,
     poll_again: bool,
     running: BTreeSet<Task>,
-    /// The last term in which this member, as leader, committed its no-op.
-    noop_term: Option<u64>,
 }
 
 impl Migrator {
@@ -165,7 +162,6 @@ impl Migrator {
             polling: false,
             poll_again: false,
             running: BTreeSet::new(),
-            noop_term: None,
         }
     }
 
@@ -176,23 +172,21 @@ impl Migrator {
             return;
         }
         self.polling = true;
-        let (raft, rsm, noop_term) = (self.raft.clone(), self.rsm.clone(), self.noop_term);
+        let (raft, rsm) = (self.raft.clone(), self.rsm.clone());
         let look = async move {
             let state = raft.send(GetState).await.ok()?;
             if !state.is_leader {
                 return None;
             }
-            let noop_done = noop_term == Some(state.term) || submit(&rsm, ShardCommand::Noop).await;
             let work = rsm
                 .send(Read::new(|s: &ShardStore, _| s.work()))
                 .await
                 .ok()?;
-            Some((noop_done.then_some(state.term), work))
+            Some(work)
         };
         ctx.spawn(look.into_actor(self).map(|look, migrator, ctx| {
             migrator.polling = false;
-            if let Some((noop_term, work)) = look {
-                migrator.noop_term = noop_term.or(migrator.noop_term);
+            if let Some(work) = look {
                 migrator.start_work(work, ctx);
             }
             if std::mem::take(&mut migrator.poll_again) {

@@ -92,9 +92,6 @@ pub enum ShardCommand {
         /// The shards.
         shards: Vec<usize>,
     },
-    /// Changes nothing: a new leader's first entry, which commits the entries of earlier
-    /// terms still in its log.
-    Noop,
 }
 
 /// What applying a [`ShardCommand`] answers.
@@ -167,7 +164,6 @@ impl StateMachine for ShardStore {
                 self.confirmed(num, &shards);
                 ShardOutput::Done
             }
-            ShardCommand::Noop => ShardOutput::Done,
         }
     }
 }

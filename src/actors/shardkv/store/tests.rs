@@ -247,16 +247,6 @@ fn shards_handed_to_no_group_are_dropped() {
 }
 
 #[test]
-fn a_noop_changes_nothing() {
-    let mut a = ShardStore::default();
-    configure(&mut a, A, c1());
-    put(&mut a, "x", "1", 7, 1);
-    let before = rmp_serde::to_vec(&a).expect("encode");
-    assert_eq!(a.apply(ShardCommand::Noop), ShardOutput::Done);
-    assert_eq!(rmp_serde::to_vec(&a).expect("encode"), before);
-}
-
-#[test]
 fn a_group_configured_as_another_gid_refuses() {
     let mut a = ShardStore::default();
     configure(&mut a, A, c1());
