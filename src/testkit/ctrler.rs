@@ -9,18 +9,16 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 
-use super::{rand_string, Sim};
+use super::{check_time_limit, first_leader, rand_string, Sim};
 use crate::actors::client_end::ClientEnd;
 use crate::actors::ctrler::clerk::CtrlerClerk;
 use crate::actors::ctrler::CtrlerNode;
-use crate::messages::raft::GetState;
 use crate::storage::MemPersister;
 
 struct State {
@@ -178,15 +176,14 @@ impl CtrlerConfig {
 
     /// `Leader()`: the first running server whose Raft says it is leader.
     pub async fn leader(&self) -> Option<usize> {
-        for i in 0..self.n {
-            let node = self.state.borrow().nodes[i].clone();
-            if let Some(node) = node {
-                if node.raft.send(GetState).await.is_ok_and(|s| s.is_leader) {
-                    return Some(i);
-                }
-            }
-        }
-        None
+        let rafts = self
+            .state
+            .borrow()
+            .nodes
+            .iter()
+            .map(|n| n.as_ref().map(|n| n.raft.clone()))
+            .collect();
+        first_leader(rafts).await
     }
 
     /// `begin(description)`.
@@ -200,11 +197,7 @@ impl CtrlerConfig {
 
     /// `end()`: the time limit and the statistics line (virtual seconds, servers, RPCs).
     pub async fn end(&self) {
-        let took = self.created.elapsed();
-        assert!(
-            took <= Duration::from_secs(120),
-            "test took longer than 120 seconds ({took:?})"
-        );
+        check_time_limit(self.created);
         let rpcs = self.sim.network().total_calls().await.unwrap_or(0);
         let state = self.state.borrow();
         println!(

@@ -18,11 +18,10 @@ use tokio::time::Instant;
 use super::linearizability::{
     check_operations, write_html, CheckResult, KvInput, KvModel, KvOp, KvOutput, Operation,
 };
-use super::{rand_string, Sim};
+use super::{check_time_limit, first_leader, rand_string, Sim};
 use crate::actors::clerk::Clerk;
 use crate::actors::kv_server::KvNode;
 use crate::messages::kv::KvCommand;
-use crate::messages::raft::GetState;
 use crate::storage::{MemPersister, Persister};
 
 /// A recorded history of KV operations.
@@ -402,15 +401,14 @@ impl KvConfig {
 
     /// The first server whose Raft says it is leader.
     pub async fn leader(&self) -> Option<usize> {
-        for i in 0..self.n {
-            let node = self.state.borrow().nodes[i].clone();
-            if let Some(node) = node {
-                if node.raft.send(GetState).await.is_ok_and(|s| s.is_leader) {
-                    return Some(i);
-                }
-            }
-        }
-        None
+        let rafts = self
+            .state
+            .borrow()
+            .nodes
+            .iter()
+            .map(|n| n.as_ref().map(|n| n.raft.clone()))
+            .collect();
+        first_leader(rafts).await
     }
 
     /// `make_partition`: a majority without the leader, and a minority with the leader last.
@@ -498,11 +496,7 @@ impl KvConfig {
 
     /// `end()`: the time limit and the statistics line.
     pub async fn end(&self) {
-        let took = self.created.elapsed();
-        assert!(
-            took <= Duration::from_secs(120),
-            "test took longer than 120 seconds ({took:?})"
-        );
+        check_time_limit(self.created);
         let rpcs = self.sim.network().total_calls().await.unwrap_or(0);
         let state = self.state.borrow();
         println!(

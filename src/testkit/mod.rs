@@ -20,5 +20,8 @@ mod runner;
 mod seed;
 pub mod shardkv;
 
-pub use runner::{report_trace_hash, run_seed, run_test, run_test_with, seeds, Sim, TestOptions};
+pub use runner::{
+    check_time_limit, first_leader, report_trace_hash, run_seed, run_test, run_test_with, seeds,
+    Sim, TestOptions, TIME_LIMIT,
+};
 pub use seed::{derive_seed, rand_string, seeded_rng};

@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tokio::time::{sleep, Instant};
 
-use super::{rand_string, Sim};
+use super::{check_time_limit, rand_string, Sim};
 use crate::actors::raft::RaftPeer;
 use crate::messages::apply::ApplyMsg;
 use crate::messages::net::Server;
@@ -581,7 +581,7 @@ impl RaftConfig {
 
     /// `end()`: checks the time limit and apply errors and prints the statistics line.
     pub async fn end(&self) {
-        self.check_timeout();
+        check_time_limit(self.created);
         self.check_apply_errors();
         let rpcs = self.rpc_total().await;
         let bytes = self.sim.network().total_bytes().await.unwrap_or(0);
@@ -597,14 +597,6 @@ impl RaftConfig {
         );
     }
 
-    fn check_timeout(&self) {
-        let took = self.created.elapsed();
-        assert!(
-            took <= Duration::from_secs(120),
-            "test took longer than 120 seconds ({took:?})"
-        );
-    }
-
     /// `cleanup()`: stops every peer; `one` stops retrying.
     pub fn cleanup(&self) {
         let mut state = self.state.borrow_mut();
@@ -615,7 +607,7 @@ impl RaftConfig {
             }
         }
         drop(state);
-        self.check_timeout();
+        check_time_limit(self.created);
     }
 
     /// The largest persisted Raft state over all servers.

@@ -14,7 +14,11 @@ use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 
 use super::seed::{derive_seed, seeded_rng};
+use actix::Addr;
+
 use crate::actors::network::{Network, NetworkHandle};
+use crate::actors::raft::RaftPeer;
+use crate::messages::raft::GetState;
 
 /// What one scenario run gets: its seed, its network and its clock.
 #[derive(Clone)]
@@ -60,10 +64,35 @@ pub struct TestOptions {
     pub realtime: bool,
 }
 
+/// 6.5840's per-test limit, counted from the test's configuration.
+pub const TIME_LIMIT: Duration = Duration::from_secs(120);
+
+/// 6.5840's `checkTimeout`: fails the test if more than [`TIME_LIMIT`] passed since `created`.
+pub fn check_time_limit(created: Instant) {
+    let took = created.elapsed();
+    assert!(
+        took <= TIME_LIMIT,
+        "test took longer than {} seconds ({took:?})",
+        TIME_LIMIT.as_secs()
+    );
+}
+
+/// 6.5840's `Leader()`: the first running server (in index order) whose Raft says it leads.
+pub async fn first_leader(rafts: Vec<Option<Addr<RaftPeer>>>) -> Option<usize> {
+    for (i, raft) in rafts.into_iter().enumerate() {
+        if let Some(raft) = raft {
+            if raft.send(GetState).await.is_ok_and(|s| s.is_leader) {
+                return Some(i);
+            }
+        }
+    }
+    None
+}
+
 impl Default for TestOptions {
     fn default() -> Self {
         TestOptions {
-            time_limit: Duration::from_secs(120),
+            time_limit: TIME_LIMIT,
             realtime: env_flag("RAINKV_REALTIME"),
         }
     }

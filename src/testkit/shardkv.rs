@@ -13,7 +13,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::time::Duration;
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -21,7 +20,7 @@ use tokio::time::Instant;
 
 use super::ctrler::CtrlerConfig;
 use super::kv::{OpLog, OpRecorder};
-use super::{rand_string, Sim};
+use super::{check_time_limit, rand_string, Sim};
 use crate::actors::clerk::Clerk;
 use crate::actors::ctrler::clerk::CtrlerClerk;
 use crate::actors::network::NetworkHandle;
@@ -363,11 +362,7 @@ impl ShardKvConfig {
 
     /// The time limit and the statistics line: virtual seconds, servers, RPCs, clerk ops.
     pub async fn end(&self) {
-        let took = self.created.elapsed();
-        assert!(
-            took <= Duration::from_secs(120),
-            "test took longer than 120 seconds ({took:?})"
-        );
+        check_time_limit(self.created);
         let rpcs = self.sim.network().total_calls().await.unwrap_or(0);
         let state = self.state.borrow();
         println!(
