@@ -332,6 +332,50 @@ fn killed() {
     });
 }
 
+/// Beyond labrpc: one-way link cuts between servers, one-call partitions, and deleted ends.
+#[test]
+fn links_partitions_and_deleted_ends() {
+    run_test("links_partitions_and_deleted_ends", |sim: Sim| async move {
+        let net = sim.network();
+        for name in ["a", "b"] {
+            let junk = JunkServer::default().start();
+            net.add_server(
+                name,
+                Server::new().with_service("JunkServer", junk.recipient()),
+            );
+        }
+        // a's end to b and b's end to a.
+        let ab = net.make_end("a->b", Some("a")).await.expect("fresh end");
+        let ba = net.make_end("b->a", Some("b")).await.expect("fresh end");
+        net.connect("a->b", "b");
+        net.connect("b->a", "a");
+        net.enable("a->b", true);
+        net.enable("b->a", true);
+        let reaches = |end: &ClientEnd| {
+            let end = end.clone();
+            async move { end.call(&Handler2(1)).await.is_ok() }
+        };
+        assert!(reaches(&ab).await && reaches(&ba).await);
+
+        net.set_link("a", "b", false);
+        assert!(!reaches(&ab).await, "a -> b is cut");
+        assert!(reaches(&ba).await, "b -> a still works");
+        net.set_link("a", "b", true);
+        assert!(reaches(&ab).await, "a -> b restored");
+
+        net.partition(&[vec!["a".to_string()], vec!["b".to_string()]]);
+        assert!(
+            !reaches(&ab).await && !reaches(&ba).await,
+            "a and b are apart"
+        );
+        net.partition(&[vec!["a".to_string(), "b".to_string()]]);
+        assert!(reaches(&ab).await && reaches(&ba).await, "healed");
+
+        net.delete_end("a->b");
+        assert!(!reaches(&ab).await, "a deleted end reaches nothing");
+    });
+}
+
 /// A scenario full of faults: lossy net, long delays, long reordering, ends toggled, a server
 /// replaced. Returns every call's outcome with its virtual completion time.
 async fn faulty_scenario(sim: Sim) -> Vec<(i64, bool, u128)> {

@@ -631,9 +631,4 @@ impl RaftConfig {
     pub async fn rpc_total(&self) -> u64 {
         self.sim.network().total_calls().await.unwrap_or(0)
     }
-
-    /// Whether `cleanup` ran.
-    pub fn finished(&self) -> bool {
-        self.state.borrow().finished
-    }
 }

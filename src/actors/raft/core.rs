@@ -686,11 +686,6 @@ impl RaftCore {
         }
     }
 
-    /// Whether effects are waiting in the ready buffer.
-    pub fn has_ready(&self) -> bool {
-        self.unsaved || self.replicate_pending || !self.ready.is_empty()
-    }
-
     // ---- internals -----------------------------------------------------------------------
 
     fn other_peers(&self) -> impl Iterator<Item = usize> {
