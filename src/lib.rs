@@ -27,7 +27,8 @@
 //! - [`testkit`]: the deterministic harness. A scenario runs inside an actix `System` on a
 //!   current-thread tokio runtime with paused time, so a 30-second scenario takes milliseconds;
 //!   every random choice derives from one seed (`RAINKV_SEED`), printed when a test fails. It
-//!   also holds the 6.5840 test configurations and the linearizability checker.
+//!   also holds the 6.5840 test configurations. Behind the `testkit` feature (off by default).
+//! - [`check`]: the linearizability checker, used by the testkit and by the demo.
 //!
 //! ## Where to read next
 //! `actors/network/mod.rs` for how a call travels; `actors/raft/core.rs` beside the Raft
@@ -35,6 +36,7 @@
 //! behaviour down; `actors/migrator.rs` for how shards move between replica groups.
 
 pub mod actors;
+pub mod check;
 pub mod deploy;
 pub mod messages;
 pub mod storage;

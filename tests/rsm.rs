@@ -23,14 +23,12 @@ use rainkv::actors::rsm::{
     Read, Rsm, RsmConfig, Session, Shutdown, StateMachine, Submit, SubmitError, LEADERSHIP_CHECK,
     REQUEST_TIMEOUT,
 };
+use rainkv::check::{check_operations, CheckResult, KvInput, KvModel, KvOp, KvOutput, Operation};
 use rainkv::messages::kv::{GetArgs, KvError, KvReply, PutAppendArgs};
 use rainkv::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
 use rainkv::messages::raft::{GetState, InstallSnapshotArgs};
 use rainkv::storage::{MemPersister, Persister};
 use rainkv::testkit::kv::OpLog;
-use rainkv::testkit::linearizability::{
-    check_operations, CheckResult, KvInput, KvModel, KvOp, KvOutput, Operation,
-};
 use rainkv::testkit::{run_test, Sim};
 use serde::{Deserialize, Serialize};
 use tokio::time::{sleep, timeout, Instant};

@@ -29,11 +29,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use rainkv::actors::clerk::Clerk;
+use rainkv::check::{check_operations, CheckResult, KvInput, KvModel, KvOp, KvOutput, Operation};
 use rainkv::deploy::client::ClusterClient;
 use rainkv::deploy::config::ClusterConfig;
-use rainkv::testkit::linearizability::{
-    check_operations, CheckResult, KvInput, KvModel, KvOp, KvOutput, Operation,
-};
 use rand::Rng;
 use tokio::time::{sleep, timeout};
 

@@ -19,8 +19,12 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+#[cfg(feature = "cli")]
+use std::net::ToSocketAddrs;
+#[cfg(feature = "cli")]
+use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -137,6 +141,7 @@ impl std::error::Error for ConfigError {}
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg(feature = "cli")]
 struct RawConfig {
     cluster: RawCluster,
     #[serde(default)]
@@ -145,6 +150,7 @@ struct RawConfig {
     transport: TransportOverrides,
 }
 
+#[cfg(feature = "cli")]
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCluster {
@@ -153,6 +159,7 @@ struct RawCluster {
     max_raft_state: Option<usize>,
 }
 
+#[cfg(feature = "cli")]
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNode {
@@ -162,7 +169,8 @@ struct RawNode {
 }
 
 impl ClusterConfig {
-    /// Reads and validates the file at `path`.
+    /// Reads and validates the file at `path` (with the `cli` feature, which brings `toml`).
+    #[cfg(feature = "cli")]
     pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -172,6 +180,7 @@ impl ClusterConfig {
     }
 
     /// Parses and validates `text`; `origin` names it in errors (usually the file name).
+    #[cfg(feature = "cli")]
     pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             origin: origin.to_string(),
@@ -312,6 +321,7 @@ impl ClusterConfig {
     }
 
     /// The configuration as a TOML file.
+    #[cfg(feature = "cli")]
     pub fn to_toml(&self) -> Result<String, String> {
         let raw = RawConfig {
             cluster: RawCluster {
@@ -335,6 +345,7 @@ impl ClusterConfig {
 }
 
 /// Resolves `host:port` to one socket address.
+#[cfg(feature = "cli")]
 fn resolve(addr: &str) -> Result<SocketAddr, String> {
     let mut found = addr
         .to_socket_addrs()
@@ -344,7 +355,7 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{addr:?} resolves to no address"))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "cli"))]
 mod tests {
     use super::*;
 

@@ -21,9 +21,7 @@ use super::local::{LocalCluster, LocalOptions};
 use super::node::NodeError;
 use super::stats::Latencies;
 use crate::actors::clerk::Clerk;
-use crate::testkit::linearizability::{
-    check_operations, CheckResult, KvInput, KvModel, KvOp, KvOutput, Operation,
-};
+use crate::check::{check_operations, CheckResult, KvInput, KvModel, KvOp, KvOutput, Operation};
 
 /// How often the demo looks at the clock for faults and progress.
 const TICK: Duration = Duration::from_millis(100);

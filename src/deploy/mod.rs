@@ -10,13 +10,11 @@
 //!   and tests.
 //! - [`stats`]: latency percentiles and the benchmark's result line.
 //! - [`bench`](mod@bench): the benchmark workloads (`rainkv bench`).
-//! - `demo` (with the `testkit` feature, for its linearizability checker): the fault demo
-//!   (`rainkv demo`).
+//! - [`demo`]: the fault demo (`rainkv demo`), checked with [`crate::check`].
 
 pub mod bench;
 pub mod client;
 pub mod config;
-#[cfg(feature = "testkit")]
 pub mod demo;
 pub mod local;
 pub mod node;

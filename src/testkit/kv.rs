@@ -15,12 +15,12 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 
-use super::linearizability::{
-    check_operations, write_html, CheckResult, KvInput, KvModel, KvOp, KvOutput, Operation,
-};
 use super::{check_time_limit, first_leader, rand_string, Sim};
 use crate::actors::clerk::Clerk;
 use crate::actors::kv_server::KvNode;
+use crate::check::{
+    check_operations, write_html, CheckResult, KvInput, KvModel, KvOp, KvOutput, Operation,
+};
 use crate::messages::kv::KvCommand;
 use crate::storage::{MemPersister, Persister};
 

@@ -14,7 +14,6 @@
 
 pub mod ctrler;
 pub mod kv;
-pub mod linearizability;
 pub mod raft;
 mod runner;
 mod seed;

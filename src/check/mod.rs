@@ -11,7 +11,7 @@
 //!
 //! Typical use in a test:
 //! ```
-//! # use rainkv::testkit::linearizability::*;
+//! # use rainkv::check::*;
 //! # use std::time::Duration;
 //! let put = KvInput { op: KvOp::Put, key: "k".into(), value: "v".into() };
 //! let get = KvInput { op: KvOp::Get, key: "k".into(), value: String::new() };
