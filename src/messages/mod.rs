@@ -8,11 +8,13 @@
 //! - [`ctrler`]: the shard controller's configs, operations and RPCs.
 //! - [`shard`]: sharded KV RPCs: clerk ↔ group, and shard migration between groups.
 //! - [`admin`]: the status RPC an operator's tool asks each node.
+//! - [`lifecycle`]: [`lifecycle::Stop`], which every stoppable actor handles.
 
 pub mod admin;
 pub mod apply;
 pub mod ctrler;
 pub mod kv;
+pub mod lifecycle;
 pub mod net;
 pub mod raft;
 pub mod shard;
