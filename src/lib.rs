@@ -17,8 +17,8 @@
 //!   [`actors::network`] is the simulated network (6.5840's labrpc: loss, delays, reordering,
 //!   partitions, counters); [`actors::tcp`] the real one (a `Link` actor per remote address, a
 //!   `Listener` actor per port).
-//! - Sharding: [`actors::ctrler`] (the shard controller), [`actors::shardkv`] and
-//!   [`actors::migrator`] (replica groups that hand shards to each other).
+//! - Sharding: [`actors::ctrler`] (the shard controller) and [`actors::shardkv`] (replica
+//!   groups that hand shards to each other, a migrator actor each).
 //! - [`storage`]: what Raft saves: `MemPersister` for simulations, `FilePersister` (a
 //!   checksummed write-ahead log and snapshot files) for real disks.
 //! - [`deploy`]: nodes on TCP, the cluster config file, a client of a running cluster, a whole
@@ -33,7 +33,7 @@
 //! ## Where to read next
 //! `actors/network/mod.rs` for how a call travels; `actors/raft/core.rs` beside the Raft
 //! paper's Figure 2; `tests/raft.rs` and `tests/kvraft.rs` for the 6.5840 tests that pin the
-//! behaviour down; `actors/migrator.rs` for how shards move between replica groups.
+//! behaviour down; `actors/shardkv/migrator.rs` for how shards move between replica groups.
 
 pub mod actors;
 pub mod check;

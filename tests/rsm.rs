@@ -19,14 +19,13 @@ use futures_util::future::join_all;
 use rainkv::actors::clerk::Clerk;
 use rainkv::actors::kv_server::KvStore;
 use rainkv::actors::raft::RaftPeer;
-use rainkv::actors::rsm::{
-    Read, Rsm, RsmConfig, Session, Shutdown, StateMachine, Submit, SubmitError, LEADERSHIP_CHECK,
-    REQUEST_TIMEOUT,
-};
+use rainkv::actors::rsm::{Rsm, RsmConfig, StateMachine, LEADERSHIP_CHECK, REQUEST_TIMEOUT};
 use rainkv::check::{check_operations, CheckResult, KvInput, KvModel, KvOp, KvOutput, Operation};
 use rainkv::messages::kv::{GetArgs, KvError, KvReply, PutAppendArgs};
+use rainkv::messages::lifecycle::Stop;
 use rainkv::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
 use rainkv::messages::raft::{GetState, InstallSnapshotArgs};
+use rainkv::messages::rsm::{Read, Session, Submit, SubmitError};
 use rainkv::storage::{MemPersister, Persister};
 use rainkv::testkit::kv::OpLog;
 use rainkv::testkit::{run_test, Sim};
@@ -179,7 +178,7 @@ impl<S: StateMachine> Cluster<S> {
         self.sim.network().delete_server(&i.to_string());
         self.saved[i] = self.saved[i].copy();
         if let Some(node) = self.nodes[i].take() {
-            node.rsm.do_send(Shutdown);
+            node.rsm.do_send(Stop);
         }
     }
 
@@ -271,7 +270,7 @@ impl<S: StateMachine> Cluster<S> {
         session: Option<Session>,
         command: S::Command,
     ) -> Result<S::Output, SubmitError> {
-        match self.rsm(i).send(Submit { session, command }).await {
+        match self.rsm(i).send(Submit::new(session, command)).await {
             Ok(answer) => answer,
             Err(e) => panic!("replica {i} dropped a submit unanswered: {e}"),
         }
@@ -311,7 +310,7 @@ impl<S: StateMachine> Cluster<S> {
     fn cleanup(&mut self) {
         for i in 0..self.n {
             if let Some(node) = self.nodes[i].take() {
-                node.rsm.do_send(Shutdown);
+                node.rsm.do_send(Stop);
             }
         }
     }
@@ -487,12 +486,7 @@ async fn pending_at_cut_off_leader(sim: Sim, shut_down: bool) {
         .map(|k| {
             let rsm = cluster.rsm(leader);
             actix::spawn(async move {
-                let answer = rsm
-                    .send(Submit {
-                        session: None,
-                        command: 500 + k,
-                    })
-                    .await;
+                let answer = rsm.send(Submit::new(None, 500 + k)).await;
                 (answer, Instant::now())
             })
         })
@@ -691,10 +685,7 @@ async fn through_log(
     session: Session,
     command: rainkv::messages::kv::KvCommand,
 ) -> Result<String, KvError> {
-    let submit = Submit {
-        session: Some(session),
-        command,
-    };
+    let submit = Submit::new(Some(session), command);
     match rsm.send(submit).await {
         Ok(Ok(output)) => output,
         Ok(Err(SubmitError::WrongLeader)) | Err(_) => Err(KvError::WrongLeader),

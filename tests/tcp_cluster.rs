@@ -6,8 +6,9 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use rainkv::deploy::demo::{run_demo, DemoOptions, Verdict};
 use rainkv::deploy::local::{LocalCluster, LocalOptions};
-use rainkv::messages::admin::{NodeRole, StatusArgs};
+use rainkv::messages::admin::StatusArgs;
 use rainkv::messages::net::RpcError;
+use rainkv::messages::raft::Role;
 use tokio::time::{sleep, timeout, Instant};
 
 /// Every test ends within this, whatever goes wrong.
@@ -66,10 +67,7 @@ async fn basic_operations_and_status_over_tcp() {
             .iter()
             .map(|r| r.status.clone().expect("every node answers"))
             .collect();
-        let leaders = statuses
-            .iter()
-            .filter(|s| s.role == NodeRole::Leader)
-            .count();
+        let leaders = statuses.iter().filter(|s| s.role == Role::Leader).count();
         assert_eq!(leaders, 1, "{statuses:?}");
         for (i, s) in statuses.iter().enumerate() {
             assert_eq!(s.id, i);

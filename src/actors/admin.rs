@@ -44,7 +44,7 @@ impl Handler<Dispatch> for Admin {
                 .map_err(|_| RpcError::Unreachable)?;
             encode(&NodeStatus {
                 id,
-                role: state.role.into(),
+                role: state.role,
                 term: state.term,
                 commit_index: state.commit_index,
                 last_applied: state.last_applied,

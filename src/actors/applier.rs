@@ -1,6 +1,6 @@
 //! The applier: hands committed entries and snapshots from a Raft peer to its service.
 //!
-//! Handles [`ApplyBatch`] and [`StopApplier`] from the peer (never blocking it) and delivers [`ApplyMsg`]s one at a
+//! Handles [`ApplyBatch`] and [`Stop`] from the peer (never blocking it) and delivers [`ApplyMsg`]s one at a
 //! time to the service's `Recipient`, waiting for each to be handled before the next, so the
 //! service applies in index order, exactly once per index, at its own pace. When a snapshot
 //! arrives while commands are still queued, the commands it covers are dropped unseen. The
@@ -10,17 +10,8 @@ use std::collections::VecDeque;
 
 use actix::prelude::*;
 
-use crate::messages::apply::ApplyMsg;
-
-/// Entries and snapshots for the service, in the order Raft produced them.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct ApplyBatch(pub Vec<ApplyMsg>);
-
-/// Stops the applier: a killed peer's service gets nothing more.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct StopApplier;
+use crate::messages::apply::{ApplyBatch, ApplyMsg};
+use crate::messages::lifecycle::Stop;
 
 /// The applier actor of one Raft peer.
 pub struct Applier {
@@ -104,10 +95,10 @@ impl Handler<ApplyBatch> for Applier {
     }
 }
 
-impl Handler<StopApplier> for Applier {
+impl Handler<Stop> for Applier {
     type Result = ();
 
-    fn handle(&mut self, _: StopApplier, ctx: &mut Self::Context) {
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         ctx.stop();
     }
 }

@@ -15,15 +15,11 @@ use actix::prelude::*;
 use crate::actors::client_end::ClientEnd;
 use crate::messages::kv::*;
 use crate::messages::net::RpcError;
+use crate::messages::rsm::{ClientId, Seq};
 
 /// Pause after a full round of servers without success, so a clerk does not spin while the
 /// cluster elects a leader.
 const ROUND_PAUSE: Duration = Duration::from_millis(10);
-
-/// One operation for the clerk to carry out; answers the value (for Get) or "".
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "String")]
-pub struct ClerkOp(pub KvCommand);
 
 /// The clerk actor.
 pub struct ClerkActor {

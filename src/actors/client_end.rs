@@ -5,11 +5,18 @@
 //! know which transport is behind them.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::messages::net::*;
+
+/// Makes a fresh client end to a server given by name (6.5840's `make_end`), for calls to
+/// servers that are not known in advance: other replica groups.
+pub type EndMaker = Rc<dyn Fn(&str) -> Pin<Box<dyn Future<Output = Result<ClientEnd, NetError>>>>>;
 
 /// One named client end: the only way to call a server.
 #[derive(Clone)]

@@ -14,9 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::actors::client_end::ClientEnd;
 use crate::actors::raft::{RaftPeer, RestoreError};
-use crate::actors::rsm::{Rsm, RsmConfig, Shutdown, StateMachine, Submit, SubmitError};
+use crate::actors::rsm::{Rsm, RsmConfig, StateMachine};
 use crate::messages::kv::*;
+use crate::messages::lifecycle::Stop;
 use crate::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
+use crate::messages::rsm::{Submit, SubmitError};
 use crate::storage::Persister;
 
 /// The replicated key/value map.
@@ -76,10 +78,7 @@ impl Handler<Dispatch> for KvServer {
         let rsm = self.rsm.clone();
         Box::pin(async move {
             let (session, command) = request?;
-            let submit = Submit {
-                session: Some(session),
-                command,
-            };
+            let submit = Submit::new(Some(session), command);
             let result = match rsm.send(submit).await {
                 Ok(Ok(output)) => output,
                 Ok(Err(SubmitError::WrongLeader)) | Err(_) => Err(KvError::WrongLeader),
@@ -130,6 +129,6 @@ impl KvNode {
 
     /// Stops the whole server (a crash: nothing more is sent, pending requests fail).
     pub fn kill(&self) {
-        self.rsm.do_send(Shutdown);
+        self.rsm.do_send(Stop);
     }
 }

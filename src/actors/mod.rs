@@ -7,8 +7,8 @@
 //! - [`rsm`]: the replicated state machine layer every service on Raft shares.
 //! - [`kv_server`], [`clerk`]: the linearizable KV service and its client.
 //! - [`ctrler`]: the shard controller service and its clerk.
-//! - [`shardkv`], [`migrator`]: the sharded KV service, its clerk, and the actor that moves
-//!   shards between groups.
+//! - [`shardkv`]: the sharded KV service, its clerk, and the migrator that moves shards
+//!   between groups.
 //! - [`admin`]: a node's status service (role, term, commit and applied index).
 //! - [`tcp`]: the real transport (TCP links and listeners) behind the same client ends.
 
@@ -18,7 +18,6 @@ pub mod clerk;
 pub mod client_end;
 pub mod ctrler;
 pub mod kv_server;
-pub mod migrator;
 pub mod network;
 pub mod raft;
 pub mod rsm;

@@ -11,8 +11,8 @@
 //! [`Read`] runs a read-only function on the replica's applied state, for services whose
 //! background work must look at it (the shard migrator); client reads still go through the log.
 //!
-//! Handles: [`Submit`], [`Read`], [`ApplyMsg`] (from the peer's applier), [`Shutdown`].
-//! Sends: [`Start`], [`GetState`], [`Snapshot`] and [`Kill`] to its Raft peer.
+//! Handles: [`Submit`], [`Read`], [`ApplyMsg`] (from the peer's applier), [`Stop`].
+//! Sends: [`Start`], [`GetState`], [`Snapshot`] and [`Stop`] to its Raft peer.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -27,8 +27,9 @@ use tokio::time::Instant;
 use crate::actors::client_end::ClientEnd;
 use crate::actors::raft::{RaftPeer, RestoreError};
 use crate::messages::apply::ApplyMsg;
-use crate::messages::kv::{ClientId, Seq};
-use crate::messages::raft::{GetState, Kill, Snapshot, Start};
+use crate::messages::lifecycle::Stop;
+use crate::messages::raft::{GetState, Snapshot, Start};
+use crate::messages::rsm::{ClientId, Read, Seq, Session, Submit, SubmitError};
 use crate::storage::Persister;
 
 /// A pending request is answered `WrongLeader` if not applied within this long, so a leader
@@ -48,51 +49,6 @@ pub trait StateMachine: Default + Serialize + DeserializeOwned + Unpin + 'static
     /// commands in the same order and must reach the same state.
     fn apply(&mut self, command: Self::Command) -> Self::Output;
 }
-
-/// Why a submitted command has no output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubmitError {
-    /// This replica cannot commit the command now: ask another.
-    WrongLeader,
-}
-
-/// A client's identity and request number, for at-most-once execution.
-pub type Session = (ClientId, Seq);
-
-/// Submits a command; the answer comes once it is applied.
-#[derive(Message)]
-#[rtype(result = "Result<S::Output, SubmitError>")]
-pub struct Submit<S: StateMachine> {
-    /// Who sent it, for duplicate suppression (`None`: no suppression).
-    pub session: Option<Session>,
-    /// The command.
-    pub command: S::Command,
-}
-
-/// A read-only function of a service's state and the index applied so far.
-pub type ReadFn<S, R> = Box<dyn FnOnce(&S, u64) -> R + Send>;
-
-/// Runs a read-only function on this replica's state as last applied and answers its result.
-/// It does not go through the log, so that state may lag the leader's: use it for decisions the
-/// log re-checks (the shard migrator) and to compare replicas in tests, never to answer a client
-/// read.
-pub struct Read<S, R>(pub ReadFn<S, R>);
-
-impl<S, R> Read<S, R> {
-    /// Wraps `f`, which receives the state and the last applied index.
-    pub fn new(f: impl FnOnce(&S, u64) -> R + Send + 'static) -> Self {
-        Read(Box::new(f))
-    }
-}
-
-impl<S: StateMachine, R: Send + 'static> Message for Read<S, R> {
-    type Result = R;
-}
-
-/// Stops the replica: kills its Raft peer; pending requests are answered `WrongLeader`.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Shutdown;
 
 /// One entry of the log as the RSM writes it; `command: None` is a leader's no-op.
 #[derive(Serialize, Deserialize)]
@@ -338,17 +294,21 @@ impl<S: StateMachine> Actor for Rsm<S> {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.raft.do_send(Kill);
+        self.raft.do_send(Stop);
         self.fail_pending(|_, _| true);
     }
 }
 
-impl<S: StateMachine> Handler<Submit<S>> for Rsm<S> {
+impl<S: StateMachine> Handler<Submit<S::Command, S::Output>> for Rsm<S> {
     // The answer is awaited outside the actor's context: futures on the context are dropped
     // when the actor stops, and a submitter must still get `WrongLeader` then.
     type Result = ResponseFuture<Result<S::Output, SubmitError>>;
 
-    fn handle(&mut self, msg: Submit<S>, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(
+        &mut self,
+        msg: Submit<S::Command, S::Output>,
+        ctx: &mut Self::Context,
+    ) -> Self::Result {
         if let Some((client, seq)) = msg.session {
             if let Some((last, output)) = self.sessions.get(&client) {
                 if *last == seq {
@@ -431,10 +391,10 @@ impl<S: StateMachine> Handler<ApplyMsg> for Rsm<S> {
     }
 }
 
-impl<S: StateMachine> Handler<Shutdown> for Rsm<S> {
+impl<S: StateMachine> Handler<Stop> for Rsm<S> {
     type Result = ();
 
-    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         ctx.stop();
     }
 }

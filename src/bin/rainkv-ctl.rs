@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use rainkv::deploy::client::ClusterClient;
 use rainkv::deploy::config::ClusterConfig;
-use rainkv::messages::admin::NodeRole;
+use rainkv::messages::raft::Role;
 
 #[derive(Parser)]
 #[command(
@@ -161,7 +161,7 @@ async fn status(
         match &report.status {
             Ok(s) => {
                 answered += 1;
-                leaders += usize::from(s.role == NodeRole::Leader);
+                leaders += usize::from(s.role == Role::Leader);
                 println!(
                     "{:<5} {:<22} {:<10} {:>6} {:>10} {:>10}",
                     report.node.id, address, s.role, s.term, s.commit_index, s.last_applied

@@ -12,8 +12,9 @@ use super::config::{ClusterConfig, NodeAddrs};
 use crate::actors::clerk::Clerk;
 use crate::actors::client_end::ClientEnd;
 use crate::actors::tcp::{client_end, CloseLink, GetLinkStatus, Link};
-use crate::messages::admin::{NodeRole, NodeStatus, StatusArgs};
+use crate::messages::admin::{NodeStatus, StatusArgs};
 use crate::messages::net::RpcError;
+use crate::messages::raft::Role;
 
 /// How long one status poll of [`ClusterClient::wait_for_leader`] waits for each node.
 const STATUS_POLL_TIMEOUT: Duration = Duration::from_millis(500);
@@ -96,7 +97,7 @@ impl ClusterClient {
             let leader = reports
                 .into_iter()
                 .filter_map(|r| r.status.ok())
-                .filter(|s| s.role == NodeRole::Leader)
+                .filter(|s| s.role == Role::Leader)
                 .max_by_key(|s| s.term);
             if leader.is_some() {
                 return leader;

@@ -15,8 +15,8 @@ use super::client::ClusterClient;
 use super::config::{ClusterConfig, NodeAddrs, TransportOverrides, DEFAULT_MAX_RAFT_STATE};
 use super::node::{NodeError, NodeSockets, TcpNode};
 use super::store::{open_store, NodeStore};
-use crate::messages::admin::NodeRole;
 use crate::messages::raft::GetState;
+use crate::messages::raft::Role;
 
 /// How to build a local cluster.
 #[derive(Debug, Clone)]
@@ -216,9 +216,7 @@ impl LocalCluster {
         for i in 0..self.len() {
             let Some(node) = self.node(i) else { continue };
             if let Ok(state) = node.kv().raft.send(GetState).await {
-                if NodeRole::from(state.role) == NodeRole::Leader
-                    && best.is_none_or(|(term, _)| state.term > term)
-                {
+                if state.role == Role::Leader && best.is_none_or(|(term, _)| state.term > term) {
                     best = Some((state.term, i));
                 }
             }

@@ -3,44 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::raft::Role;
 use crate::messages::net::Rpc;
+use crate::messages::raft::Role;
 
 /// `Admin.Status`: how is this node doing?
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusArgs;
-
-/// A node's role, as reported on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum NodeRole {
-    /// Follows a leader (or waits for one).
-    Follower,
-    /// Campaigns for votes.
-    Candidate,
-    /// Leads its term.
-    Leader,
-}
-
-impl From<Role> for NodeRole {
-    fn from(role: Role) -> Self {
-        match role {
-            Role::Follower => NodeRole::Follower,
-            Role::Candidate => NodeRole::Candidate,
-            Role::Leader => NodeRole::Leader,
-        }
-    }
-}
-
-impl std::fmt::Display for NodeRole {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = match self {
-            NodeRole::Follower => "follower",
-            NodeRole::Candidate => "candidate",
-            NodeRole::Leader => "leader",
-        };
-        f.pad(name)
-    }
-}
 
 /// The answer to `Admin.Status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +16,7 @@ pub struct NodeStatus {
     /// The node's id (its index among the peers).
     pub id: usize,
     /// Its Raft role.
-    pub role: NodeRole,
+    pub role: Role,
     /// Its current term.
     pub term: u64,
     /// Highest log index it knows committed.

@@ -29,6 +29,12 @@ pub enum ApplyMsg {
     },
 }
 
+/// Committed entries and snapshots from a Raft peer to its applier, in the order Raft produced
+/// them.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ApplyBatch(pub Vec<ApplyMsg>);
+
 impl ApplyMsg {
     /// The log index this message brings the service to.
     pub fn index(&self) -> u64 {

@@ -25,10 +25,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::messages::kv::{ClientId, Seq};
 use crate::messages::net::Rpc;
+use crate::messages::rsm::{ClientId, Seq};
 
 /// Number of shards the key space is split into (6.5840's `NShards`).
 pub const NSHARDS: usize = 10;
@@ -145,6 +146,11 @@ impl std::error::Error for CtrlerError {}
 
 /// The whole answer to a controller RPC.
 pub type CtrlerResult = Result<CtrlerReply, CtrlerError>;
+
+/// One controller operation for a controller clerk actor to carry out.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "CtrlerResult")]
+pub struct CtrlerCall(pub CtrlerOp);
 
 /// `ShardCtrler.Join`: add groups.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

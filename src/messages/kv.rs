@@ -4,14 +4,11 @@
 //! Every request carries the clerk's [`ClientId`] and a per-clerk [`Seq`], so a retried request
 //! is executed at most once.
 
+use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::messages::net::Rpc;
-
-/// Identifies a clerk; drawn from the harness's seeded generator (or at random in production).
-pub type ClientId = u64;
-/// A clerk's request number: each new operation takes the next one; retries reuse it.
-pub type Seq = u64;
+use crate::messages::rsm::{ClientId, Seq};
 
 /// What a KV operation does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +56,11 @@ pub enum KvError {
     /// The key's shard is not served by this group under its current configuration.
     WrongGroup,
 }
+
+/// One operation for a clerk actor to carry out; answers the value (for Get) or "".
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "String")]
+pub struct ClerkOp(pub KvCommand);
 
 /// `KVServer.Get`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

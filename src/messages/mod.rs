@@ -2,8 +2,10 @@
 //!
 //! - [`net`]: the simulated network's envelope ([`net::Dispatch`]), its control messages and the
 //!   [`net::Rpc`] trait that ties a request type to its reply type.
-//! - [`raft`]: Raft's RPCs and a peer's local API (`Start`, `GetState`, `Snapshot`, `Kill`).
+//! - [`raft`]: Raft's RPCs and a peer's local API (`Start`, `GetState`, `Snapshot`).
 //! - [`apply`]: what Raft hands to its service ([`apply::ApplyMsg`]).
+//! - [`rsm`]: a service's commands to its replicated state machine ([`rsm::Submit`],
+//!   [`rsm::Read`]) and the client sessions that make them execute at most once.
 //! - [`kv`]: clerk ↔ KV server RPCs and the KV commands.
 //! - [`ctrler`]: the shard controller's configs, operations and RPCs.
 //! - [`shard`]: sharded KV RPCs: clerk ↔ group, and shard migration between groups.
@@ -17,4 +19,5 @@ pub mod kv;
 pub mod lifecycle;
 pub mod net;
 pub mod raft;
+pub mod rsm;
 pub mod shard;

@@ -128,6 +128,18 @@ pub struct Call {
     pub reply_to: oneshot::Sender<Result<Vec<u8>, RpcError>>,
 }
 
+/// Identifies a call for its whole life in the simulated network.
+pub(crate) type CallId = u64;
+
+/// A service's handler finished a call (sent to the simulated network by the task that awaited
+/// it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct HandlerDone {
+    pub call: CallId,
+    pub result: Result<Result<Vec<u8>, RpcError>, MailboxError>,
+}
+
 /// Creates a client end, disabled and unconnected. A duplicate name is an error.
 #[derive(Message)]
 #[rtype(result = "Result<(), NetError>")]

@@ -206,7 +206,7 @@ impl Rpc for InstallSnapshotArgs {
     type Reply = InstallSnapshotReply;
 }
 
-// The local API of a peer (6.5840's `Start`, `GetState`, `Snapshot`, `Kill`).
+// The local API of a peer (6.5840's `Start`, `GetState`, `Snapshot`; `Kill` is [`crate::messages::lifecycle::Stop`]).
 
 /// Asks the peer to append a command: answered at once, without waiting for agreement.
 #[derive(Message, Debug, Clone)]
@@ -237,7 +237,7 @@ pub struct RaftState {
     /// Whether it believes it is the leader.
     pub is_leader: bool,
     /// Its role in the current term (follower, candidate or leader).
-    pub role: crate::actors::raft::Role,
+    pub role: Role,
     /// Highest index known committed.
     pub commit_index: u64,
     /// Highest index handed to the applier.
@@ -255,7 +255,33 @@ pub struct Snapshot {
     pub data: Vec<u8>,
 }
 
-/// Stops the peer for good (a crash: queued messages and timers are dropped).
-#[derive(Message, Debug, Clone, Copy)]
+/// The role a peer plays in its current term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Campaigns for votes.
+    Candidate,
+    /// Leads its term.
+    Leader,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        };
+        f.pad(name)
+    }
+}
+
+/// The reply to one of a peer's own calls, sent back to the peer by the task that made it.
+#[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct Kill;
+pub(crate) enum PeerReply {
+    Vote(usize, RequestVoteReply),
+    Append(usize, AppendEntriesReply),
+    Snapshot(usize, InstallSnapshotReply),
+}

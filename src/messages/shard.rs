@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::messages::kv::{ClientId, KvCommand, KvReply, Seq};
+use crate::messages::kv::{KvCommand, KvReply};
 use crate::messages::net::Rpc;
+use crate::messages::rsm::{ClientId, Seq};
 
 /// `ShardKV.Get`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,8 +23,9 @@ use tokio::time::{sleep, Instant};
 use super::{check_time_limit, rand_string, Sim};
 use crate::actors::raft::RaftPeer;
 use crate::messages::apply::ApplyMsg;
+use crate::messages::lifecycle::Stop;
 use crate::messages::net::Server;
-use crate::messages::raft::{GetState, Kill, RaftState, Snapshot, Start, StartResult};
+use crate::messages::raft::{GetState, RaftState, Snapshot, Start, StartResult};
 use crate::storage::{MemPersister, Persister};
 
 /// 6.5840's `RaftElectionTimeout`: elections are allowed a second.
@@ -139,24 +140,11 @@ struct TesterApplier {
     me: usize,
     applied: Rc<RefCell<Applied>>,
     snapshots: bool,
-    peer: Option<Addr<RaftPeer>>,
+    peer: Addr<RaftPeer>,
 }
 
 impl Actor for TesterApplier {
     type Context = Context<Self>;
-}
-
-/// Tells the applier which peer to send snapshots to.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct SetPeer(Addr<RaftPeer>);
-
-impl Handler<SetPeer> for TesterApplier {
-    type Result = ();
-
-    fn handle(&mut self, msg: SetPeer, _: &mut Self::Context) {
-        self.peer = Some(msg.0);
-    }
 }
 
 impl Handler<ApplyMsg> for TesterApplier {
@@ -188,9 +176,7 @@ impl Handler<ApplyMsg> for TesterApplier {
                 applied.last_applied[i] = index;
                 if self.snapshots && (index + 1) % SNAPSHOT_INTERVAL == 0 {
                     let data = applied.encode_snapshot(i, index);
-                    if let Some(peer) = &self.peer {
-                        peer.do_send(Snapshot { index, data });
-                    }
+                    self.peer.do_send(Snapshot { index, data });
                 }
             }
         }
@@ -306,7 +292,7 @@ impl RaftConfig {
             state.saved[i] = Some(copy);
         }
         if let Some(raft) = state.rafts[i].take() {
-            raft.do_send(Kill);
+            raft.do_send(Stop);
         }
     }
 
@@ -341,23 +327,24 @@ impl RaftConfig {
             }
         }
 
-        let applier = TesterApplier {
-            me: i,
-            applied: self.applied.clone(),
-            snapshots: self.snapshots,
-            peer: None,
-        }
-        .start();
+        // The applier's address exists before it runs, so the peer and the applier can each
+        // be given the other.
+        let applier = Context::<TesterApplier>::new();
         let seed = self.sim.derive(&format!("raft-peer-{i}-{incarnation}"));
         let raft = RaftPeer::start(
             ends,
             i,
             Box::new(persister),
-            applier.clone().recipient(),
+            applier.address().recipient(),
             seed,
         )
         .unwrap_or_else(|e| panic!("start1({i}): cannot restore Raft state: {e}"));
-        applier.do_send(SetPeer(raft.clone()));
+        applier.run(TesterApplier {
+            me: i,
+            applied: self.applied.clone(),
+            snapshots: self.snapshots,
+            peer: raft.clone(),
+        });
         net.add_server(
             &i.to_string(),
             Server::new().with_service("Raft", raft.clone().recipient()),
@@ -603,7 +590,7 @@ impl RaftConfig {
         state.finished = true;
         for raft in state.rafts.iter_mut() {
             if let Some(raft) = raft.take() {
-                raft.do_send(Kill);
+                raft.do_send(Stop);
             }
         }
         drop(state);

@@ -22,10 +22,11 @@ use super::ctrler::CtrlerConfig;
 use super::kv::{OpLog, OpRecorder};
 use super::{check_time_limit, rand_string, Sim};
 use crate::actors::clerk::Clerk;
+use crate::actors::client_end::EndMaker;
 use crate::actors::ctrler::clerk::CtrlerClerk;
 use crate::actors::network::NetworkHandle;
 use crate::actors::shardkv::clerk;
-use crate::actors::shardkv::{EndMaker, ShardKvNode, ShardKvSetup};
+use crate::actors::shardkv::{ShardKvNode, ShardKvSetup};
 use crate::messages::ctrler::{Config, Gid};
 use crate::storage::{MemPersister, Persister};
 

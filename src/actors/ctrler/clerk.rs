@@ -15,16 +15,11 @@ use actix::prelude::*;
 
 use crate::actors::client_end::ClientEnd;
 use crate::messages::ctrler::*;
-use crate::messages::kv::{ClientId, Seq};
 use crate::messages::net::RpcError;
+use crate::messages::rsm::{ClientId, Seq};
 
 /// Pause after a full round of servers without an answer (the KV clerk's).
 const ROUND_PAUSE: Duration = Duration::from_millis(10);
-
-/// One controller operation for the clerk to carry out.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "CtrlerResult")]
-pub struct CtrlerCall(pub CtrlerOp);
 
 /// The controller clerk actor.
 pub struct CtrlerClerkActor {

@@ -19,9 +19,11 @@ use actix::prelude::*;
 pub use self::config_ops::ConfigHistory;
 use crate::actors::client_end::ClientEnd;
 use crate::actors::raft::{RaftPeer, RestoreError};
-use crate::actors::rsm::{Rsm, RsmConfig, Session, Shutdown, Submit, SubmitError};
+use crate::actors::rsm::{Rsm, RsmConfig};
 use crate::messages::ctrler::*;
+use crate::messages::lifecycle::Stop;
 use crate::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
+use crate::messages::rsm::{Session, Submit, SubmitError};
 use crate::storage::Persister;
 
 /// The network-facing controller service of one server.
@@ -66,7 +68,7 @@ impl Handler<Dispatch> for ShardCtrler {
         let rsm = self.rsm.clone();
         Box::pin(async move {
             let (session, command) = request?;
-            let result: CtrlerResult = match rsm.send(Submit { session, command }).await {
+            let result: CtrlerResult = match rsm.send(Submit::new(session, command)).await {
                 Ok(Ok(output)) => output.map(CtrlerReply::from),
                 Ok(Err(SubmitError::WrongLeader)) | Err(_) => Err(CtrlerError::WrongLeader),
             };
@@ -115,6 +117,6 @@ impl CtrlerNode {
 
     /// Stops the whole server (a crash: nothing more is sent, pending requests fail).
     pub fn kill(&self) {
-        self.rsm.do_send(Shutdown);
+        self.rsm.do_send(Stop);
     }
 }

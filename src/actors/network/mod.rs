@@ -48,9 +48,6 @@ const LOSS_PER_MILLE: u32 = 100;
 
 type Outcome = Result<Vec<u8>, RpcError>;
 
-/// Identifies a call for its whole life in the network.
-type CallId = u64;
-
 struct EndState {
     enabled: bool,
     server: Option<ServerName>,
@@ -92,14 +89,6 @@ enum Event {
     Dispatch(CallId),
     Fail(CallId),
     Reply(CallId),
-}
-
-/// A handler finished (sent by the task that awaited it).
-#[derive(Message)]
-#[rtype(result = "()")]
-struct HandlerDone {
-    call: CallId,
-    result: Result<Outcome, MailboxError>,
 }
 
 /// The simulated network actor. Create it with [`Network::new`] and drive it through a

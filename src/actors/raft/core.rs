@@ -24,7 +24,7 @@ use super::progress::{Progress, ProgressState};
 use crate::messages::apply::ApplyMsg;
 use crate::messages::raft::{
     AppendEntriesArgs, AppendEntriesReply, InstallSnapshotArgs, InstallSnapshotReply, LogEntry,
-    RequestVoteArgs, RequestVoteReply,
+    RequestVoteArgs, RequestVoteReply, Role,
 };
 use crate::storage::{NewSnapshot, SavedState, StateUpdate};
 
@@ -114,17 +114,6 @@ impl Ready {
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty() && self.persist.is_none() && self.apply.is_empty()
     }
-}
-
-/// The role a peer plays in its current term.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Follows a leader (or waits for one).
-    Follower,
-    /// Campaigns for votes.
-    Candidate,
-    /// Leads its term.
-    Leader,
 }
 
 /// Why [`RaftCore::restore`] refused persisted state.

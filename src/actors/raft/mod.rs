@@ -13,5 +13,5 @@ mod progress;
 #[cfg(test)]
 mod sim;
 
-pub use self::core::{Config, Message, RaftCore, Ready, RestoreError, Role};
+pub use self::core::{Config, Message, RaftCore, Ready, RestoreError};
 pub use self::peer::{RaftPeer, TICK};

@@ -8,7 +8,7 @@
 //! entries to the [`Applier`]. No reply leaves before the state it depends on is saved.
 //!
 //! Handles: [`Dispatch`] (`Raft.RequestVote`, `Raft.AppendEntries`, `Raft.InstallSnapshot`),
-//! [`Start`], [`GetState`], [`Snapshot`], [`Kill`], and replies from its own outgoing calls.
+//! [`Start`], [`GetState`], [`Snapshot`], [`Stop`], and [`PeerReply`] (replies to its own calls).
 //! Sends: Raft RPCs through its [`ClientEnd`]s, [`ApplyBatch`] to its applier.
 
 use std::time::Duration;
@@ -17,24 +17,16 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::{Config, Message, RaftCore, Ready, RestoreError};
-use crate::actors::applier::{Applier, ApplyBatch, StopApplier};
+use crate::actors::applier::Applier;
 use crate::actors::client_end::ClientEnd;
-use crate::messages::apply::ApplyMsg;
+use crate::messages::apply::{ApplyBatch, ApplyMsg};
+use crate::messages::lifecycle::Stop;
 use crate::messages::net::{encode, Dispatch, Rpc, RpcError};
 use crate::messages::raft::*;
 use crate::storage::Persister;
 
 /// Wall (or virtual) time of one core tick.
 pub const TICK: Duration = Duration::from_millis(10);
-
-/// A reply to one of this peer's own calls.
-#[derive(Message)]
-#[rtype(result = "()")]
-enum PeerReply {
-    Vote(usize, RequestVoteReply),
-    Append(usize, AppendEntriesReply),
-    Snapshot(usize, InstallSnapshotReply),
-}
 
 /// One Raft peer. Build it with [`RaftPeer::start`].
 pub struct RaftPeer {
@@ -186,7 +178,7 @@ impl Actor for RaftPeer {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.applier.do_send(StopApplier);
+        self.applier.do_send(Stop);
         log::debug!("peer {} stopped in term {}", self.me(), self.core.term());
     }
 }
@@ -263,10 +255,10 @@ impl Handler<Snapshot> for RaftPeer {
     }
 }
 
-impl Handler<Kill> for RaftPeer {
+impl Handler<Stop> for RaftPeer {
     type Result = ();
 
-    fn handle(&mut self, _: Kill, ctx: &mut Self::Context) {
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         ctx.stop();
     }
 }

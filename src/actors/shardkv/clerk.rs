@@ -19,13 +19,13 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::time::Instant;
 
-use super::EndMaker;
-use crate::actors::clerk::{Clerk, ClerkOp};
-use crate::actors::client_end::ClientEnd;
+use crate::actors::clerk::Clerk;
+use crate::actors::client_end::{ClientEnd, EndMaker};
 use crate::actors::ctrler::clerk::CtrlerClerk;
 use crate::messages::ctrler::{key2shard, Config, Gid};
 use crate::messages::kv::*;
 use crate::messages::net::RpcError;
+use crate::messages::rsm::{ClientId, Seq};
 use crate::messages::shard::{ShardGetArgs, ShardPutAppendArgs};
 
 /// Wait before asking the controller for a newer config (6.5840's clerk: 100 ms); also how

@@ -27,9 +27,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::actors::rsm::{Session, StateMachine};
+use crate::actors::rsm::StateMachine;
 use crate::messages::ctrler::{key2shard, Config, Gid, NSHARDS};
 use crate::messages::kv::{KvCommand, KvError};
+use crate::messages::rsm::Session;
 use crate::messages::shard::{MigrationError, ShardData};
 
 /// Where one shard stands in this group (see the module docs).

@@ -31,7 +31,7 @@
 //! All the migrator's calls run as futures in its own context: stopping it (a crash) drops
 //! them, and it sends nothing more.
 //!
-//! Handles: [`StopMigrator`]. Sends: [`GetState`] to its Raft peer; [`Read`] and [`Submit`] to
+//! Handles: [`Stop`]. Sends: [`GetState`] to its Raft peer; [`Read`] and [`Submit`] to
 //! its [`Rsm`]; `ShardCtrler.Query`, `ShardKV.PullShards`, `ShardKV.DeleteShards`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,25 +40,21 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::actors::client_end::ClientEnd;
+use super::store::{ShardCommand, ShardOutput, ShardStore, Transfer, Work};
+use crate::actors::client_end::{ClientEnd, EndMaker};
 use crate::actors::ctrler::clerk::one_round;
 use crate::actors::raft::RaftPeer;
-use crate::actors::rsm::{Read, Rsm, Submit};
-use crate::actors::shardkv::store::{ShardCommand, ShardOutput, ShardStore, Transfer, Work};
-use crate::actors::shardkv::EndMaker;
+use crate::actors::rsm::Rsm;
 use crate::messages::ctrler::{CtrlerOp, CtrlerReply, Gid};
+use crate::messages::lifecycle::Stop;
 use crate::messages::net::Rpc;
 use crate::messages::raft::GetState;
+use crate::messages::rsm::{Read, Submit};
 use crate::messages::shard::{DeleteShardsArgs, PullShardsArgs};
 
 /// How often the migrator looks at the group's work and the controller (6.5840: about
 /// every 100 ms).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Stops the migrator and everything it has in flight.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct StopMigrator;
 
 /// One piece of work in flight; at most one of each runs at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -120,10 +116,7 @@ impl GroupEnds {
 
 /// Submits a reconfiguration command; true once it is applied.
 async fn submit(rsm: &Addr<Rsm<ShardStore>>, command: ShardCommand) -> bool {
-    let submitted = rsm.send(Submit {
-        session: None,
-        command,
-    });
+    let submitted = rsm.send(Submit::new(None, command));
     matches!(submitted.await, Ok(Ok(ShardOutput::Done)))
 }
 
@@ -336,10 +329,10 @@ impl Actor for Migrator {
     }
 }
 
-impl Handler<StopMigrator> for Migrator {
+impl Handler<Stop> for Migrator {
     type Result = ();
 
-    fn handle(&mut self, _: StopMigrator, ctx: &mut Self::Context) {
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         ctx.stop();
     }
 }

@@ -1,0 +1,87 @@
+//! The network face of one sharded KV group member: the "ShardKV" service.
+//!
+//! Client operations (`ShardKV.Get`, `ShardKV.PutAppend`) go through the group's log without
+//! an RSM session: the store keeps one duplicate table per shard, which travels with the
+//! shard. From other groups' migrators, `ShardKV.PullShards` is answered from the applied
+//! state with [`Read`] (a frozen copy never changes), and `ShardKV.DeleteShards` goes through
+//! the log.
+//!
+//! Handles: [`Dispatch`]. Sends: [`Submit`] and [`Read`] to its [`Rsm`].
+
+use actix::prelude::*;
+
+use super::store::{ShardCommand, ShardOutput, ShardStore};
+use crate::actors::rsm::Rsm;
+use crate::messages::kv::{KvCommand, KvError, KvReply};
+use crate::messages::net::{encode, Dispatch, Rpc, RpcError};
+use crate::messages::rsm::{Read, Session, Submit};
+use crate::messages::shard::*;
+
+/// The network face of one group member.
+pub struct ShardKv {
+    pub(super) rsm: Addr<Rsm<ShardStore>>,
+}
+
+impl Actor for ShardKv {
+    type Context = Context<Self>;
+}
+
+/// Runs a client operation through the log.
+async fn client(
+    rsm: &Addr<Rsm<ShardStore>>,
+    command: KvCommand,
+    session: Option<Session>,
+) -> Result<String, KvError> {
+    let command = ShardCommand::Client { command, session };
+    match rsm.send(Submit::new(None, command)).await {
+        Ok(Ok(ShardOutput::Kv(result))) => result,
+        _ => Err(KvError::WrongLeader),
+    }
+}
+
+async fn serve(rsm: Addr<Rsm<ShardStore>>, msg: Dispatch) -> Result<Vec<u8>, RpcError> {
+    match msg.method {
+        ShardGetArgs::METHOD => {
+            let key = msg.decode::<ShardGetArgs>()?.key;
+            let result = client(&rsm, KvCommand::Get { key }, None).await;
+            encode(&KvReply { result })
+        }
+        ShardPutAppendArgs::METHOD => {
+            let args = msg.decode::<ShardPutAppendArgs>()?;
+            let session = Some((args.client_id, args.seq));
+            let result = client(&rsm, args.command(), session).await;
+            encode(&KvReply { result })
+        }
+        PullShardsArgs::METHOD => {
+            let args = msg.decode::<PullShardsArgs>()?;
+            let read = Read::new(move |s: &ShardStore, _| s.frozen(args.num, &args.shards));
+            let result = rsm
+                .send(read)
+                .await
+                .unwrap_or(Err(MigrationError::WrongLeader));
+            encode(&PullShardsReply { result })
+        }
+        DeleteShardsArgs::METHOD => {
+            let args = msg.decode::<DeleteShardsArgs>()?;
+            let command = ShardCommand::Delete {
+                num: args.num,
+                shards: args.shards,
+            };
+            let result = match rsm.send(Submit::new(None, command)).await {
+                Ok(Ok(ShardOutput::Done)) => Ok(()),
+                Ok(Ok(ShardOutput::NotReady)) => Err(MigrationError::NotReady),
+                _ => Err(MigrationError::WrongLeader),
+            };
+            encode(&DeleteShardsReply { result })
+        }
+        other => Err(RpcError::UnknownMethod(other.to_string())),
+    }
+}
+
+impl Handler<Dispatch> for ShardKv {
+    type Result = ResponseFuture<Result<Vec<u8>, RpcError>>;
+
+    fn handle(&mut self, msg: Dispatch, _: &mut Self::Context) -> Self::Result {
+        Box::pin(serve(self.rsm.clone(), msg))
+    }
+}

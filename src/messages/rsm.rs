@@ -1,0 +1,64 @@
+//! The replicated state machine protocol: how a service's network face hands a command to its
+//! replica ([`Submit`]) and looks at the replica's applied state ([`Read`]).
+//!
+//! A command that carries a [`Session`] (the client's id and its request number) is executed
+//! at most once: a retry gets the output of the first execution.
+
+use std::marker::PhantomData;
+
+use actix::prelude::*;
+
+/// Identifies a client; drawn from the harness's seeded generator (or at random in production).
+pub type ClientId = u64;
+/// A client's request number: each new operation takes the next one; retries reuse it.
+pub type Seq = u64;
+/// A client's identity and request number, for at-most-once execution.
+pub type Session = (ClientId, Seq);
+
+/// Why a submitted command has no output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitError {
+    /// This replica cannot commit the command now: ask another.
+    WrongLeader,
+}
+
+/// Puts `command` in the log; answered with its output once it is applied at the index and
+/// term Raft gave it, or with [`SubmitError`] when that cannot happen.
+#[derive(Message)]
+#[rtype(result = "Result<O, SubmitError>")]
+pub struct Submit<C: 'static, O: 'static> {
+    /// Who sent it, for duplicate suppression (`None`: no suppression).
+    pub session: Option<Session>,
+    /// The command.
+    pub command: C,
+    output: PhantomData<fn() -> O>,
+}
+
+impl<C, O> Submit<C, O> {
+    /// Submits `command`, executed at most once per `session` if one is given.
+    pub fn new(session: Option<Session>, command: C) -> Self {
+        Submit {
+            session,
+            command,
+            output: PhantomData,
+        }
+    }
+}
+
+/// A read-only function of a service's state and the index applied so far.
+pub type ReadFn<S, R> = Box<dyn FnOnce(&S, u64) -> R + Send>;
+
+/// Runs a read-only function on a replica's state as last applied and answers its result.
+/// It does not go through the log, so that state may lag the leader's: use it for decisions
+/// the log re-checks (the shard migrator) and to compare replicas in tests, never to answer a
+/// client read.
+#[derive(Message)]
+#[rtype(result = "R")]
+pub struct Read<S: 'static, R: 'static>(pub ReadFn<S, R>);
+
+impl<S, R> Read<S, R> {
+    /// Wraps `f`, which receives the state and the last applied index.
+    pub fn new(f: impl FnOnce(&S, u64) -> R + Send + 'static) -> Self {
+        Read(Box::new(f))
+    }
+}
