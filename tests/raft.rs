@@ -162,8 +162,7 @@ fn follower_failure_3b() {
         let r = cfg
             .start(leader2, &Cmd::Int(104))
             .await
-            .expect("leader2 runs");
-        assert!(r.is_leader, "leader rejected Start()");
+            .expect("leader rejected Start()");
         assert_eq!(r.index, 4, "expected index 4, got {}", r.index);
         sleep(2 * RAFT_ELECTION_TIMEOUT).await;
         // Check that the command did not commit.
@@ -248,8 +247,10 @@ fn fail_no_agree_3b() {
         cfg.disconnect((leader + 1) % servers);
         cfg.disconnect((leader + 2) % servers);
         cfg.disconnect((leader + 3) % servers);
-        let r = cfg.start(leader, &Cmd::Int(20)).await.expect("leader runs");
-        assert!(r.is_leader, "leader rejected Start()");
+        let r = cfg
+            .start(leader, &Cmd::Int(20))
+            .await
+            .expect("leader rejected Start()");
         assert_eq!(r.index, 2, "expected index 2, got {}", r.index);
         sleep(2 * RAFT_ELECTION_TIMEOUT).await;
         let (n, _) = cfg.n_committed(r.index);
@@ -264,8 +265,7 @@ fn fail_no_agree_3b() {
         let r2 = cfg
             .start(leader2, &Cmd::Int(30))
             .await
-            .expect("leader2 runs");
-        assert!(r2.is_leader, "leader2 rejected Start()");
+            .expect("leader2 rejected Start()");
         assert!((2..=3).contains(&r2.index), "unexpected index {}", r2.index);
         cfg.one(1000, servers, true).await;
         cfg.end().await;
@@ -287,18 +287,15 @@ fn concurrent_starts_3b() {
             }
             let leader = cfg.check_one_leader().await;
             let Some(r) = cfg.start(leader, &Cmd::Int(1)).await else {
-                continue;
-            };
-            if !r.is_leader {
                 // Leader moved on really quickly.
                 continue;
-            }
+            };
             let term = r.term;
             let starts = (0..5i64).map(|ii| {
                 let cfg = cfg.clone();
                 actix::spawn(async move {
                     match cfg.start(leader, &Cmd::Int(100 + ii)).await {
-                        Some(r) if r.is_leader && r.term == term => Some(r.index),
+                        Some(r) if r.term == term => Some(r.index),
                         _ => None,
                     }
                 })
@@ -467,20 +464,20 @@ fn count_3b() {
             let total1 = rpcs().await;
             let iters = 10u64;
             let Some(r) = cfg.start(leader, &Cmd::Int(1)).await else {
-                continue;
-            };
-            if !r.is_leader {
                 // Leader moved on really quickly.
                 continue;
-            }
+            };
             let (starti, term) = (r.index, r.term);
             let mut cmds = Vec::new();
             for i in 1..iters + 2 {
                 let x = cfg.rand_cmd();
                 cmds.push(x.clone());
-                let r1 = cfg.start(leader, &x).await.expect("leader runs");
-                if r1.term != term || !r1.is_leader {
-                    // Term changed while starting: no longer the leader.
+                let Some(r1) = cfg.start(leader, &x).await else {
+                    // No longer the leader.
+                    continue 'tries;
+                };
+                if r1.term != term {
+                    // Term changed while starting.
                     continue 'tries;
                 }
                 assert_eq!(r1.index, starti + i, "Start() failed");
@@ -646,10 +643,8 @@ fn figure8_3c() {
             let mut leader = None;
             for i in 0..servers {
                 let c = cfg.rand_cmd();
-                if let Some(r) = cfg.start(i, &c).await {
-                    if r.is_leader {
-                        leader = Some(i);
-                    }
+                if cfg.start(i, &c).await.is_some() {
+                    leader = Some(i);
                 }
             }
             if cfg.rand_range(0..1000) < 100 {
@@ -727,10 +722,8 @@ fn figure8_unreliable_3c() {
             let mut leader = None;
             for i in 0..servers {
                 let c = Cmd::Int(cfg.rand_range(0..10_000) as i64);
-                if let Some(r) = cfg.start(i, &c).await {
-                    if r.is_leader && cfg.is_connected(i) {
-                        leader = Some(i);
-                    }
+                if cfg.start(i, &c).await.is_some() && cfg.is_connected(i) {
+                    leader = Some(i);
                 }
             }
             if cfg.rand_range(0..1000) < 100 {
@@ -788,9 +781,7 @@ async fn internal_churn(cfg: RaftConfig, sim: &Sim, unreliable: bool) {
                     for i in 0..servers {
                         // Try them all, maybe one of them is a leader.
                         if let Some(r) = cfg.start(i, &x).await {
-                            if r.is_leader {
-                                index = Some(r.index);
-                            }
+                            index = Some(r.index);
                         }
                     }
                     if let Some(index) = index {

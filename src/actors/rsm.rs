@@ -4,17 +4,20 @@
 //! An [`Rsm`] actor owns a [`StateMachine`] and its Raft peer. [`Submit`] puts a command in the
 //! log and answers once the command is applied at the index and term Raft gave it, or with
 //! [`SubmitError::WrongLeader`] when that cannot happen (not leader, leadership lost, the entry
-//! was replaced, the server is shutting down, or no answer within [`REQUEST_TIMEOUT`]). Commands
+//! was replaced, the server is shutting down, or no answer within [`REQUEST_TIMEOUT`]). The
+//! peer tells the RSM of every change of term or role ([`RoleChanged`]): a deposed leader fails
+//! its pending requests at once, and a new leader commits a no-op of its term. Commands
 //! that carry a session (client id, sequence number) are executed at most once: the last
 //! output per client is kept and returned to retries. The state and the session table are
 //! snapshotted when the Raft state nears `max_raft_state` bytes, and restored on restart.
 //! [`Read`] runs a read-only function on the replica's applied state, for services whose
 //! background work must look at it (the shard migrator); client reads still go through the log.
 //!
-//! Handles: [`Submit`], [`Read`], [`ApplyMsg`] (from the peer's applier), [`Stop`].
-//! Sends: [`Start`], [`GetState`], [`Snapshot`] and [`Stop`] to its Raft peer.
+//! Handles: [`Submit`], [`Read`], [`ApplyMsg`] (from the peer's applier), [`RoleChanged`]
+//! (from the peer), [`Stop`]. Sends: [`SubscribeRoles`], [`Propose`], [`Snapshot`] and [`Stop`]
+//! to its Raft peer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
 use std::time::Duration;
 
@@ -28,15 +31,13 @@ use crate::actors::client_end::ClientEnd;
 use crate::actors::raft::{RaftPeer, RestoreError};
 use crate::messages::apply::ApplyMsg;
 use crate::messages::lifecycle::Stop;
-use crate::messages::raft::{GetState, Snapshot, Start};
+use crate::messages::raft::{Propose, RoleChanged, Snapshot, SubscribeRoles};
 use crate::messages::rsm::{ClientId, Read, Seq, Session, Submit, SubmitError};
 use crate::storage::Persister;
 
 /// A pending request is answered `WrongLeader` if not applied within this long, so a leader
 /// stranded in a minority never holds a client forever.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
-/// How often pending requests check that their leader is still leader in the same term.
-pub const LEADERSHIP_CHECK: Duration = Duration::from_millis(100);
 
 /// A deterministic service state that commands change.
 pub trait StateMachine: Default + Serialize + DeserializeOwned + Unpin + 'static {
@@ -70,7 +71,6 @@ type Sessions<O> = BTreeMap<ClientId, (Seq, O)>;
 
 struct Waiter<O> {
     term: u64,
-    since: Instant,
     reply: oneshot::Sender<Result<O, SubmitError>>,
 }
 
@@ -85,7 +85,12 @@ pub struct Rsm<S: StateMachine> {
     last_applied: u64,
     last_snapshot: u64,
     pending: BTreeMap<u64, Waiter<S::Output>>,
-    checking_leadership: bool,
+    /// `(deadline, index, term)` of each request in the order they were taken: deadlines are
+    /// then in order too, so one timer, armed for the first, serves them all.
+    deadlines: VecDeque<(Instant, u64, u64)>,
+    deadline_timer: bool,
+    /// The peer's term and role as last reported (`None` before its first report).
+    role: Option<RoleChanged>,
     /// A snapshot was handed to Raft and not yet taken.
     snapshot_in_flight: bool,
     /// The last term in which this replica, as leader, proposed a no-op.
@@ -140,7 +145,9 @@ impl<S: StateMachine> Rsm<S> {
             last_applied: restored.index,
             last_snapshot: restored.index,
             pending: BTreeMap::new(),
-            checking_leadership: false,
+            deadlines: VecDeque::new(),
+            deadline_timer: false,
+            role: None,
             snapshot_in_flight: false,
             noop_term: None,
         };
@@ -244,31 +251,61 @@ impl<S: StateMachine> Rsm<S> {
         }
     }
 
-    /// Fails requests whose leader lost its term or that waited too long, and has a new
-    /// leader commit a no-op in its term.
-    fn check_leadership(&mut self, ctx: &mut Context<Self>) {
-        let now = Instant::now();
-        self.fail_pending(|_, waiter| now.duration_since(waiter.since) >= REQUEST_TIMEOUT);
-        if self.checking_leadership {
+    /// Waits for the command proposed at `index` in `term`, or fails it at once if the peer
+    /// is already known to have lost that term.
+    fn wait_for(
+        &mut self,
+        index: u64,
+        term: u64,
+        reply: oneshot::Sender<Result<S::Output, SubmitError>>,
+        ctx: &mut Context<Self>,
+    ) {
+        // A report of an older term may still be on its way; only a newer one, or this term
+        // without the lead, says the proposal is lost.
+        let lost = self
+            .role
+            .is_some_and(|role| role.term > term || (role.term == term && !role.leads(term)));
+        if lost || index <= self.last_applied {
+            // Applied before we could wait for it: the retry finds the session.
+            let _ = reply.send(Err(SubmitError::WrongLeader));
             return;
         }
-        self.checking_leadership = true;
-        let check = self
-            .raft
-            .send(GetState)
-            .into_actor(self)
-            .map(|state, rsm, _| {
-                rsm.checking_leadership = false;
-                let Ok(state) = state else {
-                    return rsm.fail_pending(|_, _| true);
-                };
-                rsm.fail_pending(|_, waiter| !state.is_leader || state.term != waiter.term);
-                if state.is_leader && rsm.noop_term != Some(state.term) {
-                    rsm.noop_term = Some(state.term);
-                    rsm.commit_noop();
-                }
-            });
-        ctx.spawn(check);
+        if let Some(old) = self.pending.insert(index, Waiter { term, reply }) {
+            let _ = old.reply.send(Err(SubmitError::WrongLeader));
+        }
+        self.deadlines
+            .push_back((Instant::now() + REQUEST_TIMEOUT, index, term));
+        self.arm_deadline_timer(ctx);
+    }
+
+    fn arm_deadline_timer(&mut self, ctx: &mut Context<Self>) {
+        let Some(&(deadline, _, _)) = self.deadlines.front() else {
+            return;
+        };
+        if self.deadline_timer {
+            return;
+        }
+        self.deadline_timer = true;
+        let wait = deadline.saturating_duration_since(Instant::now());
+        ctx.run_later(wait, |rsm, ctx| {
+            rsm.deadline_timer = false;
+            rsm.expire_requests(ctx);
+        });
+    }
+
+    /// Fails the requests that waited [`REQUEST_TIMEOUT`] without being applied.
+    fn expire_requests(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        while let Some(&(deadline, index, term)) = self.deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            if self.pending.get(&index).is_some_and(|w| w.term == term) {
+                self.fail_pending(|i, _| i == index);
+            }
+        }
+        self.arm_deadline_timer(ctx);
     }
 
     /// A leader commits entries of earlier terms only together with one of its own (Raft's
@@ -280,7 +317,7 @@ impl<S: StateMachine> Rsm<S> {
             command: None,
         };
         match rmp_serde::to_vec(&noop) {
-            Ok(bytes) => self.raft.do_send(Start(bytes)),
+            Ok(bytes) => self.raft.do_send(Propose(bytes)),
             Err(e) => log::error!("cannot encode a no-op: {e}"),
         }
     }
@@ -290,7 +327,7 @@ impl<S: StateMachine> Actor for Rsm<S> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(LEADERSHIP_CHECK, |rsm, ctx| rsm.check_leadership(ctx));
+        self.raft.do_send(SubscribeRoles(ctx.address().recipient()));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -329,31 +366,17 @@ impl<S: StateMachine> Handler<Submit<S::Command, S::Output>> for Rsm<S> {
             }
         };
         let (reply, answer) = oneshot::channel();
-        let start = self
-            .raft
-            .send(Start(bytes))
-            .into_actor(self)
-            .map(|started, rsm, _| {
-                let Some(started) = started.ok().filter(|s| s.is_leader) else {
-                    let _ = reply.send(Err(SubmitError::WrongLeader));
-                    return;
-                };
-                if started.index <= rsm.last_applied {
-                    // Applied before we could wait for it: the retry finds the session.
-                    let _ = reply.send(Err(SubmitError::WrongLeader));
-                    return;
-                }
-                let waiter = Waiter {
-                    term: started.term,
-                    since: Instant::now(),
-                    reply,
-                };
-                if let Some(old) = rsm.pending.insert(started.index, waiter) {
-                    let _ = old.reply.send(Err(SubmitError::WrongLeader));
-                }
-            });
-        // If the actor stops before Start answers, this future and `reply` are dropped.
-        ctx.spawn(start);
+        let propose =
+            self.raft.send(Propose(bytes)).into_actor(self).map(
+                |proposed, rsm, ctx| match proposed {
+                    Ok(Ok(proposed)) => rsm.wait_for(proposed.index, proposed.term, reply, ctx),
+                    _ => {
+                        let _ = reply.send(Err(SubmitError::WrongLeader));
+                    }
+                },
+            );
+        // If the actor stops before the peer answers, this future and `reply` are dropped.
+        ctx.spawn(propose);
         Box::pin(async move { answer.await.unwrap_or(Err(SubmitError::WrongLeader)) })
     }
 }
@@ -387,6 +410,19 @@ impl<S: StateMachine> Handler<ApplyMsg> for Rsm<S> {
                     self.install_snapshot(index, &data);
                 }
             }
+        }
+    }
+}
+
+impl<S: StateMachine> Handler<RoleChanged> for Rsm<S> {
+    type Result = ();
+
+    fn handle(&mut self, role: RoleChanged, _: &mut Self::Context) {
+        self.role = Some(role);
+        self.fail_pending(|_, waiter| !role.leads(waiter.term));
+        if role.leads(role.term) && self.noop_term != Some(role.term) {
+            self.noop_term = Some(role.term);
+            self.commit_noop();
         }
     }
 }

@@ -206,25 +206,35 @@ impl Rpc for InstallSnapshotArgs {
     type Reply = InstallSnapshotReply;
 }
 
-// The local API of a peer (6.5840's `Start`, `GetState`, `Snapshot`; `Kill` is [`crate::messages::lifecycle::Stop`]).
+// The local API of a peer: 6.5840's `Start` (here [`Propose`]), `GetState` and `Snapshot`;
+// its `Kill` is [`crate::messages::lifecycle::Stop`]. Role changes are pushed to subscribers.
 
-/// Asks the peer to append a command: answered at once, without waiting for agreement.
+/// Asks the peer to append a command to its log: answered at once, without waiting for
+/// agreement (6.5840's `Start`).
 #[derive(Message, Debug, Clone)]
-#[rtype(result = "StartResult")]
-pub struct Start(pub Vec<u8>);
+#[rtype(result = "Result<Proposed, NotLeader>")]
+pub struct Propose(pub Vec<u8>);
 
-/// Where a started command will sit if it commits.
+/// Where a proposed command will sit if it commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StartResult {
-    /// Its log index (meaningful only if `is_leader`).
+pub struct Proposed {
+    /// Its log index.
     pub index: u64,
-    /// The peer's current term.
+    /// The term it was proposed in: it commits at `index` only if the entry there still has
+    /// this term.
     pub term: u64,
-    /// Whether this peer is leader and accepted the command.
-    pub is_leader: bool,
 }
 
-/// Asks for the peer's term and role (6.5840's `GetState`, plus progress figures).
+/// The peer is not the leader, so it did not take the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotLeader {
+    /// The peer's current term.
+    pub term: u64,
+    /// The leader of that term, if the peer knows it (a hint for redirecting).
+    pub leader: Option<usize>,
+}
+
+/// Asks for the peer's term, role and progress (6.5840's `GetState`, plus progress figures).
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "RaftState")]
 pub struct GetState;
@@ -234,15 +244,47 @@ pub struct GetState;
 pub struct RaftState {
     /// Current term.
     pub term: u64,
-    /// Whether it believes it is the leader.
-    pub is_leader: bool,
     /// Its role in the current term (follower, candidate or leader).
     pub role: Role,
+    /// The leader of the current term, if known.
+    pub leader: Option<usize>,
     /// Highest index known committed.
     pub commit_index: u64,
     /// Highest index handed to the applier.
     pub last_applied: u64,
 }
+
+impl RaftState {
+    /// Whether the peer believes it leads the current term.
+    pub fn is_leader(&self) -> bool {
+        self.role == Role::Leader
+    }
+}
+
+/// A peer's term, role or known leader changed: sent to every subscriber, so no actor ever
+/// has to ask "am I leader?" on a timer.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub struct RoleChanged {
+    /// The current term.
+    pub term: u64,
+    /// The role in that term.
+    pub role: Role,
+    /// The leader of that term, if known.
+    pub leader: Option<usize>,
+}
+
+impl RoleChanged {
+    /// Whether the peer leads `term`.
+    pub fn leads(&self, term: u64) -> bool {
+        self.role == Role::Leader && self.term == term
+    }
+}
+
+/// Subscribes to a peer's [`RoleChanged`] messages; the current state is sent at once.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubscribeRoles(pub Recipient<RoleChanged>);
 
 /// The service has applied everything up to `index` and `data` is its state there: Raft may
 /// discard the log up to it.

@@ -25,7 +25,7 @@ use crate::actors::raft::RaftPeer;
 use crate::messages::apply::ApplyMsg;
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::Server;
-use crate::messages::raft::{GetState, RaftState, Snapshot, Start, StartResult};
+use crate::messages::raft::{GetState, Propose, Proposed, RaftState, Snapshot};
 use crate::storage::{MemPersister, Persister};
 
 /// 6.5840's `RaftElectionTimeout`: elections are allowed a second.
@@ -393,9 +393,10 @@ impl RaftConfig {
         self.raft(i)?.send(GetState).await.ok()
     }
 
-    /// `Start(cmd)` on server i, if it is running.
-    pub async fn start(&self, i: usize, cmd: &Cmd) -> Option<StartResult> {
-        self.raft(i)?.send(Start(cmd.encode())).await.ok()
+    /// `Start(cmd)` on server i: where the command will sit, or `None` if server i is down or
+    /// not the leader (6.5840's `isLeader == false`).
+    pub async fn start(&self, i: usize, cmd: &Cmd) -> Option<Proposed> {
+        self.raft(i)?.send(Propose(cmd.encode())).await.ok()?.ok()
     }
 
     /// `checkOneLeader`: the leader of the highest term, within 10 rounds of about 500 ms.
@@ -409,7 +410,7 @@ impl RaftConfig {
                     continue;
                 }
                 if let Some(state) = self.get_state(i).await {
-                    if state.is_leader {
+                    if state.is_leader() {
                         leaders.entry(state.term).or_default().push(i);
                     }
                 }
@@ -449,7 +450,7 @@ impl RaftConfig {
             }
             if let Some(state) = self.get_state(i).await {
                 assert!(
-                    !state.is_leader,
+                    !state.is_leader(),
                     "expected no leader among connected servers, but {i} claims to be leader"
                 );
             }
@@ -525,10 +526,8 @@ impl RaftConfig {
                 starts = (starts + 1) % self.n;
                 if self.is_connected(starts) {
                     if let Some(r) = self.start(starts, &cmd).await {
-                        if r.is_leader {
-                            index = Some(r.index);
-                            break;
-                        }
+                        index = Some(r.index);
+                        break;
                     }
                 }
             }

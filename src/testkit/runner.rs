@@ -81,7 +81,7 @@ pub fn check_time_limit(created: Instant) {
 pub async fn first_leader(rafts: Vec<Option<Addr<RaftPeer>>>) -> Option<usize> {
     for (i, raft) in rafts.into_iter().enumerate() {
         if let Some(raft) = raft {
-            if raft.send(GetState).await.is_ok_and(|s| s.is_leader) {
+            if raft.send(GetState).await.is_ok_and(|s| s.is_leader()) {
                 return Some(i);
             }
         }

@@ -24,7 +24,7 @@ use super::progress::{Progress, ProgressState};
 use crate::messages::apply::ApplyMsg;
 use crate::messages::raft::{
     AppendEntriesArgs, AppendEntriesReply, InstallSnapshotArgs, InstallSnapshotReply, LogEntry,
-    RequestVoteArgs, RequestVoteReply, Role,
+    NotLeader, Proposed, RequestVoteArgs, RequestVoteReply, Role, RoleChanged,
 };
 use crate::storage::{NewSnapshot, SavedState, StateUpdate};
 
@@ -107,12 +107,18 @@ pub struct Ready {
     pub persist: Option<StateUpdate>,
     /// Committed entries and received snapshots, in index order.
     pub apply: Vec<ApplyMsg>,
+    /// The term, role or known leader differs from the last `Ready` that reported them (the
+    /// first `Ready` always reports them).
+    pub role_changed: Option<RoleChanged>,
 }
 
 impl Ready {
     /// True if there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty() && self.persist.is_none() && self.apply.is_empty()
+        self.messages.is_empty()
+            && self.persist.is_none()
+            && self.apply.is_empty()
+            && self.role_changed.is_none()
     }
 }
 
@@ -174,6 +180,8 @@ pub struct RaftCore {
     // Leader state: one entry per peer (our own slot is unused).
     progress: Vec<Progress>,
 
+    /// Term, role and leader as last reported through `Ready::role_changed`.
+    reported_role: Option<RoleChanged>,
     ready: Ready,
 }
 
@@ -204,6 +212,7 @@ impl RaftCore {
             heartbeat_elapsed: 0,
             votes: vec![false; cfg.peers],
             progress: Vec::new(),
+            reported_role: None,
             ready: Ready::default(),
             cfg,
         };
@@ -273,10 +282,13 @@ impl RaftCore {
 
     /// Appends `command` to the log if this peer is the leader; the next [`Self::take_ready`]
     /// sends it to every follower (with any other entries proposed meanwhile). Returns the
-    /// `(index, term)` it will be committed at, if it ever is.
-    pub fn propose(&mut self, command: Vec<u8>) -> Option<(u64, u64)> {
+    /// index and term it will be committed at, if it ever is.
+    pub fn propose(&mut self, command: Vec<u8>) -> Result<Proposed, NotLeader> {
         if self.role != Role::Leader {
-            return None;
+            return Err(NotLeader {
+                term: self.current_term,
+                leader: self.leader_id,
+            });
         }
         let term = self.current_term;
         let index = self.log.append(LogEntry { term, command });
@@ -292,7 +304,7 @@ impl RaftCore {
         self.replicate_pending = true;
         // A single-peer cluster commits on its own.
         self.maybe_commit();
-        Some((index, term))
+        Ok(Proposed { index, term })
     }
 
     /// RequestVote RPC handler (Figure 2, "Receiver implementation").
@@ -646,6 +658,15 @@ impl RaftCore {
         }
         if self.unsaved {
             self.ready.persist = Some(self.state_update());
+        }
+        let role = RoleChanged {
+            term: self.current_term,
+            role: self.role,
+            leader: self.leader_id,
+        };
+        if self.reported_role != Some(role) {
+            self.reported_role = Some(role);
+            self.ready.role_changed = Some(role);
         }
         std::mem::take(&mut self.ready)
     }
@@ -1179,7 +1200,7 @@ mod tests {
             (Role::Follower, term + 3, None)
         );
         assert!(core.take_ready().persist.is_some());
-        assert_eq!(core.propose(vec![1]), None);
+        assert!(core.propose(vec![1]).is_err());
     }
 
     #[test]
@@ -1204,7 +1225,7 @@ mod tests {
         let term = core.term();
         assert_eq!(
             core.propose(b"a".to_vec()),
-            Some((1, term)),
+            Ok(Proposed { index: 1, term }),
             "first command at index 1"
         );
         let ready = core.take_ready();
@@ -1234,7 +1255,7 @@ mod tests {
             }]
         );
         // Follower 1 is now in Replicate: the next proposal goes out alone, once.
-        core.propose(b"b".to_vec());
+        core.propose(b"b".to_vec()).expect("leader");
         let sent = appends(&core.take_ready());
         let to_1: Vec<_> = sent.iter().filter(|(to, _)| *to == 1).collect();
         assert_eq!(to_1.len(), 1);
@@ -1248,7 +1269,7 @@ mod tests {
             core.tick();
         }
         assert!(core.is_leader());
-        assert_eq!(core.propose(vec![9]).map(|p| p.0), Some(1));
+        assert_eq!(core.propose(vec![9]).map(|p| p.index), Ok(1));
         assert_eq!(core.commit_index(), 1);
         assert_eq!(core.take_ready().apply.len(), 1);
     }
@@ -1353,7 +1374,7 @@ mod tests {
             0,
             "a term-2 entry must not commit by counting in term 4"
         );
-        leader.propose(vec![3]);
+        leader.propose(vec![3]).expect("leader");
         leader.handle_append_entries_reply(1, ok_reply(4, 3));
         assert_eq!(
             leader.commit_index(),
@@ -1369,7 +1390,7 @@ mod tests {
         elect(&mut leader);
         let term = leader.term();
         for c in 0..5 {
-            leader.propose(vec![c]);
+            leader.propose(vec![c]).expect("leader");
         }
         leader.handle_append_entries_reply(1, ok_reply(term, 5));
         leader.take_ready();
@@ -1401,8 +1422,8 @@ mod tests {
         elect(&mut leader);
         let term = leader.term();
         leader.handle_append_entries_reply(1, ok_reply(term, 0));
-        leader.propose(vec![1]);
-        leader.propose(vec![2]);
+        leader.propose(vec![1]).expect("leader");
+        leader.propose(vec![2]).expect("leader");
         leader.take_ready(); // both AppendEntries are lost
         let mut heartbeat = None;
         for tick in 1..=10 {
@@ -1460,7 +1481,7 @@ mod tests {
             leader.tick();
         }
         for c in 0..30u8 {
-            leader.propose(vec![c; 20]);
+            leader.propose(vec![c; 20]).expect("leader");
         }
         leader.take_ready();
         let full = leader.saved_state().encoded_size();
@@ -1485,7 +1506,7 @@ mod tests {
         elect(&mut leader);
         let term = leader.term();
         for c in 0..10u8 {
-            leader.propose(vec![c]);
+            leader.propose(vec![c]).expect("leader");
         }
         leader.take_ready(); // the entries go out to both followers
         leader.handle_append_entries_reply(1, ok_reply(term, 10));
@@ -1633,10 +1654,19 @@ mod tests {
         assert_eq!(back.saved_state(), core.saved_state());
         assert_eq!(*back.snapshot_data(), b"two".to_vec());
         let mut back = back;
+        let ready = back.take_ready();
         assert!(
-            back.take_ready().is_empty(),
-            "restore emits no ApplyMsg::Snapshot"
+            ready.apply.is_empty() && ready.persist.is_none(),
+            "restore emits no ApplyMsg::Snapshot and saves nothing"
         );
+        let role = ready
+            .role_changed
+            .expect("the first Ready reports the role");
+        assert_eq!(
+            (role.term, role.role, role.leader),
+            (4, Role::Follower, None)
+        );
+        assert!(back.take_ready().is_empty(), "and reports it once");
     }
 
     #[test]
@@ -1673,7 +1703,7 @@ mod tests {
             core.tick();
         }
         for i in 1..=200u64 {
-            core.propose(i.to_le_bytes().to_vec());
+            core.propose(i.to_le_bytes().to_vec()).expect("leader");
             if i % 10 == 0 {
                 core.snapshot(i, vec![0; 64]);
             }

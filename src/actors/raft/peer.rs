@@ -8,8 +8,9 @@
 //! entries to the [`Applier`]. No reply leaves before the state it depends on is saved.
 //!
 //! Handles: [`Dispatch`] (`Raft.RequestVote`, `Raft.AppendEntries`, `Raft.InstallSnapshot`),
-//! [`Start`], [`GetState`], [`Snapshot`], [`Stop`], and [`PeerReply`] (replies to its own calls).
-//! Sends: Raft RPCs through its [`ClientEnd`]s, [`ApplyBatch`] to its applier.
+//! [`Propose`], [`GetState`], [`SubscribeRoles`], [`Snapshot`], [`Stop`], and [`PeerReply`]
+//! (replies to its own calls). Sends: Raft RPCs through its [`ClientEnd`]s, [`ApplyBatch`] to
+//! its applier, [`RoleChanged`] to its subscribers whenever its term, role or leader changes.
 
 use std::time::Duration;
 
@@ -40,6 +41,10 @@ pub struct RaftPeer {
     flush_scheduled: bool,
     /// Replies to RPCs handled in this batch, released once the state is saved.
     replies: Vec<(oneshot::Sender<Reply>, Reply)>,
+    /// Who hears of every change of term, role or leader.
+    subscribers: Vec<Recipient<RoleChanged>>,
+    /// The latest state they were told of.
+    role: Option<RoleChanged>,
 }
 
 type Reply = Result<Vec<u8>, RpcError>;
@@ -72,6 +77,8 @@ impl RaftPeer {
             applier,
             flush_scheduled: false,
             replies: Vec::new(),
+            subscribers: Vec::new(),
+            role: None,
         };
         Ok(peer.start())
     }
@@ -94,6 +101,7 @@ impl RaftPeer {
             messages,
             persist,
             apply,
+            role_changed,
         } = self.core.take_ready();
         if let Some(update) = persist {
             if let Err(e) = self.persister.save(update) {
@@ -115,6 +123,12 @@ impl RaftPeer {
         }
         if !apply.is_empty() {
             self.applier.do_send(ApplyBatch(apply));
+        }
+        if let Some(role) = role_changed {
+            self.role = Some(role);
+            for subscriber in &self.subscribers {
+                subscriber.do_send(role);
+            }
         }
     }
 
@@ -211,24 +225,28 @@ impl Handler<PeerReply> for RaftPeer {
     }
 }
 
-impl Handler<Start> for RaftPeer {
-    type Result = MessageResult<Start>;
+impl Handler<Propose> for RaftPeer {
+    type Result = MessageResult<Propose>;
 
-    fn handle(&mut self, msg: Start, ctx: &mut Self::Context) -> Self::Result {
-        let started = self.core.propose(msg.0);
+    fn handle(&mut self, msg: Propose, ctx: &mut Self::Context) -> Self::Result {
+        let proposed = self.core.propose(msg.0);
         self.schedule_flush(ctx);
-        MessageResult(match started {
-            Some((index, term)) => StartResult {
-                index,
-                term,
-                is_leader: true,
-            },
-            None => StartResult {
-                index: 0,
-                term: self.core.term(),
-                is_leader: false,
-            },
-        })
+        MessageResult(proposed)
+    }
+}
+
+impl Handler<SubscribeRoles> for RaftPeer {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscribeRoles, _: &mut Self::Context) {
+        // Until the first flush reports it, the state is the one the peer started in.
+        let current = self.role.unwrap_or(RoleChanged {
+            term: self.core.term(),
+            role: self.core.role(),
+            leader: self.core.leader_id(),
+        });
+        msg.0.do_send(current);
+        self.subscribers.push(msg.0);
     }
 }
 
@@ -238,8 +256,8 @@ impl Handler<GetState> for RaftPeer {
     fn handle(&mut self, _: GetState, _: &mut Self::Context) -> Self::Result {
         MessageResult(RaftState {
             term: self.core.term(),
-            is_leader: self.core.is_leader(),
             role: self.core.role(),
+            leader: self.core.leader_id(),
             commit_index: self.core.commit_index(),
             last_applied: self.core.last_applied(),
         })

@@ -530,7 +530,7 @@ impl Sim {
     pub fn start(&mut self, i: usize, command: Vec<u8>) -> Option<(u64, u64)> {
         let res = self.nodes[i].core.as_mut()?.propose(command);
         self.process(i);
-        res
+        res.ok().map(|p| (p.index, p.term))
     }
 
     /// one(): full agreement of `command` on at least `expected` servers; returns its index.

@@ -1,10 +1,13 @@
 //! The migrator: one per sharded KV group member, active while its member leads the group. It
 //! walks the group through the controller's configs and moves shards between groups.
 //!
+//! Its Raft peer tells it of every change of role ([`RoleChanged`]): it starts work the moment
+//! its member becomes leader, and drops everything it has in flight the moment it is not.
+//!
 //! # Migration protocol: pull, install through the log, then delete at the old owner
-//! About every 100 ms, and at once after any step that made progress, the migrator of the
-//! group's leader reads the group's [`Work`] from its [`Rsm`] (with [`Read`]) and starts what
-//! is not already running. (The entries a new leader inherited, say the next config, commit
+//! While its member leads, every 100 ms (6.5840's pace for asking the controller), and at once
+//! after any step that made progress, the migrator reads the group's [`Work`] from its [`Rsm`]
+//! (with [`Read`]) and starts what is not already running. (The entries a new leader inherited, say the next config, commit
 //! with the no-op the RSM layer has every new leader submit, even with no client traffic.)
 //! 1. **Next config.** When every shard is settled, it asks the controller for config
 //!    `num + 1` and submits it (`Configure`): configs are taken one at a time, in order, at a
@@ -31,10 +34,10 @@
 //! All the migrator's calls run as futures in its own context: stopping it (a crash) drops
 //! them, and it sends nothing more.
 //!
-//! Handles: [`Stop`]. Sends: [`GetState`] to its Raft peer; [`Read`] and [`Submit`] to
-//! its [`Rsm`]; `ShardCtrler.Query`, `ShardKV.PullShards`, `ShardKV.DeleteShards`.
+//! Handles: [`RoleChanged`], [`Stop`]. Sends: [`SubscribeRoles`] to its Raft peer; [`Read`] and
+//! [`Submit`] to its [`Rsm`]; `ShardCtrler.Query`, `ShardKV.PullShards`, `ShardKV.DeleteShards`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -48,11 +51,11 @@ use crate::actors::rsm::Rsm;
 use crate::messages::ctrler::{CtrlerOp, CtrlerReply, Gid};
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::Rpc;
-use crate::messages::raft::GetState;
+use crate::messages::raft::{RoleChanged, SubscribeRoles};
 use crate::messages::rsm::{Read, Submit};
 use crate::messages::shard::{DeleteShardsArgs, PullShardsArgs};
 
-/// How often the migrator looks at the group's work and the controller (6.5840: about
+/// How often a leader's migrator looks at the group's work and the controller (6.5840: about
 /// every 100 ms).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -132,7 +135,10 @@ pub struct Migrator {
     ends: BTreeMap<String, ClientEnd>,
     polling: bool,
     poll_again: bool,
-    running: BTreeSet<Task>,
+    /// Tasks in flight; dropped when the member stops leading.
+    running: BTreeMap<Task, SpawnHandle>,
+    /// While the member leads: the poll timer.
+    leading: Option<SpawnHandle>,
 }
 
 impl Migrator {
@@ -154,32 +160,25 @@ impl Migrator {
             ends: BTreeMap::new(),
             polling: false,
             poll_again: false,
-            running: BTreeSet::new(),
+            running: BTreeMap::new(),
+            leading: None,
         }
     }
 
-    /// Reads the group's work if this member leads, and starts what is not running yet.
+    /// Reads the group's work and starts what is not running yet.
     fn poll(&mut self, ctx: &mut Context<Self>) {
+        if self.leading.is_none() {
+            return;
+        }
         if self.polling {
             self.poll_again = true;
             return;
         }
         self.polling = true;
-        let (raft, rsm) = (self.raft.clone(), self.rsm.clone());
-        let look = async move {
-            let state = raft.send(GetState).await.ok()?;
-            if !state.is_leader {
-                return None;
-            }
-            let work = rsm
-                .send(Read::new(|s: &ShardStore, _| s.work()))
-                .await
-                .ok()?;
-            Some(work)
-        };
-        ctx.spawn(look.into_actor(self).map(|look, migrator, ctx| {
+        let look = self.rsm.send(Read::new(|s: &ShardStore, _| s.work()));
+        ctx.spawn(look.into_actor(self).map(|work, migrator, ctx| {
             migrator.polling = false;
-            if let Some(work) = look {
+            if let (Ok(work), Some(_)) = (work, &migrator.leading) {
                 migrator.start_work(work, ctx);
             }
             if std::mem::take(&mut migrator.poll_again) {
@@ -188,21 +187,39 @@ impl Migrator {
         }));
     }
 
+    fn start_leading(&mut self, ctx: &mut Context<Self>) {
+        log::debug!("group {}: migrator active", self.gid);
+        let timer = ctx.run_interval(POLL_INTERVAL, |migrator, ctx| migrator.poll(ctx));
+        self.leading = Some(timer);
+        self.poll(ctx);
+    }
+
+    /// A deposed leader's migrator stops at once: its timer and every task in flight.
+    fn stop_leading(&mut self, ctx: &mut Context<Self>) {
+        log::debug!("group {}: migrator idle", self.gid);
+        if let Some(timer) = self.leading.take() {
+            ctx.cancel_future(timer);
+        }
+        for (_, task) in std::mem::take(&mut self.running) {
+            ctx.cancel_future(task);
+        }
+    }
+
     fn start_work(&mut self, work: Work, ctx: &mut Context<Self>) {
         log::trace!("group {}: {work:?}, running {:?}", self.gid, self.running);
-        if work.settled && !self.running.contains(&Task::Configure) {
+        if work.settled && !self.running.contains_key(&Task::Configure) {
             let task = self.configure(work.num);
             self.run(Task::Configure, task, ctx);
         }
         for transfer in work.pull {
-            if !self.running.contains(&Task::Pull(transfer.gid)) {
+            if !self.running.contains_key(&Task::Pull(transfer.gid)) {
                 let gid = transfer.gid;
                 let task = self.pull(work.num, transfer);
                 self.run(Task::Pull(gid), task, ctx);
             }
         }
         for transfer in work.confirm {
-            if !self.running.contains(&Task::Confirm(transfer.gid)) {
+            if !self.running.contains_key(&Task::Confirm(transfer.gid)) {
                 let gid = transfer.gid;
                 let task = self.confirm(work.num, transfer);
                 self.run(Task::Confirm(gid), task, ctx);
@@ -216,8 +233,7 @@ impl Migrator {
         work: impl Future<Output = Outcome> + 'static,
         ctx: &mut Context<Self>,
     ) {
-        self.running.insert(task);
-        ctx.spawn(work.into_actor(self).map(move |outcome, migrator, ctx| {
+        let handle = ctx.spawn(work.into_actor(self).map(move |outcome, migrator, ctx| {
             migrator.running.remove(&task);
             migrator.ends.extend(outcome.made);
             if let Some(leader) = outcome.ctrler_leader {
@@ -227,6 +243,7 @@ impl Migrator {
                 migrator.poll(ctx);
             }
         }));
+        self.running.insert(task, handle);
     }
 
     /// Asks the controller for config `num + 1` and submits it if it exists.
@@ -325,7 +342,19 @@ impl Actor for Migrator {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(POLL_INTERVAL, |migrator, ctx| migrator.poll(ctx));
+        self.raft.do_send(SubscribeRoles(ctx.address().recipient()));
+    }
+}
+
+impl Handler<RoleChanged> for Migrator {
+    type Result = ();
+
+    fn handle(&mut self, role: RoleChanged, ctx: &mut Self::Context) {
+        match (role.leads(role.term), self.leading.is_some()) {
+            (true, false) => self.start_leading(ctx),
+            (false, true) => self.stop_leading(ctx),
+            _ => {}
+        }
     }
 }
 
