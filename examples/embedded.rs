@@ -11,6 +11,7 @@ use rainkv::actors::clerk::Clerk;
 use rainkv::actors::client_end::ClientEnd;
 use rainkv::actors::kv_server::KvNode;
 use rainkv::actors::network::NetworkHandle;
+use rainkv::actors::rsm::ReplicaSetup;
 use rainkv::storage::MemPersister;
 
 /// Servers in the cluster.
@@ -46,13 +47,13 @@ pub async fn run() -> Result<String, String> {
         for j in 0..SERVERS {
             peers.push(end(&net, &format!("server-{i}-to-{j}"), Some(&me), j).await?);
         }
-        let node = KvNode::start(
+        let node = KvNode::start(ReplicaSetup {
+            id: i,
             peers,
-            i,
-            MemPersister::new(),
-            Some(MAX_RAFT_STATE),
-            rand::random(),
-        )
+            persister: MemPersister::new(),
+            max_raft_state: Some(MAX_RAFT_STATE),
+            seed: rand::random(),
+        })
         .map_err(|e| format!("server {i} did not start: {e}"))?;
         net.add_server(&me, node.server());
         servers.push(node);

@@ -8,7 +8,8 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use rainkv::testkit::kv::{KvConfig, OpLog, TestClerk};
+use rainkv::testkit::kv::{KvHarness, OpLog, TestClerk};
+use rainkv::testkit::ClusterOptions;
 use rainkv::testkit::{run_test, Sim};
 use rand::Rng;
 use tokio::time::{sleep, timeout, Instant};
@@ -19,7 +20,12 @@ const ELECTION_TIMEOUT: Duration = Duration::from_secs(1);
 const LINEARIZABILITY_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `spawn_clients_and_wait`: `n` clients, each with a fresh clerk connected to all servers.
-async fn spawn_clients_and_wait<F, Fut>(cfg: &KvConfig, n: usize, f: F)
+/// 6.5840's `maxraftstate` (-1: never snapshot) as the harness takes it.
+fn max_raft_state(maxraftstate: i64) -> Option<usize> {
+    usize::try_from(maxraftstate).ok()
+}
+
+async fn spawn_clients_and_wait<F, Fut>(cfg: &KvHarness, n: usize, f: F)
 where
     F: Fn(usize, TestClerk) -> Fut,
     Fut: Future<Output = ()> + 'static,
@@ -68,7 +74,7 @@ fn check_concurrent_appends(v: &str, counts: &[usize]) {
 }
 
 /// The partitioner: random two-way splits every 1–1.2 s until told to stop.
-async fn partitioner(cfg: KvConfig, done: Rc<Cell<bool>>) {
+async fn partitioner(cfg: KvHarness, done: Rc<Cell<bool>>) {
     while !done.get() {
         let sides: Vec<usize> =
             cfg.with_rng(|rng| (0..cfg.n()).map(|_| rng.gen_range(0..2)).collect());
@@ -117,7 +123,16 @@ async fn generic_test(sim: Sim, test: &str, g: Generic) {
     };
     title += &format!(" ({})", g.part);
 
-    let cfg = KvConfig::new(&sim, g.nservers, g.unreliable, g.maxraftstate).await;
+    let cfg = KvHarness::new(
+        &sim,
+        ClusterOptions {
+            servers: g.nservers,
+            reliable: !g.unreliable,
+            max_raft_state: max_raft_state(g.maxraftstate),
+            ..Default::default()
+        },
+    )
+    .await;
     cfg.begin(&title).await;
     let op_log = OpLog::new();
     let ck = cfg.make_client(&cfg.all()).await;
@@ -249,7 +264,15 @@ async fn generic_test(sim: Sim, test: &str, g: Generic) {
 /// `GenericTestSpeed`: 1000 sequential appends must average under 33.3 ms each.
 async fn generic_test_speed(sim: Sim, part: &str, maxraftstate: i64) {
     const NUM_OPS: usize = 1000;
-    let cfg = KvConfig::new(&sim, 3, false, maxraftstate).await;
+    let cfg = KvHarness::new(
+        &sim,
+        ClusterOptions {
+            servers: 3,
+            max_raft_state: max_raft_state(maxraftstate),
+            ..Default::default()
+        },
+    )
+    .await;
     let ck = cfg.make_client(&cfg.all()).await;
     cfg.begin(&format!("Test: ops complete fast enough ({part})"))
         .await;
@@ -317,7 +340,15 @@ generic!(unreliable_4a, "4A", 5, 5, T, F, F, -1, F);
 #[test]
 fn unreliable_one_key_4a() {
     run_test("unreliable_one_key_4a", |sim: Sim| async move {
-        let cfg = KvConfig::new(&sim, 3, true, -1).await;
+        let cfg = KvHarness::new(
+            &sim,
+            ClusterOptions {
+                servers: 3,
+                reliable: false,
+                ..Default::default()
+            },
+        )
+        .await;
         let ck = cfg.make_client(&cfg.all()).await;
         cfg.begin("Test: concurrent append to same key, unreliable (4A)")
             .await;
@@ -346,7 +377,14 @@ fn unreliable_one_key_4a() {
 #[test]
 fn one_partition_4a() {
     run_test("one_partition_4a", |sim: Sim| async move {
-        let cfg = KvConfig::new(&sim, 5, false, -1).await;
+        let cfg = KvHarness::new(
+            &sim,
+            ClusterOptions {
+                servers: 5,
+                ..Default::default()
+            },
+        )
+        .await;
         let op_log = OpLog::new();
         let ck = cfg.make_client(&cfg.all()).await;
         cfg.put(&ck, "1", "13", Some(&op_log), 0).await;
@@ -435,7 +473,15 @@ generic!(
 fn snapshot_rpc_4b() {
     run_test("snapshot_rpc_4b", |sim: Sim| async move {
         let maxraftstate = 1000;
-        let cfg = KvConfig::new(&sim, 3, false, maxraftstate).await;
+        let cfg = KvHarness::new(
+            &sim,
+            ClusterOptions {
+                servers: 3,
+                max_raft_state: max_raft_state(maxraftstate),
+                ..Default::default()
+            },
+        )
+        .await;
         let ck = cfg.make_client(&cfg.all()).await;
         cfg.begin("Test: InstallSnapshot RPC (4B)").await;
         cfg.put(&ck, "a", "A", None, 0).await;
@@ -488,7 +534,15 @@ fn snapshot_size_4b() {
     run_test("snapshot_size_4b", |sim: Sim| async move {
         let maxraftstate = 1000;
         let maxsnapshotstate = 500;
-        let cfg = KvConfig::new(&sim, 3, false, maxraftstate).await;
+        let cfg = KvHarness::new(
+            &sim,
+            ClusterOptions {
+                servers: 3,
+                max_raft_state: max_raft_state(maxraftstate),
+                ..Default::default()
+            },
+        )
+        .await;
         let ck = cfg.make_client(&cfg.all()).await;
         cfg.begin("Test: snapshot size is reasonable (4B)").await;
         for _ in 0..200 {

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use rainkv::testkit::raft::{Cmd, RaftConfig, MAX_LOG_SIZE, RAFT_ELECTION_TIMEOUT};
+use rainkv::testkit::raft::{Cmd, RaftHarness, MAX_LOG_SIZE, RAFT_ELECTION_TIMEOUT};
+use rainkv::testkit::ClusterOptions;
 use rainkv::testkit::{run_test, Sim};
 use tokio::time::sleep;
 
@@ -17,7 +18,14 @@ fn ms(n: u64) -> Duration {
 #[test]
 fn initial_election_3a() {
     run_test("initial_election_3a", |sim: Sim| async move {
-        let cfg = RaftConfig::new(&sim, 3, false, false).await;
+        let cfg = RaftHarness::new(
+            &sim,
+            ClusterOptions {
+                servers: 3,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (3A): initial election").await;
         cfg.check_one_leader().await;
         // Sleep a bit to avoid racing with followers learning of the election.
@@ -40,7 +48,14 @@ fn initial_election_3a() {
 fn re_election_3a() {
     run_test("re_election_3a", |sim: Sim| async move {
         let servers = 3;
-        let cfg = RaftConfig::new(&sim, servers, false, false).await;
+        let cfg = RaftHarness::new(
+            &sim,
+            ClusterOptions {
+                servers,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (3A): election after network failure").await;
         let leader1 = cfg.check_one_leader().await;
         // If the leader disconnects, a new one should be elected.
@@ -69,7 +84,14 @@ fn re_election_3a() {
 fn many_elections_3a() {
     run_test("many_elections_3a", |sim: Sim| async move {
         let servers = 7;
-        let cfg = RaftConfig::new(&sim, servers, false, false).await;
+        let cfg = RaftHarness::new(
+            &sim,
+            ClusterOptions {
+                servers,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (3A): multiple elections").await;
         cfg.check_one_leader().await;
         for _ in 0..10 - 1 {
@@ -98,7 +120,14 @@ fn many_elections_3a() {
 fn basic_agree_3b() {
     run_test("basic_agree_3b", |sim: Sim| async move {
         let servers = 3;
-        let cfg = RaftConfig::new(&sim, servers, false, false).await;
+        let cfg = RaftHarness::new(
+            &sim,
+            ClusterOptions {
+                servers,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (3B): basic agreement").await;
         for index in 1..=3u64 {
             let (nd, _) = cfg.n_committed(index);
@@ -116,7 +145,14 @@ fn basic_agree_3b() {
 fn rpc_bytes_3b() {
     run_test("rpc_bytes_3b", |sim: Sim| async move {
         let servers = 3;
-        let cfg = RaftConfig::new(&sim, servers, false, false).await;
+        let cfg = RaftHarness::new(
+            &sim,
+            ClusterOptions {
+                servers,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (3B): RPC byte count").await;
         cfg.one(99, servers, false).await;
         let bytes0 = sim.network().total_bytes().await.expect("network");
@@ -143,7 +179,14 @@ fn rpc_bytes_3b() {
 fn follower_failure_3b() {
     run_test("follower_failure_3b", |sim: Sim| async move {
         let servers = 3;
-        let cfg = RaftConfig::new(&sim, servers, false, false).await;
+        let cfg = RaftHarness::new(
+            &sim,
+            ClusterOptions {
+                servers,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (3B): test progressive failure of followers")
             .await;
         cfg.one(101, servers, false).await;
@@ -178,7 +221,14 @@ fn follower_failure_3b() {
 fn leader_failure_3b() {
     run_test("leader_failure_3b", |sim: Sim| async move {
         let servers = 3;
-        let cfg = RaftConfig::new(&sim, servers, false, false).await;
+        let cfg = RaftHarness::new(
+            &sim,
+            ClusterOptions {
+                servers,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (3B): test failure of leaders").await;
         cfg.one(101, servers, false).await;
         // Disconnect the first leader.
@@ -209,7 +259,14 @@ fn leader_failure_3b() {
 fn fail_agree_3b() {
     run_test("fail_agree_3b", |sim: Sim| async move {
         let servers = 3;
-        let cfg = RaftConfig::new(&sim, servers, false, false).await;
+        let cfg = RaftHarness::new(
+            &sim,
+            ClusterOptions {
+                servers,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (3B): agreement after follower reconnects")
             .await;
         cfg.one(101, servers, false).await;
@@ -238,7 +295,14 @@ fn fail_agree_3b() {
 fn fail_no_agree_3b() {
     run_test("fail_no_agree_3b", |sim: Sim| async move {
         let servers = 5;
-        let cfg = RaftConfig::new(&sim, servers, false, false).await;
+        let cfg = RaftHarness::new(
+            &sim,
+            ClusterOptions {
+                servers,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (3B): no agreement if too many followers disconnect")
             .await;
         cfg.one(10, servers, false).await;
@@ -277,7 +341,14 @@ fn fail_no_agree_3b() {
 fn concurrent_starts_3b() {
     run_test("concurrent_starts_3b", |sim: Sim| async move {
         let servers = 3;
-        let cfg = RaftConfig::new(&sim, servers, false, false).await;
+        let cfg = RaftHarness::new(
+            &sim,
+            ClusterOptions {
+                servers,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (3B): concurrent Start()s").await;
         let mut success = false;
         'tries: for attempt in 0..5 {
@@ -340,7 +411,14 @@ fn concurrent_starts_3b() {
 fn rejoin_3b() {
     run_test("rejoin_3b", |sim: Sim| async move {
         let servers = 3;
-        let cfg = RaftConfig::new(&sim, servers, false, false).await;
+        let cfg = RaftHarness::new(
+            &sim,
+            ClusterOptions {
+                servers,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (3B): rejoin of partitioned leader").await;
         cfg.one(101, servers, true).await;
         // Leader network failure.
@@ -370,7 +448,14 @@ fn rejoin_3b() {
 fn backup_3b() {
     run_test("backup_3b", |sim: Sim| async move {
         let servers = 5;
-        let cfg = RaftConfig::new(&sim, servers, false, false).await;
+        let cfg = RaftHarness::new(
+            &sim,
+            ClusterOptions {
+                servers,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (3B): leader backs up quickly over incorrect follower logs")
             .await;
         let c = cfg.rand_cmd();
@@ -437,7 +522,14 @@ fn backup_3b() {
 fn count_3b() {
     run_test("count_3b", |sim: Sim| async move {
         let servers = 3;
-        let cfg = RaftConfig::new(&sim, servers, false, false).await;
+        let cfg = RaftHarness::new(
+            &sim,
+            ClusterOptions {
+                servers,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (3B): RPC counts aren't too high").await;
         let rpcs = || async {
             let mut n = 0;
@@ -533,12 +625,19 @@ fn count_3b() {
 fn persist1_3c() {
     run_test("persist1_3c", |sim: Sim| async move {
         let servers = 3;
-        let cfg = RaftConfig::new(&sim, servers, false, false).await;
+        let cfg = RaftHarness::new(
+            &sim,
+            ClusterOptions {
+                servers,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (3C): basic persistence").await;
         cfg.one(11, servers, true).await;
         // Crash and re-start all.
         for i in 0..servers {
-            cfg.start1(i).await;
+            cfg.restart(i).await;
         }
         for i in 0..servers {
             cfg.disconnect(i);
@@ -547,20 +646,20 @@ fn persist1_3c() {
         cfg.one(12, servers, true).await;
         let leader1 = cfg.check_one_leader().await;
         cfg.disconnect(leader1);
-        cfg.start1(leader1).await;
+        cfg.restart(leader1).await;
         cfg.connect(leader1);
         cfg.one(13, servers, true).await;
         let leader2 = cfg.check_one_leader().await;
         cfg.disconnect(leader2);
         cfg.one(14, servers - 1, true).await;
-        cfg.start1(leader2).await;
+        cfg.restart(leader2).await;
         cfg.connect(leader2);
         // Wait for leader2 to join before killing i3.
         cfg.wait(4, servers, None).await;
         let i3 = (cfg.check_one_leader().await + 1) % servers;
         cfg.disconnect(i3);
         cfg.one(15, servers - 1, true).await;
-        cfg.start1(i3).await;
+        cfg.restart(i3).await;
         cfg.connect(i3);
         cfg.one(16, servers, true).await;
         cfg.end().await;
@@ -572,7 +671,14 @@ fn persist1_3c() {
 fn persist2_3c() {
     run_test("persist2_3c", |sim: Sim| async move {
         let servers = 5;
-        let cfg = RaftConfig::new(&sim, servers, false, false).await;
+        let cfg = RaftHarness::new(
+            &sim,
+            ClusterOptions {
+                servers,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (3C): more persistence").await;
         let mut index = 1i64;
         for _ in 0..5 {
@@ -586,12 +692,12 @@ fn persist2_3c() {
             cfg.disconnect(leader1 % servers);
             cfg.disconnect((leader1 + 3) % servers);
             cfg.disconnect((leader1 + 4) % servers);
-            cfg.start1((leader1 + 1) % servers).await;
-            cfg.start1((leader1 + 2) % servers).await;
+            cfg.restart((leader1 + 1) % servers).await;
+            cfg.restart((leader1 + 2) % servers).await;
             cfg.connect((leader1 + 1) % servers);
             cfg.connect((leader1 + 2) % servers);
             sleep(RAFT_ELECTION_TIMEOUT).await;
-            cfg.start1((leader1 + 3) % servers).await;
+            cfg.restart((leader1 + 3) % servers).await;
             cfg.connect((leader1 + 3) % servers);
             cfg.one(10 + index, servers - 2, true).await;
             index += 1;
@@ -608,20 +714,27 @@ fn persist2_3c() {
 fn persist3_3c() {
     run_test("persist3_3c", |sim: Sim| async move {
         let servers = 3;
-        let cfg = RaftConfig::new(&sim, servers, false, false).await;
+        let cfg = RaftHarness::new(
+            &sim,
+            ClusterOptions {
+                servers,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (3C): partitioned leader and one follower crash, leader restarts")
             .await;
         cfg.one(101, 3, true).await;
         let leader = cfg.check_one_leader().await;
         cfg.disconnect((leader + 2) % servers);
         cfg.one(102, 2, true).await;
-        cfg.crash1(leader % servers);
-        cfg.crash1((leader + 1) % servers);
+        cfg.crash(leader % servers);
+        cfg.crash((leader + 1) % servers);
         cfg.connect((leader + 2) % servers);
-        cfg.start1(leader % servers).await;
+        cfg.restart(leader % servers).await;
         cfg.connect(leader % servers);
         cfg.one(103, 2, true).await;
-        cfg.start1((leader + 1) % servers).await;
+        cfg.restart((leader + 1) % servers).await;
         cfg.connect((leader + 1) % servers);
         cfg.one(104, servers, true).await;
         cfg.end().await;
@@ -634,7 +747,14 @@ fn persist3_3c() {
 fn figure8_3c() {
     run_test("figure8_3c", |sim: Sim| async move {
         let servers = 5;
-        let cfg = RaftConfig::new(&sim, servers, false, false).await;
+        let cfg = RaftHarness::new(
+            &sim,
+            ClusterOptions {
+                servers,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (3C): Figure 8").await;
         let c = cfg.rand_cmd();
         cfg.one(c, 1, true).await;
@@ -655,13 +775,13 @@ fn figure8_3c() {
                 sleep(ms(ms_)).await;
             }
             if let Some(leader) = leader {
-                cfg.crash1(leader);
+                cfg.crash(leader);
                 nup -= 1;
             }
             if nup < 3 {
                 let s = cfg.rand_range(0..servers as u64) as usize;
                 if !cfg.is_up(s) {
-                    cfg.start1(s).await;
+                    cfg.restart(s).await;
                     cfg.connect(s);
                     nup += 1;
                 }
@@ -669,7 +789,7 @@ fn figure8_3c() {
         }
         for i in 0..servers {
             if !cfg.is_up(i) {
-                cfg.start1(i).await;
+                cfg.restart(i).await;
                 cfg.connect(i);
             }
         }
@@ -684,7 +804,15 @@ fn figure8_3c() {
 fn unreliable_agree_3c() {
     run_test("unreliable_agree_3c", |sim: Sim| async move {
         let servers = 5;
-        let cfg = RaftConfig::new(&sim, servers, true, false).await;
+        let cfg = RaftHarness::new(
+            &sim,
+            ClusterOptions {
+                servers,
+                reliable: false,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (3C): unreliable agreement").await;
         let mut clients = Vec::new();
         for iters in 1..50i64 {
@@ -710,7 +838,15 @@ fn unreliable_agree_3c() {
 fn figure8_unreliable_3c() {
     run_test("figure8_unreliable_3c", |sim: Sim| async move {
         let servers = 5;
-        let cfg = RaftConfig::new(&sim, servers, true, false).await;
+        let cfg = RaftHarness::new(
+            &sim,
+            ClusterOptions {
+                servers,
+                reliable: false,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (3C): Figure 8 (unreliable)").await;
         let c = cfg.rand_range(0..10_000) as i64;
         cfg.one(c, 1, true).await;
@@ -759,7 +895,7 @@ fn figure8_unreliable_3c() {
     });
 }
 
-async fn internal_churn(cfg: RaftConfig, sim: &Sim, unreliable: bool) {
+async fn internal_churn(cfg: RaftHarness, sim: &Sim, unreliable: bool) {
     let servers = cfg.n();
     let title = if unreliable {
         "Test (3C): unreliable churn"
@@ -816,14 +952,14 @@ async fn internal_churn(cfg: RaftConfig, sim: &Sim, unreliable: bool) {
         if cfg.rand_range(0..1000) < 500 {
             let i = cfg.rand_range(0..servers as u64) as usize;
             if !cfg.is_up(i) {
-                cfg.start1(i).await;
+                cfg.restart(i).await;
             }
             cfg.connect(i);
         }
         if cfg.rand_range(0..1000) < 200 {
             let i = cfg.rand_range(0..servers as u64) as usize;
             if cfg.is_up(i) {
-                cfg.crash1(i);
+                cfg.crash(i);
             }
         }
         // Make crash/restart infrequent enough that the peers can often keep up, but not so
@@ -834,7 +970,7 @@ async fn internal_churn(cfg: RaftConfig, sim: &Sim, unreliable: bool) {
     sim.network().set_reliable(true);
     for i in 0..servers {
         if !cfg.is_up(i) {
-            cfg.start1(i).await;
+            cfg.restart(i).await;
         }
         cfg.connect(i);
     }
@@ -865,7 +1001,14 @@ async fn internal_churn(cfg: RaftConfig, sim: &Sim, unreliable: bool) {
 #[test]
 fn reliable_churn_3c() {
     run_test("reliable_churn_3c", |sim: Sim| async move {
-        let cfg = RaftConfig::new(&sim, 5, false, false).await;
+        let cfg = RaftHarness::new(
+            &sim,
+            ClusterOptions {
+                servers: 5,
+                ..Default::default()
+            },
+        )
+        .await;
         internal_churn(cfg, &sim, false).await;
     });
 }
@@ -873,7 +1016,15 @@ fn reliable_churn_3c() {
 #[test]
 fn unreliable_churn_3c() {
     run_test("unreliable_churn_3c", |sim: Sim| async move {
-        let cfg = RaftConfig::new(&sim, 5, true, false).await;
+        let cfg = RaftHarness::new(
+            &sim,
+            ClusterOptions {
+                servers: 5,
+                reliable: false,
+                ..Default::default()
+            },
+        )
+        .await;
         internal_churn(cfg, &sim, true).await;
     });
 }
@@ -885,7 +1036,15 @@ const SNAPSHOT_INTERVAL: u64 = rainkv::testkit::raft::SNAPSHOT_INTERVAL;
 async fn snap_common(sim: &Sim, name: &str, disconnect: bool, reliable: bool, crash: bool) {
     let iters = 30;
     let servers = 3;
-    let cfg = RaftConfig::new(sim, servers, !reliable, true).await;
+    let cfg = RaftHarness::with_snapshots(
+        sim,
+        ClusterOptions {
+            servers,
+            reliable,
+            ..Default::default()
+        },
+    )
+    .await;
     cfg.begin(name).await;
     let c = cfg.rand_cmd();
     cfg.one(c, servers, true).await;
@@ -904,7 +1063,7 @@ async fn snap_common(sim: &Sim, name: &str, disconnect: bool, reliable: bool, cr
             cfg.one(c, servers - 1, true).await;
         }
         if crash {
-            cfg.crash1(victim);
+            cfg.crash(victim);
             let c = cfg.rand_cmd();
             cfg.one(c, servers - 1, true).await;
         }
@@ -934,7 +1093,7 @@ async fn snap_common(sim: &Sim, name: &str, disconnect: bool, reliable: bool, cr
             leader1 = cfg.check_one_leader().await;
         }
         if crash {
-            cfg.start1(victim).await;
+            cfg.restart(victim).await;
             cfg.connect(victim);
             let c = cfg.rand_cmd();
             cfg.one(c, servers, true).await;
@@ -1003,7 +1162,14 @@ fn snapshot_all_crash_3d() {
     run_test("snapshot_all_crash_3d", |sim: Sim| async move {
         let servers = 3;
         let iters = 5;
-        let cfg = RaftConfig::new(&sim, servers, false, true).await;
+        let cfg = RaftHarness::with_snapshots(
+            &sim,
+            ClusterOptions {
+                servers,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (3D): crash and restart all servers").await;
         let c = cfg.rand_cmd();
         cfg.one(c, servers, true).await;
@@ -1018,11 +1184,11 @@ fn snapshot_all_crash_3d() {
             let index1 = cfg.one(c, servers, true).await;
             // Crash all.
             for i in 0..servers {
-                cfg.crash1(i);
+                cfg.crash(i);
             }
             // Revive all.
             for i in 0..servers {
-                cfg.start1(i).await;
+                cfg.restart(i).await;
                 cfg.connect(i);
             }
             let c = cfg.rand_cmd();
@@ -1040,7 +1206,14 @@ fn snapshot_all_crash_3d() {
 fn snapshot_init_3d() {
     run_test("snapshot_init_3d", |sim: Sim| async move {
         let servers = 3;
-        let cfg = RaftConfig::new(&sim, servers, false, true).await;
+        let cfg = RaftHarness::with_snapshots(
+            &sim,
+            ClusterOptions {
+                servers,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (3D): snapshot initialization after crash")
             .await;
         let c = cfg.rand_cmd();
@@ -1053,11 +1226,11 @@ fn snapshot_init_3d() {
         }
         // Crash all.
         for i in 0..servers {
-            cfg.crash1(i);
+            cfg.crash(i);
         }
         // Revive all.
         for i in 0..servers {
-            cfg.start1(i).await;
+            cfg.restart(i).await;
             cfg.connect(i);
         }
         // A single op, to get something to be written back to persistent storage.
@@ -1065,11 +1238,11 @@ fn snapshot_init_3d() {
         cfg.one(c, servers, true).await;
         // Crash all.
         for i in 0..servers {
-            cfg.crash1(i);
+            cfg.crash(i);
         }
         // Revive all.
         for i in 0..servers {
-            cfg.start1(i).await;
+            cfg.restart(i).await;
             cfg.connect(i);
         }
         // Do another op to trigger potential bug.

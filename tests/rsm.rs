@@ -11,24 +11,25 @@
 //! expects `Illegal` (naming the key) and `Ok` respectively.
 
 use std::cell::Cell;
-use std::rc::Rc;
+use std::future::Future;
 use std::time::Duration;
 
 use actix::prelude::*;
 use futures_util::future::join_all;
 use rainkv::actors::clerk::Clerk;
 use rainkv::actors::kv_server::KvStore;
-use rainkv::actors::raft::RaftPeer;
-use rainkv::actors::rsm::{Rsm, RsmConfig, StateMachine, REQUEST_TIMEOUT};
+use rainkv::actors::raft::{RaftPeer, RestoreError};
+use rainkv::actors::rsm::{ReplicaSetup, Rsm, StateMachine, REQUEST_TIMEOUT};
 use rainkv::check::{check_operations, CheckResult, KvInput, KvModel, KvOp, KvOutput, Operation};
 use rainkv::messages::kv::{GetArgs, KvError, KvReply, PutAppendArgs};
 use rainkv::messages::lifecycle::Stop;
 use rainkv::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
-use rainkv::messages::raft::{GetState, InstallSnapshotArgs};
+use rainkv::messages::raft::GetState;
 use rainkv::messages::rsm::{Read, Session, Submit, SubmitError};
-use rainkv::storage::{MemPersister, Persister};
+use rainkv::storage::Persister;
+use rainkv::testkit::cluster::{ServerContext, TestStore};
 use rainkv::testkit::kv::OpLog;
-use rainkv::testkit::{run_test, Sim};
+use rainkv::testkit::{self, run_test, ClusterOptions, ServerKind, Sim};
 use serde::{Deserialize, Serialize};
 use tokio::time::{sleep, timeout, Instant};
 
@@ -62,48 +63,68 @@ impl StateMachine for Journal {
 /// and Raft peer.
 type Face<S> = Box<dyn Fn(&Addr<Rsm<S>>, &Addr<RaftPeer>) -> Recipient<Dispatch>>;
 
+/// One replica's handles.
 struct Node<S: StateMachine> {
+    id: usize,
     rsm: Addr<Rsm<S>>,
     raft: Addr<RaftPeer>,
 }
 
-/// Sits in front of a Raft peer on the network and counts the InstallSnapshot RPCs it gets.
-struct RaftTap {
-    raft: Addr<RaftPeer>,
-    installs: Rc<Cell<u64>>,
-}
-
-impl Actor for RaftTap {
-    type Context = Context<Self>;
-}
-
-impl Handler<Dispatch> for RaftTap {
-    type Result = ResponseFuture<Result<Vec<u8>, RpcError>>;
-
-    fn handle(&mut self, msg: Dispatch, _: &mut Self::Context) -> Self::Result {
-        if msg.method == InstallSnapshotArgs::METHOD {
-            self.installs.set(self.installs.get() + 1);
+impl<S: StateMachine> Clone for Node<S> {
+    fn clone(&self) -> Self {
+        Node {
+            id: self.id,
+            rsm: self.rsm.clone(),
+            raft: self.raft.clone(),
         }
-        let raft = self.raft.clone();
-        Box::pin(async move { raft.send(msg).await.unwrap_or(Err(RpcError::NetworkDown)) })
     }
 }
 
-/// `n` replicas of `Rsm<S>`, each a network server `"i"` with a "Raft" service (and the
-/// optional face), crashed and restarted the way 6.5840's harness does it: a restarted
-/// replica gets a copy of exactly what its predecessor last saved, and fresh disabled ends.
-struct Cluster<S: StateMachine> {
-    sim: Sim,
-    n: usize,
-    max_raft_state: Option<usize>,
+/// Replicas of `Rsm<S>`: a "Raft" service, and the optional face as "KVServer".
+struct Replicas<S: StateMachine> {
     face: Option<Face<S>>,
-    nodes: Vec<Option<Node<S>>>,
-    saved: Vec<MemPersister>,
-    /// `end_names[i][j]`: the end server i uses to reach j.
-    end_names: Vec<Vec<String>>,
-    /// InstallSnapshot RPCs delivered to each server, over all its incarnations.
-    installs: Vec<Rc<Cell<u64>>>,
-    starts: u64,
+    /// The snapshot threshold of the next incarnations (a test may turn snapshots off).
+    max_raft_state: Cell<Option<usize>>,
+}
+
+impl<S: StateMachine> ServerKind for Replicas<S> {
+    type Node = Node<S>;
+
+    fn start(
+        &self,
+        setup: ReplicaSetup<TestStore>,
+        _: &mut ServerContext,
+    ) -> impl Future<Output = Result<Node<S>, RestoreError>> {
+        let id = setup.id;
+        let setup = ReplicaSetup {
+            max_raft_state: self.max_raft_state.get(),
+            ..setup
+        };
+        std::future::ready(Rsm::<S>::start(setup).map(|(rsm, raft)| Node { id, rsm, raft }))
+    }
+
+    fn services(&self, node: &Node<S>) -> Server {
+        let mut server = Server::new().with_service("Raft", node.raft.clone().recipient());
+        if let Some(face) = &self.face {
+            server = server.with_service("KVServer", face(&node.rsm, &node.raft));
+        }
+        server
+    }
+
+    fn raft(&self, node: &Node<S>) -> Addr<RaftPeer> {
+        node.raft.clone()
+    }
+
+    fn stop(&self, node: &Node<S>) {
+        node.rsm.do_send(Stop);
+    }
+}
+
+/// `n` replicas of `Rsm<S>`, each a network server `"i"`, on the testkit's cluster builder
+/// (crashes and restarts as 6.5840's harness does them), and the helpers these tests share.
+struct Cluster<S: StateMachine> {
+    cluster: testkit::Cluster<Replicas<S>>,
+    n: usize,
 }
 
 impl<S: StateMachine> Cluster<S> {
@@ -114,153 +135,85 @@ impl<S: StateMachine> Cluster<S> {
         max_raft_state: Option<usize>,
         face: Option<Face<S>>,
     ) -> Self {
-        let mut cluster = Cluster {
-            sim: sim.clone(),
-            n,
-            max_raft_state,
+        let kind = Replicas {
             face,
-            nodes: (0..n).map(|_| None).collect(),
-            saved: (0..n).map(|_| MemPersister::new()).collect(),
-            end_names: vec![Vec::new(); n],
-            installs: (0..n).map(|_| Rc::new(Cell::new(0))).collect(),
-            starts: 0,
+            max_raft_state: Cell::new(max_raft_state),
         };
-        for i in 0..n {
-            cluster.start(i).await;
+        let options = ClusterOptions {
+            servers: n,
+            ..Default::default()
+        };
+        Cluster {
+            cluster: testkit::Cluster::start(sim, kind, options).await,
+            n,
         }
-        cluster.connect_all();
-        cluster
     }
 
     fn all(&self) -> Vec<usize> {
-        (0..self.n).collect()
+        self.cluster.all()
     }
 
-    /// Starts replica i from a copy of its storage; its ends start disabled.
-    async fn start(&mut self, i: usize) {
-        self.starts += 1;
-        let net = self.sim.network().clone();
-        let names: Vec<String> = (0..self.n)
-            .map(|j| format!("rsm-{i}-to-{j}-start-{}", self.starts))
-            .collect();
-        let ends = net
-            .make_peer_ends(&i.to_string(), &names)
-            .await
-            .unwrap_or_else(|e| panic!("start({i}): {e}"));
-        self.end_names[i] = names;
-        let persister = self.saved[i].copy();
-        self.saved[i] = persister.clone();
-        let seed = self.sim.derive(&format!("rsm-server-{i}-{}", self.starts));
-        let (rsm, raft) = Rsm::<S>::start(RsmConfig {
-            peers: ends,
-            me: i,
-            persister,
-            max_raft_state: self.max_raft_state,
-            seed,
-        })
-        .unwrap_or_else(|e| panic!("start({i}): {e}"));
-        let tap = RaftTap {
-            raft: raft.clone(),
-            installs: self.installs[i].clone(),
-        }
-        .start();
-        let mut server = Server::new().with_service("Raft", tap.recipient());
-        if let Some(face) = &self.face {
-            server = server.with_service("KVServer", face(&rsm, &raft));
-        }
-        net.add_server(&i.to_string(), server);
-        self.nodes[i] = Some(Node { rsm, raft });
+    /// InstallSnapshot RPCs delivered to server i so far.
+    fn installs(&self, i: usize) -> u64 {
+        self.cluster.raft_traffic(i).install_snapshots
+    }
+
+    /// Bytes of server i's saved snapshot.
+    fn snapshot_size(&self, i: usize) -> usize {
+        self.cluster
+            .storage(i)
+            .map_or(0, |store| store.snapshot_size())
+    }
+
+    /// Turns snapshots off (`None`) or on for the incarnations started from now on.
+    fn set_max_raft_state(&self, max_raft_state: Option<usize>) {
+        self.cluster.kind().max_raft_state.set(max_raft_state);
     }
 
     /// Cuts replica i off, deletes its server, keeps a copy of its storage and stops it.
-    fn shutdown(&mut self, i: usize) {
-        self.disconnect(i, &self.all());
-        self.sim.network().delete_server(&i.to_string());
-        self.saved[i] = self.saved[i].copy();
-        if let Some(node) = self.nodes[i].take() {
-            node.rsm.do_send(Stop);
-        }
+    fn shutdown(&self, i: usize) {
+        self.cluster.crash(i);
     }
 
     /// Shuts every replica down, then starts and connects them all again.
-    async fn restart_all(&mut self) {
+    async fn restart_all(&self) {
         for i in 0..self.n {
-            self.shutdown(i);
+            self.cluster.crash(i);
         }
         for i in 0..self.n {
-            self.start(i).await;
+            self.cluster.restart(i).await;
         }
-        self.connect_all();
-    }
-
-    fn enable_links(&self, i: usize, to: &[usize], on: bool) {
-        let net = self.sim.network();
-        for &j in to {
-            if let Some(name) = self.end_names[i].get(j) {
-                net.enable(name, on);
-            }
-            if let Some(name) = self.end_names[j].get(i) {
-                net.enable(name, on);
-            }
-        }
+        self.cluster.connect_all();
     }
 
     fn connect(&self, i: usize, to: &[usize]) {
-        self.enable_links(i, to, true);
+        self.cluster.connect_to(i, to);
     }
 
     fn disconnect(&self, i: usize, from: &[usize]) {
-        self.enable_links(i, from, false);
+        self.cluster.disconnect_from(i, from);
     }
 
     fn connect_all(&self) {
-        for i in 0..self.n {
-            self.connect(i, &self.all());
-        }
+        self.cluster.connect_all();
     }
 
     /// Servers in each side reach each other, and nothing across.
     fn partition(&self, p1: &[usize], p2: &[usize]) {
-        for &i in p1 {
-            self.disconnect(i, p2);
-            self.connect(i, p1);
-        }
-        for &i in p2 {
-            self.disconnect(i, p1);
-            self.connect(i, p2);
-        }
+        self.cluster.partition(p1, p2);
     }
 
     fn rsm(&self, i: usize) -> Addr<Rsm<S>> {
-        match &self.nodes[i] {
-            Some(node) => node.rsm.clone(),
-            None => panic!("replica {i} is not running"),
-        }
+        self.cluster.running(i).rsm
     }
 
-    /// The running replica that claims leadership in the highest term, if any.
-    async fn leader(&self) -> Option<usize> {
-        let mut best: Option<(u64, usize)> = None;
-        for (i, node) in self.nodes.iter().enumerate() {
-            let Some(node) = node else { continue };
-            if let Ok(state) = node.raft.send(GetState).await {
-                if state.is_leader() && best.is_none_or(|(term, _)| state.term > term) {
-                    best = Some((state.term, i));
-                }
-            }
-        }
-        best.map(|(_, i)| i)
+    fn is_up(&self, i: usize) -> bool {
+        self.cluster.is_up(i)
     }
 
-    /// 6.5840's `checkOneLeader`: up to 10 rounds of about half a second.
+    /// 6.5840's `checkOneLeader`.
     async fn check_one_leader(&self) -> usize {
-        for _ in 0..10 {
-            sleep(Duration::from_millis(500)).await;
-            if let Some(leader) = self.leader().await {
-                return leader;
-            }
-        }
-        panic!("expected one leader, got none");
+        self.cluster.check_one_leader().await
     }
 
     /// Submits to replica i and waits for its answer.
@@ -282,7 +235,7 @@ impl<S: StateMachine> Cluster<S> {
         let started = Instant::now();
         let mut i = 0;
         while started.elapsed() < Duration::from_secs(10) {
-            if self.nodes[i].is_some() {
+            if self.is_up(i) {
                 if let Ok(output) = self.submit(i, Some(session), command.clone()).await {
                     return output;
                 }
@@ -307,12 +260,8 @@ impl<S: StateMachine> Cluster<S> {
         }
     }
 
-    fn cleanup(&mut self) {
-        for i in 0..self.n {
-            if let Some(node) = self.nodes[i].take() {
-                node.rsm.do_send(Stop);
-            }
-        }
+    fn cleanup(&self) {
+        self.cluster.shutdown();
     }
 }
 
@@ -328,7 +277,7 @@ impl Cluster<Journal> {
     async fn wait_all_applied(&self, expected: &[u64]) {
         let started = Instant::now();
         for i in 0..self.n {
-            if self.nodes[i].is_none() {
+            if !self.is_up(i) {
                 continue;
             }
             loop {
@@ -376,7 +325,7 @@ async fn submit_all(
 #[test]
 fn restart_replays_log() {
     run_test("restart_replays_log", |sim| async move {
-        let mut cluster = Cluster::<Journal>::new(&sim, 3, None, None).await;
+        let cluster = Cluster::<Journal>::new(&sim, 3, None, None).await;
         let mut expected = Vec::new();
         let numbers: Vec<u64> = (1..=20).map(|k| 100 + k).collect();
         submit_all(&cluster, 1, 1, &numbers, &mut expected).await;
@@ -402,20 +351,17 @@ fn restart_replays_log() {
 #[test]
 fn restart_replays_snapshot_and_log_tail() {
     run_test("restart_replays_snapshot_and_log_tail", |sim| async move {
-        let mut cluster = Cluster::<Journal>::new(&sim, 3, Some(MAX_RAFT_STATE), None).await;
+        let cluster = Cluster::<Journal>::new(&sim, 3, Some(MAX_RAFT_STATE), None).await;
         let mut expected = Vec::new();
         let numbers: Vec<u64> = (1..=60).collect();
         submit_all(&cluster, 1, 1, &numbers, &mut expected).await;
         cluster.wait_all_applied(&expected).await;
         for i in 0..cluster.n {
-            assert!(
-                cluster.saved[i].snapshot_size() > 0,
-                "replica {i} took no snapshot"
-            );
+            assert!(cluster.snapshot_size(i) > 0, "replica {i} took no snapshot");
         }
 
         // Snapshots off from here on, so the commands that follow stay in the log tail.
-        cluster.max_raft_state = None;
+        cluster.set_max_raft_state(None);
         cluster.restart_all().await;
         let mut snapshot_at = Vec::new();
         for i in 0..cluster.n {
@@ -475,7 +421,7 @@ fn cut_off_leader_answers_pending_requests() {
 }
 
 async fn pending_at_cut_off_leader(sim: Sim, shut_down: bool) {
-    let mut cluster = Cluster::<Journal>::new(&sim, 3, None, None).await;
+    let cluster = Cluster::<Journal>::new(&sim, 3, None, None).await;
     let mut expected = Vec::new();
     submit_all(&cluster, 1, 1, &[1, 2, 3], &mut expected).await;
     let leader = cluster.check_one_leader().await;
@@ -552,17 +498,14 @@ fn submit_after_full_restart_with_snapshots() {
 }
 
 async fn submit_after_restart_keeps_sessions(sim: Sim, max_raft_state: Option<usize>) {
-    let mut cluster = Cluster::<Journal>::new(&sim, 3, max_raft_state, None).await;
+    let cluster = Cluster::<Journal>::new(&sim, 3, max_raft_state, None).await;
     let mut expected = Vec::new();
     let numbers: Vec<u64> = (1..=40).collect();
     submit_all(&cluster, 7, 1, &numbers, &mut expected).await;
     cluster.wait_all_applied(&expected).await;
     if max_raft_state.is_some() {
         for i in 0..cluster.n {
-            assert!(
-                cluster.saved[i].snapshot_size() > 0,
-                "replica {i} took no snapshot"
-            );
+            assert!(cluster.snapshot_size(i) > 0, "replica {i} took no snapshot");
         }
     }
 
@@ -589,7 +532,7 @@ async fn submit_after_restart_keeps_sessions(sim: Sim, max_raft_state: Option<us
 #[test]
 fn duplicate_submit_applies_once() {
     run_test("duplicate_submit_applies_once", |sim| async move {
-        let mut cluster = Cluster::<Journal>::new(&sim, 3, None, None).await;
+        let cluster = Cluster::<Journal>::new(&sim, 3, None, None).await;
         let mut expected = Vec::new();
         submit_all(&cluster, 3, 1, &[1, 2, 3], &mut expected).await;
         let leader = cluster.check_one_leader().await;
@@ -630,7 +573,7 @@ fn lagging_replica_catches_up_through_snapshot() {
     run_test(
         "lagging_replica_catches_up_through_snapshot",
         |sim| async move {
-            let mut cluster = Cluster::<Journal>::new(&sim, 3, Some(MAX_RAFT_STATE), None).await;
+            let cluster = Cluster::<Journal>::new(&sim, 3, Some(MAX_RAFT_STATE), None).await;
             let mut expected = Vec::new();
             submit_all(&cluster, 5, 1, &[1, 2, 3, 4, 5], &mut expected).await;
             cluster.wait_all_applied(&expected).await;
@@ -642,12 +585,12 @@ fn lagging_replica_catches_up_through_snapshot() {
             submit_all(&cluster, 5, 6, &numbers, &mut expected).await;
             let (entries, _) = cluster.journal(lagging).await;
             assert_eq!(entries, expected[..5].to_vec());
-            assert_eq!(cluster.installs[lagging].get(), 0);
+            assert_eq!(cluster.installs(lagging), 0);
 
             cluster.connect(lagging, &cluster.all());
             cluster.wait_all_applied(&expected).await;
             assert!(
-                cluster.installs[lagging].get() > 0,
+                cluster.installs(lagging) > 0,
                 "the lagging replica caught up without an InstallSnapshot"
             );
             // A new leader's no-op may still be on its way to some replicas: give them a
@@ -814,7 +757,7 @@ async fn stale_leader_scenario(sim: Sim, stale_reads: bool) -> (OpLog, String) {
         .start()
         .recipient()
     });
-    let mut cluster = Cluster::<KvStore>::new(&sim, 3, None, Some(face)).await;
+    let cluster = Cluster::<KvStore>::new(&sim, 3, None, Some(face)).await;
     let (log, t0) = (OpLog::new(), Instant::now());
     let leader = cluster.check_one_leader().await;
     let others: Vec<usize> = (0..cluster.n).filter(|&i| i != leader).collect();

@@ -10,14 +10,20 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use rainkv::actors::ctrler::clerk::CtrlerClerk;
 use rainkv::messages::ctrler::{Config, Gid, NSHARDS};
-use rainkv::testkit::ctrler::CtrlerConfig;
+use rainkv::testkit::ctrler::CtrlerHarness;
+use rainkv::testkit::ClusterOptions;
 use rainkv::testkit::{run_test, Sim};
 use tokio::time::sleep;
 
 const NSERVERS: usize = 3;
 
-async fn make_config(sim: &Sim) -> CtrlerConfig {
-    CtrlerConfig::new(sim, NSERVERS, "ctrler").await
+async fn make_config(sim: &Sim) -> CtrlerHarness {
+    let options = ClusterOptions {
+        servers: NSERVERS,
+        name: "ctrler".into(),
+        ..Default::default()
+    };
+    CtrlerHarness::new(sim, options).await
 }
 
 fn names(list: &[&str]) -> Vec<String> {
@@ -119,7 +125,7 @@ fn check_no_loss(before: &Config, after: &Config, survivors: &[Gid], what: &str)
 }
 
 /// Runs one task per clerk concurrently and waits for all of them.
-async fn concurrently<F, Fut>(cfg: &CtrlerConfig, n: usize, f: F)
+async fn concurrently<F, Fut>(cfg: &CtrlerHarness, n: usize, f: F)
 where
     F: Fn(usize, CtrlerClerk) -> Fut,
     Fut: std::future::Future<Output = ()> + 'static,

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use rainkv::testkit::run_test;
-use rainkv::testkit::shardkv::ShardKvConfig;
+use rainkv::testkit::shardkv::ShardKvHarness;
+use rainkv::testkit::ClusterOptions;
 use rainkv::testkit::Sim;
 use tokio::time::sleep;
 
@@ -16,7 +17,15 @@ fn challenge1_delete_across_group_crashes() {
     run_test(
         "challenge1_delete_across_group_crashes",
         |sim: Sim| async move {
-            let cfg = ShardKvConfig::new(&sim, 3, false, 1).await;
+            let cfg = ShardKvHarness::new(
+                &sim,
+                ClusterOptions {
+                    servers: 3,
+                    max_raft_state: Some(1),
+                    ..Default::default()
+                },
+            )
+            .await;
             cfg.begin("Test: shard deletion across whole-group crashes (ours)")
                 .await;
             let ck = cfg.make_client().await;

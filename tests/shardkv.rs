@@ -11,7 +11,8 @@ use futures_util::future::join_all;
 use rainkv::actors::clerk::Clerk;
 use rainkv::messages::ctrler::key2shard;
 use rainkv::testkit::kv::OpLog;
-use rainkv::testkit::shardkv::{ShardKvConfig, NGROUPS};
+use rainkv::testkit::shardkv::{ShardKvHarness, NGROUPS};
+use rainkv::testkit::ClusterOptions;
 use rainkv::testkit::{rand_string, run_test, Sim};
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -26,7 +27,7 @@ fn keys(n: usize) -> Vec<String> {
 }
 
 /// Puts a fresh random value of `len` characters under every key; returns the values.
-async fn put_all(cfg: &ShardKvConfig, ck: &Clerk, ka: &[String], len: usize) -> Vec<String> {
+async fn put_all(cfg: &ShardKvHarness, ck: &Clerk, ka: &[String], len: usize) -> Vec<String> {
     let mut va = Vec::with_capacity(ka.len());
     for k in ka {
         let v = cfg.rand_string(len);
@@ -36,7 +37,7 @@ async fn put_all(cfg: &ShardKvConfig, ck: &Clerk, ka: &[String], len: usize) -> 
     va
 }
 
-async fn check_all(cfg: &ShardKvConfig, ck: &Clerk, ka: &[String], va: &[String]) {
+async fn check_all(cfg: &ShardKvHarness, ck: &Clerk, ka: &[String], va: &[String]) {
     for (k, v) in ka.iter().zip(va) {
         cfg.check(ck, k, v).await;
     }
@@ -44,7 +45,7 @@ async fn check_all(cfg: &ShardKvConfig, ck: &Clerk, ka: &[String], va: &[String]
 
 /// For each key: check it, then append `len` random characters.
 async fn check_and_append_all(
-    cfg: &ShardKvConfig,
+    cfg: &ShardKvHarness,
     ck: &Clerk,
     ka: &[String],
     va: &mut [String],
@@ -68,7 +69,7 @@ struct Appenders {
 
 impl Appenders {
     async fn start(
-        cfg: &ShardKvConfig,
+        cfg: &ShardKvHarness,
         sim: &Sim,
         ka: &[String],
         va: Vec<String>,
@@ -111,7 +112,7 @@ impl Appenders {
 /// should have refused the request.
 async fn gets_until_quiet(
     clerks: Vec<Clerk>,
-    cfg: &ShardKvConfig,
+    cfg: &ShardKvHarness,
     ka: &[String],
     va: &[String],
     rejected: bool,
@@ -146,7 +147,14 @@ async fn gets_until_quiet(
 #[test]
 fn static_shards_5a() {
     run_test("static_shards_5a", |sim: Sim| async move {
-        let cfg = ShardKvConfig::new(&sim, 3, false, -1).await;
+        let cfg = ShardKvHarness::new(
+            &sim,
+            ClusterOptions {
+                servers: 3,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (5A): static shards").await;
         let ck = cfg.make_client().await;
         cfg.join(0).await;
@@ -157,7 +165,7 @@ fn static_shards_5a() {
 
         // Make sure the data really is sharded: with one group down, only its shards fail.
         cfg.shutdown_group(1);
-        cfg.checklogs(); // forbid snapshots
+        cfg.check_logs(); // forbid snapshots
         let mut clerks = Vec::new();
         for _ in 0..ka.len() {
             clerks.push(cfg.make_client().await); // only one call allowed per client
@@ -179,7 +187,14 @@ fn static_shards_5a() {
 #[test]
 fn rejection_5a() {
     run_test("rejection_5a", |sim: Sim| async move {
-        let cfg = ShardKvConfig::new(&sim, 3, false, -1).await;
+        let cfg = ShardKvHarness::new(
+            &sim,
+            ClusterOptions {
+                servers: 3,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (5A): rejection").await;
         let ck = cfg.make_client().await;
         cfg.join(0).await;
@@ -192,7 +207,7 @@ fn rejection_5a() {
         // it: group 100 must reject the keys it does not own.
         let ctl1 = cfg.start_ctrler_service().await;
         let mck1 = ctl1.make_client().await;
-        cfg.ctljoin(&[0], &mck1).await;
+        cfg.join_through(&[0], &mck1).await;
         let mut clerks = Vec::new();
         for _ in 0..ka.len() {
             clerks.push(cfg.make_client_of(&ctl1).await);
@@ -211,7 +226,14 @@ fn rejection_5a() {
 #[test]
 fn join_leave_5b() {
     run_test("join_leave_5b", |sim: Sim| async move {
-        let cfg = ShardKvConfig::new(&sim, 3, false, -1).await;
+        let cfg = ShardKvHarness::new(
+            &sim,
+            ClusterOptions {
+                servers: 3,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (5B): join then leave").await;
         let ck = cfg.make_client().await;
         cfg.join(0).await;
@@ -226,7 +248,7 @@ fn join_leave_5b() {
 
         // Allow time for shards to transfer.
         sleep(Duration::from_secs(1)).await;
-        cfg.checklogs();
+        cfg.check_logs();
         cfg.shutdown_group(0);
         check_all(&cfg, &ck, &ka, &va).await;
         cfg.end().await;
@@ -237,7 +259,15 @@ fn join_leave_5b() {
 #[test]
 fn snapshot_5b() {
     run_test("snapshot_5b", |sim: Sim| async move {
-        let cfg = ShardKvConfig::new(&sim, 3, false, 1000).await;
+        let cfg = ShardKvHarness::new(
+            &sim,
+            ClusterOptions {
+                servers: 3,
+                max_raft_state: Some(1000),
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (5B): snapshots, join, and leave").await;
         let ck = cfg.make_client().await;
         cfg.join(0).await;
@@ -256,7 +286,7 @@ fn snapshot_5b() {
         sleep(Duration::from_secs(1)).await;
         check_all(&cfg, &ck, &ka, &va).await;
         sleep(Duration::from_secs(1)).await;
-        cfg.checklogs();
+        cfg.check_logs();
 
         for gi in 0..NGROUPS {
             cfg.shutdown_group(gi);
@@ -273,7 +303,15 @@ fn snapshot_5b() {
 #[test]
 fn miss_change_5b() {
     run_test("miss_change_5b", |sim: Sim| async move {
-        let cfg = ShardKvConfig::new(&sim, 3, false, 1000).await;
+        let cfg = ShardKvHarness::new(
+            &sim,
+            ClusterOptions {
+                servers: 3,
+                max_raft_state: Some(1000),
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (5B): servers miss configuration changes")
             .await;
         let ck = cfg.make_client().await;
@@ -318,7 +356,15 @@ fn miss_change_5b() {
 #[test]
 fn concurrent1_5b() {
     run_test("concurrent1_5b", |sim: Sim| async move {
-        let cfg = ShardKvConfig::new(&sim, 3, false, 100).await;
+        let cfg = ShardKvHarness::new(
+            &sim,
+            ClusterOptions {
+                servers: 3,
+                max_raft_state: Some(100),
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (5B): concurrent puts and configuration changes")
             .await;
         let ck = cfg.make_client().await;
@@ -361,7 +407,14 @@ fn concurrent1_5b() {
 #[test]
 fn concurrent2_5b() {
     run_test("concurrent2_5b", |sim: Sim| async move {
-        let cfg = ShardKvConfig::new(&sim, 3, false, -1).await;
+        let cfg = ShardKvHarness::new(
+            &sim,
+            ClusterOptions {
+                servers: 3,
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (5B): more concurrent puts and configuration changes")
             .await;
         let ck = cfg.make_client().await;
@@ -402,7 +455,15 @@ fn concurrent2_5b() {
 #[test]
 fn concurrent3_5b() {
     run_test("concurrent3_5b", |sim: Sim| async move {
-        let cfg = ShardKvConfig::new(&sim, 3, false, 300).await;
+        let cfg = ShardKvHarness::new(
+            &sim,
+            ClusterOptions {
+                servers: 3,
+                max_raft_state: Some(300),
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (5B): concurrent configuration change and restart")
             .await;
         let ck = cfg.make_client().await;
@@ -440,7 +501,16 @@ fn concurrent3_5b() {
 #[test]
 fn unreliable1_5b() {
     run_test("unreliable1_5b", |sim: Sim| async move {
-        let cfg = ShardKvConfig::new(&sim, 3, true, 100).await;
+        let cfg = ShardKvHarness::new(
+            &sim,
+            ClusterOptions {
+                servers: 3,
+                reliable: false,
+                max_raft_state: Some(100),
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (5B): unreliable 1").await;
         let ck = cfg.make_client().await;
         cfg.join(0).await;
@@ -464,7 +534,7 @@ fn unreliable1_5b() {
 }
 
 /// Unreliable2's and Unreliable3's schedule of joins and leaves, with workers running.
-async fn unreliable_schedule(cfg: &ShardKvConfig) {
+async fn unreliable_schedule(cfg: &ShardKvHarness) {
     let ms = Duration::from_millis;
     sleep(ms(150)).await;
     cfg.join(1).await;
@@ -483,7 +553,16 @@ async fn unreliable_schedule(cfg: &ShardKvConfig) {
 #[test]
 fn unreliable2_5b() {
     run_test("unreliable2_5b", |sim: Sim| async move {
-        let cfg = ShardKvConfig::new(&sim, 3, true, 100).await;
+        let cfg = ShardKvHarness::new(
+            &sim,
+            ClusterOptions {
+                servers: 3,
+                reliable: false,
+                max_raft_state: Some(100),
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (5B): unreliable 2").await;
         let ck = cfg.make_client().await;
         cfg.join(0).await;
@@ -504,7 +583,16 @@ fn unreliable2_5b() {
 #[test]
 fn unreliable3_5b() {
     run_test("unreliable3_5b", |sim: Sim| async move {
-        let cfg = ShardKvConfig::new(&sim, 3, true, 100).await;
+        let cfg = ShardKvHarness::new(
+            &sim,
+            ClusterOptions {
+                servers: 3,
+                reliable: false,
+                max_raft_state: Some(100),
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test (5B): unreliable 3").await;
         let op_log = OpLog::new();
         let ck = cfg.make_client().await;
@@ -553,7 +641,15 @@ fn unreliable3_5b() {
 fn challenge1_delete() {
     run_test("challenge1_delete", |sim: Sim| async move {
         // maxraftstate 1: snapshot after every entry.
-        let cfg = ShardKvConfig::new(&sim, 3, false, 1).await;
+        let cfg = ShardKvHarness::new(
+            &sim,
+            ClusterOptions {
+                servers: 3,
+                max_raft_state: Some(1),
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test: shard deletion (challenge 1)").await;
         let ck = cfg.make_client().await;
         cfg.join(0).await;
@@ -599,7 +695,16 @@ fn challenge1_delete() {
 #[test]
 fn challenge2_unaffected() {
     run_test("challenge2_unaffected", |sim: Sim| async move {
-        let cfg = ShardKvConfig::new(&sim, 3, true, 100).await;
+        let cfg = ShardKvHarness::new(
+            &sim,
+            ClusterOptions {
+                servers: 3,
+                reliable: false,
+                max_raft_state: Some(100),
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test: unaffected shard access (challenge 2)")
             .await;
         let ck = cfg.make_client().await;
@@ -643,12 +748,21 @@ fn challenge2_unaffected() {
 #[test]
 fn challenge2_partial() {
     run_test("challenge2_partial", |sim: Sim| async move {
-        let cfg = ShardKvConfig::new(&sim, 3, true, 100).await;
+        let cfg = ShardKvHarness::new(
+            &sim,
+            ClusterOptions {
+                servers: 3,
+                reliable: false,
+                max_raft_state: Some(100),
+                ..Default::default()
+            },
+        )
+        .await;
         cfg.begin("Test: partial migration shard access (challenge 2)")
             .await;
         let ck = cfg.make_client().await;
         // Join 100, 101 and 102; give them time to reconfigure.
-        cfg.joinm(&[0, 1, 2]).await;
+        cfg.join_groups(&[0, 1, 2]).await;
         sleep(Duration::from_secs(1)).await;
         let ka = keys(10);
         let va = vec!["100".to_string(); ka.len()];
@@ -659,7 +773,7 @@ fn challenge2_partial() {
         let owned: Vec<bool> = c.shards.iter().map(|&gid| gid == cfg.gid(2)).collect();
         // Kill 100, and make 100 and 102 leave: 101 can get 102's shards, not 100's.
         cfg.shutdown_group(0);
-        cfg.leavem(&[0, 2]).await;
+        cfg.leave_groups(&[0, 2]).await;
         // Time to start the reconfiguration and migrate 102 -> 101.
         sleep(Duration::from_secs(1)).await;
         // 101 must serve the shards it received from 102.

@@ -12,9 +12,8 @@ use std::collections::BTreeMap;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::actors::client_end::ClientEnd;
 use crate::actors::raft::{RaftPeer, RestoreError};
-use crate::actors::rsm::{Rsm, RsmConfig, StateMachine};
+use crate::actors::rsm::{ReplicaSetup, Rsm, StateMachine};
 use crate::messages::kv::*;
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
@@ -100,22 +99,12 @@ pub struct KvNode {
 }
 
 impl KvNode {
-    /// 6.5840's `StartKVServer`: peer `me` of `peers.len()`, snapshotting when the Raft state
-    /// reaches `max_raft_state` bytes (`None`: never).
+    /// 6.5840's `StartKVServer`: one KV server, restoring what its storage holds. Fails on a
+    /// corrupt stored state.
     pub fn start<P: Persister + Clone + 'static>(
-        peers: Vec<ClientEnd>,
-        me: usize,
-        persister: P,
-        max_raft_state: Option<usize>,
-        seed: u64,
+        setup: ReplicaSetup<P>,
     ) -> Result<KvNode, RestoreError> {
-        let (rsm, raft) = Rsm::<KvStore>::start(RsmConfig {
-            peers,
-            me,
-            persister,
-            max_raft_state,
-            seed,
-        })?;
+        let (rsm, raft) = Rsm::<KvStore>::start(setup)?;
         let kv = KvServer { rsm: rsm.clone() }.start();
         Ok(KvNode { raft, rsm, kv })
     }

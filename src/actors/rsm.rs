@@ -97,12 +97,13 @@ pub struct Rsm<S: StateMachine> {
     noop_term: Option<u64>,
 }
 
-/// Everything needed to start one replica.
-pub struct RsmConfig<P> {
-    /// Ends to every peer's Raft service (index = peer id).
+/// Everything needed to start one replica of a service on Raft: the KV server, a controller
+/// server, a shard group member, or any [`StateMachine`] of the embedder's.
+pub struct ReplicaSetup<P> {
+    /// This replica's id: its index among the peers.
+    pub id: usize,
+    /// Ends to every peer's Raft service (index = peer id; the replica's own is unused).
     pub peers: Vec<ClientEnd>,
-    /// This replica's id.
-    pub me: usize,
     /// Its storage; clones must share it (the RSM reads sizes through its own handle).
     pub persister: P,
     /// Snapshot when the Raft state reaches this many bytes (`None`: never).
@@ -115,9 +116,9 @@ impl<S: StateMachine> Rsm<S> {
     /// Starts a replica and its Raft peer, restoring the latest snapshot. Fails on a corrupt
     /// persisted state.
     pub fn start<P: Persister + Clone + 'static>(
-        config: RsmConfig<P>,
+        setup: ReplicaSetup<P>,
     ) -> Result<(Addr<Rsm<S>>, Addr<RaftPeer>), RestoreError> {
-        let snapshot = config.persister.read_snapshot();
+        let snapshot = setup.persister.read_snapshot();
         let restored = if snapshot.is_empty() {
             SnapshotData {
                 index: 0,
@@ -130,18 +131,18 @@ impl<S: StateMachine> Rsm<S> {
         };
         let context = Context::new();
         let raft = RaftPeer::start(
-            config.peers,
-            config.me,
-            Box::new(config.persister.clone()),
+            setup.peers,
+            setup.id,
+            Box::new(setup.persister.clone()),
             context.address().recipient(),
-            config.seed,
+            setup.seed,
         )?;
         let rsm = Rsm {
             state: restored.state,
             sessions: restored.sessions,
             raft: raft.clone(),
-            persister: Box::new(config.persister),
-            max_raft_state: config.max_raft_state,
+            persister: Box::new(setup.persister),
+            max_raft_state: setup.max_raft_state,
             last_applied: restored.index,
             last_snapshot: restored.index,
             pending: BTreeMap::new(),

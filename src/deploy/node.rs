@@ -14,6 +14,7 @@ use super::store::NodeStore;
 use crate::actors::admin::Admin;
 use crate::actors::kv_server::KvNode;
 use crate::actors::raft::RestoreError;
+use crate::actors::rsm::ReplicaSetup;
 use crate::actors::tcp::{
     client_end, CloseLink, GetLinkStatus, GetListenerStats, Link, LinkStatus, Listener,
     ListenerStats, MethodTable, SetBlocked, StopListening,
@@ -160,13 +161,18 @@ impl TcpNode {
             .iter()
             .map(|node| Link::start(node.peer, settings.clone()))
             .collect();
-        let ends = peer_links
+        let peers = peer_links
             .iter()
             .enumerate()
             .map(|(j, link)| client_end(&format!("node-{id}-to-{j}"), link))
             .collect();
-        let seed = rand::random();
-        let kv = KvNode::start(ends, id, store, Some(config.max_raft_state), seed)?;
+        let kv = KvNode::start(ReplicaSetup {
+            id,
+            peers,
+            persister: store,
+            max_raft_state: Some(config.max_raft_state),
+            seed: rand::random(),
+        })?;
         let admin = Admin::new(id, kv.raft.clone()).start();
         let peer_services = Server::new().with_service("Raft", kv.raft.clone().recipient());
         let client_services = Server::new()

@@ -70,6 +70,8 @@ struct Disk {
     /// What the files hold, kept in memory for `load` and WAL rewrites.
     state: SavedState,
     snapshot: Arc<Vec<u8>>,
+    /// Set by [`FilePersister::close`]: every later save fails.
+    closed: bool,
 }
 
 fn invalid(path: &Path, why: impl std::fmt::Display) -> io::Error {
@@ -99,6 +101,12 @@ impl FilePersister {
         Ok(FilePersister {
             disk: Arc::new(Mutex::new(Disk::open(dir.as_ref())?)),
         })
+    }
+
+    /// Closes the store for every handle: later saves fail. A simulated crash uses it so that
+    /// an instance still winding down can never write after its successor opened the files.
+    pub fn close(&self) {
+        self.disk().closed = true;
     }
 
     fn disk(&self) -> MutexGuard<'_, Disk> {
@@ -167,6 +175,7 @@ impl Disk {
             wal_len,
             state,
             snapshot,
+            closed: false,
         })
     }
 
@@ -261,6 +270,12 @@ impl Disk {
 
 impl Disk {
     fn save(&mut self, update: StateUpdate) -> io::Result<()> {
+        if self.closed {
+            return Err(io::Error::other(format!(
+                "{}: the store was closed",
+                self.dir.display()
+            )));
+        }
         let snapshot = update.snapshot.clone();
         if let Some(new) = &snapshot {
             let file = SnapshotFile {

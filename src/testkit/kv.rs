@@ -1,28 +1,33 @@
 //! 6.5840's kvraft test harness (`kvraft/config.go` and the wrappers of `test_test.go`).
 //!
-//! [`KvConfig`] runs `n` KV servers, each a network server `"i"` with the "KVServer" and "Raft"
-//! services, and clerks whose ends are shuffled and enabled per server. Partitions touch only
-//! server-to-server ends, never clerks'. The op wrappers ([`KvConfig::get`] and friends) count
-//! operations and record them, with virtual call and return times, in an [`OpLog`] for the
-//! linearizability checker.
+//! [`KvHarness`] is a [`Cluster`] of KV servers ([`KvServers`]: each a network server `"i"`
+//! with the "KVServer" and "Raft" services) plus clerks whose ends are shuffled and enabled
+//! per server. Partitions touch only server-to-server ends, never clerks'. The op wrappers
+//! ([`KvHarness::get`] and friends) count operations and record them, with virtual call and
+//! return times, in an [`OpLog`] for the linearizability checker.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
+use actix::Addr;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 
-use super::{check_time_limit, first_leader, rand_string, Sim};
+use super::cluster::{ClientEnds, Cluster, ClusterOptions, ServerContext, ServerKind, TestStore};
+use super::Sim;
 use crate::actors::clerk::Clerk;
 use crate::actors::kv_server::KvNode;
+use crate::actors::raft::{RaftPeer, RestoreError};
+use crate::actors::rsm::ReplicaSetup;
 use crate::check::{
     check_operations, write_html, CheckResult, KvInput, KvModel, KvOp, KvOutput, Operation,
 };
 use crate::messages::kv::KvCommand;
-use crate::storage::{MemPersister, Persister};
+use crate::messages::net::Server;
 
 /// A recorded history of KV operations.
 pub type KvHistory = Vec<Operation<KvInput, KvOutput>>;
@@ -188,18 +193,31 @@ impl OpRecorder {
     }
 }
 
-struct State {
-    nodes: Vec<Option<KvNode>>,
-    saved: Vec<MemPersister>,
-    /// `end_names[i][j]`: the end server i uses to reach j.
-    end_names: Vec<Vec<String>>,
-    /// Each clerk's end names, in server order.
-    clerks: Vec<Vec<String>>,
-    incarnations: Vec<u64>,
-    rng: ChaCha8Rng,
-    t0: Instant,
-    rpcs0: u64,
-    ops0: u64,
+/// KV servers: a Raft peer, a replicated KV store and its "KVServer" face each.
+pub struct KvServers;
+
+impl ServerKind for KvServers {
+    type Node = KvNode;
+
+    fn start(
+        &self,
+        setup: ReplicaSetup<TestStore>,
+        _: &mut ServerContext,
+    ) -> impl Future<Output = Result<KvNode, RestoreError>> {
+        std::future::ready(KvNode::start(setup))
+    }
+
+    fn services(&self, node: &KvNode) -> Server {
+        node.server()
+    }
+
+    fn raft(&self, node: &KvNode) -> Addr<RaftPeer> {
+        node.raft.clone()
+    }
+
+    fn stop(&self, node: &KvNode) {
+        node.kill();
+    }
 }
 
 /// A clerk made by the harness: its async API plus the harness's handle on its ends.
@@ -207,139 +225,93 @@ struct State {
 pub struct TestClerk {
     /// The clerk itself.
     pub clerk: Clerk,
-    index: usize,
+    ends: Rc<ClientEnds>,
+}
+
+/// Statistics of the current test part (`begin` to `end`).
+#[derive(Default, Clone, Copy)]
+struct Part {
+    t0: Option<Instant>,
+    rpcs0: u64,
+    ops0: u64,
 }
 
 /// 6.5840's kvraft test configuration. Clones share the cluster.
 #[derive(Clone)]
-pub struct KvConfig {
-    sim: Sim,
-    n: usize,
-    max_raft_state: Option<usize>,
-    created: Instant,
+pub struct KvHarness {
+    cluster: Cluster<KvServers>,
     recorder: Rc<OpRecorder>,
-    state: Rc<RefCell<State>>,
+    part: Rc<Cell<Part>>,
 }
 
-impl KvConfig {
-    /// `make_config(n, unreliable, maxraftstate)`: starts and connects all servers, then sets
-    /// the network's reliability. `max_raft_state < 0` means never snapshot.
-    pub async fn new(sim: &Sim, n: usize, unreliable: bool, max_raft_state: i64) -> KvConfig {
-        let cfg = KvConfig {
-            sim: sim.clone(),
-            n,
-            max_raft_state: usize::try_from(max_raft_state).ok(),
-            created: Instant::now(),
+impl KvHarness {
+    /// `make_config(n, unreliable, maxraftstate)`: starts and connects all servers.
+    pub async fn new(sim: &Sim, options: ClusterOptions) -> KvHarness {
+        KvHarness {
+            cluster: Cluster::start(sim, KvServers, options).await,
             recorder: Rc::new(OpRecorder::new()),
-            state: Rc::new(RefCell::new(State {
-                nodes: vec![None; n],
-                saved: (0..n).map(|_| MemPersister::new()).collect(),
-                end_names: vec![Vec::new(); n],
-                clerks: Vec::new(),
-                incarnations: vec![0; n],
-                rng: sim.rng("kv-config"),
-                t0: Instant::now(),
-                rpcs0: 0,
-                ops0: 0,
-            })),
-        };
-        for i in 0..n {
-            cfg.start_server(i).await;
+            part: Rc::new(Cell::new(Part::default())),
         }
-        cfg.connect_all();
-        sim.network().set_reliable(!unreliable);
-        cfg
+    }
+
+    /// The cluster underneath.
+    pub fn cluster(&self) -> &Cluster<KvServers> {
+        &self.cluster
     }
 
     /// Number of servers.
     pub fn n(&self) -> usize {
-        self.n
+        self.cluster.n()
     }
 
     /// The harness's seeded generator.
     pub fn with_rng<T>(&self, f: impl FnOnce(&mut ChaCha8Rng) -> T) -> T {
-        f(&mut self.state.borrow_mut().rng)
+        self.cluster.with_rng(f)
     }
 
     /// A random value of `n` characters.
     pub fn rand_string(&self, n: usize) -> String {
-        self.with_rng(|rng| rand_string(rng, n))
+        self.cluster.rand_string(n)
     }
 
     /// All server indexes.
     pub fn all(&self) -> Vec<usize> {
-        (0..self.n).collect()
-    }
-
-    fn enable_links(&self, i: usize, to: &[usize], on: bool) {
-        let state = self.state.borrow();
-        let net = self.sim.network();
-        for &j in to {
-            if let Some(name) = state.end_names[i].get(j) {
-                net.enable(name, on);
-            }
-            if let Some(name) = state.end_names[j].get(i) {
-                net.enable(name, on);
-            }
-        }
+        self.cluster.all()
     }
 
     /// Enables the links between server i and the servers in `to`.
     pub fn connect(&self, i: usize, to: &[usize]) {
-        self.enable_links(i, to, true);
+        self.cluster.connect_to(i, to);
     }
 
     /// Disables the links between server i and the servers in `from`.
     pub fn disconnect(&self, i: usize, from: &[usize]) {
-        self.enable_links(i, from, false);
+        self.cluster.disconnect_from(i, from);
     }
 
     /// Every server reaches every other.
     pub fn connect_all(&self) {
-        let all = self.all();
-        for i in 0..self.n {
-            self.connect(i, &all);
-        }
+        self.cluster.connect_all();
     }
 
     /// Servers in each side reach each other, and nothing across. Clerks are untouched.
     pub fn partition(&self, p1: &[usize], p2: &[usize]) {
-        for &i in p1 {
-            self.disconnect(i, p2);
-            self.connect(i, p1);
-        }
-        for &i in p2 {
-            self.disconnect(i, p1);
-            self.connect(i, p2);
-        }
+        self.cluster.partition(p1, p2);
     }
 
     /// `makeClient(to)`: a clerk with fresh ends to every server, in shuffled order; only the
     /// ends to servers in `to` are enabled.
     pub async fn make_client(&self, to: &[usize]) -> TestClerk {
-        let names: Vec<String> = (0..self.n).map(|_| self.rand_string(20)).collect();
-        let net = self.sim.network();
-        let mut ends = Vec::with_capacity(self.n);
-        for (j, name) in names.iter().enumerate() {
-            let end = net
-                .make_end(name, None)
-                .await
-                .unwrap_or_else(|e| panic!("make_client: {e}"));
-            net.connect(name, &j.to_string());
-            ends.push(end);
+        let ends = self.cluster.client_ends(to).await;
+        let mut shuffled = ends.ends.clone();
+        let client_id = self.with_rng(|rng| {
+            shuffled.shuffle(rng);
+            rng.gen::<u64>()
+        });
+        TestClerk {
+            clerk: Clerk::start(shuffled, client_id),
+            ends: Rc::new(ends),
         }
-        let (client_id, index) = {
-            let mut state = self.state.borrow_mut();
-            ends.shuffle(&mut state.rng);
-            state.clerks.push(names);
-            (state.rng.gen::<u64>(), state.clerks.len() - 1)
-        };
-        let clerk = TestClerk {
-            clerk: Clerk::start(ends, client_id),
-            index,
-        };
-        self.connect_client(&clerk, to);
-        clerk
     }
 
     /// Disables every end of `ck` (6.5840's `deleteClient`).
@@ -349,98 +321,49 @@ impl KvConfig {
 
     /// Enables `ck`'s ends to the servers in `to`.
     pub fn connect_client(&self, ck: &TestClerk, to: &[usize]) {
-        self.toggle_client(ck, to, true);
+        self.cluster.set_client_links(&ck.ends, to, true);
     }
 
     /// Disables `ck`'s ends to the servers in `from`.
     pub fn disconnect_client(&self, ck: &TestClerk, from: &[usize]) {
-        self.toggle_client(ck, from, false);
-    }
-
-    fn toggle_client(&self, ck: &TestClerk, servers: &[usize], on: bool) {
-        let state = self.state.borrow();
-        for &j in servers {
-            self.sim.network().enable(&state.clerks[ck.index][j], on);
-        }
+        self.cluster.set_client_links(&ck.ends, from, false);
     }
 
     /// `ShutdownServer(i)`: cut it off, delete it, keep a copy of its storage, kill it.
     pub fn shutdown_server(&self, i: usize) {
-        self.disconnect(i, &self.all());
-        self.sim.network().delete_server(&i.to_string());
-        let mut state = self.state.borrow_mut();
-        let copy = state.saved[i].copy();
-        state.saved[i] = copy;
-        if let Some(node) = state.nodes[i].take() {
-            node.kill();
-        }
+        self.cluster.crash(i);
     }
 
-    /// `StartServer(i)`: a new server from a copy of its storage, with fresh disabled ends.
+    /// `StartServer(i)`: a new server from a copy of its storage, with fresh ends, cut off
+    /// until connected again.
     pub async fn start_server(&self, i: usize) {
-        let names: Vec<String> = (0..self.n).map(|_| self.rand_string(20)).collect();
-        let net = self.sim.network().clone();
-        let ends = net
-            .make_peer_ends(&i.to_string(), &names)
-            .await
-            .unwrap_or_else(|e| panic!("start_server({i}): {e}"));
-        let (persister, incarnation) = {
-            let mut state = self.state.borrow_mut();
-            state.end_names[i] = names;
-            state.incarnations[i] += 1;
-            let persister = state.saved[i].copy();
-            state.saved[i] = persister.clone();
-            (persister, state.incarnations[i])
-        };
-        let seed = self.sim.derive(&format!("kv-server-{i}-{incarnation}"));
-        let node = KvNode::start(ends, i, persister, self.max_raft_state, seed)
-            .unwrap_or_else(|e| panic!("start_server({i}): {e}"));
-        net.add_server(&i.to_string(), node.server());
-        self.state.borrow_mut().nodes[i] = Some(node);
+        self.cluster.restart(i).await;
     }
 
     /// The first server whose Raft says it is leader.
     pub async fn leader(&self) -> Option<usize> {
-        let rafts = self
-            .state
-            .borrow()
-            .nodes
-            .iter()
-            .map(|n| n.as_ref().map(|n| n.raft.clone()))
-            .collect();
-        first_leader(rafts).await
+        self.cluster.leader().await
     }
 
     /// `make_partition`: a majority without the leader, and a minority with the leader last.
     pub async fn make_partition(&self) -> (Vec<usize>, Vec<usize>) {
+        let n = self.n();
         let leader = self.leader().await.unwrap_or(0);
-        let others: Vec<usize> = (0..self.n).filter(|&i| i != leader).collect();
-        let p1 = others[..self.n / 2 + 1].to_vec();
-        let mut p2 = others[self.n / 2 + 1..].to_vec();
+        let others: Vec<usize> = (0..n).filter(|&i| i != leader).collect();
+        let p1 = others[..n / 2 + 1].to_vec();
+        let mut p2 = others[n / 2 + 1..].to_vec();
         p2.push(leader);
         (p1, p2)
     }
 
     /// The largest persisted Raft state.
     pub fn log_size(&self) -> usize {
-        let state = self.state.borrow();
-        state
-            .saved
-            .iter()
-            .map(|p| p.raft_state_size())
-            .max()
-            .unwrap_or(0)
+        self.cluster.max_raft_state_size()
     }
 
     /// The largest snapshot.
     pub fn snapshot_size(&self) -> usize {
-        let state = self.state.borrow();
-        state
-            .saved
-            .iter()
-            .map(|p| p.snapshot_size())
-            .max()
-            .unwrap_or(0)
+        self.cluster.max_snapshot_size()
     }
 
     /// The history's clock (see [`OpRecorder::now`]).
@@ -487,34 +410,39 @@ impl KvConfig {
     /// `begin(description)`.
     pub async fn begin(&self, description: &str) {
         println!("{description} ...");
-        let rpcs = self.sim.network().total_calls().await.unwrap_or(0);
-        let mut state = self.state.borrow_mut();
-        state.t0 = Instant::now();
-        state.rpcs0 = rpcs;
-        state.ops0 = self.recorder.ops();
+        let rpcs = self.total_calls().await;
+        self.part.set(Part {
+            t0: Some(Instant::now()),
+            rpcs0: rpcs,
+            ops0: self.recorder.ops(),
+        });
     }
 
     /// `end()`: the time limit and the statistics line.
     pub async fn end(&self) {
-        check_time_limit(self.created);
-        let rpcs = self.sim.network().total_calls().await.unwrap_or(0);
-        let state = self.state.borrow();
+        self.cluster.check_time_limit();
+        let rpcs = self.total_calls().await;
+        let part = self.part.get();
         println!(
             "  ... Passed --  {:4.1}  {} {:5} {:4}",
-            state.t0.elapsed().as_secs_f64(),
-            self.n,
-            rpcs - state.rpcs0,
-            self.recorder.ops() - state.ops0,
+            part.t0.map_or(0.0, |t0| t0.elapsed().as_secs_f64()),
+            self.n(),
+            rpcs - part.rpcs0,
+            self.recorder.ops() - part.ops0,
         );
+    }
+
+    async fn total_calls(&self) -> u64 {
+        self.cluster
+            .sim()
+            .network()
+            .total_calls()
+            .await
+            .unwrap_or(0)
     }
 
     /// Stops every server.
     pub fn cleanup(&self) {
-        let mut state = self.state.borrow_mut();
-        for node in state.nodes.iter_mut() {
-            if let Some(node) = node.take() {
-                node.kill();
-            }
-        }
+        self.cluster.shutdown();
     }
 }

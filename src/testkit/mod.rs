@@ -12,13 +12,16 @@
 //! | `RAINKV_REALTIME=1` | run on the real clock instead of virtual time |
 //! | `RAINKV_TRACE_HASH=1` | print `trace-hash: <hex>` over every network event of each run |
 
+pub mod cluster;
 pub mod ctrler;
 pub mod kv;
 pub mod raft;
 mod runner;
 mod seed;
 pub mod shardkv;
+pub mod traffic;
 
+pub use cluster::{Cluster, ClusterOptions, ServerKind, StorageKind};
 pub use runner::{
     check_time_limit, first_leader, report_trace_hash, run_seed, run_test, run_test_with, seeds,
     Sim, TestOptions, TIME_LIMIT,

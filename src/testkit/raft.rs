@@ -1,32 +1,35 @@
 //! 6.5840's Raft test harness (`raft/config.go`), on the simulated network and virtual time.
 //!
-//! [`RaftConfig`] builds `n` peers, each registered as server `"i"` with one `"Raft"` service,
-//! wired by client ends that start disabled. It offers the original helpers with the same
-//! contracts: `start1`/`crash1` (restart from a copy of exactly what was last saved),
+//! [`RaftHarness`] is a [`Cluster`] of bare Raft peers ([`RaftServers`]: one `"Raft"` service
+//! per server, and the tester's applier as the service above each peer). It offers the
+//! original helpers with the same contracts under full names: `restart`/`crash` (6.5840's
+//! `start1`/`crash1`: restart from a copy of exactly what was last saved),
 //! `connect`/`disconnect`, `check_one_leader`, `check_terms`, `check_no_leader`,
 //! `n_committed`, `wait`, `one`, `begin`/`end` with the statistics line, and both appliers
 //! with their safety checks. An apply error fails the test with a clear message at the next
 //! check instead of killing the process.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use rand::Rng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tokio::time::{sleep, Instant};
 
-use super::{check_time_limit, rand_string, Sim};
-use crate::actors::raft::RaftPeer;
+use super::cluster::{Cluster, ClusterOptions, ServerContext, ServerKind, TestStore};
+use super::Sim;
+use crate::actors::raft::{RaftPeer, RestoreError};
+use crate::actors::rsm::ReplicaSetup;
 use crate::messages::apply::ApplyMsg;
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::Server;
 use crate::messages::raft::{GetState, Propose, Proposed, RaftState, Snapshot};
-use crate::storage::{MemPersister, Persister};
+use crate::storage::Persister;
 
 /// 6.5840's `RaftElectionTimeout`: elections are allowed a second.
 pub const RAFT_ELECTION_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -183,16 +186,67 @@ impl Handler<ApplyMsg> for TesterApplier {
     }
 }
 
-struct State {
-    rafts: Vec<Option<Addr<RaftPeer>>>,
-    saved: Vec<Option<MemPersister>>,
-    connected: Vec<bool>,
-    /// `end_names[i][j]`: the end server i uses to reach j.
-    end_names: Vec<Vec<String>>,
-    incarnations: Vec<u64>,
-    rng: ChaCha8Rng,
-    finished: bool,
-    t0: Instant,
+/// Bare Raft peers whose service is the tester's applier.
+pub struct RaftServers {
+    applied: Rc<RefCell<Applied>>,
+    snapshots: bool,
+}
+
+impl ServerKind for RaftServers {
+    type Node = Addr<RaftPeer>;
+
+    fn start(
+        &self,
+        setup: ReplicaSetup<TestStore>,
+        _: &mut ServerContext,
+    ) -> impl Future<Output = Result<Addr<RaftPeer>, RestoreError>> {
+        let i = setup.id;
+        {
+            let mut applied = self.applied.borrow_mut();
+            applied.last_applied[i] = 0;
+            let snapshot = setup.persister.read_snapshot();
+            if !snapshot.is_empty() {
+                applied.ingest_snapshot(i, &snapshot, None);
+            }
+        }
+        // The applier's address exists before it runs, so the peer and the applier can each
+        // be given the other.
+        let applier = Context::<TesterApplier>::new();
+        let raft = RaftPeer::start(
+            setup.peers,
+            i,
+            Box::new(setup.persister),
+            applier.address().recipient(),
+            setup.seed,
+        );
+        if let Ok(raft) = &raft {
+            applier.run(TesterApplier {
+                me: i,
+                applied: self.applied.clone(),
+                snapshots: self.snapshots,
+                peer: raft.clone(),
+            });
+        }
+        std::future::ready(raft)
+    }
+
+    fn services(&self, raft: &Addr<RaftPeer>) -> Server {
+        Server::new().with_service("Raft", raft.clone().recipient())
+    }
+
+    fn raft(&self, raft: &Addr<RaftPeer>) -> Addr<RaftPeer> {
+        raft.clone()
+    }
+
+    fn stop(&self, raft: &Addr<RaftPeer>) {
+        raft.do_send(Stop);
+    }
+}
+
+/// Statistics of the current test part (`begin` to `end`).
+#[derive(Default, Clone, Copy)]
+struct Part {
+    t0: Option<Instant>,
     rpcs0: u64,
     bytes0: u64,
     max_index0: u64,
@@ -201,234 +255,133 @@ struct State {
 /// 6.5840's Raft test configuration. Cloning gives another handle on the same cluster, for
 /// concurrent clients.
 #[derive(Clone)]
-pub struct RaftConfig {
-    sim: Sim,
-    n: usize,
-    snapshots: bool,
-    created: Instant,
-    state: Rc<RefCell<State>>,
-    applied: Rc<RefCell<Applied>>,
+pub struct RaftHarness {
+    cluster: Cluster<RaftServers>,
+    finished: Rc<Cell<bool>>,
+    part: Rc<Cell<Part>>,
 }
 
-impl RaftConfig {
-    /// `make_config(n, unreliable, snapshot)`: starts and connects `n` peers, long delays on.
-    pub async fn new(sim: &Sim, n: usize, unreliable: bool, snapshots: bool) -> RaftConfig {
-        let net = sim.network();
-        net.set_reliable(!unreliable);
-        net.set_long_delays(true);
+impl RaftHarness {
+    /// `make_config(n, unreliable, false)`: starts and connects `options.servers` peers, long
+    /// delays on, with 6.5840's plain applier.
+    pub async fn new(sim: &Sim, options: ClusterOptions) -> RaftHarness {
+        Self::build(sim, options, false).await
+    }
+
+    /// `make_config(n, unreliable, true)`: as [`RaftHarness::new`] with the applier that
+    /// snapshots every [`SNAPSHOT_INTERVAL`] entries.
+    pub async fn with_snapshots(sim: &Sim, options: ClusterOptions) -> RaftHarness {
+        Self::build(sim, options, true).await
+    }
+
+    async fn build(sim: &Sim, options: ClusterOptions, snapshots: bool) -> RaftHarness {
+        let n = options.servers;
         let applied = Applied {
             logs: vec![BTreeMap::new(); n],
             last_applied: vec![0; n],
             ..Applied::default()
         };
-        let cfg = RaftConfig {
-            sim: sim.clone(),
-            n,
-            snapshots,
-            created: Instant::now(),
-            state: Rc::new(RefCell::new(State {
-                rafts: vec![None; n],
-                saved: vec![None; n],
-                connected: vec![false; n],
-                end_names: vec![Vec::new(); n],
-                incarnations: vec![0; n],
-                rng: sim.rng("raft-config"),
-                finished: false,
-                t0: Instant::now(),
-                rpcs0: 0,
-                bytes0: 0,
-                max_index0: 0,
-            })),
+        let kind = RaftServers {
             applied: Rc::new(RefCell::new(applied)),
+            snapshots,
         };
-        for i in 0..n {
-            cfg.start1(i).await;
+        let options = ClusterOptions {
+            long_delays: true,
+            ..options
+        };
+        RaftHarness {
+            cluster: Cluster::start(sim, kind, options).await,
+            finished: Rc::new(Cell::new(false)),
+            part: Rc::new(Cell::new(Part::default())),
         }
-        for i in 0..n {
-            cfg.connect(i);
-        }
-        cfg
+    }
+
+    fn applied(&self) -> &Rc<RefCell<Applied>> {
+        &self.cluster.kind().applied
+    }
+
+    /// The cluster underneath, for faults the 6.5840 helpers do not name.
+    pub fn cluster(&self) -> &Cluster<RaftServers> {
+        &self.cluster
     }
 
     /// Number of peers.
     pub fn n(&self) -> usize {
-        self.n
+        self.cluster.n()
     }
 
-    /// A random number in `range`, from the config's seeded generator.
+    /// A random number in `range`, from the harness's seeded generator.
     pub fn rand_range(&self, range: std::ops::Range<u64>) -> u64 {
-        self.state.borrow_mut().rng.gen_range(range)
+        self.cluster.with_rng(|rng| rng.gen_range(range))
     }
 
     /// A random non-negative integer command (Go's `rand.Int()`).
     pub fn rand_cmd(&self) -> Cmd {
-        Cmd::Int(self.state.borrow_mut().rng.gen_range(0..i64::MAX))
+        Cmd::Int(self.cluster.with_rng(|rng| rng.gen_range(0..i64::MAX)))
     }
 
     /// A random string of `n` characters.
     pub fn rand_string(&self, n: usize) -> String {
-        rand_string(&mut self.state.borrow_mut().rng, n)
+        self.cluster.rand_string(n)
     }
 
     /// Whether server i is connected.
     pub fn is_connected(&self, i: usize) -> bool {
-        self.state.borrow().connected[i]
+        self.cluster.is_connected(i)
     }
 
     /// Whether server i is running (not crashed).
     pub fn is_up(&self, i: usize) -> bool {
-        self.state.borrow().rafts[i].is_some()
+        self.cluster.is_up(i)
     }
 
     /// `crash1(i)`: disconnects and deletes server i, keeps a copy of what it last saved, and
     /// kills it.
-    pub fn crash1(&self, i: usize) {
-        self.disconnect(i);
-        self.sim.network().delete_server(&i.to_string());
-        let mut state = self.state.borrow_mut();
-        // A still-running old instance can only write to the old object from now on.
-        if let Some(saved) = &state.saved[i] {
-            let copy = saved.copy();
-            state.saved[i] = Some(copy);
-        }
-        if let Some(raft) = state.rafts[i].take() {
-            raft.do_send(Stop);
-        }
+    pub fn crash(&self, i: usize) {
+        self.cluster.crash(i);
     }
 
     /// `start1(i)`: restarts server i from a copy of its persisted state, with fresh disabled
-    /// ends (it stays isolated until [`RaftConfig::connect`]).
-    pub async fn start1(&self, i: usize) {
-        self.crash1(i);
-        let net = self.sim.network().clone();
-        let names: Vec<String> = (0..self.n).map(|_| self.rand_string(20)).collect();
-        let ends = net
-            .make_peer_ends(&i.to_string(), &names)
-            .await
-            .unwrap_or_else(|e| panic!("start1({i}): {e}"));
-
-        let (persister, incarnation) = {
-            let mut state = self.state.borrow_mut();
-            state.end_names[i] = names;
-            state.incarnations[i] += 1;
-            let persister = match &state.saved[i] {
-                Some(saved) => saved.copy(),
-                None => MemPersister::new(),
-            };
-            state.saved[i] = Some(persister.clone());
-            (persister, state.incarnations[i])
-        };
-        {
-            let mut applied = self.applied.borrow_mut();
-            applied.last_applied[i] = 0;
-            let snapshot = persister.read_snapshot();
-            if !snapshot.is_empty() {
-                applied.ingest_snapshot(i, &snapshot, None);
-            }
-        }
-
-        // The applier's address exists before it runs, so the peer and the applier can each
-        // be given the other.
-        let applier = Context::<TesterApplier>::new();
-        let seed = self.sim.derive(&format!("raft-peer-{i}-{incarnation}"));
-        let raft = RaftPeer::start(
-            ends,
-            i,
-            Box::new(persister),
-            applier.address().recipient(),
-            seed,
-        )
-        .unwrap_or_else(|e| panic!("start1({i}): cannot restore Raft state: {e}"));
-        applier.run(TesterApplier {
-            me: i,
-            applied: self.applied.clone(),
-            snapshots: self.snapshots,
-            peer: raft.clone(),
-        });
-        net.add_server(
-            &i.to_string(),
-            Server::new().with_service("Raft", raft.clone().recipient()),
-        );
-        self.state.borrow_mut().rafts[i] = Some(raft);
+    /// ends (it stays isolated until [`RaftHarness::connect`]).
+    pub async fn restart(&self, i: usize) {
+        self.cluster.restart(i).await;
     }
 
     /// Attaches server i to the net: its ends to connected servers and theirs to it work.
     pub fn connect(&self, i: usize) {
-        let mut state = self.state.borrow_mut();
-        state.connected[i] = true;
-        let net = self.sim.network();
-        for j in 0..self.n {
-            if state.connected[j] {
-                if let Some(name) = state.end_names[i].get(j) {
-                    net.enable(name, true);
-                }
-                if let Some(name) = state.end_names[j].get(i) {
-                    net.enable(name, true);
-                }
-            }
-        }
+        self.cluster.connect(i);
     }
 
     /// Detaches server i: none of its ends work, and no end to it works.
     pub fn disconnect(&self, i: usize) {
-        let mut state = self.state.borrow_mut();
-        state.connected[i] = false;
-        let net = self.sim.network();
-        for j in 0..self.n {
-            if let Some(name) = state.end_names[i].get(j) {
-                net.enable(name, false);
-            }
-            if let Some(name) = state.end_names[j].get(i) {
-                net.enable(name, false);
-            }
-        }
-    }
-
-    fn raft(&self, i: usize) -> Option<Addr<RaftPeer>> {
-        self.state.borrow().rafts[i].clone()
+        self.cluster.disconnect(i);
     }
 
     /// `GetState()` of server i, if it is running.
     pub async fn get_state(&self, i: usize) -> Option<RaftState> {
-        self.raft(i)?.send(GetState).await.ok()
+        self.cluster.raft(i)?.send(GetState).await.ok()
     }
 
     /// `Start(cmd)` on server i: where the command will sit, or `None` if server i is down or
     /// not the leader (6.5840's `isLeader == false`).
     pub async fn start(&self, i: usize, cmd: &Cmd) -> Option<Proposed> {
-        self.raft(i)?.send(Propose(cmd.encode())).await.ok()?.ok()
+        self.cluster
+            .raft(i)?
+            .send(Propose(cmd.encode()))
+            .await
+            .ok()?
+            .ok()
     }
 
     /// `checkOneLeader`: the leader of the highest term, within 10 rounds of about 500 ms.
     pub async fn check_one_leader(&self) -> usize {
-        for _ in 0..10 {
-            let ms = 450 + self.rand_range(0..100);
-            sleep(Duration::from_millis(ms)).await;
-            let mut leaders: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
-            for i in 0..self.n {
-                if !self.is_connected(i) {
-                    continue;
-                }
-                if let Some(state) = self.get_state(i).await {
-                    if state.is_leader() {
-                        leaders.entry(state.term).or_default().push(i);
-                    }
-                }
-            }
-            for (term, ids) in &leaders {
-                assert!(ids.len() <= 1, "term {term} has {} (>1) leaders", ids.len());
-            }
-            if let Some((_, ids)) = leaders.last_key_value() {
-                return ids[0];
-            }
-        }
-        panic!("expected one leader, got none");
+        self.cluster.check_one_leader().await
     }
 
     /// `checkTerms`: every connected server reports the same term.
     pub async fn check_terms(&self) -> u64 {
         let mut term = None;
-        for i in 0..self.n {
+        for i in 0..self.n() {
             if !self.is_connected(i) {
                 continue;
             }
@@ -444,7 +397,7 @@ impl RaftConfig {
 
     /// `checkNoLeader`: no connected server claims to lead.
     pub async fn check_no_leader(&self) {
-        for i in 0..self.n {
+        for i in 0..self.n() {
             if !self.is_connected(i) {
                 continue;
             }
@@ -459,7 +412,7 @@ impl RaftConfig {
 
     /// Fails the test if any applier reported an error.
     pub fn check_apply_errors(&self) {
-        if let Some(error) = &self.applied.borrow().error {
+        if let Some(error) = &self.applied().borrow().error {
             panic!("apply error: {error}");
         }
     }
@@ -467,7 +420,7 @@ impl RaftConfig {
     /// `nCommitted(index)`: how many servers applied `index`, and what.
     pub fn n_committed(&self, index: u64) -> (usize, Option<Cmd>) {
         self.check_apply_errors();
-        let applied = self.applied.borrow();
+        let applied = self.applied().borrow();
         let mut count = 0;
         let mut cmd: Option<&Cmd> = None;
         for log in &applied.logs {
@@ -498,7 +451,7 @@ impl RaftConfig {
                 pause *= 2;
             }
             if let Some(start_term) = start_term {
-                for i in 0..self.n {
+                for i in 0..self.n() {
                     if let Some(state) = self.get_state(i).await {
                         if state.term > start_term {
                             return None;
@@ -520,10 +473,10 @@ impl RaftConfig {
         let cmd = cmd.into();
         let t0 = Instant::now();
         let mut starts = 0;
-        while t0.elapsed() < Duration::from_secs(10) && !self.state.borrow().finished {
+        while t0.elapsed() < Duration::from_secs(10) && !self.finished.get() {
             let mut index = None;
-            for _ in 0..self.n {
-                starts = (starts + 1) % self.n;
+            for _ in 0..self.n() {
+                starts = (starts + 1) % self.n();
                 if self.is_connected(starts) {
                     if let Some(r) = self.start(starts, &cmd).await {
                         index = Some(r.index);
@@ -545,10 +498,7 @@ impl RaftConfig {
                 sleep(Duration::from_millis(50)).await;
             }
         }
-        assert!(
-            self.state.borrow().finished,
-            "one({cmd}) failed to reach agreement"
-        );
+        assert!(self.finished.get(), "one({cmd}) failed to reach agreement");
         0
     }
 
@@ -556,65 +506,67 @@ impl RaftConfig {
     pub async fn begin(&self, description: &str) {
         println!("{description} ...");
         let rpcs = self.rpc_total().await;
-        let bytes = self.sim.network().total_bytes().await.unwrap_or(0);
-        let max_index = self.applied.borrow().max_index;
-        let mut state = self.state.borrow_mut();
-        state.t0 = Instant::now();
-        state.rpcs0 = rpcs;
-        state.bytes0 = bytes;
-        state.max_index0 = max_index;
+        let bytes = self.total_bytes().await;
+        self.part.set(Part {
+            t0: Some(Instant::now()),
+            rpcs0: rpcs,
+            bytes0: bytes,
+            max_index0: self.applied().borrow().max_index,
+        });
     }
 
     /// `end()`: checks the time limit and apply errors and prints the statistics line.
     pub async fn end(&self) {
-        check_time_limit(self.created);
+        self.cluster.check_time_limit();
         self.check_apply_errors();
         let rpcs = self.rpc_total().await;
-        let bytes = self.sim.network().total_bytes().await.unwrap_or(0);
-        let max_index = self.applied.borrow().max_index;
-        let state = self.state.borrow();
+        let bytes = self.total_bytes().await;
+        let max_index = self.applied().borrow().max_index;
+        let part = self.part.get();
         println!(
             "  ... Passed --  {:4.1}  {} {:4} {:7} {:4}",
-            state.t0.elapsed().as_secs_f64(),
-            self.n,
-            rpcs - state.rpcs0,
-            bytes - state.bytes0,
-            max_index - state.max_index0,
+            part.t0.map_or(0.0, |t0| t0.elapsed().as_secs_f64()),
+            self.n(),
+            rpcs - part.rpcs0,
+            bytes - part.bytes0,
+            max_index - part.max_index0,
         );
     }
 
     /// `cleanup()`: stops every peer; `one` stops retrying.
     pub fn cleanup(&self) {
-        let mut state = self.state.borrow_mut();
-        state.finished = true;
-        for raft in state.rafts.iter_mut() {
-            if let Some(raft) = raft.take() {
-                raft.do_send(Stop);
-            }
-        }
-        drop(state);
-        check_time_limit(self.created);
+        self.finished.set(true);
+        self.cluster.shutdown();
+        self.cluster.check_time_limit();
     }
 
     /// The largest persisted Raft state over all servers.
     pub fn log_size(&self) -> usize {
-        let state = self.state.borrow();
-        state
-            .saved
-            .iter()
-            .flatten()
-            .map(|p| p.raft_state_size())
-            .max()
-            .unwrap_or(0)
+        self.cluster.max_raft_state_size()
     }
 
     /// RPCs that reached server i.
     pub async fn rpc_count(&self, i: usize) -> u64 {
-        self.sim.network().count(&i.to_string()).await.unwrap_or(0)
+        let name = self.cluster.server_name(i);
+        self.cluster.sim().network().count(&name).await.unwrap_or(0)
     }
 
     /// Every call made on the network so far.
     pub async fn rpc_total(&self) -> u64 {
-        self.sim.network().total_calls().await.unwrap_or(0)
+        self.cluster
+            .sim()
+            .network()
+            .total_calls()
+            .await
+            .unwrap_or(0)
+    }
+
+    async fn total_bytes(&self) -> u64 {
+        self.cluster
+            .sim()
+            .network()
+            .total_bytes()
+            .await
+            .unwrap_or(0)
     }
 }

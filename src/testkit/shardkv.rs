@@ -1,67 +1,108 @@
 //! 6.5840's shardkv harness (`shardkv/config.go`, 2024 edition).
 //!
-//! [`ShardKvConfig`] runs one controller service of 3 servers ([`CtrlerConfig`], named
-//! `ctlr-{random}-{i}`) and 3 replica groups, gids 100, 101 and 102, of `n` servers each,
-//! named `server-{gid}-{i}`, each with the "ShardKV" and "Raft" services. Every server starts
-//! with fresh enabled ends to its group and to the controller; for calls to other groups it
-//! gets a `make_end` that makes fresh enabled ends by server name. Shutting a server down
-//! disables its group and controller ends and deletes it; the ends it made itself stay
-//! enabled, so a killed server must stop sending on its own. More controller services can be
-//! started ([`ShardKvConfig::start_ctrler_service`]) and clerks pointed at any of them.
-//! The op wrappers count operations and can record them for the linearizability checker.
+//! [`ShardKvHarness`] runs one controller service of 3 servers (a [`CtrlerHarness`], named
+//! `ctlr-{random}-{i}`) and 3 replica groups, gids 100, 101 and 102, each a [`Cluster`] of
+//! `n` [`ShardGroup`] servers named `server-{gid}-{i}` with the "ShardKV" and "Raft" services.
+//! Every server starts with fresh enabled ends to its group and to the controller; for calls
+//! to other groups it gets a `make_end` that makes fresh enabled ends by server name.
+//! Shutting a server down disables its group and controller ends and deletes it; the ends it
+//! made itself stay enabled, so a killed server must stop sending on its own. More controller
+//! services can be started ([`ShardKvHarness::start_ctrler_service`]) and clerks pointed at
+//! any of them. The op wrappers count operations and can record them for the
+//! linearizability checker.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::rc::Rc;
 
+use actix::Addr;
 use rand::Rng;
-use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 
-use super::ctrler::CtrlerConfig;
+use super::cluster::{Cluster, ClusterOptions, ServerContext, ServerKind, TestStore};
+use super::ctrler::CtrlerHarness;
 use super::kv::{OpLog, OpRecorder};
-use super::{check_time_limit, rand_string, Sim};
+use super::{rand_string, Sim};
 use crate::actors::clerk::Clerk;
 use crate::actors::client_end::EndMaker;
 use crate::actors::ctrler::clerk::CtrlerClerk;
 use crate::actors::network::NetworkHandle;
+use crate::actors::raft::{RaftPeer, RestoreError};
+use crate::actors::rsm::ReplicaSetup;
 use crate::actors::shardkv::clerk;
 use crate::actors::shardkv::{ShardKvNode, ShardKvSetup};
 use crate::messages::ctrler::{Config, Gid};
-use crate::storage::{MemPersister, Persister};
+use crate::messages::net::Server;
+use crate::storage::Persister;
 
 /// Number of replica groups (gids 100, 101, 102).
 pub const NGROUPS: usize = 3;
 
-struct Group {
+/// Members of one replica group.
+pub struct ShardGroup {
     gid: Gid,
-    nodes: Vec<Option<ShardKvNode>>,
-    saved: Vec<MemPersister>,
-    /// Per server, the names of its ends to its group and to the controller.
-    end_names: Vec<Vec<String>>,
-    incarnations: Vec<u64>,
+    /// The controller servers' names.
+    ctrlers: Vec<String>,
+    make_end: EndMaker,
 }
 
-struct State {
-    groups: Vec<Group>,
-    rng: ChaCha8Rng,
-    t0: Instant,
+impl ServerKind for ShardGroup {
+    type Node = ShardKvNode;
+
+    fn start(
+        &self,
+        replica: ReplicaSetup<TestStore>,
+        ctx: &mut ServerContext,
+    ) -> impl Future<Output = Result<ShardKvNode, RestoreError>> {
+        let (gid, make_end) = (self.gid, self.make_end.clone());
+        let ctrler_names = self.ctrlers.clone();
+        async move {
+            let mut ctrlers = Vec::with_capacity(ctrler_names.len());
+            for name in &ctrler_names {
+                ctrlers.push(ctx.make_end_to(name).await);
+            }
+            ShardKvNode::start(ShardKvSetup {
+                replica,
+                gid,
+                ctrlers,
+                make_end,
+            })
+        }
+    }
+
+    fn services(&self, node: &ShardKvNode) -> Server {
+        node.server()
+    }
+
+    fn raft(&self, node: &ShardKvNode) -> Addr<RaftPeer> {
+        node.raft.clone()
+    }
+
+    fn stop(&self, node: &ShardKvNode) {
+        node.kill();
+    }
+}
+
+/// Statistics of the current test part (`begin` to `end`).
+#[derive(Default, Clone, Copy)]
+struct Part {
+    t0: Option<Instant>,
     rpcs0: u64,
     ops0: u64,
 }
 
 /// 6.5840's shardkv test configuration. Clones share the cluster.
 #[derive(Clone)]
-pub struct ShardKvConfig {
+pub struct ShardKvHarness {
     sim: Sim,
-    n: usize,
-    max_raft_state: Option<usize>,
-    ctl: CtrlerConfig,
+    ctl: CtrlerHarness,
     mck: CtrlerClerk,
+    groups: Rc<Vec<Cluster<ShardGroup>>>,
     make_end: EndMaker,
-    created: Instant,
     recorder: Rc<OpRecorder>,
-    state: Rc<RefCell<State>>,
+    part: Rc<Cell<Part>>,
+    created: Instant,
 }
 
 /// 6.5840's `make_end`: fresh enabled ends, named `mkend-{k}`, to a server by name.
@@ -80,77 +121,92 @@ fn end_maker(net: NetworkHandle) -> EndMaker {
     })
 }
 
-impl ShardKvConfig {
+impl ShardKvHarness {
     /// `make_config(n, unreliable, maxraftstate)`: the controller service, then all servers of
-    /// the 3 groups (none joined), then the network's reliability. `max_raft_state < 0`
-    /// means never snapshot.
-    pub async fn new(sim: &Sim, n: usize, unreliable: bool, max_raft_state: i64) -> Self {
+    /// the 3 groups (none joined). `options.servers` is the size of each group; its
+    /// `reliable` and `max_raft_state` apply to the groups.
+    pub async fn new(sim: &Sim, options: ClusterOptions) -> Self {
         let mut rng = sim.rng("shardkv-config");
-        let ctl = CtrlerConfig::new(sim, 3, &format!("ctlr-{}-", rand_string(&mut rng, 8))).await;
+        let ctl = CtrlerHarness::new(
+            sim,
+            ClusterOptions {
+                servers: 3,
+                name: format!("ctlr-{}-", rand_string(&mut rng, 8)),
+                ..ClusterOptions::default()
+            },
+        )
+        .await;
         let mck = ctl.make_client().await;
-        let groups = (0..NGROUPS)
-            .map(|gi| Group {
-                gid: 100 + gi as Gid,
-                nodes: vec![None; n],
-                saved: (0..n).map(|_| MemPersister::new()).collect(),
-                end_names: vec![Vec::new(); n],
-                incarnations: vec![0; n],
-            })
+        let make_end = end_maker(sim.network().clone());
+        let ctrlers: Vec<String> = ctl
+            .cluster()
+            .all()
+            .iter()
+            .map(|&i| ctl.cluster().server_name(i))
             .collect();
-        let cfg = ShardKvConfig {
+        let mut groups = Vec::with_capacity(NGROUPS);
+        for gi in 0..NGROUPS {
+            let gid = 100 + gi as Gid;
+            let kind = ShardGroup {
+                gid,
+                ctrlers: ctrlers.clone(),
+                make_end: make_end.clone(),
+            };
+            let group_options = ClusterOptions {
+                name: format!("server-{gid}-"),
+                ..options.clone()
+            };
+            groups.push(Cluster::start(sim, kind, group_options).await);
+        }
+        ShardKvHarness {
             sim: sim.clone(),
-            n,
-            max_raft_state: usize::try_from(max_raft_state).ok(),
             ctl,
             mck,
-            make_end: end_maker(sim.network().clone()),
-            created: Instant::now(),
+            groups: Rc::new(groups),
+            make_end,
             recorder: Rc::new(OpRecorder::new()),
-            state: Rc::new(RefCell::new(State {
-                groups,
-                rng,
-                t0: Instant::now(),
-                rpcs0: 0,
-                ops0: 0,
-            })),
-        };
-        for gi in 0..NGROUPS {
-            cfg.start_group(gi).await;
+            part: Rc::new(Cell::new(Part::default())),
+            created: Instant::now(),
         }
-        sim.network().set_reliable(!unreliable);
-        cfg
+    }
+
+    fn group(&self, gi: usize) -> &Cluster<ShardGroup> {
+        &self.groups[gi]
     }
 
     /// The gid of group `gi`.
     pub fn gid(&self, gi: usize) -> Gid {
-        self.state.borrow().groups[gi].gid
+        self.group(gi).kind().gid
     }
 
     /// A random value of `n` characters from the harness's seeded generator.
     pub fn rand_string(&self, n: usize) -> String {
-        rand_string(&mut self.state.borrow_mut().rng, n)
+        self.ctl.cluster().rand_string(n)
     }
 
     /// A random number in `0..n` from the harness's seeded generator.
     pub fn rand_below(&self, n: u64) -> u64 {
-        self.state.borrow_mut().rng.gen_range(0..n)
-    }
-
-    /// The network name of server `i` of group `gi`.
-    pub fn server_name(&self, gi: usize, i: usize) -> String {
-        format!("server-{}-{i}", self.gid(gi))
+        self.ctl.cluster().with_rng(|rng| rng.gen_range(0..n))
     }
 
     /// `StartCtrlerService`: another controller service of 3 servers on the same network.
-    pub async fn start_ctrler_service(&self) -> CtrlerConfig {
-        let prefix = format!("ctlr-{}-", self.rand_string(8));
-        CtrlerConfig::new(&self.sim, 3, &prefix).await
+    pub async fn start_ctrler_service(&self) -> CtrlerHarness {
+        let name = format!("ctlr-{}-", self.rand_string(8));
+        CtrlerHarness::new(
+            &self.sim,
+            ClusterOptions {
+                servers: 3,
+                name,
+                ..ClusterOptions::default()
+            },
+        )
+        .await
     }
 
     /// `makeClient(ctl)`: a clerk that asks `ctl` for configs.
-    pub async fn make_client_of(&self, ctl: &CtrlerConfig) -> Clerk {
+    pub async fn make_client_of(&self, ctl: &CtrlerHarness) -> Clerk {
         let ctrler = ctl.make_client().await;
-        let client_id = self.state.borrow_mut().rng.gen::<u64>();
+        let client_id = self.ctl.cluster().with_rng(|rng| rng.gen::<u64>());
         clerk::start(ctrler, self.make_end.clone(), client_id)
     }
 
@@ -162,75 +218,27 @@ impl ShardKvConfig {
     /// `StartServer(gi, i)`: a server from a copy of its storage, with fresh enabled ends to
     /// its group and to the controller.
     pub async fn start_server(&self, gi: usize, i: usize) {
-        let me = self.server_name(gi, i);
-        let net = self.sim.network().clone();
-        let mut peers = Vec::with_capacity(self.n);
-        for j in 0..self.n {
-            let name = self.rand_string(20);
-            let end = net
-                .make_end(&name, Some(&me))
-                .await
-                .unwrap_or_else(|e| panic!("start_server({gi}, {i}): {e}"));
-            net.connect(&name, &self.server_name(gi, j));
-            net.enable(&name, true);
-            peers.push(end);
-        }
-        let ctrlers = self.ctl.make_ends(Some(&me)).await;
-        let (persister, gid, incarnation) = {
-            let mut state = self.state.borrow_mut();
-            let group = &mut state.groups[gi];
-            group.end_names[i] = peers
-                .iter()
-                .chain(&ctrlers)
-                .map(|end| end.name().to_string())
-                .collect();
-            group.incarnations[i] += 1;
-            let persister = group.saved[i].copy();
-            group.saved[i] = persister.clone();
-            (persister, group.gid, group.incarnations[i])
-        };
-        let node = ShardKvNode::start(ShardKvSetup {
-            peers,
-            me: i,
-            persister,
-            max_raft_state: self.max_raft_state,
-            gid,
-            ctrlers,
-            make_end: self.make_end.clone(),
-            seed: self.sim.derive(&format!("{me}-{incarnation}")),
-        })
-        .unwrap_or_else(|e| panic!("start_server({gi}, {i}): {e}"));
-        net.add_server(&me, node.server());
-        self.state.borrow_mut().groups[gi].nodes[i] = Some(node);
+        let group = self.group(gi);
+        group.restart(i).await;
+        group.connect(i);
     }
 
     /// `ShutdownServer(gi, i)`: disable its group and controller ends, delete it, keep a copy
     /// of its storage, kill it.
     pub fn shutdown_server(&self, gi: usize, i: usize) {
-        let net = self.sim.network();
-        let mut state = self.state.borrow_mut();
-        let group = &mut state.groups[gi];
-        for name in &group.end_names[i] {
-            net.enable(name, false);
-        }
-        net.delete_server(&format!("server-{}-{i}", group.gid));
-        let copy = group.saved[i].copy();
-        group.saved[i] = copy;
-        if let Some(node) = group.nodes[i].take() {
-            node.kill();
-        }
+        self.group(gi).crash(i);
     }
 
     /// `StartGroup(gi)`.
     pub async fn start_group(&self, gi: usize) {
-        for i in 0..self.n {
+        for i in 0..self.group(gi).n() {
             self.start_server(gi, i).await;
         }
     }
 
     /// `ShutdownGroup(gi)`.
     pub fn shutdown_group(&self, gi: usize) {
-        for i in 0..self.n {
+        for i in 0..self.group(gi).n() {
             self.shutdown_server(gi, i);
         }
     }
@@ -239,14 +247,15 @@ impl ShardKvConfig {
     pub fn group_servers(&self, gis: &[usize]) -> BTreeMap<Gid, Vec<String>> {
         gis.iter()
             .map(|&gi| {
-                let names = (0..self.n).map(|i| self.server_name(gi, i)).collect();
+                let group = self.group(gi);
+                let names = group.all().iter().map(|&i| group.server_name(i)).collect();
                 (self.gid(gi), names)
             })
             .collect()
     }
 
-    /// `joinm(gis, ctl)` through the given controller clerk.
-    pub async fn ctljoin(&self, gis: &[usize], mck: &CtrlerClerk) {
+    /// Joins groups `gis` in one Join through the given controller clerk.
+    pub async fn join_through(&self, gis: &[usize], mck: &CtrlerClerk) {
         let servers = self.group_servers(gis);
         mck.join(servers)
             .await
@@ -255,21 +264,21 @@ impl ShardKvConfig {
 
     /// `join(gi)`.
     pub async fn join(&self, gi: usize) {
-        self.joinm(&[gi]).await;
+        self.join_groups(&[gi]).await;
     }
 
     /// `joinm(gis)`: several groups in one Join.
-    pub async fn joinm(&self, gis: &[usize]) {
-        self.ctljoin(gis, &self.mck).await;
+    pub async fn join_groups(&self, gis: &[usize]) {
+        self.join_through(gis, &self.mck).await;
     }
 
     /// `leave(gi)`.
     pub async fn leave(&self, gi: usize) {
-        self.leavem(&[gi]).await;
+        self.leave_groups(&[gi]).await;
     }
 
     /// `leavem(gis)`: several groups in one Leave.
-    pub async fn leavem(&self, gis: &[usize]) {
+    pub async fn leave_groups(&self, gis: &[usize]) {
         let gids = gis.iter().map(|&gi| self.gid(gi)).collect();
         self.mck
             .leave(gids)
@@ -287,21 +296,22 @@ impl ShardKvConfig {
 
     /// `checklogs()`: with snapshots, no Raft state above 8 × maxraftstate; without, no
     /// snapshot at all.
-    pub fn checklogs(&self) {
-        let state = self.state.borrow();
-        for group in &state.groups {
-            for (i, saved) in group.saved.iter().enumerate() {
+    pub fn check_logs(&self) {
+        for (gi, group) in self.groups.iter().enumerate() {
+            for i in group.all() {
+                let Some(saved) = group.storage(i) else {
+                    continue;
+                };
                 let (raft, snap) = (saved.raft_state_size(), saved.snapshot_size());
-                match self.max_raft_state {
+                let name = group.server_name(i);
+                match group.options().max_raft_state {
                     Some(max) => assert!(
                         raft <= 8 * max,
-                        "server-{}-{i}: persister.RaftStateSize() {raft}, but maxraftstate {max}",
-                        group.gid
+                        "{name}: persister.RaftStateSize() {raft}, but maxraftstate {max}"
                     ),
                     None => assert!(
                         snap == 0,
-                        "server-{}-{i}: maxraftstate is -1, but snapshot is non-empty!",
-                        group.gid
+                        "{name} (group {gi}): maxraftstate is -1, but snapshot is non-empty!"
                     ),
                 }
             }
@@ -310,13 +320,7 @@ impl ShardKvConfig {
 
     /// Persisted Raft state plus snapshot bytes, summed over every server of every group.
     pub fn stored_bytes(&self) -> usize {
-        let state = self.state.borrow();
-        state
-            .groups
-            .iter()
-            .flat_map(|g| &g.saved)
-            .map(|p| p.raft_state_size() + p.snapshot_size())
-            .sum()
+        self.groups.iter().map(|g| g.stored_bytes()).sum()
     }
 
     /// The history's clock (see [`OpRecorder::now`]).
@@ -354,36 +358,37 @@ impl ShardKvConfig {
     /// Prints the test's title and starts its statistics.
     pub async fn begin(&self, description: &str) {
         println!("{description} ...");
-        let rpcs = self.sim.network().total_calls().await.unwrap_or(0);
-        let mut state = self.state.borrow_mut();
-        state.t0 = Instant::now();
-        state.rpcs0 = rpcs;
-        state.ops0 = self.recorder.ops();
+        let rpcs0 = self.total_calls().await;
+        self.part.set(Part {
+            t0: Some(Instant::now()),
+            rpcs0,
+            ops0: self.recorder.ops(),
+        });
     }
 
     /// The time limit and the statistics line: virtual seconds, servers, RPCs, clerk ops.
     pub async fn end(&self) {
-        check_time_limit(self.created);
-        let rpcs = self.sim.network().total_calls().await.unwrap_or(0);
-        let state = self.state.borrow();
+        super::check_time_limit(self.created);
+        let rpcs = self.total_calls().await;
+        let part = self.part.get();
+        let servers: usize = self.groups.iter().map(|g| g.n()).sum::<usize>() + self.ctl.n();
         println!(
             "  ... Passed --  {:4.1}  {} {:6} {:5}",
-            state.t0.elapsed().as_secs_f64(),
-            NGROUPS * self.n + self.ctl.n(),
-            rpcs - state.rpcs0,
-            self.recorder.ops() - state.ops0,
+            part.t0.map_or(0.0, |t0| t0.elapsed().as_secs_f64()),
+            servers,
+            rpcs - part.rpcs0,
+            self.recorder.ops() - part.ops0,
         );
+    }
+
+    async fn total_calls(&self) -> u64 {
+        self.sim.network().total_calls().await.unwrap_or(0)
     }
 
     /// Stops every server, the controller's included.
     pub fn cleanup(&self) {
-        for gi in 0..NGROUPS {
-            let mut state = self.state.borrow_mut();
-            for node in state.groups[gi].nodes.iter_mut() {
-                if let Some(node) = node.take() {
-                    node.kill();
-                }
-            }
+        for group in self.groups.iter() {
+            group.shutdown();
         }
         self.ctl.cleanup();
     }

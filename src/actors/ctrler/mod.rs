@@ -17,9 +17,8 @@ pub mod config_ops;
 use actix::prelude::*;
 
 pub use self::config_ops::ConfigHistory;
-use crate::actors::client_end::ClientEnd;
 use crate::actors::raft::{RaftPeer, RestoreError};
-use crate::actors::rsm::{Rsm, RsmConfig};
+use crate::actors::rsm::{ReplicaSetup, Rsm};
 use crate::messages::ctrler::*;
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
@@ -89,21 +88,13 @@ pub struct CtrlerNode {
 }
 
 impl CtrlerNode {
-    /// 6.5840's `shardctrler.StartServer`: peer `me` of `peers.len()`. The controller's state
-    /// is small and never snapshotted, as in the lab.
+    /// 6.5840's `shardctrler.StartServer`: one controller server, restoring what its storage
+    /// holds. (The lab never snapshots the controller's small state: its tests give
+    /// `max_raft_state: None`.)
     pub fn start<P: Persister + Clone + 'static>(
-        peers: Vec<ClientEnd>,
-        me: usize,
-        persister: P,
-        seed: u64,
+        setup: ReplicaSetup<P>,
     ) -> Result<CtrlerNode, RestoreError> {
-        let (rsm, raft) = Rsm::<ConfigHistory>::start(RsmConfig {
-            peers,
-            me,
-            persister,
-            max_raft_state: None,
-            seed,
-        })?;
+        let (rsm, raft) = Rsm::<ConfigHistory>::start(setup)?;
         let ctrler = ShardCtrler { rsm: rsm.clone() }.start();
         Ok(CtrlerNode { raft, rsm, ctrler })
     }

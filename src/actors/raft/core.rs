@@ -816,7 +816,6 @@ impl RaftCore {
 
     fn broadcast_heartbeat(&mut self) {
         for peer in self.other_peers() {
-            self.progress[peer].on_heartbeat();
             self.send_append(peer, true);
         }
     }
@@ -825,7 +824,9 @@ impl RaftCore {
     /// `max_entries_per_message`), or the snapshot if those are compacted. Outside a heartbeat
     /// (`heartbeat == false`) this respects flow control and sends nothing empty. A heartbeat to
     /// a streaming follower checks the optimistic point `next_index - 1`, so a lost message
-    /// shows up as a rejection.
+    /// shows up as a rejection. A heartbeat to a follower whose probe is unanswered asks the
+    /// probe's question again without its entries: if the probe was lost, this answer gets the
+    /// follower going; if it was not, its entries are not sent twice.
     fn send_append(&mut self, peer: usize, heartbeat: bool) {
         let pr = &self.progress[peer];
         if let ProgressState::Snapshot { .. } = pr.state {
@@ -844,7 +845,12 @@ impl RaftCore {
         let last = self.log.last_index();
         let prev_log_index = (pr.next_index - 1).min(last);
         let prev_log_term = self.log.term_at(prev_log_index).unwrap_or(0);
-        let hi = last.min(prev_log_index + self.cfg.max_entries_per_message as u64);
+        let unanswered_probe = heartbeat && pr.state == ProgressState::Probe && pr.paused;
+        let hi = if unanswered_probe {
+            prev_log_index
+        } else {
+            last.min(prev_log_index + self.cfg.max_entries_per_message as u64)
+        };
         let entries = self.log.slice(prev_log_index + 1, hi + 1).to_vec();
         if entries.is_empty() && !heartbeat {
             return;
@@ -1452,6 +1458,51 @@ mod tests {
         leader.handle_append_entries_reply(1, reply);
         assert_eq!(leader.commit_index(), 2);
         assert_eq!(leader.progress[1].state, ProgressState::Replicate);
+    }
+
+    #[test]
+    fn a_heartbeat_repeats_an_unanswered_probe_without_its_entries() {
+        let mut leader = RaftCore::new(cfg(0, 2), 9);
+        elect(&mut leader);
+        let term = leader.term();
+        for c in 1..=5 {
+            leader.propose(vec![c]).expect("leader");
+        }
+        leader.take_ready(); // lost
+                             // The follower has nothing: the leader probes from index 1 with all five entries.
+        leader.handle_append_entries_reply(
+            1,
+            AppendEntriesReply {
+                term,
+                success: false,
+                match_index: 0,
+                conflict_term: None,
+                conflict_index: 1,
+            },
+        );
+        let probe = appends(&leader.take_ready());
+        assert_eq!(
+            (probe[0].1.prev_log_index, probe[0].1.entries.len()),
+            (0, 5)
+        );
+        // A heartbeat falls before the probe is answered: same question, no entries.
+        for _ in 0..10 {
+            leader.tick();
+        }
+        let heartbeat = appends(&leader.take_ready());
+        assert_eq!(
+            (heartbeat[0].1.prev_log_index, heartbeat[0].1.entries.len()),
+            (0, 0)
+        );
+        // The probe's answer, then the heartbeat's: the entries went out once.
+        let mut follower = RaftCore::new(cfg(1, 2), 1);
+        let probe_reply = follower.handle_append_entries(0, probe[0].1.clone());
+        let heartbeat_reply = follower.handle_append_entries(0, heartbeat[0].1.clone());
+        leader.handle_append_entries_reply(1, probe_reply);
+        leader.handle_append_entries_reply(1, heartbeat_reply);
+        assert!(appends(&leader.take_ready()).is_empty());
+        assert_eq!(leader.progress[1].state, ProgressState::Replicate);
+        assert_eq!(leader.commit_index(), 5);
     }
 
     #[test]

@@ -10,8 +10,6 @@ mod log;
 mod majority;
 mod peer;
 mod progress;
-#[cfg(test)]
-mod sim;
 
 pub use self::core::{Config, Message, RaftCore, Ready, RestoreError};
 pub use self::peer::{RaftPeer, TICK};

@@ -8,8 +8,9 @@
 //!   (`prev_log_index = next_index - 1`): if a message was lost, the follower rejects it and the
 //!   leader falls back to Probe, so a drop is repaired one heartbeat and one round trip later.
 //! - **Probe**: after a rejection the leader does not know where the logs agree. It sends one
-//!   AppendEntries and waits (`paused`) for the answer or the next heartbeat, backing up a whole
-//!   term per rejected round trip, and streams again after the first success.
+//!   AppendEntries and waits (`paused`) for the answer, backing up a whole term per rejected
+//!   round trip, and streams again after the first success. Meanwhile each heartbeat asks the
+//!   probe's question again, without the entries (the probe may have been lost).
 //! - **Snapshot**: the follower needs entries the leader has compacted; an InstallSnapshot is in
 //!   flight and nothing else is sent until it is answered (or a heartbeat resends it).
 
@@ -37,8 +38,7 @@ pub struct Progress {
     pub next_index: u64,
     /// Flow-control state.
     pub state: ProgressState,
-    /// In Probe (and Snapshot): a message is in flight, wait for its answer or the next
-    /// heartbeat.
+    /// In Probe (and Snapshot): a message is in flight, wait for its answer.
     pub paused: bool,
 }
 
@@ -97,12 +97,6 @@ impl Progress {
             ProgressState::Snapshot { .. } => false,
         }
     }
-
-    /// Called at every heartbeat: a paused Probe or a pending Snapshot may send again (its
-    /// message or the answer may have been lost).
-    pub fn on_heartbeat(&mut self) {
-        self.paused = false;
-    }
 }
 
 #[cfg(test)]
@@ -132,9 +126,6 @@ mod tests {
         pr.become_probe(2);
         pr.paused = true;
         assert!(!pr.can_send());
-        pr.on_heartbeat();
-        assert!(pr.can_send());
-        pr.paused = true;
         pr.on_success(3);
         assert!(pr.can_send());
     }
@@ -160,12 +151,9 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_blocks_sending_until_heartbeat() {
+    fn snapshot_blocks_sending() {
         let mut pr = Progress::new(5);
         pr.become_snapshot(20);
         assert!(!pr.can_send());
-        pr.on_heartbeat();
-        assert!(!pr.can_send());
-        assert!(!pr.paused);
     }
 }

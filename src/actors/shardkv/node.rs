@@ -8,7 +8,7 @@ use super::server::ShardKv;
 use super::store::ShardStore;
 use crate::actors::client_end::{ClientEnd, EndMaker};
 use crate::actors::raft::{RaftPeer, RestoreError};
-use crate::actors::rsm::{Rsm, RsmConfig};
+use crate::actors::rsm::{ReplicaSetup, Rsm};
 use crate::messages::ctrler::Gid;
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::Server;
@@ -16,22 +16,14 @@ use crate::storage::Persister;
 
 /// Everything needed to start one group member (6.5840's `StartServer` arguments).
 pub struct ShardKvSetup<P> {
-    /// Ends to every member's Raft service (index = member id).
-    pub peers: Vec<ClientEnd>,
-    /// This member's id.
-    pub me: usize,
-    /// Its storage.
-    pub persister: P,
-    /// Snapshot when the Raft state reaches this many bytes (`None`: never).
-    pub max_raft_state: Option<usize>,
+    /// The member as a replica of its group's state machine.
+    pub replica: ReplicaSetup<P>,
     /// The group's id.
     pub gid: Gid,
     /// Ends to the controller servers.
     pub ctrlers: Vec<ClientEnd>,
     /// Makes ends to other groups' servers.
     pub make_end: EndMaker,
-    /// Seed for the Raft peer's randomness.
-    pub seed: u64,
 }
 
 /// One running group member: Raft peer, replicated state machine, network face, migrator.
@@ -52,13 +44,7 @@ impl ShardKvNode {
     pub fn start<P: Persister + Clone + 'static>(
         setup: ShardKvSetup<P>,
     ) -> Result<ShardKvNode, RestoreError> {
-        let (rsm, raft) = Rsm::<ShardStore>::start(RsmConfig {
-            peers: setup.peers,
-            me: setup.me,
-            persister: setup.persister,
-            max_raft_state: setup.max_raft_state,
-            seed: setup.seed,
-        })?;
+        let (rsm, raft) = Rsm::<ShardStore>::start(setup.replica)?;
         let kv = ShardKv { rsm: rsm.clone() }.start();
         let migrator = Migrator::new(
             setup.gid,
