@@ -27,8 +27,8 @@ mod task;
 
 pub use frame::{Frame, FrameError, Hello, Lane, Outcome, HEADER_LEN, PROTOCOL_VERSION};
 pub use handshake::HELLO_MAX_FRAME;
-pub use link::{CloseLink, GetLinkStatus, Link, LinkStatus, SetBlocked};
-pub use listener::{GetListenerStats, Listener, ListenerStats, StopListening};
+pub use link::Link;
+pub use listener::Listener;
 pub use methods::MethodTable;
 pub use settings::TcpSettings;
 

@@ -19,11 +19,12 @@ use tokio::time::timeout;
 use super::connection::Connection;
 use super::frame::{Frame, Outcome, REQUEST_OVERHEAD};
 use super::handshake::{self, HandshakeError};
-use super::listener::{ConnectionEvent, Listener};
+use super::listener::Listener;
 use super::methods::MethodTable;
 use super::settings::TcpSettings;
 use super::task::TaskGuard;
 use crate::messages::net::{service_of, Dispatch, RpcError, Server};
+use crate::messages::tcp::ConnectionEvent;
 
 /// Replies that may wait for the writer of one connection.
 const REPLY_QUEUE: usize = 1024;
