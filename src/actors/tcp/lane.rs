@@ -1,12 +1,12 @@
-//! One lane of a [`Link`]: the life of one TCP connection (down, dialling, up) and the task
-//! that runs it. The link decides when to dial and what to send; the task dials, shakes hands,
-//! then writes the link's requests and reads the replies, and reports back with
-//! [`LaneEvent`]s, never touching the link's state.
+//! One lane of a [`Link`](super::Link): the life of one TCP connection (down, dialling, up)
+//! and the task that runs it. The link decides when to dial and what to send; the task dials,
+//! shakes hands, then writes the link's requests and reads the replies, and reports back with
+//! [`LaneEvent`]s to a recipient the link gives it, never touching the link's state.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix::WeakAddr;
+use actix::WeakRecipient;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
@@ -14,7 +14,6 @@ use tokio::time::{timeout, Instant};
 use super::connection::{Connection, FrameReader};
 use super::frame::{Frame, Lane, Outcome};
 use super::handshake;
-use super::link::Link;
 use super::settings::TcpSettings;
 use super::task::TaskGuard;
 use crate::messages::net::RpcError;
@@ -90,18 +89,21 @@ impl LaneState {
 /// Starts the task of connection `generation`: it dials `target` for `lane`, reports
 /// [`LaneEvent::Connected`] or [`LaneEvent::DialFailed`], then sends what arrives on the
 /// returned outbox and reports each reply, until the connection breaks
-/// ([`LaneEvent::Lost`]). Dropping the returned guard ends it and closes the connection.
+/// ([`LaneEvent::Lost`]), all reported to `events`. Dropping the returned guard ends it and
+/// closes the connection.
 pub fn open(
     target: SocketAddr,
     lane: Lane,
     generation: u64,
     settings: Arc<TcpSettings>,
-    link: WeakAddr<Link>,
+    events: WeakRecipient<LaneEvent>,
 ) -> (mpsc::Sender<Frame>, TaskGuard) {
     let (outbox, queue) = mpsc::channel(OUTBOX_CAPACITY);
+    // Weak: the link owns this task, and a strong handle here would keep the link alive
+    // after everyone else let go of it.
     let report = move |event: LaneEvent| {
-        if let Some(link) = link.upgrade() {
-            link.do_send(event);
+        if let Some(events) = events.upgrade() {
+            events.do_send(event);
         }
     };
     let task = TaskGuard::spawn(async move {

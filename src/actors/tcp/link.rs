@@ -137,7 +137,7 @@ impl Link {
                     lane,
                     generation,
                     self.settings.clone(),
-                    ctx.address().downgrade(),
+                    ctx.address().downgrade().recipient(),
                 );
                 // A fresh queue has room for one frame.
                 let queued = outbox.try_send(frame).is_ok();

@@ -99,7 +99,7 @@ impl Actor for Listener {
             methods,
             settings: self.settings.clone(),
             label: self.label.clone(),
-            events: ctx.address().downgrade(),
+            events: ctx.address().downgrade().recipient(),
         });
         log::info!("{}: listening", self.label);
         // Dropping the accept task drops its JoinSet, which aborts every connection task.

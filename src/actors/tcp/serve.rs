@@ -10,7 +10,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use actix::WeakAddr;
+use actix::WeakRecipient;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -19,7 +19,6 @@ use tokio::time::timeout;
 use super::connection::Connection;
 use super::frame::{Frame, Outcome, REQUEST_OVERHEAD};
 use super::handshake::{self, HandshakeError};
-use super::listener::Listener;
 use super::methods::MethodTable;
 use super::settings::TcpSettings;
 use super::task::TaskGuard;
@@ -39,14 +38,14 @@ pub struct Inbound {
     pub settings: Arc<TcpSettings>,
     /// Names the listener in logs (for example `"node 1 peer port 127.0.0.1:7001"`).
     pub label: String,
-    /// The listener, for its counters.
-    pub events: WeakAddr<Listener>,
+    /// The listener's counters. Weak: the listener owns the tasks that hold this.
+    pub events: WeakRecipient<ConnectionEvent>,
 }
 
 impl Inbound {
     fn report(&self, event: ConnectionEvent) {
-        if let Some(listener) = self.events.upgrade() {
-            listener.do_send(event);
+        if let Some(events) = self.events.upgrade() {
+            events.do_send(event);
         }
     }
 
