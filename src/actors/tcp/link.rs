@@ -10,9 +10,14 @@
 //! lane's call timeout; a connection that stays silent through a timeout is dropped and redialled
 //! (the peer may be half-open).
 //!
-//! Handles: [`Call`] (from client ends), [`SetBlocked`], [`GetLinkStatus`], [`Stop`], and
-//! [`LaneEvent`]s from its own tasks. Sends: request frames to its target; each call's outcome
-//! through the call's oneshot.
+//! Each lane's connection is run by a task of its own (`lane.rs`), which the link owns and
+//! feeds through an outbox; the task reports back with [`LaneEvent`]s to a weak recipient, so
+//! it never names the link.
+//!
+//! Handles: [`Call`] (from client ends); [`SetBlocked`], [`GetLinkStatus`] and [`Stop`] (the
+//! control protocol, `messages/tcp.rs`); [`LaneEvent`]s from its lane tasks. Sends: request
+//! frames to its lane tasks, which write them to the target; each call's outcome through the
+//! call's oneshot.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -3,8 +3,9 @@
 //! [`Server`] as [`Dispatch`](crate::messages::net::Dispatch)es. Stopping it closes the port
 //! and every connection it accepted, which is what a caller sees when a node dies.
 //!
-//! Handles: [`Stop`] (answered once the port is closed), [`GetListenerStats`] and [`ConnectionEvent`] (from its
-//! connection tasks). Sends: `Dispatch` to its services (from those tasks).
+//! Handles: [`Stop`] (answered once the port is closed) and [`GetListenerStats`] (the control
+//! protocol, `messages/tcp.rs`); [`ConnectionEvent`]s, which its connection tasks report to a
+//! weak recipient for the counters. Sends: `Dispatch` to its services (from those tasks).
 
 use std::rc::Rc;
 use std::sync::Arc;

@@ -6,6 +6,9 @@
 //! Bad input never stops the listener: a connection that fails the handshake, announces an
 //! oversized frame, sends bytes that are not a frame or stalls in the middle of one is logged
 //! and closed, and only that connection.
+//!
+//! Sends: [`Dispatch`] to the services; [`ConnectionEvent`]s (opened, accepted, refused,
+//! dropped, closed) to the recipient in [`Inbound`], the listener's counters.
 
 use std::rc::Rc;
 use std::sync::Arc;
