@@ -11,7 +11,9 @@ use actix::prelude::*;
 use futures_util::future::join_all;
 use rainkv::actors::client_end::ClientEnd;
 use rainkv::actors::tcp::*;
+use rainkv::messages::lifecycle::Stop;
 use rainkv::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
+use rainkv::messages::tcp::{GetLinkStatus, GetListenerStats, ListenerStats};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::time::{sleep, timeout, Instant};
@@ -251,7 +253,7 @@ async fn a_dead_server_fails_calls_at_once_and_a_restarted_one_is_reconnected() 
         };
         sleep(Duration::from_millis(50)).await;
         let started = Instant::now();
-        fixture.listener.send(StopListening).await.expect("stop");
+        fixture.listener.send(Stop).await.expect("stop");
         assert_eq!(in_flight.await.expect("task"), Err(RpcError::Unreachable));
         assert!(started.elapsed() < Duration::from_millis(400));
 

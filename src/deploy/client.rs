@@ -11,10 +11,12 @@ use futures_util::future::join_all;
 use super::config::{ClusterConfig, NodeAddrs};
 use crate::actors::clerk::Clerk;
 use crate::actors::client_end::ClientEnd;
-use crate::actors::tcp::{client_end, CloseLink, GetLinkStatus, Link};
+use crate::actors::tcp::{client_end, Link};
 use crate::messages::admin::{NodeStatus, StatusArgs};
+use crate::messages::lifecycle::Stop;
 use crate::messages::net::RpcError;
 use crate::messages::raft::Role;
+use crate::messages::tcp::GetLinkStatus;
 
 /// How long one status poll of [`ClusterClient::wait_for_leader`] waits for each node.
 const STATUS_POLL_TIMEOUT: Duration = Duration::from_millis(500);
@@ -125,7 +127,7 @@ impl ClusterClient {
     /// Closes every link.
     pub fn close(&self) {
         for link in &self.links {
-            link.do_send(CloseLink);
+            link.do_send(Stop);
         }
     }
 }

@@ -15,14 +15,15 @@ use crate::actors::admin::Admin;
 use crate::actors::kv_server::KvNode;
 use crate::actors::raft::RestoreError;
 use crate::actors::rsm::ReplicaSetup;
-use crate::actors::tcp::{
-    client_end, CloseLink, GetLinkStatus, GetListenerStats, Link, LinkStatus, Listener,
-    ListenerStats, MethodTable, SetBlocked, StopListening,
-};
+use crate::actors::tcp::{client_end, Link, Listener, MethodTable};
 use crate::messages::admin::StatusArgs;
 use crate::messages::kv::{GetArgs, PutAppendArgs};
+use crate::messages::lifecycle::Stop;
 use crate::messages::net::Server;
 use crate::messages::raft::{AppendEntriesArgs, InstallSnapshotArgs, RequestVoteArgs};
+use crate::messages::tcp::{
+    GetLinkStatus, GetListenerStats, LinkStatus, ListenerStats, SetBlocked,
+};
 
 /// The methods served on the peer port.
 pub fn peer_methods() -> MethodTable {
@@ -250,10 +251,10 @@ impl TcpNode {
     pub async fn shutdown(&self) {
         for listener in [&self.peer_listener, &self.client_listener] {
             // An already stopped listener has closed its port: nothing to wait for.
-            let _ = listener.send(StopListening).await;
+            let _ = listener.send(Stop).await;
         }
         for link in &self.peer_links {
-            link.do_send(CloseLink);
+            link.do_send(Stop);
         }
         self.kv.kill();
         log::info!("node {} stopped", self.id);

@@ -11,6 +11,7 @@
 //! - [`shard`]: sharded KV RPCs: clerk ↔ group, and shard migration between groups.
 //! - [`admin`]: the status RPC an operator's tool asks each node.
 //! - [`lifecycle`]: [`lifecycle::Stop`], which every stoppable actor handles.
+//! - [`tcp`]: the TCP transport's local control protocol: link and listener status, blocking.
 
 pub mod admin;
 pub mod apply;
@@ -21,3 +22,4 @@ pub mod net;
 pub mod raft;
 pub mod rsm;
 pub mod shard;
+pub mod tcp;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::{Config, Message, RaftCore, Ready, RestoreError};
+use super::core::{Config, Message, RaftCore, Ready, RestoreError};
 use crate::actors::applier::Applier;
 use crate::actors::client_end::ClientEnd;
 use crate::messages::apply::{ApplyBatch, ApplyMsg};

@@ -6,6 +6,17 @@
 //! [`Frame::Request`]s and the server answers each with a [`Frame::Reply`] carrying the same
 //! id, in whatever order the replies are ready. This module knows nothing of sockets: it turns
 //! frames into bytes and bytes into frames (`connection.rs` moves them).
+//!
+//! Why not tokio-util's `LengthDelimitedCodec` (checked against 0.7.20): as soon as it has read
+//! a length prefix it reserves the whole announced frame, so four bytes from a peer buy up to
+//! `max_frame` (64 MiB) of buffer per connection, held while a stalled frame waits out its
+//! timeout; [`Frame::parse`] grows the buffer at most 256 KiB ahead of the bytes that have
+//! arrived. `Framed` also hides its read loop, and the frame timeout (a started frame must
+//! finish in time, an idle connection may wait forever) needs to see between reads whether
+//! part of a frame is buffered, so our read loop would stay; and its encoder copies every body
+//! into its write buffer, where we serialize straight behind the prefix. The codec would
+//! replace about 25 lines of prefix handling and cost a dependency, an allocation a peer can
+//! force, and a copy of every snapshot.
 
 use std::fmt;
 

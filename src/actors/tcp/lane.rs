@@ -1,25 +1,27 @@
-//! One lane of a [`Link`]: the life of one TCP connection (down, dialling, up) and the tasks
-//! that move its frames. The link decides when to dial and what to send; the tasks here report
-//! back to it with [`LaneEvent`]s and never touch its state.
+//! One lane of a [`Link`](super::Link): the life of one TCP connection (down, dialling, up)
+//! and the task that runs it. The link decides when to dial and what to send; the task dials,
+//! shakes hands, then writes the link's requests and reads the replies, and reports back with
+//! [`LaneEvent`]s to a recipient the link gives it, never touching the link's state.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix::prelude::*;
-use actix::WeakAddr;
+use actix::WeakRecipient;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
-use super::connection::Connection;
+use super::connection::{Connection, FrameReader};
 use super::frame::{Frame, Lane, Outcome};
 use super::handshake;
-use super::link::Link;
 use super::settings::TcpSettings;
 use super::task::TaskGuard;
+use crate::messages::net::RpcError;
+use crate::messages::tcp::LaneEvent;
 
-/// Frames that may wait for the writer of one connection; a call finding the queue full fails
-/// at once rather than piling up behind a peer that does not read.
+/// Frames that may wait for the writer of one connection (while it dials, too); a call
+/// finding the queue full fails at once rather than piling up behind a peer that does not
+/// read.
 pub const OUTBOX_CAPACITY: usize = 4096;
 
 /// Where a lane's connection stands.
@@ -31,27 +33,27 @@ pub enum LaneState {
         /// Failed attempts in a row, for the back-off.
         failures: u32,
     },
-    /// Connecting and shaking hands; calls wait in `queued`.
+    /// Connecting and shaking hands; requests wait in the outbox.
     Dialing {
         /// Identifies this attempt and the connection it makes.
         generation: u64,
         /// Failed attempts before this one.
         failures: u32,
-        /// Requests to send once up.
-        queued: Vec<Frame>,
-        /// The dialling task.
-        _task: TaskGuard,
+        /// To the task, which sends what it holds once connected.
+        outbox: mpsc::Sender<Frame>,
+        /// The task: dropping it abandons the attempt.
+        task: TaskGuard,
     },
     /// Connected.
     Up {
         /// Identifies the connection.
         generation: u64,
-        /// To the writer task.
+        /// To the task's writer.
         outbox: mpsc::Sender<Frame>,
         /// When the last frame arrived on it (or it came up).
         last_heard: Instant,
-        /// Reader and writer tasks: dropping them closes the connection.
-        _io: [TaskGuard; 2],
+        /// The task: dropping it closes the connection.
+        _task: TaskGuard,
     },
 }
 
@@ -84,59 +86,44 @@ impl LaneState {
     }
 }
 
-/// What a lane's tasks report to their link.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub enum LaneEvent {
-    /// A dialling attempt ended.
-    Dialed {
-        /// The lane.
-        lane: Lane,
-        /// The attempt.
-        generation: u64,
-        /// The connection, or why there is none.
-        result: Result<Connection, String>,
-    },
-    /// A reply arrived.
-    Reply {
-        /// The lane.
-        lane: Lane,
-        /// The connection it came on.
-        generation: u64,
-        /// The request it answers.
-        id: u64,
-        /// What became of the request.
-        outcome: Outcome,
-    },
-    /// The connection broke.
-    Lost {
-        /// The lane.
-        lane: Lane,
-        /// The connection.
-        generation: u64,
-        /// Why, for the log.
-        reason: String,
-    },
-}
-
-/// Dials `target` for `lane` and reports the outcome to `link`.
-pub fn dial(
+/// Starts the task of connection `generation`: it dials `target` for `lane`, reports
+/// [`LaneEvent::Connected`] or [`LaneEvent::DialFailed`], then sends what arrives on the
+/// returned outbox and reports each reply, until the connection breaks
+/// ([`LaneEvent::Lost`]), all reported to `events`. Dropping the returned guard ends it and
+/// closes the connection.
+pub fn open(
     target: SocketAddr,
     lane: Lane,
     generation: u64,
     settings: Arc<TcpSettings>,
-    link: WeakAddr<Link>,
-) -> TaskGuard {
-    TaskGuard::spawn(async move {
-        let result = connect(target, lane, &settings).await;
-        if let Some(link) = link.upgrade() {
-            link.do_send(LaneEvent::Dialed {
-                lane,
-                generation,
-                result,
-            });
+    events: WeakRecipient<LaneEvent>,
+) -> (mpsc::Sender<Frame>, TaskGuard) {
+    let (outbox, queue) = mpsc::channel(OUTBOX_CAPACITY);
+    // Weak: the link owns this task, and a strong handle here would keep the link alive
+    // after everyone else let go of it.
+    let report = move |event: LaneEvent| {
+        if let Some(events) = events.upgrade() {
+            events.do_send(event);
         }
-    })
+    };
+    let task = TaskGuard::spawn(async move {
+        let conn = match connect(target, lane, &settings).await {
+            Ok(conn) => conn,
+            Err(reason) => return report(LaneEvent::DialFailed { generation, reason }),
+        };
+        report(LaneEvent::Connected { generation });
+        let Connection { reader, writer, .. } = conn;
+        // Whichever half stops first ends the connection; the other is dropped with it.
+        let reason = tokio::select! {
+            sent = writer.drain(queue) => match sent {
+                Ok(()) => "the link closed it".to_string(),
+                Err(e) => format!("cannot send: {e}"),
+            },
+            reason = read_replies(reader, generation, &report) => reason,
+        };
+        report(LaneEvent::Lost { generation, reason });
+    });
+    (outbox, task)
 }
 
 async fn connect(
@@ -164,62 +151,32 @@ async fn connect(
     Ok(conn)
 }
 
-/// Starts the reader and writer tasks of a connected lane. Returns the writer's queue and the
-/// tasks (dropping them closes the connection).
-pub fn run(
-    conn: Connection,
-    lane: Lane,
+/// Reports every reply that arrives; returns why the connection can go on no more.
+async fn read_replies<R: tokio::io::AsyncRead + Unpin>(
+    mut reader: FrameReader<R>,
     generation: u64,
-    link: WeakAddr<Link>,
-) -> (mpsc::Sender<Frame>, [TaskGuard; 2]) {
-    let Connection {
-        mut reader, writer, ..
-    } = conn;
-    let (outbox, queue) = mpsc::channel(OUTBOX_CAPACITY);
-    let report = move |link: &WeakAddr<Link>, event: LaneEvent| {
-        if let Some(link) = link.upgrade() {
-            link.do_send(event);
-        }
-    };
-    let writer_link = link.clone();
-    let writer = TaskGuard::spawn(async move {
-        if let Err(e) = writer.drain(queue).await {
-            let reason = format!("cannot send: {e}");
-            report(
-                &writer_link,
-                LaneEvent::Lost {
-                    lane,
-                    generation,
-                    reason,
-                },
-            );
-        }
-    });
-    let reader = TaskGuard::spawn(async move {
-        let reason = loop {
-            match reader.read_frame().await {
-                Ok(Some(Frame::Reply { id, outcome })) => report(
-                    &link,
-                    LaneEvent::Reply {
-                        lane,
-                        generation,
-                        id,
-                        outcome,
-                    },
-                ),
-                Ok(Some(other)) => break format!("server sent a {} frame", other.kind()),
-                Ok(None) => break "closed by the server".to_string(),
-                Err(e) => break e.to_string(),
-            }
-        };
-        report(
-            &link,
-            LaneEvent::Lost {
-                lane,
+    report: &impl Fn(LaneEvent),
+) -> String {
+    loop {
+        match reader.read_frame().await {
+            Ok(Some(Frame::Reply { id, outcome })) => report(LaneEvent::Reply {
                 generation,
-                reason,
-            },
-        );
-    });
-    (outbox, [reader, writer])
+                id,
+                result: outcome_to_result(outcome),
+            }),
+            Ok(Some(other)) => return format!("server sent a {} frame", other.kind()),
+            Ok(None) => return "closed by the server".to_string(),
+            Err(e) => return e.to_string(),
+        }
+    }
+}
+
+/// Maps what the server said to what the caller of a client end expects.
+fn outcome_to_result(outcome: Outcome) -> Result<Vec<u8>, RpcError> {
+    match outcome {
+        Outcome::Ok(reply) => Ok(reply),
+        Outcome::UnknownMethod(method) => Err(RpcError::UnknownMethod(method)),
+        Outcome::Failed(why) => Err(RpcError::Codec(why)),
+        Outcome::Unavailable => Err(RpcError::Unreachable),
+    }
 }

@@ -10,9 +10,14 @@
 //! lane's call timeout; a connection that stays silent through a timeout is dropped and redialled
 //! (the peer may be half-open).
 //!
-//! Handles: [`Call`] (from client ends), [`SetBlocked`], [`GetLinkStatus`], [`CloseLink`], and
-//! `LaneEvent`s from its own tasks. Sends: request frames to its target; each call's outcome
-//! through the call's oneshot.
+//! Each lane's connection is run by a task of its own (`lane.rs`), which the link owns and
+//! feeds through an outbox; the task reports back with [`LaneEvent`]s to a weak recipient, so
+//! it never names the link.
+//!
+//! Handles: [`Call`] (from client ends); [`SetBlocked`], [`GetLinkStatus`] and [`Stop`] (the
+//! control protocol, `messages/tcp.rs`); [`LaneEvent`]s from its lane tasks. Sends: request
+//! frames to its lane tasks, which write them to the target; each call's outcome through the
+//! call's oneshot.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,45 +29,17 @@ use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::frame::{Frame, Lane, Outcome, REQUEST_OVERHEAD};
-use super::lane::{self, LaneEvent, LaneState};
+use super::frame::{Frame, Lane, REQUEST_OVERHEAD};
+use super::lane::{self, LaneState};
 use super::settings::TcpSettings;
+use crate::messages::lifecycle::Stop;
 use crate::messages::net::{Call, RpcError};
+use crate::messages::tcp::{GetLinkStatus, LaneEvent, LinkStatus, SetBlocked};
 
 /// How often calls in flight are checked against their deadlines.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
 
 type CallResult = Result<Vec<u8>, RpcError>;
-
-/// Blocks (`true`) or unblocks this link: while blocked every call fails `Unreachable` at once
-/// and no connection is kept. The demo and tests cut nodes off with it.
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "()")]
-pub struct SetBlocked(pub bool);
-
-/// Asks how the link stands.
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "LinkStatus")]
-pub struct GetLinkStatus;
-
-/// How a link stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkStatus {
-    /// Where it leads.
-    pub target: SocketAddr,
-    /// `"down"`, `"dialling"` or `"up"`.
-    pub control: &'static str,
-    /// The same for the bulk lane.
-    pub bulk: &'static str,
-    /// Why the last connection attempt failed or the last connection broke, if it did and
-    /// nothing has connected since.
-    pub last_error: Option<String>,
-}
-
-/// Stops the link: calls in flight fail, connections close.
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "()")]
-pub struct CloseLink;
 
 struct PendingCall {
     lane: Lane,
@@ -104,6 +81,13 @@ impl Link {
         .start()
     }
 
+    fn lane_state(&self, lane: Lane) -> &LaneState {
+        match lane {
+            Lane::Control => &self.control,
+            Lane::Bulk => &self.bulk,
+        }
+    }
+
     fn lane(&mut self, lane: Lane) -> &mut LaneState {
         match lane {
             Lane::Control => &mut self.control,
@@ -130,7 +114,11 @@ impl Link {
         let now = Instant::now();
         let target = self.target;
         match self.lane(lane) {
+            // While dialling, requests wait in the outbox; the task sends them once up.
             LaneState::Up {
+                generation, outbox, ..
+            }
+            | LaneState::Dialing {
                 generation, outbox, ..
             } => match outbox.try_send(frame) {
                 Ok(()) => Some(*generation),
@@ -138,15 +126,10 @@ impl Link {
                     log::debug!("link to {target}: {lane:?} outbox full; call {id} fails");
                     None
                 }
-                // The writer is gone; its `Lost` report is on the way.
+                // The task has ended (a failed attempt or a lost connection); its report is
+                // on the way.
                 Err(mpsc::error::TrySendError::Closed(_)) => None,
             },
-            LaneState::Dialing {
-                generation, queued, ..
-            } => {
-                queued.push(frame);
-                Some(*generation)
-            }
             LaneState::Down { retry_at, failures } => {
                 if retry_at.is_some_and(|at| now < at) {
                     return None;
@@ -154,20 +137,22 @@ impl Link {
                 let failures = *failures;
                 let generation = self.next_generation;
                 self.next_generation += 1;
-                let task = lane::dial(
+                let (outbox, task) = lane::open(
                     target,
                     lane,
                     generation,
                     self.settings.clone(),
-                    ctx.address().downgrade(),
+                    ctx.address().downgrade().recipient(),
                 );
+                // A fresh queue has room for one frame.
+                let queued = outbox.try_send(frame).is_ok();
                 *self.lane(lane) = LaneState::Dialing {
                     generation,
                     failures,
-                    queued: vec![frame],
-                    _task: task,
+                    outbox,
+                    task,
                 };
-                Some(generation)
+                queued.then_some(generation)
             }
         }
     }
@@ -248,43 +233,31 @@ impl Link {
         }
     }
 
-    fn connected(
-        &mut self,
-        lane: Lane,
-        generation: u64,
-        conn: super::connection::Connection,
-        ctx: &mut Context<Self>,
-    ) {
-        let LaneState::Dialing { queued, .. } =
+    /// The lane's attempt `generation` got through: its requests are on their way.
+    fn connected(&mut self, lane: Lane, generation: u64) {
+        let LaneState::Dialing { outbox, task, .. } =
             std::mem::replace(self.lane(lane), LaneState::new())
         else {
             return;
         };
-        let (outbox, io) = lane::run(conn, lane, generation, ctx.address().downgrade());
-        let mut overflow = Vec::new();
-        for frame in queued {
-            if let Err(mpsc::error::TrySendError::Full(Frame::Request { id, .. })) =
-                outbox.try_send(frame)
-            {
-                overflow.push(id);
-            }
-        }
-        for id in overflow {
-            if let Some(call) = self.pending.remove(&id) {
-                let _ = call.reply_to.send(Err(RpcError::Unreachable));
-            }
-        }
         *self.lane(lane) = LaneState::Up {
             generation,
             outbox,
             last_heard: Instant::now(),
-            _io: io,
+            _task: task,
         };
         if self.last_error.take().is_some() {
             log::info!("link to {}: {lane:?} lane connected again", self.target);
         } else {
             log::debug!("link to {}: {lane:?} lane connected", self.target);
         }
+    }
+
+    /// The lane whose current attempt or connection is `generation`, if any is.
+    fn lane_of(&self, generation: u64) -> Option<Lane> {
+        [Lane::Control, Lane::Bulk]
+            .into_iter()
+            .find(|&lane| self.lane_state(lane).generation() == Some(generation))
     }
 
     fn dial_failed(&mut self, lane: Lane, reason: String) {
@@ -376,49 +349,39 @@ impl Handler<Call> for Link {
 impl Handler<LaneEvent> for Link {
     type Result = ();
 
-    fn handle(&mut self, event: LaneEvent, ctx: &mut Self::Context) {
+    fn handle(&mut self, event: LaneEvent, _: &mut Self::Context) {
         match event {
-            LaneEvent::Dialed {
-                lane,
-                generation,
-                result,
-            } => {
-                if self.lane(lane).generation() != Some(generation) {
-                    return; // a stale attempt: the lane was reset meanwhile
+            LaneEvent::Connected { generation } => {
+                // No lane: a stale attempt (the lane was reset meanwhile).
+                if let Some(lane) = self.lane_of(generation) {
+                    self.connected(lane, generation);
                 }
-                match result {
-                    Ok(conn) => self.connected(lane, generation, conn, ctx),
-                    Err(reason) => self.dial_failed(lane, reason),
+            }
+            LaneEvent::DialFailed { generation, reason } => {
+                if let Some(lane) = self.lane_of(generation) {
+                    self.dial_failed(lane, reason);
                 }
             }
             LaneEvent::Reply {
-                lane,
                 generation,
                 id,
-                outcome,
+                result,
             } => {
-                if let LaneState::Up {
-                    generation: current,
-                    last_heard,
-                    ..
-                } = self.lane(lane)
-                {
-                    if *current == generation {
+                if let Some(lane) = self.lane_of(generation) {
+                    if let LaneState::Up { last_heard, .. } = self.lane(lane) {
                         *last_heard = Instant::now();
                     }
                 }
+                // Ids are never reused, so even a reply on a dropped connection is the
+                // answer its call waits for.
                 if let Some(call) = self.pending.remove(&id) {
-                    let _ = call.reply_to.send(outcome_to_result(outcome));
+                    let _ = call.reply_to.send(result);
                 }
             }
-            LaneEvent::Lost {
-                lane,
-                generation,
-                reason,
-            } => {
-                if self.lane(lane).generation() != Some(generation) {
+            LaneEvent::Lost { generation, reason } => {
+                let Some(lane) = self.lane_of(generation) else {
                     return;
-                }
+                };
                 log::info!(
                     "link to {}: {lane:?} connection lost: {reason}",
                     self.target
@@ -427,16 +390,6 @@ impl Handler<LaneEvent> for Link {
                 self.reset_lane(lane, LaneState::new());
             }
         }
-    }
-}
-
-/// Maps what the server said to what the caller of a client end expects.
-fn outcome_to_result(outcome: Outcome) -> CallResult {
-    match outcome {
-        Outcome::Ok(reply) => Ok(reply),
-        Outcome::UnknownMethod(method) => Err(RpcError::UnknownMethod(method)),
-        Outcome::Failed(why) => Err(RpcError::Codec(why)),
-        Outcome::Unavailable => Err(RpcError::Unreachable),
     }
 }
 
@@ -466,10 +419,10 @@ impl Handler<GetLinkStatus> for Link {
     }
 }
 
-impl Handler<CloseLink> for Link {
+impl Handler<Stop> for Link {
     type Result = ();
 
-    fn handle(&mut self, _: CloseLink, ctx: &mut Self::Context) {
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         ctx.stop();
     }
 }

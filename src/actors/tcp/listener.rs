@@ -3,8 +3,9 @@
 //! [`Server`] as [`Dispatch`](crate::messages::net::Dispatch)es. Stopping it closes the port
 //! and every connection it accepted, which is what a caller sees when a node dies.
 //!
-//! Handles: [`StopListening`], [`GetListenerStats`] and [`ConnectionEvent`] (from its
-//! connection tasks). Sends: `Dispatch` to its services (from those tasks).
+//! Handles: [`Stop`] (answered once the port is closed) and [`GetListenerStats`] (the control
+//! protocol, `messages/tcp.rs`); [`ConnectionEvent`]s, which its connection tasks report to a
+//! weak recipient for the counters. Sends: `Dispatch` to its services (from those tasks).
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -18,49 +19,12 @@ use super::methods::MethodTable;
 use super::serve::{serve, Inbound};
 use super::settings::TcpSettings;
 use super::task::TaskGuard;
+use crate::messages::lifecycle::Stop;
 use crate::messages::net::Server;
+use crate::messages::tcp::{ConnectionEvent, GetListenerStats, ListenerStats};
 
 /// Pause after a failed `accept` (out of file descriptors, say), so the loop does not spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-
-/// What happened to a connection, for the listener's counters.
-#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
-#[rtype(result = "()")]
-pub enum ConnectionEvent {
-    /// A connection was accepted (before the handshake).
-    Opened,
-    /// It passed the handshake.
-    Accepted,
-    /// It failed the handshake and was closed.
-    Refused,
-    /// It passed the handshake but later sent bad input and was closed.
-    Dropped,
-    /// It is closed, for whatever reason.
-    Closed,
-}
-
-/// Counters of one listener.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ListenerStats {
-    /// Connections that passed the handshake.
-    pub accepted: u64,
-    /// Connections refused at the handshake (wrong token or cluster, garbage, silence).
-    pub refused: u64,
-    /// Connections closed later for bad input (oversized, malformed or stalled frames).
-    pub dropped: u64,
-    /// Connections open now.
-    pub open: u64,
-}
-
-/// Asks for the listener's counters.
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "ListenerStats")]
-pub struct GetListenerStats;
-
-/// Closes the port and every connection; answered once the port is closed.
-#[derive(Message, Debug, Clone, Copy)]
-#[rtype(result = "()")]
-pub struct StopListening;
 
 /// One listening port.
 pub struct Listener {
@@ -136,7 +100,7 @@ impl Actor for Listener {
             methods,
             settings: self.settings.clone(),
             label: self.label.clone(),
-            events: ctx.address().downgrade(),
+            events: ctx.address().downgrade().recipient(),
         });
         log::info!("{}: listening", self.label);
         // Dropping the accept task drops its JoinSet, which aborts every connection task.
@@ -148,10 +112,10 @@ impl Actor for Listener {
     }
 }
 
-impl Handler<StopListening> for Listener {
+impl Handler<Stop> for Listener {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: StopListening, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: Stop, _: &mut Self::Context) -> Self::Result {
         let accept = self.accept.take();
         Box::pin(
             async move {

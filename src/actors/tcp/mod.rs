@@ -7,12 +7,20 @@
 //!   time.
 //! - Listening side: a [`Listener`] actor accepts connections on a port and hands requests to
 //!   the services of a [`Server`](crate::messages::net::Server), as the simulated network does.
+//! - Control: links and listeners are driven with the messages of
+//!   [`messages::tcp`](crate::messages::tcp) (block a link, ask a link's status or a listener's
+//!   counters) and stopped with [`Stop`](crate::messages::lifecycle::Stop). The tasks that run
+//!   their connections report back with that module's `LaneEvent` and `ConnectionEvent`, sent
+//!   to a weak recipient: no task file imports the actor that owns it.
 //!
 //! Where to read: `frame.rs` (the wire format: length-prefixed rmp-serde frames with a
-//! maximum size), `connection.rs` (moving frames over a socket), `handshake.rs` (cluster name,
-//! shared token, lane), `link.rs` and `lane.rs` (calls, request ids, reconnect with back-off,
-//! two lanes so snapshots never delay heartbeats), `listener.rs` and `serve.rs` (the serving
-//! side), `methods.rs` (wire method names back to `&'static str`).
+//! maximum size, and why the framing is ours), `connection.rs` (moving frames over a socket),
+//! `handshake.rs` (cluster name, shared token, lane), `link.rs` (calls, request ids,
+//! reconnect with back-off, two lanes so snapshots never delay heartbeats) and `lane.rs` (the
+//! task that dials, writes and reads one lane's connection), `listener.rs` (the accept loop
+//! and counters) and `serve.rs` (one accepted connection), `methods.rs` (wire method names
+//! back to `&'static str`), `settings.rs` (timeouts and limits), `task.rs` (tasks that end
+//! with their owner).
 
 mod connection;
 mod frame;
@@ -27,8 +35,8 @@ mod task;
 
 pub use frame::{Frame, FrameError, Hello, Lane, Outcome, HEADER_LEN, PROTOCOL_VERSION};
 pub use handshake::HELLO_MAX_FRAME;
-pub use link::{CloseLink, GetLinkStatus, Link, LinkStatus, SetBlocked};
-pub use listener::{GetListenerStats, Listener, ListenerStats, StopListening};
+pub use link::Link;
+pub use listener::Listener;
 pub use methods::MethodTable;
 pub use settings::TcpSettings;
 

@@ -6,11 +6,14 @@
 //! Bad input never stops the listener: a connection that fails the handshake, announces an
 //! oversized frame, sends bytes that are not a frame or stalls in the middle of one is logged
 //! and closed, and only that connection.
+//!
+//! Sends: [`Dispatch`] to the services; [`ConnectionEvent`]s (opened, accepted, refused,
+//! dropped, closed) to the recipient in [`Inbound`], the listener's counters.
 
 use std::rc::Rc;
 use std::sync::Arc;
 
-use actix::WeakAddr;
+use actix::WeakRecipient;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -19,11 +22,11 @@ use tokio::time::timeout;
 use super::connection::Connection;
 use super::frame::{Frame, Outcome, REQUEST_OVERHEAD};
 use super::handshake::{self, HandshakeError};
-use super::listener::{ConnectionEvent, Listener};
 use super::methods::MethodTable;
 use super::settings::TcpSettings;
 use super::task::TaskGuard;
 use crate::messages::net::{service_of, Dispatch, RpcError, Server};
+use crate::messages::tcp::ConnectionEvent;
 
 /// Replies that may wait for the writer of one connection.
 const REPLY_QUEUE: usize = 1024;
@@ -38,14 +41,14 @@ pub struct Inbound {
     pub settings: Arc<TcpSettings>,
     /// Names the listener in logs (for example `"node 1 peer port 127.0.0.1:7001"`).
     pub label: String,
-    /// The listener, for its counters.
-    pub events: WeakAddr<Listener>,
+    /// The listener's counters. Weak: the listener owns the tasks that hold this.
+    pub events: WeakRecipient<ConnectionEvent>,
 }
 
 impl Inbound {
     fn report(&self, event: ConnectionEvent) {
-        if let Some(listener) = self.events.upgrade() {
-            listener.do_send(event);
+        if let Some(events) = self.events.upgrade() {
+            events.do_send(event);
         }
     }
 
