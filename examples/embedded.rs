@@ -11,6 +11,7 @@ use rainkv::actors::clerk::Clerk;
 use rainkv::actors::client_end::ClientEnd;
 use rainkv::actors::kv_server::KvNode;
 use rainkv::actors::network::NetworkHandle;
+use rainkv::actors::raft::RaftConfig;
 use rainkv::actors::rsm::ReplicaSetup;
 use rainkv::storage::MemPersister;
 
@@ -51,6 +52,7 @@ pub async fn run() -> Result<String, String> {
             id: i,
             peers,
             persister: MemPersister::new(),
+            raft: RaftConfig::default(),
             max_raft_state: Some(MAX_RAFT_STATE),
             seed: rand::random(),
         })

@@ -467,11 +467,15 @@ async fn pending_at_cut_off_leader(sim: Sim, shut_down: bool) {
         );
     }
 
-    // The rest elect a leader and go on; the failed commands were never applied.
+    // The rest elect a leader and go on while the old one is still away, so the failed
+    // commands can never commit: entries of the new term follow the old leader's last
+    // committed one on a majority. (Were it back before the others agreed on a leader, its
+    // longer log could win it the next election, and its pending commands would commit after
+    // all: `WrongLeader` after a timeout does not promise that a command is never applied.)
+    submit_all(&cluster, 1, 4, &[4], &mut expected).await;
     if !shut_down {
         cluster.connect(leader, &cluster.all());
     }
-    submit_all(&cluster, 1, 4, &[4], &mut expected).await;
     cluster.wait_all_applied(&expected).await;
     cluster.cleanup();
 }

@@ -101,7 +101,7 @@ pub struct KvNode {
 impl KvNode {
     /// 6.5840's `StartKVServer`: one KV server, restoring what its storage holds. Fails on a
     /// corrupt stored state.
-    pub fn start<P: Persister + Clone + 'static>(
+    pub fn start<P: Persister + Clone + Send + 'static>(
         setup: ReplicaSetup<P>,
     ) -> Result<KvNode, RestoreError> {
         let (rsm, raft) = Rsm::<KvStore>::start(setup)?;

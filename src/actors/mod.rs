@@ -3,6 +3,7 @@
 //! - [`client_end`]: how any actor calls a server, over whichever transport.
 //! - [`network`]: the simulated network every inter-node RPC goes through.
 //! - [`raft`]: the Raft peer (a pure core inside an actor shell).
+//! - [`storage`]: runs a peer's persister, so the peer never waits for a disk.
 //! - [`applier`]: hands a peer's committed entries to its service, in order.
 //! - [`rsm`]: the replicated state machine layer every service on Raft shares.
 //! - [`kv_server`], [`clerk`]: the linearizable KV service and its client.
@@ -22,4 +23,5 @@ pub mod network;
 pub mod raft;
 pub mod rsm;
 pub mod shardkv;
+pub mod storage;
 pub mod tcp;

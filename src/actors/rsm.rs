@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::actors::client_end::ClientEnd;
-use crate::actors::raft::{RaftPeer, RestoreError};
+use crate::actors::raft::{PeerSetup, RaftConfig, RaftPeer, RestoreError};
 use crate::messages::apply::ApplyMsg;
 use crate::messages::lifecycle::Stop;
 use crate::messages::raft::{Propose, RoleChanged, Snapshot, SubscribeRoles};
@@ -106,6 +106,8 @@ pub struct ReplicaSetup<P> {
     pub peers: Vec<ClientEnd>,
     /// Its storage; clones must share it (the RSM reads sizes through its own handle).
     pub persister: P,
+    /// The Raft peer's timing and message sizes.
+    pub raft: RaftConfig,
     /// Snapshot when the Raft state reaches this many bytes (`None`: never).
     pub max_raft_state: Option<usize>,
     /// Seed for the Raft peer's randomness.
@@ -115,7 +117,7 @@ pub struct ReplicaSetup<P> {
 impl<S: StateMachine> Rsm<S> {
     /// Starts a replica and its Raft peer, restoring the latest snapshot. Fails on a corrupt
     /// persisted state.
-    pub fn start<P: Persister + Clone + 'static>(
+    pub fn start<P: Persister + Clone + Send + 'static>(
         setup: ReplicaSetup<P>,
     ) -> Result<(Addr<Rsm<S>>, Addr<RaftPeer>), RestoreError> {
         let snapshot = setup.persister.read_snapshot();
@@ -130,13 +132,14 @@ impl<S: StateMachine> Rsm<S> {
                 .map_err(|e| RestoreError::Decode(format!("service snapshot: {e}")))?
         };
         let context = Context::new();
-        let raft = RaftPeer::start(
-            setup.peers,
-            setup.id,
-            Box::new(setup.persister.clone()),
-            context.address().recipient(),
-            setup.seed,
-        )?;
+        let raft = RaftPeer::start(PeerSetup {
+            id: setup.id,
+            peers: setup.peers,
+            config: setup.raft,
+            persister: Box::new(setup.persister.clone()),
+            service: context.address().recipient(),
+            seed: setup.seed,
+        })?;
         let rsm = Rsm {
             state: restored.state,
             sessions: restored.sessions,

@@ -10,6 +10,7 @@
 //! - [`ctrler`]: the shard controller's configs, operations and RPCs.
 //! - [`shard`]: sharded KV RPCs: clerk ↔ group, and shard migration between groups.
 //! - [`admin`]: the status RPC an operator's tool asks each node.
+//! - [`storage`]: a Raft peer's saves to its storage actor.
 //! - [`lifecycle`]: [`lifecycle::Stop`], which every stoppable actor handles.
 //! - [`tcp`]: the TCP transport's local control protocol: link and listener status, blocking.
 
@@ -22,4 +23,5 @@ pub mod net;
 pub mod raft;
 pub mod rsm;
 pub mod shard;
+pub mod storage;
 pub mod tcp;

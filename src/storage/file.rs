@@ -17,6 +17,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,24 @@ struct SnapshotFile<D> {
 #[derive(Clone)]
 pub struct FilePersister {
     disk: Arc<Mutex<Disk>>,
+    /// The files' sizes, readable without waiting for a save that holds the lock through an
+    /// fsync (the replicated state machine asks after every command it applies).
+    sizes: Arc<Sizes>,
+}
+
+/// Bytes in the WAL and in the snapshot, as of the last completed save.
+#[derive(Default)]
+struct Sizes {
+    wal: AtomicU64,
+    snapshot: AtomicU64,
+}
+
+impl Sizes {
+    fn record(&self, disk: &Disk) {
+        self.wal.store(disk.wal_len, Ordering::Release);
+        self.snapshot
+            .store(disk.snapshot.len() as u64, Ordering::Release);
+    }
 }
 
 /// The open files and what they hold.
@@ -98,8 +117,12 @@ fn replace_file(dir: &Path, tmp: &str, name: &str, bytes: &[u8]) -> io::Result<(
 impl FilePersister {
     /// Opens (or creates) the data directory `dir` and recovers its state.
     pub fn open(dir: impl AsRef<Path>) -> io::Result<FilePersister> {
+        let disk = Disk::open(dir.as_ref())?;
+        let sizes = Sizes::default();
+        sizes.record(&disk);
         Ok(FilePersister {
-            disk: Arc::new(Mutex::new(Disk::open(dir.as_ref())?)),
+            disk: Arc::new(Mutex::new(disk)),
+            sizes: Arc::new(sizes),
         })
     }
 
@@ -306,7 +329,10 @@ impl Disk {
 
 impl Persister for FilePersister {
     fn save(&mut self, update: StateUpdate) -> io::Result<()> {
-        self.disk().save(update)
+        let mut disk = self.disk();
+        let saved = disk.save(update);
+        self.sizes.record(&disk);
+        saved
     }
 
     fn load(&self) -> io::Result<SavedState> {
@@ -318,11 +344,16 @@ impl Persister for FilePersister {
     }
 
     fn raft_state_size(&self) -> usize {
-        self.disk().wal_len as usize
+        self.sizes.wal.load(Ordering::Acquire) as usize
     }
 
     fn snapshot_size(&self) -> usize {
-        self.disk().snapshot.len()
+        self.sizes.snapshot.load(Ordering::Acquire) as usize
+    }
+
+    /// Saves write and fsync files.
+    fn blocks(&self) -> bool {
+        true
     }
 }
 

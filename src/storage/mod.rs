@@ -106,6 +106,11 @@ pub trait Persister {
     fn raft_state_size(&self) -> usize;
     /// Size in bytes of the saved snapshot.
     fn snapshot_size(&self) -> usize;
+    /// Whether `save` blocks on real I/O (disk writes, fsync): such a persister runs on a
+    /// thread of its own, so a slow disk never stalls the Raft peer.
+    fn blocks(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -36,10 +36,11 @@ use tokio::time::{sleep, Instant};
 use super::traffic::{RaftTap, RaftTraffic, TrafficCounter};
 use super::{check_time_limit, first_leader, rand_string, Sim};
 use crate::actors::client_end::ClientEnd;
-use crate::actors::raft::{RaftPeer, RestoreError};
+use crate::actors::raft::{RaftConfig, RaftPeer, RestoreError};
 use crate::actors::rsm::ReplicaSetup;
 use crate::messages::net::Server;
 use crate::messages::raft::GetState;
+use crate::messages::storage::SetDiskLatency;
 use crate::storage::{FilePersister, MemPersister, Persister, SavedState, StateUpdate};
 
 /// Where the servers of a cluster keep their state.
@@ -72,6 +73,8 @@ pub struct ClusterOptions {
     /// Whether the servers start connected to each other; without, each stays isolated until
     /// [`Cluster::connect`].
     pub connected: bool,
+    /// The Raft peers' timing and message sizes.
+    pub raft: RaftConfig,
 }
 
 impl Default for ClusterOptions {
@@ -84,6 +87,7 @@ impl Default for ClusterOptions {
             max_raft_state: None,
             storage: StorageKind::Memory,
             connected: true,
+            raft: RaftConfig::default(),
         }
     }
 }
@@ -128,6 +132,12 @@ impl Persister for TestStore {
 
     fn snapshot_size(&self) -> usize {
         self.persister().snapshot_size()
+    }
+
+    /// Never: in a simulation even a store on disk is saved on the simulation's thread, so the
+    /// run stays deterministic and virtual time does not jump while a real fsync runs.
+    fn blocks(&self) -> bool {
+        false
     }
 }
 
@@ -409,6 +419,7 @@ impl<K: ServerKind> Cluster<K> {
             id: i,
             peers,
             persister: store,
+            raft: self.options.raft.clone(),
             max_raft_state: self.options.max_raft_state,
             seed: self.sim.derive(&format!("{me}-{incarnation}")),
         };
@@ -580,6 +591,14 @@ impl<K: ServerKind> Cluster<K> {
         (0..self.n()).fold(RaftTraffic::default(), |sum, i| {
             sum.plus(&self.raft_traffic(i))
         })
+    }
+
+    /// Makes every save of server i's current incarnation take `latency` longer (a slow
+    /// disk); zero turns it off.
+    pub fn set_disk_latency(&self, i: usize, latency: Duration) {
+        if let Some(raft) = self.raft(i) {
+            raft.do_send(SetDiskLatency(latency));
+        }
     }
 
     /// What server i keeps (the storage its current or next incarnation uses).

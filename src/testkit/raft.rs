@@ -23,7 +23,7 @@ use tokio::time::{sleep, Instant};
 
 use super::cluster::{Cluster, ClusterOptions, ServerContext, ServerKind, TestStore};
 use super::Sim;
-use crate::actors::raft::{RaftPeer, RestoreError};
+use crate::actors::raft::{PeerSetup, RaftPeer, RestoreError};
 use crate::actors::rsm::ReplicaSetup;
 use crate::messages::apply::ApplyMsg;
 use crate::messages::lifecycle::Stop;
@@ -212,13 +212,14 @@ impl ServerKind for RaftServers {
         // The applier's address exists before it runs, so the peer and the applier can each
         // be given the other.
         let applier = Context::<TesterApplier>::new();
-        let raft = RaftPeer::start(
-            setup.peers,
-            i,
-            Box::new(setup.persister),
-            applier.address().recipient(),
-            setup.seed,
-        );
+        let raft = RaftPeer::start(PeerSetup {
+            id: i,
+            peers: setup.peers,
+            config: setup.raft,
+            persister: Box::new(setup.persister),
+            service: applier.address().recipient(),
+            seed: setup.seed,
+        });
         if let Ok(raft) = &raft {
             applier.run(TesterApplier {
                 me: i,

@@ -91,7 +91,7 @@ impl CtrlerNode {
     /// 6.5840's `shardctrler.StartServer`: one controller server, restoring what its storage
     /// holds. (The lab never snapshots the controller's small state: its tests give
     /// `max_raft_state: None`.)
-    pub fn start<P: Persister + Clone + 'static>(
+    pub fn start<P: Persister + Clone + Send + 'static>(
         setup: ReplicaSetup<P>,
     ) -> Result<CtrlerNode, RestoreError> {
         let (rsm, raft) = Rsm::<ConfigHistory>::start(setup)?;

@@ -3,21 +3,26 @@
 //! [`RaftCore`] does no I/O and keeps no clock. Its caller (the actor shell) feeds it ticks of
 //! logical time, proposals and incoming RPCs; handlers for requests return the reply directly,
 //! and every other effect is collected in a [`Ready`] that the caller drains with
-//! [`RaftCore::take_ready`]: state to persist, requests to send, committed entries or snapshots
-//! to apply. The caller must persist *before* it sends those messages or returns a handler's
-//! reply, so that nothing the core has promised (a vote, an acknowledged entry) can be lost.
+//! [`RaftCore::take_ready`]: requests to send, committed entries or snapshots to apply, role
+//! changes. What must survive a crash is taken apart, with [`RaftCore::take_unsaved`], when the
+//! caller's storage is free; the caller reports it durable with [`RaftCore::saved`].
+//!
+//! The durability contract: a reply to an RPC, and a RequestVote, may leave only once every
+//! state change made before it is durable (a vote or an acknowledged entry that a crash could
+//! take back would break Raft). A leader's AppendEntries and InstallSnapshot may leave at
+//! once: the core counts the leader's own log towards a majority only as far as it is durable.
 //!
 //! Randomness (election timeouts) comes from a ChaCha8 generator seeded by the caller, and
 //! nothing iterates a hash map, so the same seed and the same inputs give the same outputs.
 
 use std::fmt;
-use std::ops::Range;
 use std::sync::Arc;
 
 use log::{debug, error, trace};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::config::{RaftConfig, Ticks};
 use super::log::RaftLog;
 use super::majority;
 use super::progress::{Progress, ProgressState};
@@ -28,62 +33,28 @@ use crate::messages::raft::{
 };
 use crate::storage::{NewSnapshot, SavedState, StateUpdate};
 
-/// Static configuration of one Raft peer. Times are in ticks of [`RaftCore::tick`].
+/// Who a peer is and how it is timed, as the core uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
+struct Params {
     /// This peer's id, in `0..peers`.
-    pub id: usize,
+    id: usize,
     /// Number of peers in the cluster (ids `0..peers`).
-    pub peers: usize,
-    /// Election timeouts are drawn uniformly from this range, anew at every reset.
-    pub election_ticks: Range<u32>,
-    /// A leader sends AppendEntries to every follower at this interval.
-    pub heartbeat_ticks: u32,
-    /// Cap on the entries carried by one AppendEntries.
-    pub max_entries_per_message: usize,
+    peers: usize,
+    /// The configuration in ticks of [`RaftCore::tick`].
+    ticks: Ticks,
 }
 
-impl Default for Config {
-    /// Three peers; with the shell's 10 ms tick: elections time out after 300–600 ms and
-    /// heartbeats go out every 100 ms (6.5840 allows at most 10 heartbeats per second and wants
-    /// a new leader within 5 s).
-    fn default() -> Self {
-        Config {
-            id: 0,
-            peers: 3,
-            election_ticks: 30..60,
-            heartbeat_ticks: 10,
-            max_entries_per_message: 256,
+impl Params {
+    fn new(id: usize, peers: usize, config: &RaftConfig) -> Result<Params, RestoreError> {
+        if id >= peers {
+            return Err(RestoreError::InvalidConfig(format!(
+                "id {id} is not in 0..{peers}"
+            )));
         }
-    }
-}
-
-impl Config {
-    /// Checks the configuration: `id < peers`, a non-empty election range whose low end is
-    /// above the heartbeat interval, a heartbeat of at least one tick, and a positive entry cap.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.peers == 0 || self.id >= self.peers {
-            return Err(format!("id {} is not in 0..{}", self.id, self.peers));
-        }
-        if self.heartbeat_ticks == 0 {
-            return Err("heartbeat_ticks must be at least 1".into());
-        }
-        if self.election_ticks.start >= self.election_ticks.end {
-            return Err(format!(
-                "empty election_ticks range {:?}",
-                self.election_ticks
-            ));
-        }
-        if self.election_ticks.start <= self.heartbeat_ticks {
-            return Err(format!(
-                "election_ticks {:?} must start above heartbeat_ticks {}",
-                self.election_ticks, self.heartbeat_ticks
-            ));
-        }
-        if self.max_entries_per_message == 0 {
-            return Err("max_entries_per_message must be at least 1".into());
-        }
-        Ok(())
+        let ticks = config
+            .ticks()
+            .map_err(|e| RestoreError::InvalidConfig(e.0))?;
+        Ok(Params { id, peers, ticks })
     }
 }
 
@@ -103,8 +74,6 @@ pub enum Message {
 pub struct Ready {
     /// Requests to send, as `(peer id, request)`, in the order they were produced.
     pub messages: Vec<(usize, Message)>,
-    /// The persistent state changed: save this update (atomically) before sending anything.
-    pub persist: Option<StateUpdate>,
     /// Committed entries and received snapshots, in index order.
     pub apply: Vec<ApplyMsg>,
     /// The term, role or known leader differs from the last `Ready` that reported them (the
@@ -115,17 +84,14 @@ pub struct Ready {
 impl Ready {
     /// True if there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
-            && self.persist.is_none()
-            && self.apply.is_empty()
-            && self.role_changed.is_none()
+        self.messages.is_empty() && self.apply.is_empty() && self.role_changed.is_none()
     }
 }
 
 /// Why [`RaftCore::restore`] refused persisted state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RestoreError {
-    /// The configuration is invalid (see [`Config::validate`]).
+    /// The configuration is invalid (see [`RaftConfig::validate`]).
     InvalidConfig(String),
     /// The bytes are not an encoded Raft state.
     Decode(String),
@@ -150,7 +116,7 @@ impl std::error::Error for RestoreError {}
 /// One Raft peer as a pure state machine. See the module docs for the calling contract.
 #[derive(Debug)]
 pub struct RaftCore {
-    cfg: Config,
+    cfg: Params,
     rng: ChaCha8Rng,
 
     // Persistent state (Figure 2), saved through `Ready::persist`.
@@ -182,18 +148,23 @@ pub struct RaftCore {
 
     /// Term, role and leader as last reported through `Ready::role_changed`.
     reported_role: Option<RoleChanged>,
+    /// The log is durable up to here: what a leader counts for itself.
+    durable_index: u64,
+    /// The last index and its term in the update handed out and not yet reported saved.
+    saving: Option<(u64, u64)>,
     ready: Ready,
 }
 
 impl RaftCore {
-    /// A fresh peer: term 0, empty log, follower.
-    ///
-    /// # Panics
-    /// If `cfg` is invalid (see [`Config::validate`]); that is a programming error.
-    pub fn new(cfg: Config, seed: u64) -> Self {
-        if let Err(why) = cfg.validate() {
-            panic!("invalid Raft config: {}", why);
-        }
+    /// A fresh peer `id` of `peers`: term 0, empty log, follower. Fails on an invalid
+    /// configuration (see [`RaftConfig::validate`]) or an id outside `0..peers`.
+    pub fn new(
+        id: usize,
+        peers: usize,
+        config: &RaftConfig,
+        seed: u64,
+    ) -> Result<Self, RestoreError> {
+        let cfg = Params::new(id, peers, config)?;
         let mut core = RaftCore {
             rng: ChaCha8Rng::seed_from_u64(seed),
             current_term: 0,
@@ -213,11 +184,13 @@ impl RaftCore {
             votes: vec![false; cfg.peers],
             progress: Vec::new(),
             reported_role: None,
+            durable_index: 0,
+            saving: None,
             ready: Ready::default(),
             cfg,
         };
         core.reset_election_timer();
-        core
+        Ok(core)
     }
 
     /// A peer restarted from what the shell saved: the state its persister loads and the
@@ -225,28 +198,29 @@ impl RaftCore {
     /// applied points start at the snapshot's index; the service loads the snapshot itself, so
     /// no [`ApplyMsg::Snapshot`] is emitted.
     pub fn restore(
-        cfg: Config,
+        id: usize,
+        peers: usize,
+        config: &RaftConfig,
         seed: u64,
         saved: SavedState,
         snapshot: Arc<Vec<u8>>,
     ) -> Result<Self, RestoreError> {
-        cfg.validate().map_err(RestoreError::InvalidConfig)?;
+        let mut core = Self::new(id, peers, config, seed)?;
         if let Some(v) = saved.voted_for {
-            if v >= cfg.peers {
+            if v >= peers {
                 return Err(RestoreError::Invalid(format!(
-                    "voted for peer {} of {}",
-                    v, cfg.peers
+                    "voted for peer {v} of {peers}"
                 )));
             }
         }
         let log = RaftLog::from_saved(saved.snapshot_index, saved.snapshot_term, saved.entries);
         log.validate(saved.term).map_err(RestoreError::Invalid)?;
 
-        let mut core = Self::new(cfg, seed);
         core.current_term = saved.term;
         core.voted_for = saved.voted_for;
         core.commit_index = log.snapshot_index();
         core.last_applied = log.snapshot_index();
+        core.durable_index = log.last_index();
         core.log = log;
         core.snapshot = snapshot;
         debug!(
@@ -266,7 +240,7 @@ impl RaftCore {
         match self.role {
             Role::Leader => {
                 self.heartbeat_elapsed += 1;
-                if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
+                if self.heartbeat_elapsed >= self.cfg.ticks.heartbeat {
                     self.heartbeat_elapsed = 0;
                     self.broadcast_heartbeat();
                 }
@@ -414,6 +388,7 @@ impl RaftCore {
                     }
                     debug!("peer {}: truncating log from {}", self.cfg.id, index);
                     self.log.truncate(index);
+                    self.durable_index = self.durable_index.min(index - 1);
                     self.log.append(entry);
                 }
                 None => {
@@ -527,6 +502,10 @@ impl RaftCore {
             "peer {}: installing snapshot at {} term {}",
             self.cfg.id, index, term
         );
+        if self.log.term_at(index) != Some(term) {
+            // The log is discarded: what is on disk agrees with it only up to the snapshot.
+            self.durable_index = self.durable_index.min(index);
+        }
         self.log.compact(index, term);
         self.snapshot = Arc::new(args.data);
         self.commit_index = index;
@@ -656,9 +635,6 @@ impl RaftCore {
                 self.send_append(peer, false);
             }
         }
-        if self.unsaved {
-            self.ready.persist = Some(self.state_update());
-        }
         let role = RoleChanged {
             term: self.current_term,
             role: self.role,
@@ -669,6 +645,36 @@ impl RaftCore {
             self.ready.role_changed = Some(role);
         }
         std::mem::take(&mut self.ready)
+    }
+
+    /// Whether some state change is not yet handed out by [`RaftCore::take_unsaved`].
+    pub fn has_unsaved(&self) -> bool {
+        self.unsaved
+    }
+
+    /// What changed since the last update handed out, if anything: save it atomically, then
+    /// call [`RaftCore::saved`]. Hand out the next one only after that.
+    pub fn take_unsaved(&mut self) -> Option<StateUpdate> {
+        if !self.unsaved {
+            return None;
+        }
+        let update = self.state_update();
+        self.saving = Some((self.log.last_index(), self.log.last_term()));
+        Some(update)
+    }
+
+    /// The update last handed out by [`RaftCore::take_unsaved`] is durable. A leader may now
+    /// count its own log that far towards a majority.
+    pub fn saved(&mut self) {
+        let Some((index, term)) = self.saving.take() else {
+            return;
+        };
+        // By the Log Matching property, the same term at `index` means the same log up to
+        // it; if the entry changed since, `durable_index` was lowered when it did.
+        if self.log.term_at(index) == Some(term) {
+            self.durable_index = index;
+        }
+        self.maybe_commit();
     }
 
     /// What changed since the last save: term and vote, a new snapshot, and the log from the
@@ -709,7 +715,7 @@ impl RaftCore {
 
     fn reset_election_timer(&mut self) {
         self.election_elapsed = 0;
-        self.election_timeout = self.rng.gen_range(self.cfg.election_ticks.clone());
+        self.election_timeout = self.rng.gen_range(self.cfg.ticks.election.clone());
     }
 
     /// Whether a reply from `from` in `term` is for us as we are now (in `role`, in the current
@@ -820,8 +826,8 @@ impl RaftCore {
         }
     }
 
-    /// Sends `peer` what it needs next: entries from its `next_index` (at most
-    /// `max_entries_per_message`), or the snapshot if those are compacted. Outside a heartbeat
+    /// Sends `peer` what it needs next: entries from its `next_index` (within the per-message
+    /// caps on entries and bytes, and at least one), or the snapshot if those are compacted. Outside a heartbeat
     /// (`heartbeat == false`) this respects flow control and sends nothing empty. A heartbeat to
     /// a streaming follower checks the optimistic point `next_index - 1`, so a lost message
     /// shows up as a rejection. A heartbeat to a follower whose probe is unanswered asks the
@@ -846,12 +852,12 @@ impl RaftCore {
         let prev_log_index = (pr.next_index - 1).min(last);
         let prev_log_term = self.log.term_at(prev_log_index).unwrap_or(0);
         let unanswered_probe = heartbeat && pr.state == ProgressState::Probe && pr.paused;
-        let hi = if unanswered_probe {
-            prev_log_index
+        let entries = if unanswered_probe {
+            Vec::new()
         } else {
-            last.min(prev_log_index + self.cfg.max_entries_per_message as u64)
+            self.entries_to_send(prev_log_index + 1)
         };
-        let entries = self.log.slice(prev_log_index + 1, hi + 1).to_vec();
+        let hi = prev_log_index + entries.len() as u64;
         if entries.is_empty() && !heartbeat {
             return;
         }
@@ -879,6 +885,24 @@ impl RaftCore {
         self.ready
             .messages
             .push((peer, Message::AppendEntries(args)));
+    }
+
+    /// The entries from `first` on that one AppendEntries carries: at most `max_entries`, and
+    /// no more command bytes than `max_bytes` unless the first entry alone is larger.
+    fn entries_to_send(&self, first: u64) -> Vec<LogEntry> {
+        let candidates = self.log.slice(
+            first,
+            first.saturating_add(self.cfg.ticks.max_entries as u64),
+        );
+        let mut bytes = 0;
+        let fits = candidates
+            .iter()
+            .take_while(|entry| {
+                bytes += entry.command.len();
+                bytes <= self.cfg.ticks.max_bytes
+            })
+            .count();
+        candidates[..fits.max(1).min(candidates.len())].to_vec()
     }
 
     fn send_snapshot(&mut self, peer: usize) {
@@ -909,7 +933,7 @@ impl RaftCore {
         let matches: Vec<u64> = (0..self.cfg.peers)
             .map(|p| {
                 if p == self.cfg.id {
-                    self.log.last_index()
+                    self.durable_index.min(self.log.last_index())
                 } else {
                     self.progress[p].match_index
                 }
@@ -953,12 +977,8 @@ impl RaftCore {
 mod tests {
     use super::*;
 
-    fn cfg(id: usize, peers: usize) -> Config {
-        Config {
-            id,
-            peers,
-            ..Config::default()
-        }
+    fn core(id: usize, peers: usize, seed: u64) -> RaftCore {
+        RaftCore::new(id, peers, &RaftConfig::default(), seed).expect("valid config")
     }
 
     fn entry(term: u64, c: u8) -> LogEntry {
@@ -970,12 +990,21 @@ mod tests {
 
     /// A core of `peers` with id 0, in `term`, whose log holds entries of the given terms.
     fn core_with_log(peers: usize, term: u64, terms: &[u64]) -> RaftCore {
-        let mut core = RaftCore::new(cfg(0, peers), 7);
+        let mut core = core(0, peers, 7);
         core.current_term = term;
         for (i, &t) in terms.iter().enumerate() {
             core.log.append(entry(t, i as u8 + 1));
         }
         core
+    }
+
+    /// Drains the effects as a shell with an instant disk would: saves and reports the save.
+    fn flush(core: &mut RaftCore) -> Ready {
+        let ready = core.take_ready();
+        if core.take_unsaved().is_some() {
+            core.saved();
+        }
+        ready
     }
 
     /// Ticks until the core campaigns, then grants it every vote. Clears the ready buffer.
@@ -998,7 +1027,7 @@ mod tests {
             );
         }
         assert!(core.is_leader());
-        core.take_ready();
+        flush(core);
     }
 
     fn appends(ready: &Ready) -> Vec<(usize, AppendEntriesArgs)> {
@@ -1041,28 +1070,21 @@ mod tests {
 
     #[test]
     fn invalid_configs_are_rejected() {
-        assert!(Config::default().validate().is_ok());
-        assert!(cfg(3, 3).validate().is_err());
-        assert!(Config {
-            election_ticks: 10..10,
-            ..Config::default()
-        }
-        .validate()
-        .is_err());
-        assert!(Config {
-            election_ticks: 5..20,
-            ..Config::default()
-        }
-        .validate()
-        .is_err());
-        assert!(Config {
-            max_entries_per_message: 0,
-            ..Config::default()
-        }
-        .validate()
-        .is_err());
+        let config = RaftConfig::default();
         assert!(matches!(
-            RaftCore::restore(cfg(5, 3), 1, SavedState::default(), Arc::default()),
+            RaftCore::new(3, 3, &config, 1),
+            Err(RestoreError::InvalidConfig(_))
+        ));
+        let bad = RaftConfig {
+            max_entries_per_append: 0,
+            ..config.clone()
+        };
+        assert!(matches!(
+            RaftCore::new(0, 3, &bad, 1),
+            Err(RestoreError::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            RaftCore::restore(5, 3, &config, 1, SavedState::default(), Arc::default()),
             Err(RestoreError::InvalidConfig(_))
         ));
     }
@@ -1070,21 +1092,21 @@ mod tests {
     #[test]
     fn follower_campaigns_after_a_seeded_random_timeout() {
         let ticks_to_campaign = |seed| {
-            let mut core = RaftCore::new(cfg(0, 3), seed);
+            let mut core = core(0, 3, seed);
             let mut ticks = 0;
             while core.role() == Role::Follower {
                 core.tick();
                 ticks += 1;
             }
-            (ticks, core.take_ready())
+            (ticks, core.take_ready(), core.has_unsaved())
         };
-        let (ticks, ready) = ticks_to_campaign(1);
+        let (ticks, ready, unsaved) = ticks_to_campaign(1);
         assert!(
             (30..60).contains(&ticks),
             "campaigned after {} ticks",
             ticks
         );
-        assert!(ready.persist.is_some(), "term and vote must be persisted");
+        assert!(unsaved, "term and vote must be persisted");
         let votes: Vec<_> = ready.messages.iter().map(|(to, _)| *to).collect();
         assert_eq!(votes, vec![1, 2]);
         assert!(
@@ -1092,7 +1114,7 @@ mod tests {
         );
         assert_eq!(
             ticks_to_campaign(1),
-            (ticks, ready),
+            (ticks, ready, unsaved),
             "same seed, same behaviour"
         );
         let spread: std::collections::BTreeSet<u32> =
@@ -1123,7 +1145,7 @@ mod tests {
             "a higher term is adopted even when the vote is denied"
         );
         assert!(!core.handle_request_vote(1, ask(3, 1, 1, 2)).vote_granted);
-        core.take_ready();
+        flush(&mut core);
         // Up to date: granted and persisted; repeated requests are idempotent.
         let reply = core.handle_request_vote(1, ask(3, 1, 2, 2));
         assert_eq!(
@@ -1133,7 +1155,7 @@ mod tests {
                 vote_granted: true
             }
         );
-        assert!(core.take_ready().persist.is_some());
+        assert!(core.take_unsaved().is_some());
         assert!(core.handle_request_vote(1, ask(3, 1, 2, 2)).vote_granted);
         // Another candidate in the same term is refused.
         assert!(!core.handle_request_vote(2, ask(3, 2, 9, 3)).vote_granted);
@@ -1144,7 +1166,7 @@ mod tests {
 
     #[test]
     fn new_leader_announces_itself_and_heartbeats_every_interval() {
-        let mut core = RaftCore::new(cfg(0, 3), 3);
+        let mut core = core(0, 3, 3);
         for _ in 0..1000 {
             if core.role() == Role::Candidate {
                 break;
@@ -1152,7 +1174,7 @@ mod tests {
             core.tick();
         }
         let term = core.term();
-        core.take_ready();
+        flush(&mut core);
         core.handle_request_vote_reply(
             1,
             RequestVoteReply {
@@ -1172,7 +1194,7 @@ mod tests {
             },
         );
         assert!(core.is_leader());
-        let ready = core.take_ready();
+        let ready = flush(&mut core);
         let sent = appends(&ready);
         assert_eq!(sent.len(), 2, "heartbeat at once to both followers");
         assert!(sent
@@ -1181,14 +1203,14 @@ mod tests {
         let mut count = 0;
         for _ in 0..100 {
             core.tick();
-            count += appends(&core.take_ready()).len();
+            count += appends(&flush(&mut core)).len();
         }
         assert_eq!(count, 20, "2 followers x 10 heartbeats per 100 ticks");
     }
 
     #[test]
     fn higher_term_in_any_reply_makes_the_leader_step_down() {
-        let mut core = RaftCore::new(cfg(0, 3), 4);
+        let mut core = core(0, 3, 4);
         elect(&mut core);
         let term = core.term();
         core.handle_append_entries_reply(
@@ -1205,13 +1227,13 @@ mod tests {
             (core.role(), core.term(), core.voted_for()),
             (Role::Follower, term + 3, None)
         );
-        assert!(core.take_ready().persist.is_some());
+        assert!(core.take_unsaved().is_some());
         assert!(core.propose(vec![1]).is_err());
     }
 
     #[test]
     fn candidate_yields_to_a_leader_of_its_term() {
-        let mut core = RaftCore::new(cfg(0, 3), 5);
+        let mut core = core(0, 3, 5);
         while core.role() != Role::Candidate {
             core.tick();
         }
@@ -1226,7 +1248,7 @@ mod tests {
 
     #[test]
     fn propose_replicates_at_once_and_commits_on_a_majority() {
-        let mut core = RaftCore::new(cfg(0, 3), 6);
+        let mut core = core(0, 3, 6);
         elect(&mut core);
         let term = core.term();
         assert_eq!(
@@ -1235,7 +1257,8 @@ mod tests {
             "first command at index 1"
         );
         let ready = core.take_ready();
-        assert!(ready.persist.is_some());
+        assert!(core.take_unsaved().is_some());
+        core.saved();
         let sent = appends(&ready);
         assert_eq!(
             sent.len(),
@@ -1251,7 +1274,7 @@ mod tests {
         );
         core.handle_append_entries_reply(1, ok_reply(term, 1));
         assert_eq!(core.commit_index(), 1);
-        let ready = core.take_ready();
+        let ready = flush(&mut core);
         assert_eq!(
             ready.apply,
             vec![ApplyMsg::Command {
@@ -1262,22 +1285,40 @@ mod tests {
         );
         // Follower 1 is now in Replicate: the next proposal goes out alone, once.
         core.propose(b"b".to_vec()).expect("leader");
-        let sent = appends(&core.take_ready());
+        let sent = appends(&flush(&mut core));
         let to_1: Vec<_> = sent.iter().filter(|(to, _)| *to == 1).collect();
         assert_eq!(to_1.len(), 1);
         assert_eq!((to_1[0].1.prev_log_index, to_1[0].1.entries.len()), (1, 1));
     }
 
     #[test]
+    fn a_leader_counts_its_own_log_only_once_it_is_durable() {
+        let mut leader = core(0, 3, 6);
+        elect(&mut leader);
+        let term = leader.term();
+        leader.propose(b"a".to_vec()).expect("leader");
+        leader.take_ready();
+        let update = leader.take_unsaved().expect("the entry is to be saved");
+        assert_eq!(update.entries.len(), 1);
+        // One follower has it, the leader's save is still running: one durable copy of three.
+        leader.handle_append_entries_reply(1, ok_reply(term, 1));
+        assert_eq!(leader.commit_index(), 0);
+        leader.saved();
+        assert_eq!(leader.commit_index(), 1, "two durable copies of three");
+    }
+
+    #[test]
     fn single_peer_cluster_elects_and_commits_alone() {
-        let mut core = RaftCore::new(cfg(0, 1), 1);
+        let mut core = core(0, 1, 1);
         for _ in 0..100 {
             core.tick();
         }
         assert!(core.is_leader());
         assert_eq!(core.propose(vec![9]).map(|p| p.index), Ok(1));
+        assert_eq!(core.commit_index(), 0, "not before its own log is durable");
+        flush(&mut core);
         assert_eq!(core.commit_index(), 1);
-        assert_eq!(core.take_ready().apply.len(), 1);
+        assert_eq!(flush(&mut core).apply.len(), 1);
     }
 
     #[test]
@@ -1322,7 +1363,7 @@ mod tests {
         assert!(r.success);
         // leader_commit is 4, but only index 1 was verified against the leader.
         assert_eq!(core.commit_index(), 1);
-        assert_eq!(core.take_ready().apply.len(), 1);
+        assert_eq!(flush(&mut core).apply.len(), 1);
         let r = core.handle_append_entries(1, ae(2, 1, 1, vec![entry(1, 2), entry(1, 3)], 4));
         assert!(r.success);
         assert_eq!(core.commit_index(), 3);
@@ -1348,7 +1389,7 @@ mod tests {
         leader.send_append(1, true);
         let mut round_trips = 0;
         loop {
-            let ready = leader.take_ready();
+            let ready = flush(&mut leader);
             let Some((_, args)) = appends(&ready).into_iter().next() else {
                 break;
             };
@@ -1381,25 +1422,26 @@ mod tests {
             "a term-2 entry must not commit by counting in term 4"
         );
         leader.propose(vec![3]).expect("leader");
+        flush(&mut leader);
         leader.handle_append_entries_reply(1, ok_reply(4, 3));
         assert_eq!(
             leader.commit_index(),
             3,
             "committing index 3 commits index 2 with it"
         );
-        assert_eq!(leader.take_ready().apply.len(), 3);
+        assert_eq!(flush(&mut leader).apply.len(), 3);
     }
 
     #[test]
     fn stale_replies_never_move_match_back_or_reset_progress() {
-        let mut leader = RaftCore::new(cfg(0, 3), 8);
+        let mut leader = core(0, 3, 8);
         elect(&mut leader);
         let term = leader.term();
         for c in 0..5 {
             leader.propose(vec![c]).expect("leader");
         }
         leader.handle_append_entries_reply(1, ok_reply(term, 5));
-        leader.take_ready();
+        flush(&mut leader);
         // Delayed success for an earlier message.
         leader.handle_append_entries_reply(1, ok_reply(term, 2));
         assert_eq!(leader.progress[1].match_index, 5);
@@ -1416,7 +1458,7 @@ mod tests {
         );
         assert_eq!(leader.progress[1].match_index, 5);
         assert_eq!(leader.progress[1].state, ProgressState::Replicate);
-        assert!(leader.take_ready().messages.is_empty());
+        assert!(flush(&mut leader).messages.is_empty());
         // A reply from an older term is ignored.
         leader.handle_append_entries_reply(2, ok_reply(term - 1, 5));
         assert_eq!(leader.progress[2].match_index, 0);
@@ -1424,17 +1466,17 @@ mod tests {
 
     #[test]
     fn dropped_append_is_repaired_one_heartbeat_later() {
-        let mut leader = RaftCore::new(cfg(0, 2), 9);
+        let mut leader = core(0, 2, 9);
         elect(&mut leader);
         let term = leader.term();
         leader.handle_append_entries_reply(1, ok_reply(term, 0));
         leader.propose(vec![1]).expect("leader");
         leader.propose(vec![2]).expect("leader");
-        leader.take_ready(); // both AppendEntries are lost
+        flush(&mut leader); // both AppendEntries are lost
         let mut heartbeat = None;
         for tick in 1..=10 {
             leader.tick();
-            if let Some((_, a)) = appends(&leader.take_ready()).pop() {
+            if let Some((_, a)) = appends(&flush(&mut leader)).pop() {
                 heartbeat = Some((tick, a));
                 break;
             }
@@ -1447,11 +1489,11 @@ mod tests {
             "checks the optimistic point"
         );
         // The follower has nothing: it rejects, and the leader resends both entries at once.
-        let mut follower = RaftCore::new(cfg(1, 2), 1);
+        let mut follower = core(1, 2, 1);
         let reply = follower.handle_append_entries(0, args);
         assert_eq!((reply.success, reply.conflict_index), (false, 1));
         leader.handle_append_entries_reply(1, reply);
-        let sent = appends(&leader.take_ready());
+        let sent = appends(&flush(&mut leader));
         assert_eq!(sent.len(), 1);
         assert_eq!((sent[0].1.prev_log_index, sent[0].1.entries.len()), (0, 2));
         let reply = follower.handle_append_entries(0, sent[0].1.clone());
@@ -1462,14 +1504,14 @@ mod tests {
 
     #[test]
     fn a_heartbeat_repeats_an_unanswered_probe_without_its_entries() {
-        let mut leader = RaftCore::new(cfg(0, 2), 9);
+        let mut leader = core(0, 2, 9);
         elect(&mut leader);
         let term = leader.term();
         for c in 1..=5 {
             leader.propose(vec![c]).expect("leader");
         }
-        leader.take_ready(); // lost
-                             // The follower has nothing: the leader probes from index 1 with all five entries.
+        flush(&mut leader); // lost
+                            // The follower has nothing: the leader probes from index 1 with all five entries.
         leader.handle_append_entries_reply(
             1,
             AppendEntriesReply {
@@ -1480,7 +1522,7 @@ mod tests {
                 conflict_index: 1,
             },
         );
-        let probe = appends(&leader.take_ready());
+        let probe = appends(&flush(&mut leader));
         assert_eq!(
             (probe[0].1.prev_log_index, probe[0].1.entries.len()),
             (0, 5)
@@ -1489,18 +1531,18 @@ mod tests {
         for _ in 0..10 {
             leader.tick();
         }
-        let heartbeat = appends(&leader.take_ready());
+        let heartbeat = appends(&flush(&mut leader));
         assert_eq!(
             (heartbeat[0].1.prev_log_index, heartbeat[0].1.entries.len()),
             (0, 0)
         );
         // The probe's answer, then the heartbeat's: the entries went out once.
-        let mut follower = RaftCore::new(cfg(1, 2), 1);
+        let mut follower = core(1, 2, 1);
         let probe_reply = follower.handle_append_entries(0, probe[0].1.clone());
         let heartbeat_reply = follower.handle_append_entries(0, heartbeat[0].1.clone());
         leader.handle_append_entries_reply(1, probe_reply);
         leader.handle_append_entries_reply(1, heartbeat_reply);
-        assert!(appends(&leader.take_ready()).is_empty());
+        assert!(appends(&flush(&mut leader)).is_empty());
         assert_eq!(leader.progress[1].state, ProgressState::Replicate);
         assert_eq!(leader.commit_index(), 5);
     }
@@ -1518,30 +1560,30 @@ mod tests {
             conflict_index: 2,
         };
         leader.handle_append_entries_reply(1, reject.clone());
-        assert_eq!(appends(&leader.take_ready()).len(), 1);
+        assert_eq!(appends(&flush(&mut leader)).len(), 1);
         // The same rejection again (a delayed duplicate, or the answer to a second message
         // sent before the first rejection arrived) must not send another probe.
         leader.handle_append_entries_reply(1, reject);
-        assert!(leader.take_ready().messages.is_empty());
+        assert!(flush(&mut leader).messages.is_empty());
     }
 
     #[test]
     fn snapshot_compacts_applied_entries_only() {
-        let mut leader = RaftCore::new(cfg(0, 1), 1);
+        let mut leader = core(0, 1, 1);
         for _ in 0..100 {
             leader.tick();
         }
         for c in 0..30u8 {
             leader.propose(vec![c; 20]).expect("leader");
         }
-        leader.take_ready();
+        flush(&mut leader);
         let full = leader.saved_state().encoded_size();
         leader.snapshot(40, vec![1]); // not applied yet
         leader.snapshot(0, vec![1]);
         assert_eq!(leader.snapshot_index(), 0);
-        assert!(leader.take_ready().persist.is_none());
+        assert!(leader.take_unsaved().is_none());
         leader.snapshot(25, b"snap".to_vec());
-        let update = leader.take_ready().persist.expect("compaction is saved");
+        let update = leader.take_unsaved().expect("compaction is saved");
         assert_eq!(update.snapshot.map(|s| s.index), Some(25));
         assert_eq!(leader.snapshot_index(), 25);
         assert_eq!(leader.last_index(), 30);
@@ -1553,16 +1595,16 @@ mod tests {
 
     #[test]
     fn leader_sends_install_snapshot_for_compacted_entries() {
-        let mut leader = RaftCore::new(cfg(0, 3), 10);
+        let mut leader = core(0, 3, 10);
         elect(&mut leader);
         let term = leader.term();
         for c in 0..10u8 {
             leader.propose(vec![c]).expect("leader");
         }
-        leader.take_ready(); // the entries go out to both followers
+        flush(&mut leader); // the entries go out to both followers
         leader.handle_append_entries_reply(1, ok_reply(term, 10));
         leader.snapshot(8, b"eight".to_vec());
-        leader.take_ready();
+        flush(&mut leader);
         // Follower 2 answers the election heartbeat: it has nothing.
         leader.handle_append_entries_reply(
             2,
@@ -1574,7 +1616,7 @@ mod tests {
                 conflict_index: 1,
             },
         );
-        let ready = leader.take_ready();
+        let ready = flush(&mut leader);
         let Some((2, Message::InstallSnapshot(args))) = ready.messages.first() else {
             panic!("expected InstallSnapshot, got {:?}", ready.messages);
         };
@@ -1592,7 +1634,7 @@ mod tests {
             },
         );
         assert_eq!(leader.progress[2].match_index, 8);
-        let sent = appends(&leader.take_ready());
+        let sent = appends(&flush(&mut leader));
         assert_eq!(sent.len(), 1);
         assert_eq!((sent[0].1.prev_log_index, sent[0].1.entries.len()), (8, 2));
     }
@@ -1648,7 +1690,7 @@ mod tests {
         assert_eq!((core.snapshot_index(), core.last_index()), (3, 5));
         assert_eq!((core.commit_index(), core.last_applied()), (3, 3));
         let ready = core.take_ready();
-        assert!(ready.persist.is_some());
+        assert!(core.has_unsaved());
         assert_eq!(
             ready.apply,
             vec![ApplyMsg::Snapshot {
@@ -1680,11 +1722,11 @@ mod tests {
     fn install_snapshot_not_past_commit_is_ignored() {
         let mut core = core_with_log(3, 2, &[]);
         core.handle_append_entries(1, ae(2, 0, 0, vec![entry(2, 1), entry(2, 2)], 2));
-        core.take_ready();
+        flush(&mut core);
         let reply = core.handle_install_snapshot(1, snap_args(2, 2, 2));
         assert_eq!(reply.last_included_index, 2);
         assert_eq!(core.snapshot_index(), 0);
-        assert!(core.take_ready().apply.is_empty());
+        assert!(flush(&mut core).apply.is_empty());
     }
 
     #[test]
@@ -1695,7 +1737,8 @@ mod tests {
         core.last_applied = 4;
         core.snapshot(2, b"two".to_vec());
         let state = core.saved_state();
-        let back = RaftCore::restore(cfg(0, 3), 1, state, core.snapshot_data()).expect("restore");
+        let back = RaftCore::restore(0, 3, &RaftConfig::default(), 1, state, core.snapshot_data())
+            .expect("restore");
         assert_eq!(
             (back.term(), back.voted_for(), back.role()),
             (4, Some(2), Role::Follower)
@@ -1707,7 +1750,7 @@ mod tests {
         let mut back = back;
         let ready = back.take_ready();
         assert!(
-            ready.apply.is_empty() && ready.persist.is_none(),
+            ready.apply.is_empty() && !back.has_unsaved(),
             "restore emits no ApplyMsg::Snapshot and saves nothing"
         );
         let role = ready
@@ -1722,8 +1765,15 @@ mod tests {
 
     #[test]
     fn restore_from_empty_state_is_a_fresh_peer() {
-        let core =
-            RaftCore::restore(cfg(1, 3), 1, SavedState::default(), Arc::default()).expect("fresh");
+        let core = RaftCore::restore(
+            1,
+            3,
+            &RaftConfig::default(),
+            1,
+            SavedState::default(),
+            Arc::default(),
+        )
+        .expect("fresh");
         assert_eq!(
             (core.term(), core.last_index(), core.voted_for()),
             (0, 0, None)
@@ -1735,13 +1785,27 @@ mod tests {
         // Votes for a peer that does not exist in a 3-peer cluster.
         let mut odd = core_with_log(5, 4, &[1]);
         odd.voted_for = Some(4);
-        let err = RaftCore::restore(cfg(0, 3), 1, odd.saved_state(), Arc::default())
-            .expect_err("unknown peer");
+        let err = RaftCore::restore(
+            0,
+            3,
+            &RaftConfig::default(),
+            1,
+            odd.saved_state(),
+            Arc::default(),
+        )
+        .expect_err("unknown peer");
         assert!(matches!(err, RestoreError::Invalid(_)));
         // The log's terms go backwards.
         let bad = core_with_log(3, 4, &[3, 1]);
-        let err = RaftCore::restore(cfg(0, 3), 1, bad.saved_state(), Arc::default())
-            .expect_err("decreasing terms");
+        let err = RaftCore::restore(
+            0,
+            3,
+            &RaftConfig::default(),
+            1,
+            bad.saved_state(),
+            Arc::default(),
+        )
+        .expect_err("decreasing terms");
         assert!(matches!(err, RestoreError::Invalid(_)));
         assert!(err.to_string().contains("inconsistent"));
     }
@@ -1749,12 +1813,13 @@ mod tests {
     #[test]
     fn saved_state_stays_small_after_compaction() {
         // The 3D tests: snapshots every 10 entries of small commands, state < 2000 bytes.
-        let mut core = RaftCore::new(cfg(0, 1), 1);
+        let mut core = core(0, 1, 1);
         for _ in 0..100 {
             core.tick();
         }
         for i in 1..=200u64 {
             core.propose(i.to_le_bytes().to_vec()).expect("leader");
+            flush(&mut core);
             if i % 10 == 0 {
                 core.snapshot(i, vec![0; 64]);
             }

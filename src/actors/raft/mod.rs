@@ -5,11 +5,13 @@
 //! prefix, `progress.rs` the leader's view of each follower, `majority.rs` the commit rule.
 //! `peer.rs` shows how an actor drives the core: timers, persistence, network, applier.
 
+mod config;
 mod core;
 mod log;
 mod majority;
 mod peer;
 mod progress;
 
-pub use self::core::{Config, Message, RaftCore, Ready, RestoreError};
-pub use self::peer::{RaftPeer, TICK};
+pub use self::config::{InvalidConfig, RaftConfig};
+pub use self::core::{Message, RaftCore, Ready, RestoreError};
+pub use self::peer::{PeerSetup, RaftPeer};

@@ -1,82 +1,125 @@
 //! The Raft peer actor: the shell around the pure [`RaftCore`].
 //!
-//! It owns what the core must not: the tick timer, the persister, the client ends to the other
-//! peers and the applier. Every input (a tick, an RPC, a reply, a client command) goes into the
-//! core. Once the mailbox is drained, the peer drains the core's [`Ready`] in one go (group
-//! commit: one save for everything that arrived together): it saves the state first, then
-//! sends the messages, releases the replies to the RPCs it handled, and hands committed
-//! entries to the [`Applier`]. No reply leaves before the state it depends on is saved.
+//! It owns what the core must not: the tick timer, the ends to the other peers, the applier
+//! and the storage actor. Every input (a tick, an RPC, a reply, a proposal) goes into the core.
+//! Once the mailbox is drained, the peer drains the core's [`Ready`] in one go: it sends a
+//! leader's AppendEntries and InstallSnapshots at once, hands committed entries to the
+//! [`Applier`], tells its subscribers of a new term, role or leader, and holds back the replies
+//! to the RPCs it handled and its RequestVotes until the state they depend on is durable.
+//!
+//! Saves go to the [`Storage`] actor, one at a time, so the peer keeps handling votes,
+//! heartbeats and proposals while a disk syncs. Everything that changes while a save runs goes
+//! into the next one (group commit). Saves are numbered; each held reply or request waits for
+//! the number of the first save that covers the state it was produced in. When a save
+//! completes, the core learns it ([`RaftCore::saved`]): a leader counts its own log towards a
+//! majority only as far as it is durable.
 //!
 //! Handles: [`Dispatch`] (`Raft.RequestVote`, `Raft.AppendEntries`, `Raft.InstallSnapshot`),
-//! [`Propose`], [`GetState`], [`SubscribeRoles`], [`Snapshot`], [`Stop`], and [`PeerReply`]
-//! (replies to its own calls). Sends: Raft RPCs through its [`ClientEnd`]s, [`ApplyBatch`] to
-//! its applier, [`RoleChanged`] to its subscribers whenever its term, role or leader changes.
+//! [`Propose`], [`GetState`], [`SubscribeRoles`], [`Snapshot`], [`SetDiskLatency`] (passed to
+//! its storage), [`Stop`], and [`PeerReply`] (replies to its own calls). Sends: Raft RPCs
+//! through its [`ClientEnd`]s, [`Save`] to its storage, [`ApplyBatch`] to its applier,
+//! [`RoleChanged`] to its subscribers.
 
-use std::time::Duration;
+use std::collections::VecDeque;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::core::{Config, Message, RaftCore, Ready, RestoreError};
+use super::config::RaftConfig;
+use super::core::{Message, RaftCore, Ready, RestoreError};
 use crate::actors::applier::Applier;
 use crate::actors::client_end::ClientEnd;
+use crate::actors::storage::StorageHandle;
 use crate::messages::apply::{ApplyBatch, ApplyMsg};
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::{encode, Dispatch, Rpc, RpcError};
 use crate::messages::raft::*;
+use crate::messages::storage::{Save, SetDiskLatency};
 use crate::storage::Persister;
 
-/// Wall (or virtual) time of one core tick.
-pub const TICK: Duration = Duration::from_millis(10);
+type Reply = Result<Vec<u8>, RpcError>;
+
+/// Everything needed to start one Raft peer.
+pub struct PeerSetup {
+    /// This peer's id: its index among the peers.
+    pub id: usize,
+    /// Ends to every peer's Raft service (index = peer id; the peer's own is unused).
+    pub peers: Vec<ClientEnd>,
+    /// Timing and message sizes.
+    pub config: RaftConfig,
+    /// Where its state is saved; what it holds is restored first.
+    pub persister: Box<dyn Persister + Send>,
+    /// The service that applies committed commands.
+    pub service: Recipient<ApplyMsg>,
+    /// Seed for its randomness (election timeouts).
+    pub seed: u64,
+}
+
+/// Something that may leave only once a save is durable.
+enum Held {
+    /// The reply to an RPC this peer handled.
+    Reply(oneshot::Sender<Reply>, Reply),
+    /// A request to another peer (a RequestVote: the candidate's term and self-vote first).
+    Request(usize, Message),
+}
 
 /// One Raft peer. Build it with [`RaftPeer::start`].
 pub struct RaftPeer {
     core: RaftCore,
     me: usize,
+    /// The length of one core tick.
+    tick: std::time::Duration,
     /// `peers[j]` reaches peer j; `peers[me]` is never used.
     peers: Vec<ClientEnd>,
-    persister: Box<dyn Persister>,
+    storage: StorageHandle,
     applier: Addr<Applier>,
     /// A flush is scheduled for the end of the current mailbox batch.
     flush_scheduled: bool,
-    /// Replies to RPCs handled in this batch, released once the state is saved.
+    /// Replies to RPCs handled since the last flush.
     replies: Vec<(oneshot::Sender<Reply>, Reply)>,
+    /// Saves handed to storage so far (numbered from 1) and the last one durable.
+    issued: u64,
+    durable: u64,
+    /// Held items, each with the number of the save it waits for (non-decreasing).
+    held: VecDeque<(u64, Held)>,
     /// Who hears of every change of term, role or leader.
     subscribers: Vec<Recipient<RoleChanged>>,
     /// The latest state they were told of.
     role: Option<RoleChanged>,
 }
 
-type Reply = Result<Vec<u8>, RpcError>;
-
 impl RaftPeer {
-    /// Starts peer `me` of `peers.len()`, restoring whatever `persister` holds, delivering
-    /// committed entries to `service`. Fails on a corrupt persisted state.
-    pub fn start(
-        peers: Vec<ClientEnd>,
-        me: usize,
-        persister: Box<dyn Persister>,
-        service: Recipient<ApplyMsg>,
-        seed: u64,
-    ) -> Result<Addr<RaftPeer>, RestoreError> {
-        let config = Config {
-            id: me,
-            peers: peers.len(),
-            ..Config::default()
-        };
+    /// Starts a peer, restoring whatever its persister holds, delivering committed entries to
+    /// its service. Fails on an invalid configuration or a corrupt persisted state.
+    pub fn start(setup: PeerSetup) -> Result<Addr<RaftPeer>, RestoreError> {
+        let PeerSetup {
+            id,
+            peers,
+            config,
+            persister,
+            service,
+            seed,
+        } = setup;
         let saved = persister
             .load()
             .map_err(|e| RestoreError::Decode(format!("cannot load Raft state: {e}")))?;
-        let core = RaftCore::restore(config, seed, saved, persister.read_snapshot())?;
+        let snapshot = persister.read_snapshot();
+        let core = RaftCore::restore(id, peers.len(), &config, seed, saved, snapshot)?;
+        let storage = StorageHandle::start(persister)
+            .map_err(|e| RestoreError::Decode(format!("cannot start the storage thread: {e}")))?;
         let applier = Applier::new(service, core.last_applied()).start();
         let peer = RaftPeer {
             core,
-            me,
+            me: id,
+            tick: config.tick,
             peers,
-            persister,
+            storage,
             applier,
             flush_scheduled: false,
             replies: Vec::new(),
+            issued: 0,
+            durable: 0,
+            held: VecDeque::new(),
             subscribers: Vec::new(),
             role: None,
         };
@@ -84,7 +127,7 @@ impl RaftPeer {
     }
 
     /// Flushes once the mailbox is drained: actix polls spawned futures after it has handled
-    /// every queued message, so everything that arrived together shares one save.
+    /// every queued message, so everything that arrived together is handled in one go.
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
         if !self.flush_scheduled {
             self.flush_scheduled = true;
@@ -95,32 +138,28 @@ impl RaftPeer {
         }
     }
 
-    /// Drains the core's effects: persist, then send and reply, then apply.
+    /// Drains the core's effects: sends what may go now, holds what must wait for a save,
+    /// starts a save if none runs, applies, and reports role changes.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         let Ready {
             messages,
-            persist,
             apply,
             role_changed,
         } = self.core.take_ready();
-        if let Some(update) = persist {
-            if let Err(e) = self.persister.save(update) {
-                // Answering anything now could acknowledge state that is not durable.
-                log::error!(
-                    "peer {}: cannot persist Raft state: {e}; stopping",
-                    self.me()
-                );
-                ctx.stop();
-                return;
+        // Everything produced so far depends on the state as it is now: covered by the saves
+        // already issued, or by the next one if something changed since.
+        let covering = self.issued + u64::from(self.core.has_unsaved());
+        self.start_save(ctx);
+        for (to, message) in messages {
+            match message {
+                Message::RequestVote(_) => self.hold(covering, Held::Request(to, message)),
+                _ => self.send(to, message, ctx),
             }
         }
-        for (to, message) in messages {
-            self.send(to, message, ctx);
+        for (reply_to, reply) in std::mem::take(&mut self.replies) {
+            self.hold(covering, Held::Reply(reply_to, reply));
         }
-        for (reply_to, reply) in self.replies.drain(..) {
-            // The caller may have given up; nothing to do then.
-            let _ = reply_to.send(reply);
-        }
+        self.release(ctx);
         if !apply.is_empty() {
             self.applier.do_send(ApplyBatch(apply));
         }
@@ -132,13 +171,76 @@ impl RaftPeer {
         }
     }
 
-    fn me(&self) -> usize {
-        self.me
+    fn hold(&mut self, save: u64, item: Held) {
+        self.held.push_back((save, item));
+    }
+
+    /// Sends or answers everything whose save is durable.
+    fn release(&mut self, ctx: &mut Context<Self>) {
+        while self
+            .held
+            .front()
+            .is_some_and(|(save, _)| *save <= self.durable)
+        {
+            let Some((_, item)) = self.held.pop_front() else {
+                break;
+            };
+            match item {
+                // The caller may have given up; nothing to do then.
+                Held::Reply(reply_to, reply) => {
+                    let _ = reply_to.send(reply);
+                }
+                Held::Request(to, message) => self.send(to, message, ctx),
+            }
+        }
+    }
+
+    /// Hands the core's unsaved changes to storage, unless a save is already running.
+    fn start_save(&mut self, ctx: &mut Context<Self>) {
+        if self.issued > self.durable {
+            return;
+        }
+        let Some(update) = self.core.take_unsaved() else {
+            return;
+        };
+        self.issued += 1;
+        let number = self.issued;
+        let save = self.storage.addr().send(Save(update));
+        ctx.spawn(save.into_actor(self).map(move |result, peer, ctx| {
+            peer.saved(number, result, ctx);
+        }));
+    }
+
+    fn saved(
+        &mut self,
+        number: u64,
+        result: Result<std::io::Result<()>, MailboxError>,
+        ctx: &mut Context<Self>,
+    ) {
+        let error = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(format!("the storage actor is gone ({e})")),
+        };
+        if let Some(error) = error {
+            // Answering anything now could acknowledge state that is not durable.
+            log::error!(
+                "peer {}: cannot persist Raft state: {error}; stopping",
+                self.me
+            );
+            ctx.stop();
+            return;
+        }
+        self.durable = number;
+        self.core.saved();
+        self.release(ctx);
+        // What changed meanwhile goes into the next save; a leader may have committed.
+        self.schedule_flush(ctx);
     }
 
     fn send(&self, to: usize, message: Message, ctx: &mut Context<Self>) {
         let Some(end) = self.peers.get(to).cloned() else {
-            log::error!("peer {}: message to unknown peer {to}", self.me());
+            log::error!("peer {}: message to unknown peer {to}", self.me);
             return;
         };
         let me = ctx.address();
@@ -185,7 +287,7 @@ impl Actor for RaftPeer {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(TICK, |peer, ctx| {
+        ctx.run_interval(self.tick, |peer, ctx| {
             peer.core.tick();
             peer.schedule_flush(ctx);
         });
@@ -193,7 +295,7 @@ impl Actor for RaftPeer {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.applier.do_send(Stop);
-        log::debug!("peer {} stopped in term {}", self.me(), self.core.term());
+        log::debug!("peer {} stopped in term {}", self.me, self.core.term());
     }
 }
 
@@ -203,10 +305,10 @@ impl Handler<Dispatch> for RaftPeer {
     fn handle(&mut self, msg: Dispatch, ctx: &mut Self::Context) -> Self::Result {
         let reply = self.handle_rpc(&msg);
         // The reply leaves only after the state it depends on is saved.
-        let (reply_to, saved) = oneshot::channel();
+        let (reply_to, released) = oneshot::channel();
         self.replies.push((reply_to, reply));
         self.schedule_flush(ctx);
-        Box::pin(async move { saved.await.unwrap_or(Err(RpcError::Unreachable)) })
+        Box::pin(async move { released.await.unwrap_or(Err(RpcError::Unreachable)) })
     }
 }
 
@@ -270,6 +372,14 @@ impl Handler<Snapshot> for RaftPeer {
     fn handle(&mut self, msg: Snapshot, ctx: &mut Self::Context) {
         self.core.snapshot(msg.index, msg.data);
         self.schedule_flush(ctx);
+    }
+}
+
+impl Handler<SetDiskLatency> for RaftPeer {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetDiskLatency, _: &mut Self::Context) {
+        self.storage.addr().do_send(msg);
     }
 }
 

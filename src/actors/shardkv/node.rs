@@ -41,7 +41,7 @@ pub struct ShardKvNode {
 
 impl ShardKvNode {
     /// Starts a group member, restoring its persisted state. Fails on a corrupt state.
-    pub fn start<P: Persister + Clone + 'static>(
+    pub fn start<P: Persister + Clone + Send + 'static>(
         setup: ShardKvSetup<P>,
     ) -> Result<ShardKvNode, RestoreError> {
         let (rsm, raft) = Rsm::<ShardStore>::start(setup.replica)?;

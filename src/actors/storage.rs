@@ -1,0 +1,107 @@
+//! The storage actor: runs a Raft peer's [`Persister`] so the peer never waits for a disk.
+//!
+//! The peer sends one [`Save`] at a time and goes on handling votes, heartbeats and proposals
+//! while the save runs; the answer says the update is durable. A persister whose saves block on
+//! real I/O ([`Persister::blocks`]: the file store) gets a thread of its own, so an fsync
+//! stalls nothing else of the node; an in-memory one runs on the caller's thread, which keeps
+//! simulations deterministic. [`SetDiskLatency`] makes every save take longer, in simulations.
+//!
+//! Handles: [`Save`], [`SetDiskLatency`], [`Stop`]. Sends nothing: each save is answered.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::messages::lifecycle::Stop;
+use crate::messages::storage::{Save, SetDiskLatency};
+use crate::storage::Persister;
+
+/// The storage actor of one Raft peer. Start it with [`StorageHandle::start`].
+pub struct Storage {
+    persister: Box<dyn Persister + Send>,
+    latency: Duration,
+}
+
+impl Actor for Storage {
+    type Context = Context<Self>;
+}
+
+impl Handler<Save> for Storage {
+    // Atomic: one save at a time, in the order they came.
+    type Result = AtomicResponse<Self, std::io::Result<()>>;
+
+    fn handle(&mut self, Save(update): Save, _: &mut Self::Context) -> Self::Result {
+        if self.latency.is_zero() {
+            let saved = self.persister.save(update);
+            return AtomicResponse::new(Box::pin(fut::ready(saved)));
+        }
+        let delay = tokio::time::sleep(self.latency).into_actor(self);
+        AtomicResponse::new(Box::pin(
+            delay.map(move |(), storage, _| storage.persister.save(update)),
+        ))
+    }
+}
+
+impl Handler<SetDiskLatency> for Storage {
+    type Result = ();
+
+    fn handle(&mut self, SetDiskLatency(latency): SetDiskLatency, _: &mut Self::Context) {
+        self.latency = latency;
+    }
+}
+
+impl Handler<Stop> for Storage {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// A running storage actor and, if it has one, its thread, which is stopped and joined when
+/// the handle is dropped (so a restarted node never shares its files with the old one).
+pub struct StorageHandle {
+    addr: Addr<Storage>,
+    thread: Option<Arbiter>,
+}
+
+impl StorageHandle {
+    /// Starts a storage actor for `persister`: on a thread of its own if its saves block on
+    /// real I/O, else on the current arbiter.
+    pub fn start(persister: Box<dyn Persister + Send>) -> std::io::Result<StorageHandle> {
+        let storage = Storage {
+            latency: Duration::ZERO,
+            persister,
+        };
+        if !storage.persister.blocks() {
+            return Ok(StorageHandle {
+                addr: storage.start(),
+                thread: None,
+            });
+        }
+        let thread = Arbiter::try_new()?;
+        let addr = Storage::start_in_arbiter(&thread.handle(), move |_| storage);
+        Ok(StorageHandle {
+            addr,
+            thread: Some(thread),
+        })
+    }
+
+    /// The actor's address.
+    pub fn addr(&self) -> &Addr<Storage> {
+        &self.addr
+    }
+}
+
+impl Drop for StorageHandle {
+    fn drop(&mut self) {
+        self.addr.do_send(Stop);
+        if let Some(thread) = self.thread.take() {
+            thread.stop();
+            // The save in flight, if any, finishes first.
+            if thread.join().is_err() {
+                log::error!("the storage thread panicked");
+            }
+        }
+    }
+}
