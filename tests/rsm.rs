@@ -24,12 +24,12 @@ use rainkv::check::{check_operations, CheckResult, KvInput, KvModel, KvOp, KvOut
 use rainkv::messages::kv::{GetArgs, KvError, KvReply, PutAppendArgs};
 use rainkv::messages::lifecycle::Stop;
 use rainkv::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
-use rainkv::messages::raft::GetState;
-use rainkv::messages::rsm::{Read, Session, Submit, SubmitError};
+use rainkv::messages::raft::{GetState, InstallSnapshotArgs, Propose};
+use rainkv::messages::rsm::{GetHealth, Halted, Health, Read, Session, Submit, SubmitError};
 use rainkv::storage::Persister;
 use rainkv::testkit::cluster::{ServerContext, TestStore};
 use rainkv::testkit::kv::OpLog;
-use rainkv::testkit::{self, run_test, ClusterOptions, ServerKind, Sim};
+use rainkv::testkit::{self, run_test, ClusterOptions, ServerKind, Sim, StorageKind};
 use serde::{Deserialize, Serialize};
 use tokio::time::{sleep, timeout, Instant};
 
@@ -135,18 +135,54 @@ impl<S: StateMachine> Cluster<S> {
         max_raft_state: Option<usize>,
         face: Option<Face<S>>,
     ) -> Self {
-        let kind = Replicas {
-            face,
-            max_raft_state: Cell::new(max_raft_state),
-        };
         let options = ClusterOptions {
             servers: n,
+            max_raft_state,
             ..Default::default()
         };
+        Self::with_options(sim, options, face).await
+    }
+
+    /// Starts `options.servers` connected replicas.
+    async fn with_options(sim: &Sim, options: ClusterOptions, face: Option<Face<S>>) -> Self {
+        let kind = Replicas {
+            face,
+            max_raft_state: Cell::new(options.max_raft_state),
+        };
+        let n = options.servers;
         Cluster {
             cluster: testkit::Cluster::start(sim, kind, options).await,
             n,
         }
+    }
+
+    /// Replica i's health.
+    async fn health(&self, i: usize) -> Health {
+        match self.rsm(i).send(GetHealth).await {
+            Ok(health) => health,
+            Err(e) => panic!("replica {i} did not answer GetHealth: {e}"),
+        }
+    }
+
+    /// Waits (up to 5 s) until replica i has halted, and returns why.
+    async fn wait_halted(&self, i: usize) -> String {
+        let started = Instant::now();
+        loop {
+            if let Health::Halted { reason } = self.health(i).await {
+                return reason;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "replica {i} did not halt within 5 s"
+            );
+            sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Whether replica i's Raft peer still runs.
+    async fn raft_runs(&self, i: usize) -> bool {
+        let raft = self.cluster.running(i).raft;
+        raft.send(GetState).await.is_ok()
     }
 
     fn all(&self) -> Vec<usize> {
@@ -255,7 +291,8 @@ impl<S: StateMachine> Cluster<S> {
         f: impl FnOnce(&S, u64) -> R + Send + 'static,
     ) -> R {
         match self.rsm(i).send(Read::new(f)).await {
-            Ok(r) => r,
+            Ok(Ok(r)) => r,
+            Ok(Err(Halted)) => panic!("replica {i} has halted"),
             Err(e) => panic!("replica {i} did not answer Read: {e}"),
         }
     }
@@ -623,6 +660,145 @@ fn lagging_replica_catches_up_through_snapshot() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Halting: what a replica cannot trust stops it, loudly and visibly
+
+/// Checks that replica i has halted for a reason mentioning `cause`: its peer is stopped, it
+/// refuses commands and reads, and it says why.
+async fn assert_halted(cluster: &Cluster<Journal>, i: usize, cause: &str) {
+    let reason = cluster.wait_halted(i).await;
+    assert!(reason.contains(cause), "replica {i} halted for: {reason}");
+    assert_eq!(
+        cluster.submit(i, Some((99, 1)), 99).await,
+        Err(SubmitError::Halted)
+    );
+    let read = cluster
+        .rsm(i)
+        .send(Read::new(|j: &Journal, _| j.entries.len()));
+    assert_eq!(read.await.ok(), Some(Err(Halted)));
+    // Stopping is asynchronous: give the peer a moment.
+    sleep(Duration::from_millis(10)).await;
+    assert!(
+        !cluster.raft_runs(i).await,
+        "replica {i}'s Raft peer still runs"
+    );
+}
+
+/// A snapshot whose bytes are not a snapshot of this service (here sent by a rogue leader of a
+/// later term) leaves Raft's log replaced and the state unrecoverable: the follower halts
+/// instead of serving its old state, and the others go on.
+#[test]
+fn an_undecodable_snapshot_halts_the_replica() {
+    run_test(
+        "an_undecodable_snapshot_halts_the_replica",
+        |sim| async move {
+            let cluster = Cluster::<Journal>::new(&sim, 3, None, None).await;
+            let mut expected = Vec::new();
+            submit_all(&cluster, 1, 1, &[1, 2, 3], &mut expected).await;
+            let leader = cluster.check_one_leader().await;
+            let victim = (leader + 1) % 3;
+            let state = cluster
+                .cluster
+                .running(victim)
+                .raft
+                .send(GetState)
+                .await
+                .expect("running");
+            let rogue = cluster.cluster.client_ends(&[victim]).await;
+            // No answer comes back: the follower halts before its reply could be released.
+            let _ = rogue.ends[victim]
+                .call(&InstallSnapshotArgs {
+                    term: state.term + 100,
+                    leader_id: leader,
+                    last_included_index: state.commit_index + 100,
+                    last_included_term: state.term + 100,
+                    data: b"not a snapshot".to_vec(),
+                })
+                .await;
+            assert_halted(&cluster, victim, "snapshot").await;
+            // The two others elect a leader and go on (the rogue term never reached them).
+            submit_all(&cluster, 1, 4, &[4], &mut expected).await;
+            cluster.cleanup();
+        },
+    );
+}
+
+/// A committed entry that is not a command of this service halts each replica that reaches
+/// it: skipping it would hide a bug, and nothing after it could be trusted. Once a majority has
+/// halted, the cluster serves nothing (the last replica never learns the entry committed, and
+/// cannot be elected alone): unavailable, loudly, rather than wrong.
+#[test]
+fn an_undecodable_log_entry_halts_the_replicas_that_reach_it() {
+    run_test(
+        "an_undecodable_log_entry_halts_the_replicas_that_reach_it",
+        |sim| async move {
+            let cluster = Cluster::<Journal>::new(&sim, 3, None, None).await;
+            let mut expected = Vec::new();
+            submit_all(&cluster, 1, 1, &[1, 2], &mut expected).await;
+            let leader = cluster.check_one_leader().await;
+            // 0xc1 is never used in MessagePack.
+            let poison = cluster
+                .cluster
+                .running(leader)
+                .raft
+                .send(Propose(vec![0xc1]));
+            assert!(
+                matches!(poison.await, Ok(Ok(_))),
+                "the leader took the entry"
+            );
+            sleep(Duration::from_secs(3)).await;
+            let mut halted = Vec::new();
+            for i in 0..3 {
+                if let Health::Halted { .. } = cluster.health(i).await {
+                    assert_halted(&cluster, i, "does not decode").await;
+                    halted.push(i);
+                }
+            }
+            assert!(halted.len() >= 2, "only {halted:?} halted");
+            for i in (0..3).filter(|i| !halted.contains(i)) {
+                assert_eq!(
+                    cluster.submit(i, Some((5, 1)), 5).await,
+                    Err(SubmitError::WrongLeader),
+                    "the last replica serves alone"
+                );
+            }
+            cluster.cleanup();
+        },
+    );
+}
+
+/// A save that fails (here: the store is closed under the running replica) halts the
+/// replica: answering anything could acknowledge state that is not durable.
+#[test]
+fn a_failed_save_halts_the_replica() {
+    run_test("a_failed_save_halts_the_replica", |sim| async move {
+        let dir = std::env::temp_dir().join(format!(
+            "rainkv-failed-save-{}-{}",
+            sim.seed(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let options = ClusterOptions {
+            servers: 3,
+            storage: StorageKind::Files(dir.clone()),
+            ..Default::default()
+        };
+        let cluster = Cluster::<Journal>::with_options(&sim, options, None).await;
+        let mut expected = Vec::new();
+        submit_all(&cluster, 1, 1, &[1, 2], &mut expected).await;
+        let leader = cluster.check_one_leader().await;
+        let victim = (leader + 1) % 3;
+        match cluster.cluster.storage(victim) {
+            Some(TestStore::Files(files)) => files.close(),
+            _ => panic!("replica {victim} has no file store"),
+        }
+        submit_all(&cluster, 1, 3, &[3], &mut expected).await;
+        assert_halted(&cluster, victim, "cannot save").await;
+        cluster.cleanup();
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
 // The checker against an injected bug
 
 /// A KV face like `KvServer`, with one switch for the injected bug: with `stale_reads`, a Get
@@ -647,7 +823,7 @@ async fn through_log(
     let submit = Submit::new(Some(session), command);
     match rsm.send(submit).await {
         Ok(Ok(output)) => output,
-        Ok(Err(SubmitError::WrongLeader)) | Err(_) => Err(KvError::WrongLeader),
+        Ok(Err(_)) | Err(_) => Err(KvError::WrongLeader),
     }
 }
 
@@ -667,7 +843,10 @@ impl Handler<Dispatch> for KvFace {
                         let read = Read::new(move |kv: &KvStore, _| {
                             kv.get(&key).map(str::to_string).ok_or(KvError::NoKey)
                         });
-                        rsm.send(read).await.unwrap_or(Err(KvError::WrongLeader))
+                        match rsm.send(read).await {
+                            Ok(Ok(value)) => value,
+                            Ok(Err(_)) | Err(_) => Err(KvError::WrongLeader),
+                        }
                     } else {
                         Err(KvError::WrongLeader)
                     }

@@ -17,7 +17,7 @@ use crate::actors::rsm::{ReplicaSetup, Rsm, StateMachine};
 use crate::messages::kv::*;
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
-use crate::messages::rsm::{Submit, SubmitError};
+use crate::messages::rsm::Submit;
 use crate::storage::Persister;
 
 /// The replicated key/value map.
@@ -80,7 +80,7 @@ impl Handler<Dispatch> for KvServer {
             let submit = Submit::new(Some(session), command);
             let result = match rsm.send(submit).await {
                 Ok(Ok(output)) => output,
-                Ok(Err(SubmitError::WrongLeader)) | Err(_) => Err(KvError::WrongLeader),
+                Ok(Err(_)) | Err(_) => Err(KvError::WrongLeader),
             };
             encode(&KvReply { result })
         })

@@ -13,8 +13,12 @@
 //! [`Read`] runs a read-only function on the replica's applied state, for services whose
 //! background work must look at it (the shard migrator); client reads still go through the log.
 //!
-//! Handles: [`Submit`], [`Read`], [`ApplyMsg`] (from the peer's applier), [`RoleChanged`]
-//! (from the peer), [`Stop`]. Sends: [`SubscribeRoles`], [`Propose`], [`Snapshot`] and [`Stop`]
+//! A replica that meets something it cannot trust (an undecodable snapshot or log entry, or
+//! [`ApplyMsg::Halted`] from Raft) halts: it stops its peer, fails what is pending, refuses
+//! what comes, and says why through [`GetHealth`].
+//!
+//! Handles: [`Submit`], [`Read`], [`GetHealth`], [`ApplyMsg`] (from the peer's applier),
+//! [`RoleChanged`] (from the peer), [`Stop`]. Sends: [`SubscribeRoles`], [`Propose`], [`Snapshot`] and [`Stop`]
 //! to its Raft peer.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -32,7 +36,9 @@ use crate::actors::raft::{PeerSetup, RaftConfig, RaftPeer, RestoreError};
 use crate::messages::apply::ApplyMsg;
 use crate::messages::lifecycle::Stop;
 use crate::messages::raft::{Propose, RoleChanged, Snapshot, SubscribeRoles};
-use crate::messages::rsm::{ClientId, Read, Seq, Session, Submit, SubmitError};
+use crate::messages::rsm::{
+    ClientId, GetHealth, Halted, Health, Read, Seq, Session, Submit, SubmitError,
+};
 use crate::storage::Persister;
 
 /// A pending request is answered `WrongLeader` if not applied within this long, so a leader
@@ -91,6 +97,8 @@ pub struct Rsm<S: StateMachine> {
     deadline_timer: bool,
     /// The peer's term and role as last reported (`None` before its first report).
     role: Option<RoleChanged>,
+    /// Why the replica halted, once it has.
+    halted: Option<String>,
     /// A snapshot was handed to Raft and not yet taken.
     snapshot_in_flight: bool,
     /// The last term in which this replica, as leader, proposed a no-op.
@@ -152,6 +160,7 @@ impl<S: StateMachine> Rsm<S> {
             deadlines: VecDeque::new(),
             deadline_timer: false,
             role: None,
+            halted: None,
             snapshot_in_flight: false,
             noop_term: None,
         };
@@ -159,14 +168,14 @@ impl<S: StateMachine> Rsm<S> {
     }
 
     fn apply_command(&mut self, index: u64, term: u64, bytes: &[u8]) {
-        self.last_applied = index;
-        let output = match rmp_serde::from_slice::<Entry<S::Command>>(bytes) {
-            Ok(entry) => self.execute(entry),
-            Err(e) => {
-                log::error!("log entry {index} does not decode: {e}; skipped");
-                None
-            }
+        let entry = match rmp_serde::from_slice::<Entry<S::Command>>(bytes) {
+            Ok(entry) => entry,
+            // Every replica has the same entry: skipping it would hide a bug, and applying
+            // anything after it could build a state no one can explain.
+            Err(e) => return self.halt(format!("log entry {index} does not decode: {e}")),
         };
+        self.last_applied = index;
+        let output = self.execute(entry);
         if let Some(waiter) = self.pending.remove(&index) {
             let answer = match output {
                 // Same index and term: the entry is the one this waiter submitted.
@@ -201,10 +210,24 @@ impl<S: StateMachine> Rsm<S> {
                 self.sessions = snapshot.sessions;
                 self.last_applied = index;
                 self.last_snapshot = index;
+                self.fail_pending(|index_of_waiter, _| index_of_waiter <= index);
             }
-            Err(e) => log::error!("snapshot at {index} does not decode: {e}; ignored"),
+            // Raft already replaced its log with this snapshot: without it the state cannot
+            // catch up, and serving the old one would be serving a lie.
+            Err(e) => self.halt(format!("the snapshot at {index} does not decode: {e}")),
         }
-        self.fail_pending(|index_of_waiter, _| index_of_waiter <= index);
+    }
+
+    /// Stops serving for good: the Raft peer is stopped, pending requests fail, and
+    /// [`GetHealth`] tells why from now on.
+    fn halt(&mut self, reason: String) {
+        if self.halted.is_some() {
+            return;
+        }
+        log::error!("replica halted: {reason}");
+        self.halted = Some(reason);
+        self.raft.do_send(Stop);
+        self.fail_pending(|_, _| true);
     }
 
     fn maybe_snapshot(&mut self, ctx: &mut Context<Self>) {
@@ -350,6 +373,9 @@ impl<S: StateMachine> Handler<Submit<S::Command, S::Output>> for Rsm<S> {
         msg: Submit<S::Command, S::Output>,
         ctx: &mut Self::Context,
     ) -> Self::Result {
+        if self.halted.is_some() {
+            return Box::pin(async { Err(SubmitError::Halted) });
+        }
         if let Some((client, seq)) = msg.session {
             if let Some((last, output)) = self.sessions.get(&client) {
                 if *last == seq {
@@ -389,7 +415,23 @@ impl<S: StateMachine, R: Send + 'static> Handler<Read<S, R>> for Rsm<S> {
     type Result = MessageResult<Read<S, R>>;
 
     fn handle(&mut self, msg: Read<S, R>, _: &mut Self::Context) -> Self::Result {
-        MessageResult((msg.0)(&self.state, self.last_applied))
+        if self.halted.is_some() {
+            return MessageResult(Err(Halted));
+        }
+        MessageResult(Ok((msg.0)(&self.state, self.last_applied)))
+    }
+}
+
+impl<S: StateMachine> Handler<GetHealth> for Rsm<S> {
+    type Result = MessageResult<GetHealth>;
+
+    fn handle(&mut self, _: GetHealth, _: &mut Self::Context) -> Self::Result {
+        MessageResult(match &self.halted {
+            None => Health::Serving,
+            Some(reason) => Health::Halted {
+                reason: reason.clone(),
+            },
+        })
     }
 }
 
@@ -397,6 +439,9 @@ impl<S: StateMachine> Handler<ApplyMsg> for Rsm<S> {
     type Result = ();
 
     fn handle(&mut self, msg: ApplyMsg, ctx: &mut Self::Context) {
+        if self.halted.is_some() {
+            return;
+        }
         match msg {
             ApplyMsg::Command {
                 index,
@@ -414,6 +459,7 @@ impl<S: StateMachine> Handler<ApplyMsg> for Rsm<S> {
                     self.install_snapshot(index, &data);
                 }
             }
+            ApplyMsg::Halted { reason } => self.halt(format!("Raft halted: {reason}")),
         }
     }
 }

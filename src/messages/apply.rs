@@ -1,11 +1,11 @@
 //! What Raft hands to the service above it: committed commands and installed snapshots, in
-//! index order, each exactly once (6.5840's `ApplyMsg`).
+//! index order, each exactly once (6.5840's `ApplyMsg`), or the news that Raft has halted.
 
 use std::sync::Arc;
 
 use actix::prelude::*;
 
-/// One committed command or one snapshot to install.
+/// One committed command, one snapshot to install, or the end.
 #[derive(Message, Debug, Clone, PartialEq)]
 #[rtype(result = "()")]
 pub enum ApplyMsg {
@@ -27,6 +27,12 @@ pub enum ApplyMsg {
         /// The service's encoded state.
         data: Arc<Vec<u8>>,
     },
+    /// Raft has stopped for good because an invariant broke or its state could not be saved;
+    /// nothing more follows. The service must stop serving too.
+    Halted {
+        /// What broke.
+        reason: String,
+    },
 }
 
 /// Committed entries and snapshots from a Raft peer to its applier, in the order Raft produced
@@ -34,12 +40,3 @@ pub enum ApplyMsg {
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct ApplyBatch(pub Vec<ApplyMsg>);
-
-impl ApplyMsg {
-    /// The log index this message brings the service to.
-    pub fn index(&self) -> u64 {
-        match self {
-            ApplyMsg::Command { index, .. } | ApplyMsg::Snapshot { index, .. } => *index,
-        }
-    }
-}

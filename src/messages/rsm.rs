@@ -7,6 +7,7 @@
 use std::marker::PhantomData;
 
 use actix::prelude::*;
+use serde::{Deserialize, Serialize};
 
 /// Identifies a client; drawn from the harness's seeded generator (or at random in production).
 pub type ClientId = u64;
@@ -20,7 +21,32 @@ pub type Session = (ClientId, Seq);
 pub enum SubmitError {
     /// This replica cannot commit the command now: ask another.
     WrongLeader,
+    /// This replica has halted (see [`GetHealth`]): ask another.
+    Halted,
 }
+
+/// The replica has halted: it serves nothing more (see [`GetHealth`] for why).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Halted;
+
+/// Whether a replica is serving.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Health {
+    /// It applies commands and answers requests.
+    Serving,
+    /// It stopped for good because something it cannot trust happened (an undecodable
+    /// snapshot or log entry, a gap in the applied indexes, a failed save, a broken Raft
+    /// invariant). Its data directory needs an operator.
+    Halted {
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// Asks a replica whether it is serving.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Health")]
+pub struct GetHealth;
 
 /// Puts `command` in the log; answered with its output once it is applied at the index and
 /// term Raft gave it, or with [`SubmitError`] when that cannot happen.
@@ -48,12 +74,13 @@ impl<C, O> Submit<C, O> {
 /// A read-only function of a service's state and the index applied so far.
 pub type ReadFn<S, R> = Box<dyn FnOnce(&S, u64) -> R + Send>;
 
-/// Runs a read-only function on a replica's state as last applied and answers its result.
+/// Runs a read-only function on a replica's state as last applied and answers its result
+/// (or [`Halted`]: a halted replica's state is not to be trusted).
 /// It does not go through the log, so that state may lag the leader's: use it for decisions
 /// the log re-checks (the shard migrator) and to compare replicas in tests, never to answer a
 /// client read.
 #[derive(Message)]
-#[rtype(result = "R")]
+#[rtype(result = "Result<R, Halted>")]
 pub struct Read<S: 'static, R: 'static>(pub ReadFn<S, R>);
 
 impl<S, R> Read<S, R> {

@@ -22,7 +22,7 @@ use crate::actors::rsm::{ReplicaSetup, Rsm};
 use crate::messages::ctrler::*;
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
-use crate::messages::rsm::{Session, Submit, SubmitError};
+use crate::messages::rsm::{Session, Submit};
 use crate::storage::Persister;
 
 /// The network-facing controller service of one server.
@@ -69,7 +69,7 @@ impl Handler<Dispatch> for ShardCtrler {
             let (session, command) = request?;
             let result: CtrlerResult = match rsm.send(Submit::new(session, command)).await {
                 Ok(Ok(output)) => output.map(CtrlerReply::from),
-                Ok(Err(SubmitError::WrongLeader)) | Err(_) => Err(CtrlerError::WrongLeader),
+                Ok(Err(_)) | Err(_) => Err(CtrlerError::WrongLeader),
             };
             encode(&result)
         })

@@ -79,12 +79,18 @@ pub struct Ready {
     /// The term, role or known leader differs from the last `Ready` that reported them (the
     /// first `Ready` always reports them).
     pub role_changed: Option<RoleChanged>,
+    /// A Raft invariant broke (say, a second leader in this peer's own term): this peer must
+    /// stop at once, loudly, rather than go on with a state it cannot trust.
+    pub fault: Option<String>,
 }
 
 impl Ready {
     /// True if there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty() && self.apply.is_empty() && self.role_changed.is_none()
+        self.messages.is_empty()
+            && self.apply.is_empty()
+            && self.fault.is_none()
+            && self.role_changed.is_none()
     }
 }
 
@@ -379,11 +385,10 @@ impl RaftCore {
                 Some(_) => {
                     if index <= self.commit_index {
                         // Cannot happen with a correct leader: committed entries never conflict.
-                        error!(
-                            "peer {}: leader {} conflicts with committed index {}; rejecting",
-                            self.cfg.id, args.leader_id, index
-                        );
-                        debug_assert!(false, "conflict with a committed entry");
+                        self.fail(format!(
+                            "leader {} of term {} conflicts with committed index {index}",
+                            args.leader_id, args.term
+                        ));
                         return reject(self.current_term, None, 0);
                     }
                     debug!("peer {}: truncating log from {}", self.cfg.id, index);
@@ -628,6 +633,12 @@ impl RaftCore {
         Arc::clone(&self.snapshot)
     }
 
+    /// Records a broken invariant for the shell, which stops the peer (the first one wins).
+    fn fail(&mut self, why: String) {
+        error!("peer {}: {why}", self.cfg.id);
+        self.ready.fault.get_or_insert(why);
+    }
+
     /// Drains the effects produced since the last call.
     pub fn take_ready(&mut self) -> Ready {
         if std::mem::take(&mut self.replicate_pending) && self.role == Role::Leader {
@@ -760,10 +771,9 @@ impl RaftCore {
     /// (impossible with a correct peer set).
     fn accept_leader(&mut self, from: usize, term: u64, leader_id: usize) -> bool {
         if term == self.current_term && self.role == Role::Leader {
-            error!(
-                "peer {}: second leader {} (from {}) in term {}",
-                self.cfg.id, leader_id, from, term
-            );
+            self.fail(format!(
+                "a second leader {leader_id} (from {from}) in term {term}, which this peer leads"
+            ));
             return false;
         }
         self.become_follower(term, Some(leader_id));
@@ -957,10 +967,7 @@ impl RaftCore {
         while self.last_applied < self.commit_index {
             let index = self.last_applied + 1;
             let Some(entry) = self.log.entry(index) else {
-                error!(
-                    "peer {}: committed index {} is not in the log",
-                    self.cfg.id, index
-                );
+                self.fail(format!("committed index {index} is not in the log"));
                 return;
             };
             self.ready.apply.push(ApplyMsg::Command {
@@ -1372,7 +1379,10 @@ mod tests {
             .take_ready()
             .apply
             .iter()
-            .map(ApplyMsg::index)
+            .filter_map(|m| match m {
+                ApplyMsg::Command { index, .. } => Some(*index),
+                _ => None,
+            })
             .collect();
         assert_eq!(applied, vec![2, 3]);
     }

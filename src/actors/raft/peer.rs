@@ -7,6 +7,9 @@
 //! [`Applier`], tells its subscribers of a new term, role or leader, and holds back the replies
 //! to the RPCs it handled and its RequestVotes until the state they depend on is durable.
 //!
+//! A broken invariant the core reports, or a save that fails, halts the peer: it stops, and
+//! its service gets [`ApplyMsg::Halted`] after the entries already committed.
+//!
 //! Saves go to the [`Storage`] actor, one at a time, so the peer keeps handling votes,
 //! heartbeats and proposals while a disk syncs. Everything that changes while a save runs goes
 //! into the next one (group commit). Saves are numbered; each held reply or request waits for
@@ -86,6 +89,8 @@ pub struct RaftPeer {
     subscribers: Vec<Recipient<RoleChanged>>,
     /// The latest state they were told of.
     role: Option<RoleChanged>,
+    /// It stopped because it could not go on safely.
+    halted: bool,
 }
 
 impl RaftPeer {
@@ -122,6 +127,7 @@ impl RaftPeer {
             held: VecDeque::new(),
             subscribers: Vec::new(),
             role: None,
+            halted: false,
         };
         Ok(peer.start())
     }
@@ -145,7 +151,11 @@ impl RaftPeer {
             messages,
             apply,
             role_changed,
+            fault,
         } = self.core.take_ready();
+        if let Some(reason) = fault {
+            return self.halt(reason, ctx);
+        }
         // Everything produced so far depends on the state as it is now: covered by the saves
         // already issued, or by the next one if something changed since.
         let covering = self.issued + u64::from(self.core.has_unsaved());
@@ -224,18 +234,23 @@ impl RaftPeer {
         };
         if let Some(error) = error {
             // Answering anything now could acknowledge state that is not durable.
-            log::error!(
-                "peer {}: cannot persist Raft state: {error}; stopping",
-                self.me
-            );
-            ctx.stop();
-            return;
+            return self.halt(format!("cannot save the Raft state: {error}"), ctx);
         }
         self.durable = number;
         self.core.saved();
         self.release(ctx);
         // What changed meanwhile goes into the next save; a leader may have committed.
         self.schedule_flush(ctx);
+    }
+
+    /// Stops this peer for good because it cannot go on safely, and has its service told why
+    /// (after the entries already committed).
+    fn halt(&mut self, reason: String, ctx: &mut Context<Self>) {
+        log::error!("peer {}: {reason}; halting", self.me);
+        self.halted = true;
+        self.applier
+            .do_send(ApplyBatch(vec![ApplyMsg::Halted { reason }]));
+        ctx.stop();
     }
 
     fn send(&self, to: usize, message: Message, ctx: &mut Context<Self>) {
@@ -294,7 +309,11 @@ impl Actor for RaftPeer {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.applier.do_send(Stop);
+        // Halted, the applier stops itself once the service has heard; otherwise this is a
+        // crash, and the applier drops what it still holds.
+        if !self.halted {
+            self.applier.do_send(Stop);
+        }
         log::debug!("peer {} stopped in term {}", self.me, self.core.term());
     }
 }

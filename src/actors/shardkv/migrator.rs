@@ -178,7 +178,7 @@ impl Migrator {
         let look = self.rsm.send(Read::new(|s: &ShardStore, _| s.work()));
         ctx.spawn(look.into_actor(self).map(|work, migrator, ctx| {
             migrator.polling = false;
-            if let (Ok(work), Some(_)) = (work, &migrator.leading) {
+            if let (Ok(Ok(work)), Some(_)) = (work, &migrator.leading) {
                 migrator.start_work(work, ctx);
             }
             if std::mem::take(&mut migrator.poll_again) {

@@ -55,10 +55,11 @@ async fn serve(rsm: Addr<Rsm<ShardStore>>, msg: Dispatch) -> Result<Vec<u8>, Rpc
         PullShardsArgs::METHOD => {
             let args = msg.decode::<PullShardsArgs>()?;
             let read = Read::new(move |s: &ShardStore, _| s.frozen(args.num, &args.shards));
-            let result = rsm
-                .send(read)
-                .await
-                .unwrap_or(Err(MigrationError::WrongLeader));
+            // A replica that is gone or halted cannot vouch for its copy: ask another.
+            let result = match rsm.send(read).await {
+                Ok(Ok(frozen)) => frozen,
+                Ok(Err(_)) | Err(_) => Err(MigrationError::WrongLeader),
+            };
             encode(&PullShardsReply { result })
         }
         DeleteShardsArgs::METHOD => {
