@@ -28,7 +28,8 @@ use rainkv::messages::raft::{
     AppendEntriesArgs, AppendEntriesReply, InstallSnapshotArgs, InstallSnapshotReply,
     RequestVoteArgs, RequestVoteReply,
 };
-use rainkv::storage::{Persister, SavedState};
+use rainkv::messages::storage::SavedState;
+use rainkv::storage::Persister;
 use rainkv::testkit::cluster::{ServerContext, TestStore};
 use rainkv::testkit::kv::KvServers;
 use rainkv::testkit::{run_test, Cluster, ClusterOptions, ServerKind, Sim};

@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::{ByteBuf, Bytes};
 
 use super::wal::{self, frame};
-use super::{NewSnapshot, Persister, SavedState, StateUpdate};
+use super::Persister;
 use crate::messages::raft::LogEntry;
+use crate::messages::storage::{NewSnapshot, SavedState, StateUpdate};
 
 const WAL: &str = "wal";
 const WAL_TMP: &str = "wal.tmp";

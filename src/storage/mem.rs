@@ -7,7 +7,8 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Persister, SavedState, StateUpdate};
+use super::Persister;
+use crate::messages::storage::{SavedState, StateUpdate};
 
 #[derive(Default)]
 struct Disk {

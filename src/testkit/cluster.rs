@@ -41,7 +41,8 @@ use crate::actors::rsm::ReplicaSetup;
 use crate::messages::net::Server;
 use crate::messages::raft::GetState;
 use crate::messages::storage::SetDiskLatency;
-use crate::storage::{FilePersister, MemPersister, Persister, SavedState, StateUpdate};
+use crate::messages::storage::{SavedState, StateUpdate};
+use crate::storage::{FilePersister, MemPersister, Persister};
 
 /// Where the servers of a cluster keep their state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

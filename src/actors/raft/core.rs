@@ -31,7 +31,7 @@ use crate::messages::raft::{
     AppendEntriesArgs, AppendEntriesReply, InstallSnapshotArgs, InstallSnapshotReply, LogEntry,
     NotLeader, Proposed, RequestVoteArgs, RequestVoteReply, Role, RoleChanged,
 };
-use crate::storage::{NewSnapshot, SavedState, StateUpdate};
+use crate::messages::storage::{NewSnapshot, SavedState, StateUpdate};
 
 /// Who a peer is and how it is timed, as the core uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
