@@ -18,7 +18,7 @@ use actix::prelude::*;
 use futures_util::future::join_all;
 use rainkv::actors::clerk::Clerk;
 use rainkv::actors::kv_server::KvStore;
-use rainkv::actors::raft::{RaftPeer, RestoreError};
+use rainkv::actors::raft::{RaftConfig, RaftPeer, RestoreError};
 use rainkv::actors::rsm::{ReplicaSetup, Rsm, StateMachine, REQUEST_TIMEOUT};
 use rainkv::check::{check_operations, CheckResult, KvInput, KvModel, KvOp, KvOutput, Operation};
 use rainkv::messages::kv::{GetArgs, KvError, KvReply, PutAppendArgs};
@@ -940,7 +940,18 @@ async fn stale_leader_scenario(sim: Sim, stale_reads: bool) -> (OpLog, String) {
         .start()
         .recipient()
     });
-    let cluster = Cluster::<KvStore>::new(&sim, 3, None, Some(face)).await;
+    // Without check-quorum, a leader cut off from the majority believes it leads until it
+    // hears of a later term: the window the injected bug needs. (With it, that window is at
+    // most an election timeout, and this scenario would race the old leader's step-down.)
+    let options = ClusterOptions {
+        servers: 3,
+        raft: RaftConfig {
+            check_quorum: false,
+            ..RaftConfig::default()
+        },
+        ..Default::default()
+    };
+    let cluster = Cluster::<KvStore>::with_options(&sim, options, Some(face)).await;
     let (log, t0) = (OpLog::new(), Instant::now());
     let leader = cluster.check_one_leader().await;
     let others: Vec<usize> = (0..cluster.n).filter(|&i| i != leader).collect();

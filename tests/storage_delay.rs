@@ -155,6 +155,9 @@ impl Auditor {
             RequestVoteArgs::METHOD => {
                 let (args, reply): (RequestVoteArgs, RequestVoteReply) =
                     (decode(args).ok()?, decode(reply).ok()?);
+                if args.pre_vote {
+                    return None; // a pre-vote promises nothing and changes nothing
+                }
                 let durable = saved.term > args.term
                     || (saved.term == args.term && saved.voted_for == Some(args.candidate_id));
                 (reply.vote_granted && !durable).then(|| {

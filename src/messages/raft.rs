@@ -22,10 +22,11 @@ pub struct LogEntry {
     pub command: Vec<u8>,
 }
 
-/// RequestVote RPC arguments, sent by a candidate to gather votes.
+/// RequestVote RPC arguments, sent by a candidate to gather votes, or by a pre-candidate to
+/// ask whether it could win (a pre-vote, Raft thesis §9.6).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestVoteArgs {
-    /// The candidate's term.
+    /// The candidate's term; for a pre-vote, the term it would campaign in (its own + 1).
     pub term: u64,
     /// The candidate requesting the vote.
     pub candidate_id: usize,
@@ -33,15 +34,24 @@ pub struct RequestVoteArgs {
     pub last_log_index: u64,
     /// Term of the candidate's last log entry.
     pub last_log_term: u64,
+    /// A pre-vote: the voter changes nothing (term, vote, timer), it only says whether it
+    /// would grant the vote.
+    pub pre_vote: bool,
+    /// The candidate campaigns because the leader handed it leadership (TimeoutNow): voters
+    /// that still hear from that leader vote anyway.
+    pub leadership_transfer: bool,
 }
 
 /// RequestVote RPC reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestVoteReply {
-    /// The voter's current term, for the candidate to update itself.
+    /// The voter's current term, for the candidate to update itself; for a granted pre-vote,
+    /// the term asked about.
     pub term: u64,
     /// True means the candidate received this vote.
     pub vote_granted: bool,
+    /// It answers a pre-vote.
+    pub pre_vote: bool,
 }
 
 /// AppendEntries RPC arguments: replicates log entries, and doubles as the heartbeat.
@@ -59,6 +69,9 @@ pub struct AppendEntriesArgs {
     pub entries: Vec<LogEntry>,
     /// The leader's commit index.
     pub leader_commit: u64,
+    /// The latest ReadIndex round the leader has started (0: none); echoed in the reply, which
+    /// thereby confirms the leader's leadership for the reads of that round.
+    pub read_round: u64,
 }
 
 /// AppendEntries RPC reply.
@@ -78,6 +91,8 @@ pub struct AppendEntriesReply {
     /// last index + 1 when its log is too short. The leader resumes from there. 0 when the
     /// request was rejected for its stale term (no information about the log).
     pub conflict_index: u64,
+    /// The `read_round` of the request this reply answers.
+    pub read_round: u64,
 }
 
 /// InstallSnapshot RPC arguments (Figure 13), sent whole (no chunking: `offset` and `done` of the
@@ -139,10 +154,13 @@ mod tests {
             candidate_id: 2,
             last_log_index: 9,
             last_log_term: 3,
+            pre_vote: true,
+            leadership_transfer: false,
         });
         round_trip(RequestVoteReply {
             term: 4,
             vote_granted: true,
+            pre_vote: true,
         });
         round_trip(AppendEntriesArgs {
             term: 4,
@@ -151,6 +169,7 @@ mod tests {
             prev_log_term: 2,
             entries,
             leader_commit: 6,
+            read_round: 3,
         });
         round_trip(AppendEntriesReply {
             term: 4,
@@ -158,6 +177,7 @@ mod tests {
             match_index: 0,
             conflict_term: Some(2),
             conflict_index: 5,
+            read_round: 3,
         });
         round_trip(AppendEntriesReply {
             term: 4,
@@ -165,7 +185,13 @@ mod tests {
             match_index: 9,
             conflict_term: None,
             conflict_index: 0,
+            read_round: 0,
         });
+        round_trip(TimeoutNowArgs {
+            term: 5,
+            leader_id: 1,
+        });
+        round_trip(TimeoutNowReply { term: 5 });
         round_trip(InstallSnapshotArgs {
             term: 5,
             leader_id: 0,
@@ -199,6 +225,28 @@ impl Rpc for RequestVoteArgs {
 impl Rpc for AppendEntriesArgs {
     const METHOD: &'static str = "Raft.AppendEntries";
     type Reply = AppendEntriesReply;
+}
+
+/// TimeoutNow RPC arguments (Raft thesis §3.10): the leader hands leadership to this peer,
+/// whose log it has brought up to date: start an election at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimeoutNowArgs {
+    /// The leader's term.
+    pub term: u64,
+    /// The leader handing over.
+    pub leader_id: usize,
+}
+
+/// TimeoutNow RPC reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimeoutNowReply {
+    /// The receiver's current term.
+    pub term: u64,
+}
+
+impl Rpc for TimeoutNowArgs {
+    const METHOD: &'static str = "Raft.TimeoutNow";
+    type Reply = TimeoutNowReply;
 }
 
 impl Rpc for InstallSnapshotArgs {
@@ -302,6 +350,8 @@ pub struct Snapshot {
 pub enum Role {
     /// Follows a leader (or waits for one).
     Follower,
+    /// Asks whether it could win an election, without raising its term (pre-vote).
+    PreCandidate,
     /// Campaigns for votes.
     Candidate,
     /// Leads its term.
@@ -312,6 +362,7 @@ impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let name = match self {
             Role::Follower => "follower",
+            Role::PreCandidate => "pre-candidate",
             Role::Candidate => "candidate",
             Role::Leader => "leader",
         };
@@ -326,4 +377,43 @@ pub(crate) enum PeerReply {
     Vote(usize, RequestVoteReply),
     Append(usize, AppendEntriesReply),
     Snapshot(usize, InstallSnapshotReply),
+    TimeoutNow(usize, TimeoutNowReply),
 }
+
+/// Asks the leader for a read index (Raft thesis §6.4): answered once the leader has confirmed
+/// its leadership after the request arrived, with its commit index at that point. A read that
+/// waits until its state machine has applied that index is linearizable.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<u64, NotLeader>")]
+pub struct ReadIndex;
+
+/// Asks the leader to hand leadership to peer `to` (Raft thesis §3.10): it brings `to` up to
+/// date, stops taking proposals meanwhile, and tells it to campaign at once.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<(), TransferError>")]
+pub struct TransferLeadership {
+    /// The peer to take over.
+    pub to: usize,
+}
+
+/// Why a leadership transfer was not started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferError {
+    /// This peer is not the leader.
+    NotLeader(NotLeader),
+    /// `to` is not another peer of the cluster.
+    NoSuchPeer(usize),
+}
+
+impl std::fmt::Display for TransferError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransferError::NotLeader(n) => {
+                write!(f, "not the leader (term {}, leader {:?})", n.term, n.leader)
+            }
+            TransferError::NoSuchPeer(to) => write!(f, "no other peer {to}"),
+        }
+    }
+}
+
+impl std::error::Error for TransferError {}

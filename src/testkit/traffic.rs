@@ -119,6 +119,8 @@ struct EntryCount {
     entries: Count,
     #[serde(rename = "leader_commit")]
     _leader_commit: IgnoredAny,
+    #[serde(rename = "read_round")]
+    _read_round: IgnoredAny,
 }
 
 /// The length of a sequence whose elements are skipped.
@@ -167,6 +169,7 @@ mod tests {
                 5
             ],
             leader_commit: 6,
+            read_round: 0,
         };
         let bytes = encode(&args).expect("encodes");
         assert_eq!(decode::<EntryCount>(&bytes).map(|c| c.entries.0), Ok(5));

@@ -23,12 +23,30 @@ pub struct RaftConfig {
     /// The most command bytes one AppendEntries carries (it always carries at least one
     /// entry, however large).
     pub max_bytes_per_append: usize,
+    /// Pre-vote (Raft thesis §9.6): a peer whose election timer fires first asks whether it
+    /// could win, without raising its term; only with a majority's yes does it campaign. A
+    /// peer back from isolation, or cut off from the leader alone, then cannot force the
+    /// cluster into a new term.
+    pub pre_vote: bool,
+    /// Check-quorum: a leader that has not heard from a majority within an election timeout
+    /// steps down, and a peer that heard from its leader within the minimum election timeout
+    /// refuses to help elect another (leader stickiness). Needed for lease reads.
+    pub check_quorum: bool,
+    /// Lease reads: a leader answers read-index requests without a heartbeat round while a
+    /// majority acknowledged it within 90% of the minimum election timeout.
+    ///
+    /// Safe only if no peer's clock runs more than 10% slower than the leader's over an
+    /// election timeout: followers that acknowledged the leader refuse other candidates for
+    /// the minimum election timeout *by their own clocks*, and the lease must end first by the
+    /// leader's. A paused process (a VM migration, a long GC-like stall) breaks this, so the
+    /// default is off.
+    pub lease_reads: bool,
 }
 
 impl Default for RaftConfig {
     /// A 10 ms tick, elections after 300–600 ms of silence, heartbeats every 100 ms (6.5840
     /// allows at most 10 per second and wants a new leader within 5 s), at most 256 entries
-    /// and 1 MiB of commands per AppendEntries.
+    /// and 1 MiB of commands per AppendEntries; pre-vote and check-quorum on, lease reads off.
     fn default() -> Self {
         RaftConfig {
             tick: Duration::from_millis(10),
@@ -36,6 +54,9 @@ impl Default for RaftConfig {
             heartbeat_interval: Duration::from_millis(100),
             max_entries_per_append: 256,
             max_bytes_per_append: 1 << 20,
+            pre_vote: true,
+            check_quorum: true,
+            lease_reads: false,
         }
     }
 }
@@ -59,6 +80,11 @@ pub(crate) struct Ticks {
     pub heartbeat: u32,
     pub max_entries: usize,
     pub max_bytes: usize,
+    pub pre_vote: bool,
+    pub check_quorum: bool,
+    /// How long a leader's lease lasts, from the start of a heartbeat round a majority
+    /// answered (`None`: no lease reads).
+    pub lease: Option<u64>,
 }
 
 impl RaftConfig {
@@ -98,11 +124,18 @@ impl RaftConfig {
                 "max_entries_per_append and max_bytes_per_append must be positive".into(),
             );
         }
+        if self.lease_reads && !self.check_quorum {
+            return invalid("lease_reads needs check_quorum".into());
+        }
+        let lease = self.lease_reads.then(|| u64::from(election.start) * 9 / 10);
         Ok(Ticks {
             election,
             heartbeat,
             max_entries: self.max_entries_per_append,
             max_bytes: self.max_bytes_per_append,
+            pre_vote: self.pre_vote,
+            check_quorum: self.check_quorum,
+            lease,
         })
     }
 
@@ -144,6 +177,11 @@ mod tests {
             },
             RaftConfig {
                 max_entries_per_append: 0,
+                ..RaftConfig::default()
+            },
+            RaftConfig {
+                lease_reads: true,
+                check_quorum: false,
                 ..RaftConfig::default()
             },
         ];

@@ -26,10 +26,12 @@ use super::config::{RaftConfig, Ticks};
 use super::log::RaftLog;
 use super::majority;
 use super::progress::{Progress, ProgressState};
+use super::read_only::ReadOnly;
 use crate::messages::apply::ApplyMsg;
 use crate::messages::raft::{
     AppendEntriesArgs, AppendEntriesReply, InstallSnapshotArgs, InstallSnapshotReply, LogEntry,
-    NotLeader, Proposed, RequestVoteArgs, RequestVoteReply, Role, RoleChanged,
+    NotLeader, Proposed, RequestVoteArgs, RequestVoteReply, Role, RoleChanged, TimeoutNowArgs,
+    TimeoutNowReply, TransferError,
 };
 use crate::messages::storage::{NewSnapshot, SavedState, StateUpdate};
 
@@ -67,6 +69,8 @@ pub enum Message {
     AppendEntries(AppendEntriesArgs),
     /// A leader sends its snapshot to a follower that needs compacted entries.
     InstallSnapshot(InstallSnapshotArgs),
+    /// A leader hands leadership to a follower it brought up to date.
+    TimeoutNow(TimeoutNowArgs),
 }
 
 /// Effects collected since the last [`RaftCore::take_ready`].
@@ -82,6 +86,9 @@ pub struct Ready {
     /// A Raft invariant broke (say, a second leader in this peer's own term): this peer must
     /// stop at once, loudly, rather than go on with a state it cannot trust.
     pub fault: Option<String>,
+    /// Answers to [`RaftCore::read_index`]: the read index for the caller's `ctx` (serve the
+    /// read once that index is applied), or why there is none.
+    pub reads: Vec<(u64, Result<u64, NotLeader>)>,
 }
 
 impl Ready {
@@ -91,6 +98,7 @@ impl Ready {
             && self.apply.is_empty()
             && self.fault.is_none()
             && self.role_changed.is_none()
+            && self.reads.is_empty()
     }
 }
 
@@ -118,6 +126,17 @@ impl fmt::Display for RestoreError {
 }
 
 impl std::error::Error for RestoreError {}
+
+/// A leadership transfer in progress (Raft thesis §3.10).
+#[derive(Debug, Clone, Copy)]
+struct Transfer {
+    /// The peer taking over.
+    to: usize,
+    /// Ticks since it began: given up after an election timeout.
+    elapsed: u32,
+    /// TimeoutNow has been sent.
+    told: bool,
+}
 
 /// One Raft peer as a pure state machine. See the module docs for the calling contract.
 #[derive(Debug)]
@@ -147,10 +166,20 @@ pub struct RaftCore {
     election_timeout: u32,
     heartbeat_elapsed: u32,
 
-    // Candidate state: who granted a vote this term.
+    /// Ticks since the peer started: the clock leases are measured on.
+    now: u64,
+
+    // (Pre-)candidate state: who granted a (pre-)vote in this round.
     votes: Vec<bool>,
     // Leader state: one entry per peer (our own slot is unused).
     progress: Vec<Progress>,
+    /// Check-quorum: who answered since the last check, and ticks since it.
+    recently_heard: Vec<bool>,
+    quorum_elapsed: u32,
+    /// Reads waiting for their heartbeat round.
+    reads: ReadOnly,
+    /// A leadership transfer in progress.
+    transfer: Option<Transfer>,
 
     /// Term, role and leader as last reported through `Ready::role_changed`.
     reported_role: Option<RoleChanged>,
@@ -187,8 +216,13 @@ impl RaftCore {
             election_elapsed: 0,
             election_timeout: 0,
             heartbeat_elapsed: 0,
+            now: 0,
             votes: vec![false; cfg.peers],
             progress: Vec::new(),
+            recently_heard: Vec::new(),
+            quorum_elapsed: 0,
+            reads: ReadOnly::new(cfg.peers),
+            transfer: None,
             reported_role: None,
             durable_index: 0,
             saving: None,
@@ -243,6 +277,7 @@ impl RaftCore {
     /// Advances logical time by one tick: followers and candidates count towards their election
     /// timeout, a leader towards its next heartbeat.
     pub fn tick(&mut self) {
+        self.now += 1;
         match self.role {
             Role::Leader => {
                 self.heartbeat_elapsed += 1;
@@ -250,11 +285,30 @@ impl RaftCore {
                     self.heartbeat_elapsed = 0;
                     self.broadcast_heartbeat();
                 }
+                self.quorum_elapsed += 1;
+                if self.quorum_elapsed >= self.cfg.ticks.election.start {
+                    self.quorum_elapsed = 0;
+                    self.check_quorum();
+                }
+                if let Some(transfer) = &mut self.transfer {
+                    transfer.elapsed += 1;
+                    if transfer.elapsed >= self.cfg.ticks.election.start {
+                        debug!(
+                            "peer {}: transfer to {} timed out",
+                            self.cfg.id, transfer.to
+                        );
+                        self.transfer = None;
+                    }
+                }
             }
-            Role::Follower | Role::Candidate => {
+            Role::Follower | Role::PreCandidate | Role::Candidate => {
                 self.election_elapsed += 1;
                 if self.election_elapsed >= self.election_timeout {
-                    self.campaign();
+                    if self.cfg.ticks.pre_vote {
+                        self.pre_campaign();
+                    } else {
+                        self.campaign(false);
+                    }
                 }
             }
         }
@@ -265,9 +319,13 @@ impl RaftCore {
     /// index and term it will be committed at, if it ever is.
     pub fn propose(&mut self, command: Vec<u8>) -> Result<Proposed, NotLeader> {
         if self.role != Role::Leader {
+            return Err(self.not_leader());
+        }
+        if let Some(transfer) = self.transfer {
+            // Handing over: the new leader will take it.
             return Err(NotLeader {
                 term: self.current_term,
-                leader: self.leader_id,
+                leader: Some(transfer.to),
             });
         }
         let term = self.current_term;
@@ -289,10 +347,44 @@ impl RaftCore {
 
     /// RequestVote RPC handler (Figure 2, "Receiver implementation").
     pub fn handle_request_vote(&mut self, from: usize, args: RequestVoteArgs) -> RequestVoteReply {
-        self.observe_term(args.term);
         let up_to_date = args.last_log_term > self.log.last_term()
             || (args.last_log_term == self.log.last_term()
                 && args.last_log_index >= self.log.last_index());
+        // Leader stickiness: while a live leader is heard, nobody else is helped to win
+        // (unless that leader handed over), and its term is not even adopted.
+        let sticky = self.in_lease() && !args.leadership_transfer;
+        if args.pre_vote {
+            // Changes nothing here: only says whether the vote would be granted.
+            let vote_granted = args.term > self.current_term
+                && args.candidate_id < self.cfg.peers
+                && up_to_date
+                && !sticky;
+            debug!(
+                "peer {}: pre-vote for {} in term {}: {vote_granted}",
+                self.cfg.id, args.candidate_id, args.term
+            );
+            return RequestVoteReply {
+                term: if vote_granted {
+                    args.term
+                } else {
+                    self.current_term
+                },
+                vote_granted,
+                pre_vote: true,
+            };
+        }
+        if sticky && args.term > self.current_term {
+            debug!(
+                "peer {}: ignores {}'s campaign for term {}: its leader is alive",
+                self.cfg.id, args.candidate_id, args.term
+            );
+            return RequestVoteReply {
+                term: self.current_term,
+                vote_granted: false,
+                pre_vote: false,
+            };
+        }
+        self.observe_term(args.term);
         let free = self.voted_for.is_none_or(|v| v == args.candidate_id);
         let vote_granted = args.term == self.current_term
             && args.candidate_id < self.cfg.peers
@@ -312,12 +404,16 @@ impl RaftCore {
         RequestVoteReply {
             term: self.current_term,
             vote_granted,
+            pre_vote: false,
         }
     }
 
     /// Handles the answer to our RequestVote: steps down on a higher term, wins the election on
     /// a majority of votes granted in the current term.
     pub fn handle_request_vote_reply(&mut self, from: usize, reply: RequestVoteReply) {
+        if reply.pre_vote {
+            return self.handle_pre_vote_reply(from, reply);
+        }
         if !self.reply_is_current(from, reply.term, Role::Candidate) {
             return;
         }
@@ -338,12 +434,14 @@ impl RaftCore {
         from: usize,
         args: AppendEntriesArgs,
     ) -> AppendEntriesReply {
+        let read_round = args.read_round;
         let reject = |term, conflict_term, conflict_index| AppendEntriesReply {
             term,
             success: false,
             match_index: 0,
             conflict_term,
             conflict_index,
+            read_round,
         };
         if args.term < self.current_term {
             return reject(self.current_term, None, 0);
@@ -416,6 +514,7 @@ impl RaftCore {
             match_index,
             conflict_term: None,
             conflict_index: 0,
+            read_round,
         }
     }
 
@@ -426,6 +525,12 @@ impl RaftCore {
         if !self.reply_is_current(from, reply.term, Role::Leader) {
             return;
         }
+        // Any answer in our term says the follower still takes us for its leader.
+        if let Some(heard) = self.recently_heard.get_mut(from) {
+            *heard = true;
+        }
+        self.reads.ack(from, reply.read_round);
+        self.release_reads();
         let last = self.log.last_index();
         if reply.success {
             let pr = &mut self.progress[from];
@@ -439,6 +544,9 @@ impl RaftCore {
             }
             if advanced {
                 self.maybe_commit();
+                if self.transfer.is_some_and(|t| t.to == from && !t.told) {
+                    self.maybe_hand_over();
+                }
             }
             self.send_append(from, false);
         } else {
@@ -534,6 +642,9 @@ impl RaftCore {
         if !self.reply_is_current(from, reply.term, Role::Leader) {
             return;
         }
+        if let Some(heard) = self.recently_heard.get_mut(from) {
+            *heard = true;
+        }
         let last = self.log.last_index();
         let pr = &mut self.progress[from];
         let advanced = pr.on_success(reply.last_included_index.min(last));
@@ -546,6 +657,103 @@ impl RaftCore {
             self.maybe_commit();
         }
         self.send_append(from, false);
+    }
+
+    /// Asks for a read index (Raft thesis §6.4) on behalf of the caller's `ctx`; the answer
+    /// comes in a later [`Ready::reads`]. The leader answers once an entry of its own term is
+    /// committed (before that, its commit index may lag its predecessor's) and a heartbeat
+    /// round started after the request has been answered by a majority: then it was still
+    /// the leader when the read arrived. With lease reads on, a valid lease answers at once.
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), NotLeader> {
+        if self.role != Role::Leader {
+            return Err(self.not_leader());
+        }
+        if self.serves_reads() && self.lease_holds() {
+            self.ready.reads.push((ctx, Ok(self.commit_index)));
+            return Ok(());
+        }
+        self.reads.add(ctx);
+        Ok(())
+    }
+
+    /// Whether an entry of the leader's own term is committed.
+    fn serves_reads(&self) -> bool {
+        self.log.term_at(self.commit_index) == Some(self.current_term)
+    }
+
+    /// Whether the leader's lease holds: a majority answered a heartbeat round started less
+    /// than the lease ago (those peers refuse other candidates for longer than that).
+    fn lease_holds(&self) -> bool {
+        match (self.cfg.ticks.lease, self.reads.confirmed_at()) {
+            (Some(lease), Some(at)) => self.now < at + lease,
+            _ => false,
+        }
+    }
+
+    /// Moves the reads a majority has confirmed to [`Ready::reads`].
+    fn release_reads(&mut self) {
+        for read in self.reads.take_confirmed(self.cfg.id) {
+            self.ready.reads.push((read.ctx, Ok(read.index)));
+        }
+    }
+
+    /// Hands leadership to peer `to` (Raft thesis §3.10): no more proposals are taken; once
+    /// `to`'s log matches ours it is told to campaign at once. Given up after an election
+    /// timeout.
+    pub fn transfer_leadership(&mut self, to: usize) -> Result<(), TransferError> {
+        if self.role != Role::Leader {
+            return Err(TransferError::NotLeader(self.not_leader()));
+        }
+        if !self.is_peer(to) {
+            return Err(TransferError::NoSuchPeer(to));
+        }
+        debug!("peer {}: handing leadership to {to}", self.cfg.id);
+        self.transfer = Some(Transfer {
+            to,
+            elapsed: 0,
+            told: false,
+        });
+        self.maybe_hand_over();
+        self.send_append(to, false);
+        Ok(())
+    }
+
+    /// Tells the transferee to campaign once its log matches ours.
+    fn maybe_hand_over(&mut self) {
+        let last = self.log.last_index();
+        let Some(transfer) = self.transfer.as_mut() else {
+            return;
+        };
+        if self.progress[transfer.to].match_index == last {
+            transfer.told = true;
+            let args = TimeoutNowArgs {
+                term: self.current_term,
+                leader_id: self.cfg.id,
+            };
+            self.ready
+                .messages
+                .push((transfer.to, Message::TimeoutNow(args)));
+        }
+    }
+
+    /// TimeoutNow RPC handler: our leader hands us leadership; campaign at once.
+    pub fn handle_timeout_now(&mut self, from: usize, args: TimeoutNowArgs) -> TimeoutNowReply {
+        if args.term == self.current_term
+            && self.role == Role::Follower
+            && self.leader_id == Some(args.leader_id)
+            && self.is_peer(from)
+        {
+            debug!("peer {}: takes over from {from}", self.cfg.id);
+            self.campaign(true);
+        }
+        TimeoutNowReply {
+            term: self.current_term,
+        }
+    }
+
+    /// Handles the answer to our TimeoutNow: only its term matters.
+    pub fn handle_timeout_now_reply(&mut self, _from: usize, reply: TimeoutNowReply) {
+        self.observe_term(reply.term);
     }
 
     /// The service has applied everything up to `index` and saved it in `data`: compact the log
@@ -645,6 +853,14 @@ impl RaftCore {
             for peer in self.other_peers() {
                 self.send_append(peer, false);
             }
+        }
+        if self.role == Role::Leader && self.reads.has_waiting() && self.serves_reads() {
+            // One heartbeat round for every read that arrived since the last one.
+            self.reads.start_round(self.commit_index, self.now);
+            for peer in self.other_peers() {
+                self.send_append(peer, true);
+            }
+            self.release_reads();
         }
         let role = RoleChanged {
             term: self.current_term,
@@ -755,6 +971,17 @@ impl RaftCore {
             self.voted_for = None;
             self.unsaved = true;
         }
+        if self.role == Role::Leader {
+            // Reads not confirmed yet cannot be: another leader may already exist.
+            let not_leader = NotLeader {
+                term: self.current_term,
+                leader: leader_id,
+            };
+            for ctx in self.reads.drain() {
+                self.ready.reads.push((ctx, Err(not_leader)));
+            }
+            self.transfer = None;
+        }
         if self.role != Role::Follower {
             debug!(
                 "peer {}: follower in term {}",
@@ -781,7 +1008,52 @@ impl RaftCore {
         true
     }
 
-    fn campaign(&mut self) {
+    /// Pre-vote (Raft thesis §9.6): ask whether a majority would vote for us in the next
+    /// term, without raising ours; campaign only if so.
+    fn pre_campaign(&mut self) {
+        if majority::quorum(self.cfg.peers) == 1 {
+            return self.campaign(false);
+        }
+        self.role = Role::PreCandidate;
+        // Forget the leader we knew: we no longer hear it, and peers judge our pre-vote by
+        // their own view of the leader, not by ours.
+        self.leader_id = None;
+        self.votes = vec![false; self.cfg.peers];
+        self.votes[self.cfg.id] = true;
+        self.reset_election_timer();
+        debug!(
+            "peer {}: pre-campaigning for term {}",
+            self.cfg.id,
+            self.current_term + 1
+        );
+        self.ask_for_votes(self.current_term + 1, true, false);
+    }
+
+    /// Handles the answer to our pre-vote: a majority of grants for the next term starts the
+    /// real campaign. Answers to an earlier round, or arriving when we no longer pre-campaign,
+    /// count for nothing (a late grant must not start an election another peer has won).
+    fn handle_pre_vote_reply(&mut self, from: usize, reply: RequestVoteReply) {
+        if self.role != Role::PreCandidate || !self.is_peer(from) {
+            return;
+        }
+        if !reply.vote_granted {
+            if reply.term > self.current_term {
+                self.become_follower(reply.term, None);
+            }
+            return;
+        }
+        if reply.term != self.current_term + 1 {
+            return;
+        }
+        self.votes[from] = true;
+        if self.votes.iter().filter(|v| **v).count() >= majority::quorum(self.cfg.peers) {
+            self.campaign(false);
+        }
+    }
+
+    /// Starts an election in the next term. `leadership_transfer`: the leader asked us to
+    /// (TimeoutNow), so voters that still hear from it vote anyway.
+    fn campaign(&mut self, leadership_transfer: bool) {
         self.current_term += 1;
         self.role = Role::Candidate;
         self.voted_for = Some(self.cfg.id);
@@ -798,16 +1070,58 @@ impl RaftCore {
             self.become_leader();
             return;
         }
+        self.ask_for_votes(self.current_term, false, leadership_transfer);
+    }
+
+    fn ask_for_votes(&mut self, term: u64, pre_vote: bool, leadership_transfer: bool) {
         let args = RequestVoteArgs {
-            term: self.current_term,
+            term,
             candidate_id: self.cfg.id,
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
+            pre_vote,
+            leadership_transfer,
         };
         for peer in self.other_peers() {
             self.ready
                 .messages
                 .push((peer, Message::RequestVote(args.clone())));
+        }
+    }
+
+    /// Leader stickiness: whether this peer heard from a live leader within the minimum
+    /// election timeout (a leader hears from a majority, or it would have stepped down).
+    fn in_lease(&self) -> bool {
+        self.cfg.ticks.check_quorum
+            && match self.role {
+                Role::Leader => true,
+                _ => {
+                    self.leader_id.is_some()
+                        && self.election_elapsed < self.cfg.ticks.election.start
+                }
+            }
+    }
+
+    /// Check-quorum: a leader that heard from no majority during the last election timeout
+    /// steps down, so clients cut off with it stop waiting on it.
+    fn check_quorum(&mut self) {
+        let heard = (0..self.cfg.peers)
+            .filter(|&p| p == self.cfg.id || self.recently_heard.get(p) == Some(&true))
+            .count();
+        self.recently_heard = vec![false; self.cfg.peers];
+        if self.cfg.ticks.check_quorum && heard < majority::quorum(self.cfg.peers) {
+            debug!(
+                "peer {}: heard from {heard} of {} peers in term {}: stepping down",
+                self.cfg.id, self.cfg.peers, self.current_term
+            );
+            self.become_follower(self.current_term, None);
+        }
+    }
+
+    fn not_leader(&self) -> NotLeader {
+        NotLeader {
+            term: self.current_term,
+            leader: self.leader_id,
         }
     }
 
@@ -821,6 +1135,10 @@ impl RaftCore {
         self.role = Role::Leader;
         self.leader_id = Some(self.cfg.id);
         self.heartbeat_elapsed = 0;
+        self.quorum_elapsed = 0;
+        self.recently_heard = vec![false; self.cfg.peers];
+        self.reads = ReadOnly::new(self.cfg.peers);
+        self.transfer = None;
         let last = self.log.last_index();
         self.progress = (0..self.cfg.peers).map(|_| Progress::new(last)).collect();
         // Announce the term at once; no no-op entry (6.5840 expects exact indexes).
@@ -891,6 +1209,7 @@ impl RaftCore {
             prev_log_term,
             entries,
             leader_commit: self.commit_index,
+            read_round: self.reads.round(),
         };
         self.ready
             .messages
@@ -984,8 +1303,18 @@ impl RaftCore {
 mod tests {
     use super::*;
 
+    /// The Raft paper's election, without pre-vote and check-quorum (they have tests of
+    /// their own below).
+    fn classic() -> RaftConfig {
+        RaftConfig {
+            pre_vote: false,
+            check_quorum: false,
+            ..RaftConfig::default()
+        }
+    }
+
     fn core(id: usize, peers: usize, seed: u64) -> RaftCore {
-        RaftCore::new(id, peers, &RaftConfig::default(), seed).expect("valid config")
+        RaftCore::new(id, peers, &classic(), seed).expect("valid config")
     }
 
     fn entry(term: u64, c: u8) -> LogEntry {
@@ -1030,6 +1359,7 @@ mod tests {
                 RequestVoteReply {
                     term,
                     vote_granted: true,
+                    pre_vote: false,
                 },
             );
         }
@@ -1055,6 +1385,7 @@ mod tests {
             match_index,
             conflict_term: None,
             conflict_index: 0,
+            read_round: 0,
         }
     }
 
@@ -1072,6 +1403,7 @@ mod tests {
             prev_log_term: prev_term,
             entries,
             leader_commit: commit,
+            read_round: 0,
         }
     }
 
@@ -1141,6 +1473,8 @@ mod tests {
             candidate_id,
             last_log_index,
             last_log_term,
+            pre_vote: false,
+            leadership_transfer: false,
         };
         // Stale term.
         assert!(!core.handle_request_vote(1, ask(1, 1, 5, 2)).vote_granted);
@@ -1159,7 +1493,8 @@ mod tests {
             reply,
             RequestVoteReply {
                 term: 3,
-                vote_granted: true
+                vote_granted: true,
+                pre_vote: false,
             }
         );
         assert!(core.take_unsaved().is_some());
@@ -1187,6 +1522,7 @@ mod tests {
             RequestVoteReply {
                 term: term - 1,
                 vote_granted: true,
+                pre_vote: false,
             },
         );
         assert!(
@@ -1198,6 +1534,7 @@ mod tests {
             RequestVoteReply {
                 term,
                 vote_granted: true,
+                pre_vote: false,
             },
         );
         assert!(core.is_leader());
@@ -1228,6 +1565,7 @@ mod tests {
                 match_index: 0,
                 conflict_term: None,
                 conflict_index: 0,
+                read_round: 0,
             },
         );
         assert_eq!(
@@ -1464,6 +1802,7 @@ mod tests {
                 match_index: 0,
                 conflict_term: None,
                 conflict_index: 1,
+                read_round: 0,
             },
         );
         assert_eq!(leader.progress[1].match_index, 5);
@@ -1520,7 +1859,7 @@ mod tests {
         for c in 1..=5 {
             leader.propose(vec![c]).expect("leader");
         }
-        flush(&mut leader); // lost
+        flush(&mut leader); // the AppendEntries are lost
                             // The follower has nothing: the leader probes from index 1 with all five entries.
         leader.handle_append_entries_reply(
             1,
@@ -1530,6 +1869,7 @@ mod tests {
                 match_index: 0,
                 conflict_term: None,
                 conflict_index: 1,
+                read_round: 0,
             },
         );
         let probe = appends(&flush(&mut leader));
@@ -1568,6 +1908,7 @@ mod tests {
             match_index: 0,
             conflict_term: None,
             conflict_index: 2,
+            read_round: 0,
         };
         leader.handle_append_entries_reply(1, reject.clone());
         assert_eq!(appends(&flush(&mut leader)).len(), 1);
@@ -1624,6 +1965,7 @@ mod tests {
                 match_index: 0,
                 conflict_term: None,
                 conflict_index: 1,
+                read_round: 0,
             },
         );
         let ready = flush(&mut leader);
@@ -1818,6 +2160,260 @@ mod tests {
         .expect_err("decreasing terms");
         assert!(matches!(err, RestoreError::Invalid(_)));
         assert!(err.to_string().contains("inconsistent"));
+    }
+
+    // ---- pre-vote, check-quorum, ReadIndex, leadership transfer --------------------------
+
+    fn modern(id: usize, peers: usize, seed: u64) -> RaftCore {
+        RaftCore::new(id, peers, &RaftConfig::default(), seed).expect("valid config")
+    }
+
+    /// Ticks until `core` asks for (pre-)votes and returns the requests.
+    fn time_out(core: &mut RaftCore) -> Vec<RequestVoteArgs> {
+        for _ in 0..1000 {
+            core.tick();
+            let asks: Vec<RequestVoteArgs> = flush(core)
+                .messages
+                .into_iter()
+                .filter_map(|(_, m)| match m {
+                    Message::RequestVote(a) => Some(a),
+                    _ => None,
+                })
+                .collect();
+            if !asks.is_empty() {
+                return asks;
+            }
+        }
+        panic!("never timed out");
+    }
+
+    fn grant(term: u64, pre_vote: bool) -> RequestVoteReply {
+        RequestVoteReply {
+            term,
+            vote_granted: true,
+            pre_vote,
+        }
+    }
+
+    /// A peer of `peers` elected with pre-vote (flushed).
+    fn modern_leader(peers: usize, seed: u64) -> RaftCore {
+        let mut leader = modern(0, peers, seed);
+        time_out(&mut leader);
+        for p in 1..peers {
+            leader.handle_request_vote_reply(p, grant(1, true));
+        }
+        for p in 1..peers {
+            leader.handle_request_vote_reply(p, grant(1, false));
+        }
+        assert!(leader.is_leader());
+        flush(&mut leader);
+        leader
+    }
+
+    #[test]
+    fn a_pre_candidate_keeps_its_term_until_a_majority_would_vote() {
+        let mut core = modern(0, 3, 3);
+        let asks = time_out(&mut core);
+        assert_eq!((core.role(), core.term()), (Role::PreCandidate, 0));
+        assert!(asks.iter().all(|a| a.pre_vote && a.term == 1));
+        assert!(!core.has_unsaved(), "a pre-vote saves nothing");
+        core.handle_request_vote_reply(1, grant(1, true));
+        assert_eq!((core.role(), core.term()), (Role::Candidate, 1));
+        let asks: Vec<_> = appends_or_votes(&flush(&mut core));
+        assert!(asks.iter().all(|a| !a.pre_vote && a.term == 1));
+    }
+
+    fn appends_or_votes(ready: &Ready) -> Vec<RequestVoteArgs> {
+        ready
+            .messages
+            .iter()
+            .filter_map(|(_, m)| match m {
+                Message::RequestVote(a) => Some(a.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_late_pre_vote_grant_starts_nothing() {
+        let mut core = modern(0, 3, 4);
+        time_out(&mut core);
+        // A leader of term 1 shows up: the pre-campaign is over.
+        core.handle_append_entries(2, ae(1, 0, 0, vec![], 0));
+        assert_eq!((core.role(), core.term()), (Role::Follower, 1));
+        core.handle_request_vote_reply(1, grant(1, true));
+        assert_eq!((core.role(), core.term()), (Role::Follower, 1));
+        // A grant for an earlier round's term does not count in a later round either.
+        time_out(&mut core);
+        core.handle_request_vote_reply(1, grant(1, true));
+        assert_eq!((core.role(), core.term()), (Role::PreCandidate, 1));
+    }
+
+    #[test]
+    fn a_follower_that_hears_its_leader_refuses_other_candidates() {
+        let mut follower = modern(1, 3, 5);
+        follower.handle_append_entries(0, ae(2, 0, 0, vec![], 0));
+        let ask = |term, pre_vote, leadership_transfer| RequestVoteArgs {
+            term,
+            candidate_id: 2,
+            last_log_index: 0,
+            last_log_term: 0,
+            pre_vote,
+            leadership_transfer,
+        };
+        let reply = follower.handle_request_vote(2, ask(3, true, false));
+        assert_eq!((reply.vote_granted, reply.term), (false, 2));
+        let reply = follower.handle_request_vote(2, ask(3, false, false));
+        assert!(!reply.vote_granted);
+        assert_eq!(follower.term(), 2, "the candidate's term is not adopted");
+        // The leader handed over: the vote is granted.
+        assert!(
+            follower
+                .handle_request_vote(2, ask(3, false, true))
+                .vote_granted
+        );
+        assert_eq!(follower.term(), 3);
+        // Once the leader is silent for an election timeout, a pre-vote is granted.
+        let mut follower = modern(1, 3, 5);
+        follower.handle_append_entries(0, ae(2, 0, 0, vec![], 0));
+        for _ in 0..30 {
+            follower.tick();
+        }
+        let reply = follower.handle_request_vote(2, ask(3, true, false));
+        assert_eq!((reply.vote_granted, reply.term), (true, 3));
+        assert_eq!(follower.term(), 2, "a pre-vote changes nothing");
+    }
+
+    #[test]
+    fn a_leader_that_hears_no_majority_steps_down() {
+        let mut leader = modern_leader(3, 6);
+        let term = leader.term();
+        for _ in 0..29 {
+            leader.tick();
+        }
+        leader.handle_append_entries_reply(1, ok_reply(term, 0));
+        leader.tick(); // the check: peer 1 answered
+        assert!(leader.is_leader());
+        for _ in 0..30 {
+            leader.tick();
+        }
+        assert_eq!(
+            leader.role(),
+            Role::Follower,
+            "nobody answered for 30 ticks"
+        );
+        assert_eq!(leader.term(), term);
+    }
+
+    #[test]
+    fn a_read_waits_for_an_entry_of_the_term_and_a_majority_round() {
+        let mut leader = modern_leader(3, 7);
+        let term = leader.term();
+        leader.read_index(41).expect("leader");
+        assert!(
+            flush(&mut leader).reads.is_empty(),
+            "nothing of term {term} committed"
+        );
+        leader.propose(b"noop".to_vec()).expect("leader");
+        flush(&mut leader);
+        leader.handle_append_entries_reply(1, ok_reply(term, 1));
+        assert_eq!(leader.commit_index(), 1);
+        // The next flush starts a round for the read: a heartbeat to each follower.
+        let ready = flush(&mut leader);
+        let sent = appends(&ready);
+        assert_eq!(sent.len(), 2);
+        let round = sent[0].1.read_round;
+        assert!(round > 0 && ready.reads.is_empty());
+        let mut reply = ok_reply(term, 1);
+        reply.read_round = round;
+        leader.handle_append_entries_reply(2, reply);
+        assert_eq!(flush(&mut leader).reads, vec![(41, Ok(1))]);
+    }
+
+    #[test]
+    fn stepping_down_fails_the_reads_in_flight() {
+        let mut leader = modern_leader(3, 8);
+        let term = leader.term();
+        leader.propose(b"noop".to_vec()).expect("leader");
+        flush(&mut leader);
+        leader.handle_append_entries_reply(1, ok_reply(term, 1));
+        leader.read_index(7).expect("leader");
+        flush(&mut leader);
+        leader.handle_append_entries_reply(1, ok_reply(term + 1, 0)); // a later term
+        let reads = flush(&mut leader).reads;
+        assert_eq!(reads.len(), 1);
+        assert!(reads[0].1.is_err());
+        assert!(leader.read_index(8).is_err());
+    }
+
+    #[test]
+    fn a_lease_answers_reads_without_a_round() {
+        let config = RaftConfig {
+            lease_reads: true,
+            ..RaftConfig::default()
+        };
+        let mut leader = RaftCore::new(0, 3, &config, 9).expect("valid");
+        time_out(&mut leader);
+        leader.handle_request_vote_reply(1, grant(1, true));
+        leader.handle_request_vote_reply(1, grant(1, false));
+        flush(&mut leader);
+        leader.propose(b"noop".to_vec()).expect("leader");
+        flush(&mut leader);
+        leader.handle_append_entries_reply(1, ok_reply(1, 1));
+        // No lease yet: the first read takes a round, whose answer starts the lease.
+        leader.read_index(1).expect("leader");
+        let round = appends(&flush(&mut leader))[0].1.read_round;
+        let mut reply = ok_reply(1, 1);
+        reply.read_round = round;
+        leader.handle_append_entries_reply(1, reply);
+        assert_eq!(flush(&mut leader).reads, vec![(1, Ok(1))]);
+        leader.read_index(2).expect("leader");
+        let ready = flush(&mut leader);
+        assert_eq!(ready.reads, vec![(2, Ok(1))], "within the lease");
+        assert!(appends(&ready).is_empty(), "and without a round");
+        for _ in 0..27 {
+            leader.tick();
+        }
+        flush(&mut leader);
+        leader.read_index(3).expect("leader");
+        assert!(flush(&mut leader).reads.is_empty(), "the lease ran out");
+    }
+
+    #[test]
+    fn a_transfer_brings_the_target_up_to_date_then_hands_over() {
+        let mut leader = modern_leader(3, 10);
+        let term = leader.term();
+        leader.propose(b"a".to_vec()).expect("leader");
+        flush(&mut leader);
+        leader.transfer_leadership(2).expect("leader");
+        assert!(
+            leader.propose(b"b".to_vec()).is_err(),
+            "no proposals while handing over"
+        );
+        assert!(!flush(&mut leader)
+            .messages
+            .iter()
+            .any(|(_, m)| matches!(m, Message::TimeoutNow(_))));
+        leader.handle_append_entries_reply(2, ok_reply(term, 1));
+        let told: Vec<_> = flush(&mut leader)
+            .messages
+            .into_iter()
+            .filter(|(to, m)| *to == 2 && matches!(m, Message::TimeoutNow(_)))
+            .collect();
+        assert_eq!(told.len(), 1);
+        // The target campaigns at once, and voters that hear the old leader vote anyway.
+        let mut target = modern(2, 3, 11);
+        let mut append = ae(term, 0, 0, vec![entry(term, 1)], 0);
+        append.leader_id = 0;
+        target.handle_append_entries(0, append);
+        flush(&mut target);
+        let Message::TimeoutNow(args) = told[0].1.clone() else {
+            unreachable!()
+        };
+        target.handle_timeout_now(0, args);
+        let asks = appends_or_votes(&flush(&mut target));
+        assert!(asks.iter().all(|a| a.leadership_transfer && !a.pre_vote));
+        assert_eq!((target.role(), target.term()), (Role::Candidate, term + 1));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod log;
 mod majority;
 mod peer;
 mod progress;
+mod read_only;
 
 pub use self::config::{InvalidConfig, RaftConfig};
 pub use self::core::{Message, RaftCore, Ready, RestoreError};

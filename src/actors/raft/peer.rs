@@ -23,7 +23,7 @@
 //! through its [`ClientEnd`]s, [`Save`] to its storage, [`ApplyBatch`] to its applier,
 //! [`RoleChanged`] to its subscribers.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -91,6 +91,9 @@ pub struct RaftPeer {
     role: Option<RoleChanged>,
     /// It stopped because it could not go on safely.
     halted: bool,
+    /// Read-index requests in flight, by the id the core knows them by.
+    reads: BTreeMap<u64, oneshot::Sender<Result<u64, NotLeader>>>,
+    next_read: u64,
 }
 
 impl RaftPeer {
@@ -128,6 +131,8 @@ impl RaftPeer {
             subscribers: Vec::new(),
             role: None,
             halted: false,
+            reads: BTreeMap::new(),
+            next_read: 0,
         };
         Ok(peer.start())
     }
@@ -152,9 +157,16 @@ impl RaftPeer {
             apply,
             role_changed,
             fault,
+            reads,
         } = self.core.take_ready();
         if let Some(reason) = fault {
             return self.halt(reason, ctx);
+        }
+        // A read index depends on no state of this peer's disk: answer at once.
+        for (read, result) in reads {
+            if let Some(reply_to) = self.reads.remove(&read) {
+                let _ = reply_to.send(result);
+            }
         }
         // Everything produced so far depends on the state as it is now: covered by the saves
         // already issued, or by the next one if something changed since.
@@ -269,6 +281,9 @@ impl RaftPeer {
                 Message::InstallSnapshot(args) => {
                     end.call(&args).await.map(|r| PeerReply::Snapshot(to, r))
                 }
+                Message::TimeoutNow(args) => {
+                    end.call(&args).await.map(|r| PeerReply::TimeoutNow(to, r))
+                }
             };
             if let Ok(reply) = reply {
                 me.do_send(reply);
@@ -292,6 +307,11 @@ impl RaftPeer {
                 let args = msg.decode::<InstallSnapshotArgs>()?;
                 let from = args.leader_id;
                 encode(&self.core.handle_install_snapshot(from, args))
+            }
+            TimeoutNowArgs::METHOD => {
+                let args = msg.decode::<TimeoutNowArgs>()?;
+                let from = args.leader_id;
+                encode(&self.core.handle_timeout_now(from, args))
             }
             other => Err(RpcError::UnknownMethod(other.to_string())),
         }
@@ -341,6 +361,7 @@ impl Handler<PeerReply> for RaftPeer {
             PeerReply::Snapshot(from, reply) => {
                 self.core.handle_install_snapshot_reply(from, reply)
             }
+            PeerReply::TimeoutNow(from, reply) => self.core.handle_timeout_now_reply(from, reply),
         }
         self.schedule_flush(ctx);
     }
@@ -353,6 +374,36 @@ impl Handler<Propose> for RaftPeer {
         let proposed = self.core.propose(msg.0);
         self.schedule_flush(ctx);
         MessageResult(proposed)
+    }
+}
+
+impl Handler<ReadIndex> for RaftPeer {
+    type Result = ResponseFuture<Result<u64, NotLeader>>;
+
+    fn handle(&mut self, _: ReadIndex, ctx: &mut Self::Context) -> Self::Result {
+        let read = self.next_read;
+        self.next_read += 1;
+        if let Err(not_leader) = self.core.read_index(read) {
+            return Box::pin(async move { Err(not_leader) });
+        }
+        let (reply_to, answer) = oneshot::channel();
+        self.reads.insert(read, reply_to);
+        self.schedule_flush(ctx);
+        let stopped = NotLeader {
+            term: self.core.term(),
+            leader: None,
+        };
+        Box::pin(async move { answer.await.unwrap_or(Err(stopped)) })
+    }
+}
+
+impl Handler<TransferLeadership> for RaftPeer {
+    type Result = MessageResult<TransferLeadership>;
+
+    fn handle(&mut self, msg: TransferLeadership, ctx: &mut Self::Context) -> Self::Result {
+        let started = self.core.transfer_leadership(msg.to);
+        self.schedule_flush(ctx);
+        MessageResult(started)
     }
 }
 
