@@ -106,27 +106,30 @@ async fn kv(
     let clerk = client.clerk();
     let op = async {
         match &command {
-            Command::Get { key } => Some(clerk.get(key).await),
+            Command::Get { key } => clerk
+                .get_string(key.clone())
+                .await
+                .map(|value| Some(value.unwrap_or_default())),
             Command::Put { key, value } => {
-                clerk.put(key, value).await;
-                None
+                clerk.put(key.clone(), value.clone()).await.map(|()| None)
             }
-            Command::Append { key, value } => {
-                clerk.append(key, value).await;
-                None
-            }
-            Command::Status => None,
+            Command::Append { key, value } => clerk
+                .append(key.clone(), value.clone())
+                .await
+                .map(|()| None),
+            Command::Status => Ok(None),
         }
     };
     match tokio::time::timeout(limit, op).await {
-        Ok(Some(value)) => {
+        Ok(Ok(Some(value))) => {
             println!("{value}");
             Ok(())
         }
-        Ok(None) => {
+        Ok(Ok(None)) => {
             println!("ok");
             Ok(())
         }
+        Ok(Err(e)) => Err(Failure::Unavailable(e.to_string())),
         Err(_) => {
             let mut message = format!(
                 "cluster {:?} did not serve the request within {limit:?}",

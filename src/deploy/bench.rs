@@ -134,10 +134,14 @@ async fn client_loop(clerk: Clerk, workload: Workload, ops: usize, key_space: us
         };
         let v = value(&mut rng);
         let started = Instant::now();
-        if get {
-            clerk.get(&k).await;
+        let done = if get {
+            clerk.get(k).await.map(drop)
         } else {
-            clerk.put(&k, &v).await;
+            clerk.put(k, v).await
+        };
+        if let Err(e) = done {
+            log::warn!("benchmark client: {e}");
+            break;
         }
         latencies.record(started.elapsed());
     }
@@ -181,7 +185,10 @@ async fn preload(client: &ClusterClient, options: &BenchOptions) {
         async move {
             let mut rng = rand::thread_rng();
             for i in (c..key_space).step_by(clients) {
-                clerk.put(&key(i), &value(&mut rng)).await;
+                if let Err(e) = clerk.put(key(i), value(&mut rng)).await {
+                    log::warn!("benchmark preload: {e}");
+                    return;
+                }
             }
         }
     });

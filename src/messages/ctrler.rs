@@ -215,9 +215,9 @@ impl Rpc for QueryArgs {
 }
 
 /// The shard a key belongs to: its first byte mod [`NSHARDS`], and shard 0 for the empty key
-/// (as 6.5840's `key2shard`).
-pub fn key2shard(key: &str) -> usize {
-    key.as_bytes()
+/// (as 6.5840's `key2shard`). Takes any bytes: a `&str`, a `Bytes`, a `&[u8]`.
+pub fn key2shard(key: impl AsRef<[u8]>) -> usize {
+    key.as_ref()
         .first()
         .map_or(0, |&b| usize::from(b) % NSHARDS)
 }
@@ -300,14 +300,15 @@ mod tests {
     #[test]
     fn key2shard_matches_6_5840() {
         // Keys "0".."9" cover shards 8, 9, 0, 1, ..., 7 (TESTS.md section 7).
-        let shards: Vec<usize> = (0..10).map(|i| key2shard(&i.to_string())).collect();
+        let shards: Vec<usize> = (0..10).map(|i| key2shard(i.to_string())).collect();
         assert_eq!(shards, vec![8, 9, 0, 1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(key2shard(""), 0);
-        assert!((10..20).all(|i| key2shard(&i.to_string()) == 9));
-        assert!((20..30).all(|i| key2shard(&i.to_string()) == 0));
+        assert!((10..20).all(|i| key2shard(i.to_string()) == 9));
+        assert!((20..30).all(|i| key2shard(i.to_string()) == 0));
         // Only the first byte counts, and multi-byte characters use their first byte.
         assert_eq!(key2shard("1zzz"), 9);
         assert_eq!(key2shard("é"), 0xC3 % NSHARDS);
+        assert_eq!(key2shard(b"\xff\0".as_slice()), 0xFF % NSHARDS);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::messages::kv::{KvCommand, KvReply};
@@ -18,16 +19,16 @@ use crate::messages::rsm::{ClientId, Seq};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardGetArgs {
     /// The key.
-    pub key: String,
+    pub key: Bytes,
 }
 
 /// `ShardKV.PutAppend`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardPutAppendArgs {
     /// The key.
-    pub key: String,
+    pub key: Bytes,
     /// The value to store or append.
-    pub value: String,
+    pub value: Bytes,
     /// `true` for Append, `false` for Put.
     pub append: bool,
     /// The calling clerk.
@@ -62,7 +63,7 @@ impl ShardPutAppendArgs {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardData {
     /// The shard's keys and values.
-    pub kv: BTreeMap<String, String>,
+    pub kv: BTreeMap<Bytes, Bytes>,
     /// Per client, the number of its last write applied to this shard.
     pub sessions: BTreeMap<ClientId, Seq>,
 }
@@ -140,7 +141,7 @@ mod tests {
     #[test]
     fn every_message_round_trips_through_rmp_serde() {
         let data = ShardData {
-            kv: BTreeMap::from([("k".to_string(), "v".to_string())]),
+            kv: BTreeMap::from([(Bytes::from("k"), Bytes::from_static(b"\0\xff"))]),
             sessions: BTreeMap::from([(7, 3)]),
         };
         round_trip(&ShardGetArgs { key: "k".into() });

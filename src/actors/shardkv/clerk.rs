@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix::prelude::*;
+use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::actors::clerk::Clerk;
@@ -36,8 +37,8 @@ const ROUND_PAUSE: Duration = Duration::from_millis(10);
 
 /// How one round over the key's group ended.
 enum Attempt {
-    /// The value (or "" for a write or a missing key).
-    Answer(String),
+    /// The value of a Get (`None` for a missing key), `None` for a write.
+    Answer(Option<Bytes>),
     /// The config is stale: the group refused the key, or there is no group for it.
     Stale,
     /// No server of the group answered.
@@ -125,13 +126,14 @@ impl Knowledge {
             match call(&end, command, client_id, seq).await {
                 Ok(KvReply { result: Ok(value) }) => {
                     self.leaders.insert(gid, server);
-                    return Attempt::Answer(value);
+                    let is_get = matches!(command, KvCommand::Get { .. });
+                    return Attempt::Answer(is_get.then_some(value));
                 }
                 Ok(KvReply {
                     result: Err(KvError::NoKey),
                 }) => {
                     self.leaders.insert(gid, server);
-                    return Attempt::Answer(String::new());
+                    return Attempt::Answer(None);
                 }
                 Ok(KvReply {
                     result: Err(KvError::WrongGroup),
@@ -145,7 +147,7 @@ impl Knowledge {
 
 impl Handler<ClerkOp> for ShardClerkActor {
     // Atomic: one operation at a time, as 6.5840 assumes.
-    type Result = AtomicResponse<Self, String>;
+    type Result = AtomicResponse<Self, Result<Option<Bytes>, ClerkError>>;
 
     fn handle(&mut self, op: ClerkOp, _: &mut Self::Context) -> Self::Result {
         if !matches!(op.0, KvCommand::Get { .. }) {
@@ -183,7 +185,7 @@ impl Handler<ClerkOp> for ShardClerkActor {
         AtomicResponse::new(Box::pin(attempt.into_actor(self).map(
             |(known, value), clerk, _| {
                 clerk.known = known;
-                value
+                Ok(value)
             },
         )))
     }

@@ -9,6 +9,7 @@
 //! Handles: [`Dispatch`]. Sends: [`Submit`] and [`Read`] to its [`Rsm`].
 
 use actix::prelude::*;
+use bytes::Bytes;
 
 use super::store::{ShardCommand, ShardOutput, ShardStore};
 use crate::actors::rsm::Rsm;
@@ -31,7 +32,7 @@ async fn client(
     rsm: &Addr<Rsm<ShardStore>>,
     command: KvCommand,
     session: Option<Session>,
-) -> Result<String, KvError> {
+) -> Result<Bytes, KvError> {
     let command = ShardCommand::Client { command, session };
     match rsm.send(Submit::new(None, command)).await {
         Ok(Ok(ShardOutput::Kv(result))) => result,

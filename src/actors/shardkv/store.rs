@@ -25,8 +25,10 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::actors::kv_server::apply_to_map;
 use crate::actors::rsm::StateMachine;
 use crate::messages::ctrler::{key2shard, Config, Gid, NSHARDS};
 use crate::messages::kv::{KvCommand, KvError};
@@ -98,8 +100,8 @@ pub enum ShardCommand {
 /// What applying a [`ShardCommand`] answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ShardOutput {
-    /// A client operation's outcome: the value of a Get (or "" for a write), or why not.
-    Kv(Result<String, KvError>),
+    /// A client operation's outcome: the value of a Get (empty for a write), or why not.
+    Kv(Result<Bytes, KvError>),
     /// A reconfiguration command was applied (or found already done or stale).
     Done,
     /// A `Delete` for a config this group has not reached yet.
@@ -180,7 +182,7 @@ impl ShardStore {
         &self.shards
     }
 
-    fn client(&mut self, command: KvCommand, session: Option<Session>) -> Result<String, KvError> {
+    fn client(&mut self, command: KvCommand, session: Option<Session>) -> Result<Bytes, KvError> {
         let shard = key2shard(command.key());
         let data = match self.shards.get_mut(&shard) {
             Some(Shard {
@@ -191,20 +193,14 @@ impl ShardStore {
         };
         if let Some((client, seq)) = session {
             if data.sessions.get(&client).is_some_and(|&last| last >= seq) {
-                return Ok(String::new());
+                return Ok(Bytes::new());
             }
             data.sessions.insert(client, seq);
         }
-        match command {
-            KvCommand::Get { key } => data.kv.get(&key).cloned().ok_or(KvError::NoKey),
-            KvCommand::Put { key, value } => {
-                data.kv.insert(key, value);
-                Ok(String::new())
-            }
-            KvCommand::Append { key, value } => {
-                data.kv.entry(key).or_default().push_str(&value);
-                Ok(String::new())
-            }
+        let is_get = matches!(command, KvCommand::Get { .. });
+        match apply_to_map(&mut data.kv, command) {
+            None if is_get => Err(KvError::NoKey),
+            value => Ok(value.unwrap_or_default()),
         }
     }
 

@@ -40,8 +40,8 @@ fn key(s: usize) -> String {
 fn put(store: &mut ShardStore, k: &str, v: &str, client: u64, seq: u64) -> ShardOutput {
     store.apply(ShardCommand::Client {
         command: KvCommand::Put {
-            key: k.into(),
-            value: v.into(),
+            key: Bytes::copy_from_slice(k.as_bytes()),
+            value: Bytes::copy_from_slice(v.as_bytes()),
         },
         session: Some((client, seq)),
     })
@@ -50,8 +50,8 @@ fn put(store: &mut ShardStore, k: &str, v: &str, client: u64, seq: u64) -> Shard
 fn append(store: &mut ShardStore, k: &str, v: &str, client: u64, seq: u64) -> ShardOutput {
     store.apply(ShardCommand::Client {
         command: KvCommand::Append {
-            key: k.into(),
-            value: v.into(),
+            key: Bytes::copy_from_slice(k.as_bytes()),
+            value: Bytes::copy_from_slice(v.as_bytes()),
         },
         session: Some((client, seq)),
     })
@@ -59,13 +59,15 @@ fn append(store: &mut ShardStore, k: &str, v: &str, client: u64, seq: u64) -> Sh
 
 fn get(store: &mut ShardStore, k: &str) -> ShardOutput {
     store.apply(ShardCommand::Client {
-        command: KvCommand::Get { key: k.into() },
+        command: KvCommand::Get {
+            key: Bytes::copy_from_slice(k.as_bytes()),
+        },
         session: None,
     })
 }
 
 fn ok(v: &str) -> ShardOutput {
-    ShardOutput::Kv(Ok(v.to_string()))
+    ShardOutput::Kv(Ok(Bytes::copy_from_slice(v.as_bytes())))
 }
 
 fn configure(store: &mut ShardStore, gid: Gid, config: Config) {
@@ -82,7 +84,7 @@ fn status(store: &ShardStore, s: usize) -> Option<ShardStatus> {
 #[test]
 fn key_helper_matches_key2shard() {
     for s in 0..NSHARDS {
-        assert_eq!(key2shard(&key(s)), s);
+        assert_eq!(key2shard(key(s)), s);
     }
 }
 
