@@ -640,10 +640,10 @@ async fn through_log(
     rsm: &Addr<Rsm<KvStore>>,
     session: Session,
     command: rainkv::messages::kv::KvCommand,
-) -> Result<Bytes, KvError> {
+) -> Result<Option<Bytes>, KvError> {
     let submit = Submit::new(Some(session), command);
     match rsm.send(submit).await {
-        Ok(Ok(output)) => output,
+        Ok(Ok(output)) => Ok(output),
         Ok(Err(SubmitError::WrongLeader)) | Err(_) => Err(KvError::WrongLeader),
     }
 }
@@ -661,9 +661,7 @@ impl Handler<Dispatch> for KvFace {
                         through_log(&rsm, (args.client_id, args.seq), args.command()).await
                     } else if raft.send(GetState).await.is_ok_and(|s| s.is_leader()) {
                         let key = args.key;
-                        let read = Read::new(move |kv: &KvStore, _| {
-                            kv.get(&key).cloned().ok_or(KvError::NoKey)
-                        });
+                        let read = Read::new(move |kv: &KvStore, _| Ok(kv.get(&key).cloned()));
                         rsm.send(read).await.unwrap_or(Err(KvError::WrongLeader))
                     } else {
                         Err(KvError::WrongLeader)

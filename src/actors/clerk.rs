@@ -86,7 +86,6 @@ impl Handler<ClerkOp> for ClerkActor {
         self.seq += 1;
         let (servers, client_id, seq, first) =
             (self.servers.clone(), self.client_id, self.seq, self.leader);
-        let is_get = matches!(op.0, KvCommand::Get { .. });
         let attempt = async move {
             let n = servers.len().max(1);
             let mut server = first;
@@ -96,13 +95,11 @@ impl Handler<ClerkOp> for ClerkActor {
                         break;
                     };
                     match call(end, &op.0, client_id, seq).await {
-                        Ok(KvReply { result: Ok(value) }) => {
-                            return (server, is_get.then_some(value));
-                        }
+                        Ok(KvReply { result: Ok(value) }) => return (server, value),
                         Ok(KvReply {
-                            result: Err(KvError::NoKey),
-                        }) => return (server, None),
-                        _ => server = (server + 1) % n,
+                            result: Err(KvError::WrongLeader),
+                        })
+                        | Err(_) => server = (server + 1) % n,
                     }
                 }
                 tokio::time::sleep(ROUND_PAUSE).await;

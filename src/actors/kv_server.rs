@@ -30,14 +30,11 @@ pub struct KvStore {
 
 impl StateMachine for KvStore {
     type Command = KvCommand;
-    type Output = Result<Bytes, KvError>;
+    /// The value a Get read (`None` for a missing key); `None` for a write.
+    type Output = Option<Bytes>;
 
-    fn apply(&mut self, command: KvCommand) -> Self::Output {
-        let is_get = matches!(command, KvCommand::Get { .. });
-        match apply_to_map(&mut self.data, command) {
-            None if is_get => Err(KvError::NoKey),
-            value => Ok(value.unwrap_or_default()),
-        }
+    fn apply(&mut self, command: KvCommand) -> Option<Bytes> {
+        apply_to_map(&mut self.data, command)
     }
 }
 
@@ -98,7 +95,7 @@ impl Handler<Dispatch> for KvServer {
             let (session, command) = request?;
             let submit = Submit::new(Some(session), command);
             let result = match rsm.send(submit).await {
-                Ok(Ok(output)) => output,
+                Ok(Ok(output)) => Ok(output),
                 Ok(Err(SubmitError::WrongLeader)) | Err(_) => Err(KvError::WrongLeader),
             };
             encode(&KvReply { result })

@@ -50,16 +50,13 @@ impl KvCommand {
     }
 }
 
-/// Outcome of a KV RPC (6.5840's `Err` strings).
+/// Why a KV server did not serve a request (of 6.5840's `Err` strings, the one a KV server can
+/// give: a missing key is an answer, `None`, and groups are the sharded KV's business).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvError {
-    /// Get of a key that does not exist.
-    NoKey,
     /// This server cannot serve the request now (not leader, lost leadership, shutting
     /// down): try another.
     WrongLeader,
-    /// The key's shard is not served by this group under its current configuration.
-    WrongGroup,
 }
 
 /// One operation for a clerk actor to carry out: answers the value of a Get (`None` for a
@@ -113,11 +110,12 @@ pub struct PutAppendArgs {
     pub seq: Seq,
 }
 
-/// Reply to both KV RPCs: the value for a successful Get, empty otherwise.
+/// Reply to both KV RPCs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvReply {
-    /// `Ok(value)` or why the request was not served.
-    pub result: Result<Bytes, KvError>,
+    /// The value a Get read (`None` for a missing key), `None` for a Put or an Append; or why
+    /// the request was not served.
+    pub result: Result<Option<Bytes>, KvError>,
 }
 
 impl Rpc for GetArgs {
@@ -201,7 +199,10 @@ mod tests {
             key: Bytes::new(),
             value: odd.clone(),
         });
-        round_trip(&KvReply { result: Ok(odd) });
+        round_trip(&KvReply {
+            result: Ok(Some(odd)),
+        });
+        round_trip(&KvReply { result: Ok(None) });
         round_trip(&KvReply {
             result: Err(KvError::WrongLeader),
         });

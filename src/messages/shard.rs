@@ -1,6 +1,6 @@
-//! The sharded KV protocol: clerk ↔ group RPCs (`ShardKV.Get`, `ShardKV.PutAppend`) and the
-//! group ↔ group migration RPCs (`ShardKV.PullShards`, `ShardKV.DeleteShards`), with the
-//! shard contents ([`ShardData`]) they carry.
+//! The sharded KV protocol: clerk ↔ group RPCs (`ShardKV.Get`, `ShardKV.PutAppend`, answered
+//! with a [`ShardKvReply`]) and the group ↔ group migration RPCs (`ShardKV.PullShards`,
+//! `ShardKV.DeleteShards`), with the shard contents ([`ShardData`]) they carry.
 //!
 //! A write carries the clerk's [`ClientId`] and [`Seq`]: a group keeps, per shard, the last
 //! write number of each client, and that table travels with the shard, so a write retried
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::messages::kv::{KvCommand, KvReply};
+use crate::messages::kv::KvCommand;
 use crate::messages::net::Rpc;
 use crate::messages::rsm::{ClientId, Seq};
 
@@ -37,14 +37,33 @@ pub struct ShardPutAppendArgs {
     pub seq: Seq,
 }
 
+/// Why a group member did not serve a client request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardKvError {
+    /// This server cannot serve the request now (not leader, lost leadership, shutting
+    /// down): try another server of the group.
+    WrongLeader,
+    /// The key's shard is not served by this group at this point of its log (it is not the
+    /// owner, or the shard's data has not arrived yet): ask the controller for a newer config.
+    WrongGroup,
+}
+
+/// Reply to `ShardKV.Get` and `ShardKV.PutAppend`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardKvReply {
+    /// The value a Get read (`None` for a missing key), `None` for a Put or an Append; or why
+    /// the request was not served.
+    pub result: Result<Option<Bytes>, ShardKvError>,
+}
+
 impl Rpc for ShardGetArgs {
     const METHOD: &'static str = "ShardKV.Get";
-    type Reply = KvReply;
+    type Reply = ShardKvReply;
 }
 
 impl Rpc for ShardPutAppendArgs {
     const METHOD: &'static str = "ShardKV.PutAppend";
-    type Reply = KvReply;
+    type Reply = ShardKvReply;
 }
 
 impl ShardPutAppendArgs {
@@ -127,7 +146,6 @@ impl Rpc for DeleteShardsArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::messages::kv::KvError;
 
     fn round_trip<T>(value: &T)
     where
@@ -160,9 +178,16 @@ mod tests {
                 value: "v".into()
             }
         );
-        round_trip(&KvReply {
-            result: Err(KvError::WrongGroup),
+        round_trip(&ShardKvReply {
+            result: Err(ShardKvError::WrongGroup),
         });
+        round_trip(&ShardKvReply {
+            result: Err(ShardKvError::WrongLeader),
+        });
+        round_trip(&ShardKvReply {
+            result: Ok(Some(Bytes::from_static(b"\xff"))),
+        });
+        round_trip(&ShardKvReply { result: Ok(None) });
         round_trip(&PullShardsArgs {
             num: 3,
             shards: vec![1, 2],

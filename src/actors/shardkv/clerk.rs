@@ -27,7 +27,7 @@ use crate::messages::ctrler::{key2shard, Config, Gid};
 use crate::messages::kv::*;
 use crate::messages::net::RpcError;
 use crate::messages::rsm::{ClientId, Seq};
-use crate::messages::shard::{ShardGetArgs, ShardPutAppendArgs};
+use crate::messages::shard::{ShardGetArgs, ShardKvError, ShardKvReply, ShardPutAppendArgs};
 
 /// Wait before asking the controller for a newer config (6.5840's clerk: 100 ms); also how
 /// long a group may fail to answer before the clerk asks anyway.
@@ -72,7 +72,7 @@ async fn call(
     command: &KvCommand,
     client_id: ClientId,
     seq: Seq,
-) -> Result<KvReply, RpcError> {
+) -> Result<ShardKvReply, RpcError> {
     match command {
         KvCommand::Get { key } => end.call(&ShardGetArgs { key: key.clone() }).await,
         KvCommand::Put { key, value } | KvCommand::Append { key, value } => {
@@ -124,21 +124,17 @@ impl Knowledge {
                 continue;
             };
             match call(&end, command, client_id, seq).await {
-                Ok(KvReply { result: Ok(value) }) => {
+                Ok(ShardKvReply { result: Ok(value) }) => {
                     self.leaders.insert(gid, server);
-                    let is_get = matches!(command, KvCommand::Get { .. });
-                    return Attempt::Answer(is_get.then_some(value));
+                    return Attempt::Answer(value);
                 }
-                Ok(KvReply {
-                    result: Err(KvError::NoKey),
-                }) => {
-                    self.leaders.insert(gid, server);
-                    return Attempt::Answer(None);
-                }
-                Ok(KvReply {
-                    result: Err(KvError::WrongGroup),
+                Ok(ShardKvReply {
+                    result: Err(ShardKvError::WrongGroup),
                 }) => return Attempt::Stale,
-                _ => {}
+                Ok(ShardKvReply {
+                    result: Err(ShardKvError::WrongLeader),
+                })
+                | Err(_) => {}
             }
         }
         Attempt::NoAnswer

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::actors::kv_server::apply_to_map;
 use crate::actors::rsm::StateMachine;
 use crate::messages::ctrler::{key2shard, Config, Gid, NSHARDS};
-use crate::messages::kv::{KvCommand, KvError};
+use crate::messages::kv::KvCommand;
 use crate::messages::rsm::Session;
 use crate::messages::shard::{MigrationError, ShardData};
 
@@ -100,8 +100,11 @@ pub enum ShardCommand {
 /// What applying a [`ShardCommand`] answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ShardOutput {
-    /// A client operation's outcome: the value of a Get (empty for a write), or why not.
-    Kv(Result<Bytes, KvError>),
+    /// A client operation was applied: the value a Get read (`None` for a missing key),
+    /// `None` for a write (or a write already applied).
+    Kv(Option<Bytes>),
+    /// A client operation for a shard the group does not serve now: not applied.
+    WrongGroup,
     /// A reconfiguration command was applied (or found already done or stale).
     Done,
     /// A `Delete` for a config this group has not reached yet.
@@ -151,9 +154,7 @@ impl StateMachine for ShardStore {
 
     fn apply(&mut self, command: ShardCommand) -> ShardOutput {
         match command {
-            ShardCommand::Client { command, session } => {
-                ShardOutput::Kv(self.client(command, session))
-            }
+            ShardCommand::Client { command, session } => self.client(command, session),
             ShardCommand::Configure { gid, config } => {
                 self.configure(gid, config);
                 ShardOutput::Done
@@ -182,26 +183,22 @@ impl ShardStore {
         &self.shards
     }
 
-    fn client(&mut self, command: KvCommand, session: Option<Session>) -> Result<Bytes, KvError> {
+    fn client(&mut self, command: KvCommand, session: Option<Session>) -> ShardOutput {
         let shard = key2shard(command.key());
         let data = match self.shards.get_mut(&shard) {
             Some(Shard {
                 status: ShardStatus::Serving | ShardStatus::Confirming,
                 data,
             }) => data,
-            _ => return Err(KvError::WrongGroup),
+            _ => return ShardOutput::WrongGroup,
         };
         if let Some((client, seq)) = session {
             if data.sessions.get(&client).is_some_and(|&last| last >= seq) {
-                return Ok(Bytes::new());
+                return ShardOutput::Kv(None);
             }
             data.sessions.insert(client, seq);
         }
-        let is_get = matches!(command, KvCommand::Get { .. });
-        match apply_to_map(&mut data.kv, command) {
-            None if is_get => Err(KvError::NoKey),
-            value => Ok(value.unwrap_or_default()),
-        }
+        ShardOutput::Kv(apply_to_map(&mut data.kv, command))
     }
 
     fn settled(&self) -> bool {

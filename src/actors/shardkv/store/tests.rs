@@ -66,9 +66,13 @@ fn get(store: &mut ShardStore, k: &str) -> ShardOutput {
     })
 }
 
+/// What a Get that reads `v` answers.
 fn ok(v: &str) -> ShardOutput {
-    ShardOutput::Kv(Ok(Bytes::copy_from_slice(v.as_bytes())))
+    ShardOutput::Kv(Some(Bytes::copy_from_slice(v.as_bytes())))
 }
+
+/// What an applied write answers.
+const WRITTEN: ShardOutput = ShardOutput::Kv(None);
 
 fn configure(store: &mut ShardStore, gid: Gid, config: Config) {
     assert_eq!(
@@ -91,13 +95,13 @@ fn key_helper_matches_key2shard() {
 #[test]
 fn shards_gained_from_gid_0_serve_at_once() {
     let mut a = ShardStore::default();
-    assert_eq!(get(&mut a, "x"), ShardOutput::Kv(Err(KvError::WrongGroup)));
+    assert_eq!(get(&mut a, "x"), ShardOutput::WrongGroup);
     configure(&mut a, A, c1());
     assert_eq!(a.config().num, 1);
     assert!((0..NSHARDS).all(|s| status(&a, s) == Some(ShardStatus::Serving)));
-    assert_eq!(get(&mut a, "x"), ShardOutput::Kv(Err(KvError::NoKey)));
-    assert_eq!(put(&mut a, "x", "1", 7, 1), ok(""));
-    assert_eq!(append(&mut a, "x", "2", 7, 2), ok(""));
+    assert_eq!(get(&mut a, "x"), ShardOutput::Kv(None));
+    assert_eq!(put(&mut a, "x", "1", 7, 1), WRITTEN);
+    assert_eq!(append(&mut a, "x", "2", 7, 2), WRITTEN);
     assert_eq!(get(&mut a, "x"), ok("12"));
     assert!(a.work().settled);
 }
@@ -146,14 +150,8 @@ fn hand_off_between_two_groups() {
     for s in 0..5 {
         assert_eq!(status(&a, s), Some(ShardStatus::Frozen));
         assert_eq!(status(&b, s), Some(ShardStatus::Waiting));
-        assert_eq!(
-            get(&mut a, &key(s)),
-            ShardOutput::Kv(Err(KvError::WrongGroup))
-        );
-        assert_eq!(
-            get(&mut b, &key(s)),
-            ShardOutput::Kv(Err(KvError::WrongGroup))
-        );
+        assert_eq!(get(&mut a, &key(s)), ShardOutput::WrongGroup);
+        assert_eq!(get(&mut b, &key(s)), ShardOutput::WrongGroup);
     }
     for s in 5..NSHARDS {
         assert_eq!(get(&mut a, &key(s)), ok(&format!("v{s}")));
@@ -192,7 +190,7 @@ fn hand_off_between_two_groups() {
         assert_eq!(get(&mut b, &key(s)), ok(&format!("v{s}")));
     }
     // The duplicate table came along: a retried write is not applied twice.
-    assert_eq!(put(&mut b, &key(0), "again", 7, 1), ok(""));
+    assert_eq!(put(&mut b, &key(0), "again", 7, 1), WRITTEN);
     assert_eq!(get(&mut b, &key(0)), ok("v0"));
     // A second install of the same data does not overwrite newer writes.
     append(&mut b, &key(1), "+", 9, 1);
