@@ -56,26 +56,26 @@ async fn call(
     client_id: ClientId,
     seq: Seq,
 ) -> Result<KvReply, RpcError> {
-    match command {
+    let (op, key, value) = match command {
         KvCommand::Get { key } => {
             let args = GetArgs {
                 key: key.clone(),
                 client_id,
                 seq,
             };
-            end.call(&args).await
+            return end.call(&args).await;
         }
-        KvCommand::Put { key, value } | KvCommand::Append { key, value } => {
-            let args = PutAppendArgs {
-                key: key.clone(),
-                value: value.clone(),
-                append: matches!(command, KvCommand::Append { .. }),
-                client_id,
-                seq,
-            };
-            end.call(&args).await
-        }
-    }
+        KvCommand::Put { key, value } => (WriteOp::Put, key, value),
+        KvCommand::Append { key, value } => (WriteOp::Append, key, value),
+    };
+    let args = PutAppendArgs {
+        key: key.clone(),
+        value: value.clone(),
+        op,
+        client_id,
+        seq,
+    };
+    end.call(&args).await
 }
 
 impl Handler<ClerkOp> for ClerkActor {

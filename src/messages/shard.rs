@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::messages::kv::KvCommand;
+use crate::messages::kv::{KvCommand, WriteOp};
 use crate::messages::net::Rpc;
 use crate::messages::rsm::{ClientId, Seq};
 
@@ -29,8 +29,8 @@ pub struct ShardPutAppendArgs {
     pub key: Bytes,
     /// The value to store or append.
     pub value: Bytes,
-    /// `true` for Append, `false` for Put.
-    pub append: bool,
+    /// Put or Append.
+    pub op: WriteOp,
     /// The calling clerk.
     pub client_id: ClientId,
     /// The clerk's request number.
@@ -69,12 +69,7 @@ impl Rpc for ShardPutAppendArgs {
 impl ShardPutAppendArgs {
     /// The command this request asks for.
     pub fn command(&self) -> KvCommand {
-        let (key, value) = (self.key.clone(), self.value.clone());
-        if self.append {
-            KvCommand::Append { key, value }
-        } else {
-            KvCommand::Put { key, value }
-        }
+        self.op.command(self.key.clone(), self.value.clone())
     }
 }
 
@@ -166,7 +161,7 @@ mod tests {
         let put = ShardPutAppendArgs {
             key: "k".into(),
             value: "v".into(),
-            append: true,
+            op: WriteOp::Append,
             client_id: 7,
             seq: 4,
         };

@@ -73,19 +73,19 @@ async fn call(
     client_id: ClientId,
     seq: Seq,
 ) -> Result<ShardKvReply, RpcError> {
-    match command {
-        KvCommand::Get { key } => end.call(&ShardGetArgs { key: key.clone() }).await,
-        KvCommand::Put { key, value } | KvCommand::Append { key, value } => {
-            let args = ShardPutAppendArgs {
-                key: key.clone(),
-                value: value.clone(),
-                append: matches!(command, KvCommand::Append { .. }),
-                client_id,
-                seq,
-            };
-            end.call(&args).await
-        }
-    }
+    let (op, key, value) = match command {
+        KvCommand::Get { key } => return end.call(&ShardGetArgs { key: key.clone() }).await,
+        KvCommand::Put { key, value } => (WriteOp::Put, key, value),
+        KvCommand::Append { key, value } => (WriteOp::Append, key, value),
+    };
+    let args = ShardPutAppendArgs {
+        key: key.clone(),
+        value: value.clone(),
+        op,
+        client_id,
+        seq,
+    };
+    end.call(&args).await
 }
 
 impl Knowledge {
