@@ -18,7 +18,7 @@
 //!   [`CtrlerError::UnknownGid`].
 //! - `Leave` of a gid that is not a group is not an error: that gid is ignored (the other gids
 //!   of the same `Leave` still leave, and a new config is still created).
-//! - `Query` with any negative number, or a number past the latest, returns the latest config.
+//! - `Query` of a number past the latest returns the latest config (as `None` does).
 //!
 //! A failed operation changes nothing and creates no config.
 
@@ -37,13 +37,16 @@ pub const NSHARDS: usize = 10;
 /// A replica group id. Gid 0 is reserved: it marks a shard that no group owns.
 pub type Gid = u64;
 
+/// A config number: config 0 is the initial one, and each change creates the next.
+pub type ConfigNum = u64;
+
 /// One numbered configuration: which group owns each shard, and the servers of each group.
 ///
 /// `Config::default()` is config 0: number 0, no groups, every shard on gid 0.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct Config {
     /// Config number; each Join, Leave or Move creates number + 1.
-    pub num: u64,
+    pub num: ConfigNum,
     /// Owner of each shard, indexed by shard (0 = unassigned).
     pub shards: [Gid; NSHARDS],
     /// Server names of each group, in the order the group was joined with.
@@ -77,10 +80,10 @@ pub enum CtrlerOp {
         /// The group that gets it; must be a group of the latest config.
         gid: Gid,
     },
-    /// Read config `num`; `-1` (any negative) or a number past the latest gives the latest.
+    /// Read a config.
     Query {
-        /// The config number wanted.
-        num: i64,
+        /// The config number wanted; `None`, or a number past the latest, gives the latest.
+        num: Option<ConfigNum>,
     },
 }
 
@@ -187,11 +190,11 @@ pub struct MoveArgs {
     pub seq: Seq,
 }
 
-/// `ShardCtrler.Query`: read config `num` (-1: the latest).
+/// `ShardCtrler.Query`: read a config.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct QueryArgs {
-    /// The config number wanted.
-    pub num: i64,
+    /// The config number wanted; `None`, or a number past the latest, gives the latest.
+    pub num: Option<ConfigNum>,
 }
 
 impl Rpc for JoinArgs {
@@ -256,7 +259,8 @@ mod tests {
         });
         round_trip(&CtrlerOp::Leave { gids: vec![1, 3] });
         round_trip(&CtrlerOp::Move { shard: 4, gid: 2 });
-        round_trip(&CtrlerOp::Query { num: -1 });
+        round_trip(&CtrlerOp::Query { num: None });
+        round_trip(&CtrlerOp::Query { num: Some(3) });
         round_trip(&CtrlerReply::Done);
         round_trip(&CtrlerReply::Config(sample_config()));
         for err in [
@@ -286,7 +290,10 @@ mod tests {
             client_id: 3,
             seq: 11,
         });
-        round_trip(&QueryArgs { num: -1 });
+        round_trip(&QueryArgs { num: None });
+        round_trip(&QueryArgs {
+            num: Some(u64::MAX),
+        });
     }
 
     #[test]

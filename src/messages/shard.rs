@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::messages::ctrler::ConfigNum;
 use crate::messages::kv::{KvCommand, WriteOp};
 use crate::messages::net::Rpc;
 use crate::messages::rsm::{ClientId, Seq};
@@ -98,7 +99,7 @@ pub enum MigrationError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PullShardsArgs {
     /// The config at which the shards changed owner.
-    pub num: u64,
+    pub num: ConfigNum,
     /// The shards wanted.
     pub shards: Vec<usize>,
 }
@@ -121,7 +122,7 @@ impl Rpc for PullShardsArgs {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteShardsArgs {
     /// The config at which the shards changed owner.
-    pub num: u64,
+    pub num: ConfigNum,
     /// The shards to delete.
     pub shards: Vec<usize>,
 }

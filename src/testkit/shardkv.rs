@@ -289,7 +289,7 @@ impl ShardKvHarness {
     /// The latest config of the main controller.
     pub async fn query(&self) -> Config {
         self.mck
-            .query(-1)
+            .latest()
             .await
             .unwrap_or_else(|e| panic!("query: {e}"))
     }

@@ -35,7 +35,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::actors::rsm::StateMachine;
-use crate::messages::ctrler::{Config, CtrlerError, CtrlerOp, Gid, NSHARDS};
+use crate::messages::ctrler::{Config, ConfigNum, CtrlerError, CtrlerOp, Gid, NSHARDS};
 
 /// Every config the controller has created, config 0 first; `configs[i].num == i`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -108,10 +108,9 @@ impl ConfigHistory {
         &self.configs[self.configs.len() - 1]
     }
 
-    /// Config `num`, or the latest one if `num` is negative or past the latest.
-    pub fn query(&self, num: i64) -> &Config {
-        usize::try_from(num)
-            .ok()
+    /// Config `num`, or the latest one if `num` is `None` or past the latest.
+    pub fn query(&self, num: Option<ConfigNum>) -> &Config {
+        num.and_then(|n| usize::try_from(n).ok())
             .and_then(|i| self.configs.get(i))
             .unwrap_or_else(|| self.latest())
     }

@@ -172,7 +172,7 @@ impl Handler<ClerkOp> for ShardClerkActor {
                     }
                 }
                 failing_since = None;
-                match ctrler.query(-1).await {
+                match ctrler.latest().await {
                     Ok(config) => known.config = config,
                     Err(e) => log::warn!("clerk {client_id}: no config: {e}"),
                 }

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actors::kv_server::apply_to_map;
 use crate::actors::rsm::StateMachine;
-use crate::messages::ctrler::{key2shard, Config, Gid, NSHARDS};
+use crate::messages::ctrler::{key2shard, Config, ConfigNum, Gid, NSHARDS};
 use crate::messages::kv::KvCommand;
 use crate::messages::rsm::Session;
 use crate::messages::shard::{MigrationError, ShardData};
@@ -77,21 +77,21 @@ pub enum ShardCommand {
     /// Data of shards pulled from their previous owners at config `num`.
     Install {
         /// The config the shards were gained at.
-        num: u64,
+        num: ConfigNum,
         /// The shards' data.
         shards: BTreeMap<usize, ShardData>,
     },
     /// The new owners installed these shards, given up at config `num`: delete the copies.
     Delete {
         /// The config the shards were given up at.
-        num: u64,
+        num: ConfigNum,
         /// The shards.
         shards: Vec<usize>,
     },
     /// The previous owners deleted their copies of these shards, gained at config `num`.
     Confirmed {
         /// The config the shards were gained at.
-        num: u64,
+        num: ConfigNum,
         /// The shards.
         shards: Vec<usize>,
     },
@@ -126,7 +126,7 @@ pub struct Transfer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Work {
     /// The current config number.
-    pub num: u64,
+    pub num: ConfigNum,
     /// Every held shard is `Serving`: the group may move to the next config.
     pub settled: bool,
     /// Shards to pull, by previous owner.
@@ -240,7 +240,7 @@ impl ShardStore {
         self.prev = std::mem::replace(&mut self.config, next);
     }
 
-    fn install(&mut self, num: u64, shards: BTreeMap<usize, ShardData>) {
+    fn install(&mut self, num: ConfigNum, shards: BTreeMap<usize, ShardData>) {
         if num != self.config.num {
             return;
         }
@@ -256,7 +256,7 @@ impl ShardStore {
         }
     }
 
-    fn delete(&mut self, num: u64, shards: &[usize]) -> ShardOutput {
+    fn delete(&mut self, num: ConfigNum, shards: &[usize]) -> ShardOutput {
         if num > self.config.num {
             return ShardOutput::NotReady;
         }
@@ -275,7 +275,7 @@ impl ShardStore {
         ShardOutput::Done
     }
 
-    fn confirmed(&mut self, num: u64, shards: &[usize]) {
+    fn confirmed(&mut self, num: ConfigNum, shards: &[usize]) {
         if num != self.config.num {
             return;
         }
@@ -291,7 +291,7 @@ impl ShardStore {
     /// The frozen data of `shards` as of config `num`, for their new owner.
     pub fn frozen(
         &self,
-        num: u64,
+        num: ConfigNum,
         shards: &[usize],
     ) -> Result<BTreeMap<usize, ShardData>, MigrationError> {
         if num != self.config.num {
