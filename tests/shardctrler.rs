@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use rainkv::actors::ctrler::clerk::CtrlerClerk;
-use rainkv::messages::ctrler::{Config, ConfigNum, Gid, NSHARDS};
+use rainkv::messages::ctrler::{ConfigNum, Gid, ShardConfig, NSHARDS};
 use rainkv::testkit::ctrler::CtrlerHarness;
 use rainkv::testkit::ClusterOptions;
 use rainkv::testkit::{run_test, Sim};
@@ -36,7 +36,7 @@ fn group(gid: Gid, servers: &[&str]) -> BTreeMap<Gid, Vec<String>> {
 }
 
 /// `ck.Query(num)`: config `num`, or the latest for `None` (the lab's `Query(-1)`).
-async fn query(ck: &CtrlerClerk, num: Option<ConfigNum>) -> Config {
+async fn query(ck: &CtrlerClerk, num: Option<ConfigNum>) -> ShardConfig {
     let config = match num {
         None => ck.latest().await,
         Some(num) => ck.config(num).await,
@@ -57,7 +57,7 @@ async fn leave(ck: &CtrlerClerk, gids: &[Gid]) {
 }
 
 /// 6.5840's `check(groups)`: exactly these groups, every shard on one of them, balanced.
-async fn check(ck: &CtrlerClerk, groups: &[Gid]) -> Config {
+async fn check(ck: &CtrlerClerk, groups: &[Gid]) -> ShardConfig {
     let c = query(ck, None).await;
     assert_eq!(
         c.groups.len(),
@@ -82,7 +82,7 @@ async fn check(ck: &CtrlerClerk, groups: &[Gid]) -> Config {
 }
 
 /// 6.5840's `check_same_config`.
-fn check_same_config(c1: &Config, c2: &Config) {
+fn check_same_config(c1: &ShardConfig, c2: &ShardConfig) {
     assert_eq!(c1.num, c2.num, "Num wrong");
     assert_eq!(c1.shards, c2.shards, "Shards wrong");
     assert_eq!(
@@ -95,7 +95,7 @@ fn check_same_config(c1: &Config, c2: &Config) {
     }
 }
 
-fn check_servers(c: &Config, gid: Gid, want: &[&str]) {
+fn check_servers(c: &ShardConfig, gid: Gid, want: &[&str]) {
     assert_eq!(
         c.groups.get(&gid),
         Some(&names(want)),
@@ -105,7 +105,7 @@ fn check_servers(c: &Config, gid: Gid, want: &[&str]) {
 
 /// The fixed MinimalTransfer check: a shard that a surviving group owns in `after` was
 /// already its own in `before`.
-fn check_no_gain(before: &Config, after: &Config, survivors: &[Gid], what: &str) {
+fn check_no_gain(before: &ShardConfig, after: &ShardConfig, survivors: &[Gid], what: &str) {
     for &g in survivors {
         for s in 0..NSHARDS {
             if after.shards[s] == g {
@@ -117,7 +117,7 @@ fn check_no_gain(before: &Config, after: &Config, survivors: &[Gid], what: &str)
 
 /// The fixed MinimalTransferAfterLeave check: every shard a surviving group owns in `before`
 /// is still its own in `after`.
-fn check_no_loss(before: &Config, after: &Config, survivors: &[Gid], what: &str) {
+fn check_no_loss(before: &ShardConfig, after: &ShardConfig, survivors: &[Gid], what: &str) {
     for &g in survivors {
         for s in 0..NSHARDS {
             if before.shards[s] == g {
@@ -150,7 +150,7 @@ fn basic_5a() {
         let ck = cfg.make_client().await;
 
         cfg.begin("Test: Basic leave/join").await;
-        let mut cfa = vec![Config::default(); 6];
+        let mut cfa = vec![ShardConfig::default(); 6];
         cfa[0] = query(&ck, None).await;
         check(&ck, &[]).await;
         let (gid1, gid2) = (1, 2);
@@ -194,7 +194,7 @@ fn basic_5a() {
                 .unwrap_or_else(|e| panic!("Move({i}, {target}): {e}"));
             if cf.shards[i] != target {
                 let cf1 = query(&ck, None).await;
-                assert!(cf1.num > cf.num, "Move should increase Config.Num");
+                assert!(cf1.num > cf.num, "Move should increase ShardConfig.Num");
             }
         }
         let cf2 = query(&ck, None).await;

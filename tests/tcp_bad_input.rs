@@ -7,7 +7,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use rainkv::actors::tcp::{Frame, Hello, Lane, PROTOCOL_VERSION};
-use rainkv::deploy::config::TransportOverrides;
+use rainkv::deploy::cluster_file::TransportOverrides;
 use rainkv::deploy::local::{LocalCluster, LocalOptions};
 use rainkv::deploy::node::PortStats;
 use rand::{Rng, SeedableRng};

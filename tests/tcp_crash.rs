@@ -31,7 +31,7 @@ use futures_util::future::join_all;
 use rainkv::actors::clerk::Clerk;
 use rainkv::check::{check_operations, CheckResult, KvInput, KvModel, KvOp, KvOutput, Operation};
 use rainkv::deploy::client::ClusterClient;
-use rainkv::deploy::config::ClusterConfig;
+use rainkv::deploy::cluster_file::ClusterFile;
 use rand::Rng;
 use tokio::time::{sleep, timeout};
 
@@ -330,7 +330,7 @@ async fn leader_killed_twice_then_whole_cluster_under_load() {
 }
 
 async fn scenario(nodes: &mut Nodes) {
-    let config = ClusterConfig::load(&nodes.config).expect("load config");
+    let config = ClusterFile::load(&nodes.config).expect("load config");
     for id in 0..3 {
         let child = nodes.spawn(id);
         nodes.servers.0.push(child);

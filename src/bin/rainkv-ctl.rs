@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use rainkv::deploy::client::ClusterClient;
-use rainkv::deploy::config::ClusterConfig;
+use rainkv::deploy::cluster_file::ClusterFile;
 use rainkv::messages::raft::Role;
 
 #[derive(Parser)]
@@ -78,7 +78,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let config = ClusterConfig::load(&cli.config).map_err(|e| Failure::Usage(e.to_string()))?;
+    let config = ClusterFile::load(&cli.config).map_err(|e| Failure::Usage(e.to_string()))?;
     let limit = Duration::try_from_secs_f64(cli.timeout)
         .ok()
         .filter(|d| !d.is_zero())
@@ -99,7 +99,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 async fn kv(
     client: &ClusterClient,
-    config: &ClusterConfig,
+    config: &ClusterFile,
     command: Command,
     limit: Duration,
 ) -> Result<(), Failure> {
@@ -149,7 +149,7 @@ async fn kv(
 
 async fn status(
     client: &ClusterClient,
-    config: &ClusterConfig,
+    config: &ClusterFile,
     limit: Duration,
 ) -> Result<(), Failure> {
     let reports = client.status(limit).await;

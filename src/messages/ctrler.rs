@@ -1,4 +1,4 @@
-//! Messages of the shard controller protocol (6.5840 Lab 5A): the [`Config`] it hands out,
+//! Messages of the shard controller protocol (6.5840 Lab 5A): the [`ShardConfig`] it hands out,
 //! the operations clients submit ([`CtrlerOp`]), what they get back ([`CtrlerReply`] or
 //! [`CtrlerError`]), and the four RPCs that carry them (`ShardCtrler.Join`, `.Leave`, `.Move`,
 //! `.Query`).
@@ -42,9 +42,9 @@ pub type ConfigNum = u64;
 
 /// One numbered configuration: which group owns each shard, and the servers of each group.
 ///
-/// `Config::default()` is config 0: number 0, no groups, every shard on gid 0.
+/// `ShardConfig::default()` is config 0: number 0, no groups, every shard on gid 0.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
-pub struct Config {
+pub struct ShardConfig {
     /// Config number; each Join, Leave or Move creates number + 1.
     pub num: ConfigNum,
     /// Owner of each shard, indexed by shard (0 = unassigned).
@@ -53,7 +53,7 @@ pub struct Config {
     pub groups: BTreeMap<Gid, Vec<String>>,
 }
 
-impl Config {
+impl ShardConfig {
     /// The shards owned by `gid`, in increasing order.
     pub fn shards_of(&self, gid: Gid) -> Vec<usize> {
         (0..NSHARDS).filter(|&s| self.shards[s] == gid).collect()
@@ -93,12 +93,12 @@ pub enum CtrlerReply {
     /// A Join, Leave or Move was applied.
     Done,
     /// The config a Query asked for.
-    Config(Config),
+    Config(ShardConfig),
 }
 
-impl From<Option<Config>> for CtrlerReply {
+impl From<Option<ShardConfig>> for CtrlerReply {
     /// Turns the state machine's answer (`Some` only for a Query) into a reply.
-    fn from(config: Option<Config>) -> Self {
+    fn from(config: Option<ShardConfig>) -> Self {
         match config {
             Some(config) => CtrlerReply::Config(config),
             None => CtrlerReply::Done,
@@ -238,8 +238,8 @@ mod tests {
         assert_eq!(&back, value);
     }
 
-    fn sample_config() -> Config {
-        Config {
+    fn sample_config() -> ShardConfig {
+        ShardConfig {
             num: 7,
             shards: [1, 1, 2, 2, 3, 3, 1, 2, 3, 1],
             groups: BTreeMap::from([
@@ -252,7 +252,7 @@ mod tests {
 
     #[test]
     fn every_message_round_trips_through_rmp_serde() {
-        round_trip(&Config::default());
+        round_trip(&ShardConfig::default());
         round_trip(&sample_config());
         round_trip(&CtrlerOp::Join {
             servers: sample_config().groups,
@@ -298,7 +298,7 @@ mod tests {
 
     #[test]
     fn config_zero_is_the_default() {
-        let c = Config::default();
+        let c = ShardConfig::default();
         assert_eq!(c.num, 0);
         assert_eq!(c.shards, [0; NSHARDS]);
         assert!(c.groups.is_empty());

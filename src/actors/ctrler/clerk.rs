@@ -166,16 +166,16 @@ impl CtrlerClerk {
     }
 
     /// The latest config (6.5840's `Query(-1)`).
-    pub async fn latest(&self) -> Result<Config, CtrlerError> {
+    pub async fn latest(&self) -> Result<ShardConfig, CtrlerError> {
         self.query(None).await
     }
 
     /// Config `num`, or the latest if `num` is past it (6.5840's `Query(num)`).
-    pub async fn config(&self, num: ConfigNum) -> Result<Config, CtrlerError> {
+    pub async fn config(&self, num: ConfigNum) -> Result<ShardConfig, CtrlerError> {
         self.query(Some(num)).await
     }
 
-    async fn query(&self, num: Option<ConfigNum>) -> Result<Config, CtrlerError> {
+    async fn query(&self, num: Option<ConfigNum>) -> Result<ShardConfig, CtrlerError> {
         match self.run(CtrlerOp::Query { num }).await? {
             CtrlerReply::Config(config) => Ok(config),
             CtrlerReply::Done => Err(CtrlerError::Unavailable(

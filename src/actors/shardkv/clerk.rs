@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::actors::clerk::Clerk;
 use crate::actors::client_end::{ClientEnd, EndMaker};
 use crate::actors::ctrler::clerk::CtrlerClerk;
-use crate::messages::ctrler::{key2shard, Config, Gid};
+use crate::messages::ctrler::{key2shard, Gid, ShardConfig};
 use crate::messages::kv::*;
 use crate::messages::net::RpcError;
 use crate::messages::rsm::{ClientId, Seq};
@@ -48,7 +48,7 @@ enum Attempt {
 /// What the clerk learns while it works: carried into each operation and back.
 #[derive(Default)]
 struct Knowledge {
-    config: Config,
+    config: ShardConfig,
     ends: BTreeMap<String, ClientEnd>,
     /// Per group, the server that answered last.
     leaders: BTreeMap<Gid, usize>,

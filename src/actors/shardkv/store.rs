@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actors::kv_server::apply_to_map;
 use crate::actors::rsm::StateMachine;
-use crate::messages::ctrler::{key2shard, Config, ConfigNum, Gid, NSHARDS};
+use crate::messages::ctrler::{key2shard, ConfigNum, Gid, ShardConfig, NSHARDS};
 use crate::messages::kv::KvCommand;
 use crate::messages::rsm::Session;
 use crate::messages::shard::{MigrationError, ShardData};
@@ -72,7 +72,7 @@ pub enum ShardCommand {
         /// This group's id.
         gid: Gid,
         /// The next config.
-        config: Config,
+        config: ShardConfig,
     },
     /// Data of shards pulled from their previous owners at config `num`.
     Install {
@@ -141,9 +141,9 @@ pub struct ShardStore {
     /// This group's id (0 until the first config is applied).
     gid: Gid,
     /// The current config.
-    config: Config,
+    config: ShardConfig,
     /// The config before it: where gained shards come from.
-    prev: Config,
+    prev: ShardConfig,
     /// The shards held, by shard number.
     shards: BTreeMap<usize, Shard>,
 }
@@ -174,7 +174,7 @@ impl StateMachine for ShardStore {
 
 impl ShardStore {
     /// The current config.
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &ShardConfig {
         &self.config
     }
 
@@ -207,7 +207,7 @@ impl ShardStore {
             .all(|s| s.status == ShardStatus::Serving)
     }
 
-    fn configure(&mut self, gid: Gid, next: Config) {
+    fn configure(&mut self, gid: Gid, next: ShardConfig) {
         if next.num != self.config.num + 1 || !self.settled() {
             return;
         }

@@ -62,14 +62,14 @@ fn ok(h: &mut ConfigHistory, op: CtrlerOp) {
     assert_eq!(h.execute(&op), Ok(None), "op {op:?}");
 }
 
-fn query(h: &mut ConfigHistory, num: Option<ConfigNum>) -> Config {
+fn query(h: &mut ConfigHistory, num: Option<ConfigNum>) -> ShardConfig {
     h.execute(&CtrlerOp::Query { num })
         .expect("query succeeds")
         .expect("query returns a config")
 }
 
 /// Shards per gid of `c.groups` (groups without shards count 0).
-fn counts(c: &Config) -> BTreeMap<Gid, usize> {
+fn counts(c: &ShardConfig) -> BTreeMap<Gid, usize> {
     let mut n: BTreeMap<Gid, usize> = c.groups.keys().map(|&g| (g, 0)).collect();
     for gid in c.shards {
         if let Some(k) = n.get_mut(&gid) {
@@ -81,7 +81,7 @@ fn counts(c: &Config) -> BTreeMap<Gid, usize> {
 
 /// The structural checks of 6.5840's `check()` on a config: when groups exist every shard is
 /// on one of them, and the spread is even (max - min <= 1).
-fn check_config(c: &Config) {
+fn check_config(c: &ShardConfig) {
     assert!(!c.groups.contains_key(&0), "gid 0 is a group in {c:?}");
     if c.groups.is_empty() {
         assert_eq!(
@@ -107,7 +107,7 @@ fn check_config(c: &Config) {
 
 /// 6.5840's `check(groups)`: the latest config (the lab's `Query(-1)`) has exactly these
 /// groups, and passes `check_config`.
-fn check(h: &mut ConfigHistory, gids: &[Gid]) -> Config {
+fn check(h: &mut ConfigHistory, gids: &[Gid]) -> ShardConfig {
     let c = query(h, None);
     assert_eq!(
         c.groups.len(),
@@ -122,7 +122,7 @@ fn check(h: &mut ConfigHistory, gids: &[Gid]) -> Config {
 }
 
 /// Shards whose owner changed between two configs.
-fn moved(a: &Config, b: &Config) -> Vec<usize> {
+fn moved(a: &ShardConfig, b: &ShardConfig) -> Vec<usize> {
     (0..NSHARDS)
         .filter(|&s| a.shards[s] != b.shards[s])
         .collect()
@@ -130,7 +130,7 @@ fn moved(a: &Config, b: &Config) -> Vec<usize> {
 
 /// The fixed MinimalTransfer check: for every gid of `survivors`, the shards it owns in
 /// `before` are still its own in `after`.
-fn survivors_keep_shards(before: &Config, after: &Config, survivors: &[Gid]) {
+fn survivors_keep_shards(before: &ShardConfig, after: &ShardConfig, survivors: &[Gid]) {
     for &g in survivors {
         for s in before.shards_of(g) {
             assert_eq!(after.shards[s], g, "shard {s} of surviving group {g} moved");
@@ -164,7 +164,7 @@ fn run_interleaved(h: &mut ConfigHistory, clerks: Vec<Vec<CtrlerOp>>, seed: u64)
 /// step taken from `seed`.
 fn basic(seed: u64) {
     let mut h = ConfigHistory::new();
-    let mut cfa: Vec<Config> = vec![Config::default(); 6];
+    let mut cfa: Vec<ShardConfig> = vec![ShardConfig::default(); 6];
 
     // 1. Basic leave/join.
     cfa[0] = query(&mut h, None);
@@ -402,7 +402,7 @@ fn query_numbers() {
     let mut h = ConfigHistory::new();
     ok(&mut h, join_op(&[(1, &["a"])]));
     ok(&mut h, join_op(&[(2, &["b"])]));
-    assert_eq!(query(&mut h, Some(0)), Config::default());
+    assert_eq!(query(&mut h, Some(0)), ShardConfig::default());
     assert_eq!(query(&mut h, Some(1)).num, 1);
     assert_eq!(query(&mut h, None).num, 2);
     assert_eq!(query(&mut h, Some(3)).num, 2);
@@ -594,7 +594,7 @@ fn restore_rejects_bad_bytes() {
         }
     }
     // A valid encoding of something else is a decode error too.
-    let not_history = rmp_serde::to_vec(&Config::default()).expect("encode");
+    let not_history = rmp_serde::to_vec(&ShardConfig::default()).expect("encode");
     assert!(restore(&not_history).is_err());
     // A truncated snapshot.
     let mut h = ConfigHistory::new();
@@ -748,7 +748,7 @@ fn random_run(seed: u64, ops: usize) -> ConfigHistory {
 }
 
 /// After a Move the spread may be uneven, but ownership must still be valid.
-fn check_invariants_only(c: &Config, ctx: &str) {
+fn check_invariants_only(c: &ShardConfig, ctx: &str) {
     assert!(!c.groups.contains_key(&0), "{ctx}");
     for gid in c.shards {
         assert!(

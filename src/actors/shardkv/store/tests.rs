@@ -6,7 +6,7 @@ use super::*;
 const A: Gid = 100;
 const B: Gid = 101;
 
-fn config(num: u64, shards: [Gid; NSHARDS]) -> Config {
+fn config(num: u64, shards: [Gid; NSHARDS]) -> ShardConfig {
     let mut groups = BTreeMap::new();
     for gid in shards {
         if gid != 0 {
@@ -16,7 +16,7 @@ fn config(num: u64, shards: [Gid; NSHARDS]) -> Config {
             );
         }
     }
-    Config {
+    ShardConfig {
         num,
         shards,
         groups,
@@ -24,11 +24,11 @@ fn config(num: u64, shards: [Gid; NSHARDS]) -> Config {
 }
 
 /// Config 1: all on A. Config 2: shards 0..5 move to B.
-fn c1() -> Config {
+fn c1() -> ShardConfig {
     config(1, [A; NSHARDS])
 }
 
-fn c2() -> Config {
+fn c2() -> ShardConfig {
     config(2, [B, B, B, B, B, A, A, A, A, A])
 }
 
@@ -74,7 +74,7 @@ fn ok(v: &str) -> ShardOutput {
 /// What an applied write answers.
 const WRITTEN: ShardOutput = ShardOutput::Kv(None);
 
-fn configure(store: &mut ShardStore, gid: Gid, config: Config) {
+fn configure(store: &mut ShardStore, gid: Gid, config: ShardConfig) {
     assert_eq!(
         store.apply(ShardCommand::Configure { gid, config }),
         ShardOutput::Done
