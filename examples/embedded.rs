@@ -67,14 +67,18 @@ pub async fn run() -> Result<String, String> {
     }
     // Client ids must differ between clerks: servers deduplicate retried requests by them.
     let clerk = Clerk::start(ends, rand::random());
-    clerk.put("greeting", "hello").await;
-    clerk.append("greeting", ", world").await;
-    let greeting = clerk.get("greeting").await;
+    let greeting = async {
+        clerk.put("greeting", "hello").await?;
+        clerk.append("greeting", ", world").await?;
+        clerk.get_string("greeting").await
+    }
+    .await;
 
     for server in &servers {
         server.kill();
     }
-    Ok(greeting)
+    let greeting = greeting.map_err(|e| format!("clerk: {e}"))?;
+    Ok(greeting.unwrap_or_default())
 }
 
 #[actix::main]

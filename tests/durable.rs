@@ -26,8 +26,10 @@ async fn restart_keeps_writes(sim: Sim, test: &str, max_raft_state: Option<usize
     let cfg = KvHarness::new(&sim, options).await;
     let ck = cfg.make_client(&cfg.all()).await.clerk;
     for k in 0..100 {
-        ck.put(&format!("k{}", k % 10), &format!("v{k}")).await;
-        ck.append("log", &format!("{k},")).await;
+        ck.put(format!("k{}", k % 10), format!("v{k}"))
+            .await
+            .expect("put");
+        ck.append("log", format!("{k},")).await.expect("append");
     }
     for i in cfg.all() {
         cfg.shutdown_server(i);
@@ -44,10 +46,11 @@ async fn restart_keeps_writes(sim: Sim, test: &str, max_raft_state: Option<usize
     cfg.connect_all();
     let ck = cfg.make_client(&cfg.all()).await.clerk;
     for k in 90..100 {
-        assert_eq!(ck.get(&format!("k{}", k % 10)).await, format!("v{k}"));
+        let value = ck.get_string(format!("k{}", k % 10)).await;
+        assert_eq!(value, Ok(Some(format!("v{k}"))));
     }
     let expected: String = (0..100).map(|k| format!("{k},")).collect();
-    assert_eq!(ck.get("log").await, expected);
+    assert_eq!(ck.get_string("log").await, Ok(Some(expected)));
     cfg.cleanup();
     let _ = std::fs::remove_dir_all(&dir);
 }

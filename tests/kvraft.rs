@@ -277,13 +277,15 @@ async fn generic_test_speed(sim: Sim, part: &str, maxraftstate: i64) {
     cfg.begin(&format!("Test: ops complete fast enough ({part})"))
         .await;
     // Wait until the first op completes, so a leader is elected and the servers are ready.
-    ck.clerk.get("x").await;
+    ck.clerk.get("x").await.expect("clerk");
     let start = Instant::now();
     for i in 0..NUM_OPS {
-        ck.clerk.append("x", &format!("x 0 {i} y")).await;
+        let piece = format!("x 0 {i} y");
+        ck.clerk.append("x", piece).await.expect("clerk");
     }
     let took = start.elapsed();
-    let v = ck.clerk.get("x").await;
+    let v = ck.clerk.get_string("x").await.expect("clerk");
+    let v = v.unwrap_or_default();
     check_clnt_appends(0, &v, NUM_OPS);
     // Heartbeats are ~100 ms apart; require at least 3 ops per heartbeat.
     let time_per_op = Duration::from_millis(100) / 3;

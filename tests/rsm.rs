@@ -15,6 +15,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use actix::prelude::*;
+use bytes::Bytes;
 use futures_util::future::join_all;
 use rainkv::actors::clerk::Clerk;
 use rainkv::actors::kv_server::KvStore;
@@ -819,10 +820,10 @@ async fn through_log(
     rsm: &Addr<Rsm<KvStore>>,
     session: Session,
     command: rainkv::messages::kv::KvCommand,
-) -> Result<String, KvError> {
+) -> Result<Option<Bytes>, KvError> {
     let submit = Submit::new(Some(session), command);
     match rsm.send(submit).await {
-        Ok(Ok(output)) => output,
+        Ok(Ok(output)) => Ok(output),
         Ok(Err(_)) | Err(_) => Err(KvError::WrongLeader),
     }
 }
@@ -840,11 +841,9 @@ impl Handler<Dispatch> for KvFace {
                         through_log(&rsm, (args.client_id, args.seq), args.command()).await
                     } else if raft.send(GetState).await.is_ok_and(|s| s.is_leader()) {
                         let key = args.key;
-                        let read = Read::new(move |kv: &KvStore, _| {
-                            kv.get(&key).map(str::to_string).ok_or(KvError::NoKey)
-                        });
+                        let read = Read::new(move |kv: &KvStore, _| kv.get(&key).cloned());
                         match rsm.send(read).await {
-                            Ok(Ok(value)) => value,
+                            Ok(Ok(value)) => Ok(value),
                             Ok(Err(_)) | Err(_) => Err(KvError::WrongLeader),
                         }
                     } else {
@@ -899,17 +898,13 @@ async fn logged(
     value: &str,
 ) -> String {
     let call = t0.elapsed().as_nanos() as u64;
+    let (k, v) = (key.to_string(), value.to_string());
     let read = match op {
-        KvOp::Get => clerk.get(key).await,
-        KvOp::Put => {
-            clerk.put(key, value).await;
-            String::new()
-        }
-        KvOp::Append => {
-            clerk.append(key, value).await;
-            String::new()
-        }
-    };
+        KvOp::Get => clerk.get_string(k).await.map(Option::unwrap_or_default),
+        KvOp::Put => clerk.put(k, v).await.map(|()| String::new()),
+        KvOp::Append => clerk.append(k, v).await.map(|()| String::new()),
+    }
+    .expect("the clerk runs");
     log.push(Operation {
         client_id: client,
         input: KvInput {

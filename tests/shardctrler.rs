@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use rainkv::actors::ctrler::clerk::CtrlerClerk;
-use rainkv::messages::ctrler::{Config, Gid, NSHARDS};
+use rainkv::messages::ctrler::{ConfigNum, Gid, ShardConfig, NSHARDS};
 use rainkv::testkit::ctrler::CtrlerHarness;
 use rainkv::testkit::ClusterOptions;
 use rainkv::testkit::{run_test, Sim};
@@ -35,10 +35,13 @@ fn group(gid: Gid, servers: &[&str]) -> BTreeMap<Gid, Vec<String>> {
     BTreeMap::from([(gid, names(servers))])
 }
 
-async fn query(ck: &CtrlerClerk, num: i64) -> Config {
-    ck.query(num)
-        .await
-        .unwrap_or_else(|e| panic!("Query({num}): {e}"))
+/// `ck.Query(num)`: config `num`, or the latest for `None` (the lab's `Query(-1)`).
+async fn query(ck: &CtrlerClerk, num: Option<ConfigNum>) -> ShardConfig {
+    let config = match num {
+        None => ck.latest().await,
+        Some(num) => ck.config(num).await,
+    };
+    config.unwrap_or_else(|e| panic!("Query({num:?}): {e}"))
 }
 
 async fn join(ck: &CtrlerClerk, servers: BTreeMap<Gid, Vec<String>>) {
@@ -54,8 +57,8 @@ async fn leave(ck: &CtrlerClerk, gids: &[Gid]) {
 }
 
 /// 6.5840's `check(groups)`: exactly these groups, every shard on one of them, balanced.
-async fn check(ck: &CtrlerClerk, groups: &[Gid]) -> Config {
-    let c = query(ck, -1).await;
+async fn check(ck: &CtrlerClerk, groups: &[Gid]) -> ShardConfig {
+    let c = query(ck, None).await;
     assert_eq!(
         c.groups.len(),
         groups.len(),
@@ -79,7 +82,7 @@ async fn check(ck: &CtrlerClerk, groups: &[Gid]) -> Config {
 }
 
 /// 6.5840's `check_same_config`.
-fn check_same_config(c1: &Config, c2: &Config) {
+fn check_same_config(c1: &ShardConfig, c2: &ShardConfig) {
     assert_eq!(c1.num, c2.num, "Num wrong");
     assert_eq!(c1.shards, c2.shards, "Shards wrong");
     assert_eq!(
@@ -92,7 +95,7 @@ fn check_same_config(c1: &Config, c2: &Config) {
     }
 }
 
-fn check_servers(c: &Config, gid: Gid, want: &[&str]) {
+fn check_servers(c: &ShardConfig, gid: Gid, want: &[&str]) {
     assert_eq!(
         c.groups.get(&gid),
         Some(&names(want)),
@@ -102,7 +105,7 @@ fn check_servers(c: &Config, gid: Gid, want: &[&str]) {
 
 /// The fixed MinimalTransfer check: a shard that a surviving group owns in `after` was
 /// already its own in `before`.
-fn check_no_gain(before: &Config, after: &Config, survivors: &[Gid], what: &str) {
+fn check_no_gain(before: &ShardConfig, after: &ShardConfig, survivors: &[Gid], what: &str) {
     for &g in survivors {
         for s in 0..NSHARDS {
             if after.shards[s] == g {
@@ -114,7 +117,7 @@ fn check_no_gain(before: &Config, after: &Config, survivors: &[Gid], what: &str)
 
 /// The fixed MinimalTransferAfterLeave check: every shard a surviving group owns in `before`
 /// is still its own in `after`.
-fn check_no_loss(before: &Config, after: &Config, survivors: &[Gid], what: &str) {
+fn check_no_loss(before: &ShardConfig, after: &ShardConfig, survivors: &[Gid], what: &str) {
     for &g in survivors {
         for s in 0..NSHARDS {
             if before.shards[s] == g {
@@ -147,31 +150,31 @@ fn basic_5a() {
         let ck = cfg.make_client().await;
 
         cfg.begin("Test: Basic leave/join").await;
-        let mut cfa = vec![Config::default(); 6];
-        cfa[0] = query(&ck, -1).await;
+        let mut cfa = vec![ShardConfig::default(); 6];
+        cfa[0] = query(&ck, None).await;
         check(&ck, &[]).await;
         let (gid1, gid2) = (1, 2);
         join(&ck, group(gid1, &["x", "y", "z"])).await;
         check(&ck, &[gid1]).await;
-        cfa[1] = query(&ck, -1).await;
+        cfa[1] = query(&ck, None).await;
         join(&ck, group(gid2, &["a", "b", "c"])).await;
         check(&ck, &[gid1, gid2]).await;
-        cfa[2] = query(&ck, -1).await;
-        let cfx = query(&ck, -1).await;
+        cfa[2] = query(&ck, None).await;
+        let cfx = query(&ck, None).await;
         check_servers(&cfx, gid1, &["x", "y", "z"]);
         check_servers(&cfx, gid2, &["a", "b", "c"]);
         leave(&ck, &[gid1]).await;
         check(&ck, &[gid2]).await;
-        cfa[4] = query(&ck, -1).await;
+        cfa[4] = query(&ck, None).await;
         leave(&ck, &[gid2]).await;
-        cfa[5] = query(&ck, -1).await;
+        cfa[5] = query(&ck, None).await;
         cfg.end().await;
 
         cfg.begin("Test: Historical queries").await;
         for s in 0..NSERVERS {
             cfg.shutdown_server(s);
             for c in &cfa {
-                let got = query(&ck, c.num as i64).await;
+                let got = query(&ck, Some(c.num)).await;
                 check_same_config(&got, c);
             }
             cfg.start_server(s).await;
@@ -184,17 +187,17 @@ fn basic_5a() {
         join(&ck, group(gid3, &["3a", "3b", "3c"])).await;
         join(&ck, group(gid4, &["4a", "4b", "4c"])).await;
         for i in 0..NSHARDS {
-            let cf = query(&ck, -1).await;
+            let cf = query(&ck, None).await;
             let target = if i < NSHARDS / 2 { gid3 } else { gid4 };
             ck.move_shard(i, target)
                 .await
                 .unwrap_or_else(|e| panic!("Move({i}, {target}): {e}"));
             if cf.shards[i] != target {
-                let cf1 = query(&ck, -1).await;
-                assert!(cf1.num > cf.num, "Move should increase Config.Num");
+                let cf1 = query(&ck, None).await;
+                assert!(cf1.num > cf.num, "Move should increase ShardConfig.Num");
             }
         }
-        let cf2 = query(&ck, -1).await;
+        let cf2 = query(&ck, None).await;
         for i in 0..NSHARDS {
             let want = if i < NSHARDS / 2 { gid3 } else { gid4 };
             assert_eq!(
@@ -225,13 +228,13 @@ fn basic_5a() {
         cfg.end().await;
 
         cfg.begin("Test: Minimal transfers after joins").await;
-        let c1 = query(&ck, -1).await;
+        let c1 = query(&ck, None).await;
         for i in 0..5 {
             let gid = (NPARA + 1 + i) as Gid;
             let (a, b) = (format!("{gid}a"), format!("{gid}b"));
             join(&ck, group(gid, &[&a, &b, &b])).await;
         }
-        let c2 = query(&ck, -1).await;
+        let c2 = query(&ck, None).await;
         check_no_gain(&c1, &c2, &gids, "Join()s");
         check_no_loss(&c1, &c2, &gids, "Join()s");
         cfg.end().await;
@@ -240,7 +243,7 @@ fn basic_5a() {
         for i in 0..5 {
             leave(&ck, &[(NPARA + 1 + i) as Gid]).await;
         }
-        let c3 = query(&ck, -1).await;
+        let c3 = query(&ck, None).await;
         check_no_loss(&c2, &c3, &gids, "Leave()s");
         cfg.end().await;
         cfg.cleanup();
@@ -262,13 +265,13 @@ fn multi_5a() {
         check(&ck, &[gid1, gid2]).await;
         join(&ck, group(gid3, &["j", "k", "l"])).await;
         check(&ck, &[gid1, gid2, gid3]).await;
-        let cfx = query(&ck, -1).await;
+        let cfx = query(&ck, None).await;
         check_servers(&cfx, gid1, &["x", "y", "z"]);
         check_servers(&cfx, gid2, &["a", "b", "c"]);
         check_servers(&cfx, gid3, &["j", "k", "l"]);
         leave(&ck, &[gid1, gid3]).await;
         check(&ck, &[gid2]).await;
-        let cfx = query(&ck, -1).await;
+        let cfx = query(&ck, None).await;
         check_servers(&cfx, gid2, &["a", "b", "c"]);
         leave(&ck, &[gid2]).await;
         cfg.end().await;
@@ -294,14 +297,14 @@ fn multi_5a() {
         cfg.end().await;
 
         cfg.begin("Test: Minimal transfers after multijoins").await;
-        let c1 = query(&ck, -1).await;
+        let c1 = query(&ck, None).await;
         let mut m = BTreeMap::new();
         for i in 0..5 {
             let gid = (NPARA + 1 + i) as Gid;
             m.insert(gid, vec![format!("{gid}a"), format!("{gid}b")]);
         }
         join(&ck, m).await;
-        let c2 = query(&ck, -1).await;
+        let c2 = query(&ck, None).await;
         check_no_gain(&c1, &c2, &gids, "multijoins");
         check_no_loss(&c1, &c2, &gids, "multijoins");
         cfg.end().await;
@@ -309,13 +312,13 @@ fn multi_5a() {
         cfg.begin("Test: Minimal transfers after multileaves").await;
         let l: Vec<Gid> = (0..5).map(|i| (NPARA + 1 + i) as Gid).collect();
         leave(&ck, &l).await;
-        let c3 = query(&ck, -1).await;
+        let c3 = query(&ck, None).await;
         check_no_loss(&c2, &c3, &gids, "multileaves");
         cfg.end().await;
 
         cfg.begin("Test: Check Same config on servers").await;
         let leader = cfg.leader().await.expect("Leader not found");
-        let c = query(&ck, -1).await; // the config the leader claims
+        let c = query(&ck, None).await; // the config the leader claims
         cfg.shutdown_server(leader);
         let mut attempts = 0;
         while cfg.leader().await.is_none() {
@@ -323,7 +326,7 @@ fn multi_5a() {
             assert!(attempts < 3, "Leader not found");
             sleep(Duration::from_secs(1)).await;
         }
-        let c1 = query(&ck, -1).await;
+        let c1 = query(&ck, None).await;
         check_same_config(&c, &c1);
         cfg.end().await;
         cfg.cleanup();
@@ -339,9 +342,9 @@ fn minimal_again_5a() {
         cfg.begin("Test: Minimal transfers after join").await;
         join(&ck, group(1, &["a"])).await;
         join(&ck, group(2, &["b"])).await;
-        let c1 = query(&ck, -1).await;
+        let c1 = query(&ck, None).await;
         join(&ck, group(3, &["c"])).await;
-        let c2 = query(&ck, -1).await;
+        let c2 = query(&ck, None).await;
         let mut changed = 0;
         for i in 0..NSHARDS {
             if c2.shards[i] != 3 {
@@ -359,7 +362,7 @@ fn minimal_again_5a() {
 
         cfg.begin("Test: Minimal transfers after leave").await;
         leave(&ck, &[1]).await;
-        let c3 = query(&ck, -1).await;
+        let c3 = query(&ck, None).await;
         let mut changed = 0;
         for i in 0..NSHARDS {
             if c2.shards[i] != 1 {

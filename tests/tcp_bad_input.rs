@@ -7,7 +7,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use rainkv::actors::tcp::{Frame, Hello, Lane, PROTOCOL_VERSION};
-use rainkv::deploy::config::TransportOverrides;
+use rainkv::deploy::cluster_file::TransportOverrides;
 use rainkv::deploy::local::{LocalCluster, LocalOptions};
 use rainkv::deploy::node::PortStats;
 use rand::{Rng, SeedableRng};
@@ -125,8 +125,9 @@ fn refusal(bytes: &[u8]) -> Option<String> {
 /// The node still serves clients, and node 0 answers its status.
 async fn still_serving(cluster: &LocalCluster, key: &str) {
     let clerk = cluster.client().clerk();
-    clerk.put(key, "alive").await;
-    assert_eq!(clerk.get(key).await, "alive");
+    clerk.put(key.to_string(), "alive").await.expect("put");
+    let value = clerk.get_string(key.to_string()).await;
+    assert_eq!(value, Ok(Some("alive".to_string())));
     let reports = cluster.client().status(Duration::from_secs(1)).await;
     assert!(reports[0].status.is_ok(), "{:?}", reports[0]);
 }

@@ -53,14 +53,15 @@ async fn basic_operations_and_status_over_tcp() {
     bounded(async {
         let mut cluster = cluster(LocalOptions::default()).await;
         let clerk = cluster.client().clerk();
-        assert_eq!(clerk.get("missing").await, "");
-        clerk.put("a", "1").await;
-        clerk.append("a", "2").await;
-        clerk.append("b", "x").await;
-        assert_eq!(clerk.get("a").await, "12");
-        assert_eq!(clerk.get("b").await, "x");
+        assert_eq!(clerk.get("missing").await, Ok(None));
+        clerk.put("a", "1").await.expect("put");
+        clerk.append("a", "2").await.expect("append");
+        clerk.append("b", "x").await.expect("append");
+        assert_eq!(clerk.get("a").await, Ok(Some("12".into())));
+        assert_eq!(clerk.get("b").await, Ok(Some("x".into())));
         // Another clerk sees the same state.
-        assert_eq!(cluster.client().clerk().get("a").await, "12");
+        let other = cluster.client().clerk();
+        assert_eq!(other.get("a").await, Ok(Some("12".into())));
 
         let reports = cluster.client().status(Duration::from_secs(1)).await;
         let statuses: Vec<_> = reports
@@ -89,16 +90,18 @@ async fn many_concurrent_clerks_each_see_their_own_appends_in_order() {
                 let mut expected = String::new();
                 for j in 0..25 {
                     let piece = format!("[{c}.{j}]");
-                    clerk.append(&key, &piece).await;
                     expected.push_str(&piece);
+                    clerk.append(key.clone(), piece).await.expect("append");
                 }
-                assert_eq!(clerk.get(&key).await, expected);
+                assert_eq!(clerk.get_string(key).await, Ok(Some(expected)));
                 // Everyone also appends to one shared key.
-                clerk.append("shared", &format!("<{c}>")).await;
+                let mine = format!("<{c}>");
+                clerk.append("shared", mine).await.expect("append");
             }
         });
         join_all(clients).await;
-        let shared = cluster.client().clerk().get("shared").await;
+        let shared = cluster.client().clerk().get_string("shared").await;
+        let shared = shared.expect("get").unwrap_or_default();
         for c in 0..16 {
             assert_eq!(shared.matches(&format!("<{c}>")).count(), 1, "{shared}");
         }
@@ -112,7 +115,7 @@ async fn a_killed_node_is_unreachable_and_a_restarted_one_catches_up() {
     bounded(async {
         let mut cluster = cluster(LocalOptions::default()).await;
         let clerk = cluster.client().clerk();
-        clerk.put("k", "before").await;
+        clerk.put("k", "before").await.expect("put");
         let leader = cluster.leader().await.expect("leader");
         let victim = (leader + 1) % cluster.len();
         cluster.kill(victim).await;
@@ -126,12 +129,12 @@ async fn a_killed_node_is_unreachable_and_a_restarted_one_catches_up() {
         }
         // The other two still serve.
         for i in 0..20 {
-            clerk.append("k", &format!(" {i}")).await;
+            clerk.append("k", format!(" {i}")).await.expect("append");
         }
         let expected: String = std::iter::once("before".to_string())
             .chain((0..20).map(|i| format!(" {i}")))
             .collect();
-        assert_eq!(clerk.get("k").await, expected);
+        assert_eq!(clerk.get_string("k").await, Ok(Some(expected.clone())));
 
         // Back on its old ports: its peers reconnect, it catches up, clients reach it again.
         cluster.restart(victim).await.expect("restart");
@@ -145,7 +148,7 @@ async fn a_killed_node_is_unreachable_and_a_restarted_one_catches_up() {
         applied_at_least(&cluster, victim, commit).await;
         // With the old leader gone too, the restarted node is needed for a majority.
         cluster.kill(leader).await;
-        assert_eq!(clerk.get("k").await, expected);
+        assert_eq!(clerk.get_string("k").await, Ok(Some(expected)));
         cluster.shutdown().await;
     })
     .await;
@@ -163,7 +166,8 @@ async fn a_cluster_restarted_from_its_data_directories_keeps_its_state() {
         let mut cluster = cluster(options).await;
         let clerk = cluster.client().clerk();
         for i in 0..200 {
-            clerk.put(&format!("k{}", i % 20), &format!("v{i}")).await;
+            let (key, value) = (format!("k{}", i % 20), format!("v{i}"));
+            clerk.put(key, value).await.expect("put");
         }
         for i in 0..cluster.len() {
             cluster.kill(i).await;
@@ -175,7 +179,8 @@ async fn a_cluster_restarted_from_its_data_directories_keeps_its_state() {
                 .expect("restart from the data directory");
         }
         for i in 180..200 {
-            assert_eq!(clerk.get(&format!("k{}", i % 20)).await, format!("v{i}"));
+            let value = clerk.get_string(format!("k{}", i % 20)).await;
+            assert_eq!(value, Ok(Some(format!("v{i}"))));
         }
         cluster.shutdown().await;
     })
@@ -187,11 +192,11 @@ async fn a_cut_off_leader_is_replaced_and_rejoins_after_healing() {
     bounded(async {
         let mut cluster = cluster(LocalOptions::default()).await;
         let clerk = cluster.client().clerk();
-        clerk.put("k", "0").await;
+        clerk.put("k", "0").await.expect("put");
         let old = cluster.leader().await.expect("leader");
         cluster.isolate(old, true);
         // The majority elects a new leader and goes on; the clerk finds it.
-        clerk.put("k", "1").await;
+        clerk.put("k", "1").await.expect("put");
         let deadline = Instant::now() + ELECTION_LIMIT;
         let new = loop {
             match cluster.leader().await {
@@ -202,8 +207,8 @@ async fn a_cut_off_leader_is_replaced_and_rejoins_after_healing() {
         };
         assert_ne!(new, old);
         cluster.isolate(old, false);
-        clerk.append("k", "2").await;
-        assert_eq!(clerk.get("k").await, "12");
+        clerk.append("k", "2").await.expect("append");
+        assert_eq!(clerk.get("k").await, Ok(Some("12".into())));
         let reports = cluster.client().status(Duration::from_secs(1)).await;
         let commit = reports[new]
             .status
@@ -233,7 +238,8 @@ async fn a_lagging_node_gets_a_snapshot_over_the_bulk_lane() {
         cluster.kill(lagging).await;
         let value = "v".repeat(1024);
         for i in 0..100 {
-            clerk.put(&format!("key-{i}"), &value).await;
+            let key = format!("key-{i}");
+            clerk.put(key, value.clone()).await.expect("put");
         }
         cluster.restart(lagging).await.expect("restart");
         let reports = cluster.client().status(Duration::from_secs(1)).await;
@@ -254,8 +260,8 @@ async fn a_lagging_node_gets_a_snapshot_over_the_bulk_lane() {
         assert!(stats.peer.accepted >= 2, "{stats:?}");
         // The snapshot holds the data: with the leader gone, the lagging node is needed.
         cluster.kill(leader).await;
-        assert_eq!(clerk.get("key-0").await, value);
-        assert_eq!(clerk.get("key-99").await, value);
+        assert_eq!(clerk.get_string("key-0").await, Ok(Some(value.clone())));
+        assert_eq!(clerk.get_string("key-99").await, Ok(Some(value)));
         cluster.shutdown().await;
     })
     .await;

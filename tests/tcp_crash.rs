@@ -31,7 +31,7 @@ use futures_util::future::join_all;
 use rainkv::actors::clerk::Clerk;
 use rainkv::check::{check_operations, CheckResult, KvInput, KvModel, KvOp, KvOutput, Operation};
 use rainkv::deploy::client::ClusterClient;
-use rainkv::deploy::config::ClusterConfig;
+use rainkv::deploy::cluster_file::ClusterFile;
 use rand::Rng;
 use tokio::time::{sleep, timeout};
 
@@ -175,18 +175,15 @@ struct ClientLog {
     unknown: Option<String>,
 }
 
+/// Runs `input` through `clerk`: the value a Get read ("" for a missing key), "" for a write.
 async fn run(clerk: &Clerk, input: &KvInput) -> String {
-    match input.op {
-        KvOp::Get => clerk.get(&input.key).await,
-        KvOp::Put => {
-            clerk.put(&input.key, &input.value).await;
-            String::new()
-        }
-        KvOp::Append => {
-            clerk.append(&input.key, &input.value).await;
-            String::new()
-        }
-    }
+    let (key, value) = (input.key.clone(), input.value.clone());
+    let done = match input.op {
+        KvOp::Get => clerk.get_string(key).await.map(Option::unwrap_or_default),
+        KvOp::Put => clerk.put(key, value).await.map(|()| String::new()),
+        KvOp::Append => clerk.append(key, value).await.map(|()| String::new()),
+    };
+    done.unwrap_or_else(|e| panic!("{input:?}: {e}"))
 }
 
 /// One client: appends to its own key, writes to and reads the shared keys, reads anyone's
@@ -333,7 +330,7 @@ async fn leader_killed_twice_then_whole_cluster_under_load() {
 }
 
 async fn scenario(nodes: &mut Nodes) {
-    let config = ClusterConfig::load(&nodes.config).expect("load config");
+    let config = ClusterFile::load(&nodes.config).expect("load config");
     for id in 0..3 {
         let child = nodes.spawn(id);
         nodes.servers.0.push(child);
@@ -422,9 +419,11 @@ async fn scenario(nodes: &mut Nodes) {
     let mut finals = Vec::new();
     for key in all_keys() {
         let call = shared.now_ns();
-        let value = timeout(OP_LIMIT, reader.get(&key))
+        let value = timeout(OP_LIMIT, reader.get_string(key.clone()))
             .await
-            .unwrap_or_else(|_| panic!("final read of {key} not done within {OP_LIMIT:?}"));
+            .unwrap_or_else(|_| panic!("final read of {key} not done within {OP_LIMIT:?}"))
+            .unwrap_or_else(|e| panic!("final read of {key}: {e}"))
+            .unwrap_or_default();
         history.push(Operation {
             client_id: CLIENTS as u64,
             input: KvInput {

@@ -79,6 +79,50 @@ fn three_serve_processes_and_rainkv_ctl() {
     assert!(get.status.success(), "{}", text(&get.stderr));
     assert_eq!(text(&get.stdout), "hello, world\n");
 
+    // Bytes: a value with a NUL byte put and read back as hex; printed as text it is refused.
+    let put = ctl(&config, &["--hex", "put", "6b00", "00ff0041"]);
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    let get = ctl(&config, &["get", "--hex", "6b00"]);
+    assert!(get.status.success(), "{}", text(&get.stderr));
+    assert_eq!(text(&get.stdout), "00ff0041\n");
+    let put = ctl(&config, &["--hex", "put", "6269", "ff"]);
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    let refused = ctl(&config, &["get", "bi"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("--hex"),
+        "{}",
+        text(&refused.stderr)
+    );
+    // A value from a file, and a literal leading '@'.
+    let file = scratch.0.join("value.bin");
+    std::fs::write(&file, b"from\0a file").expect("write the value file");
+    let at_file = format!("@{}", file.display());
+    let put = ctl(&config, &["put", "filed", &at_file]);
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    let get = ctl(&config, &["--hex", "get", "66696c6564"]);
+    assert_eq!(text(&get.stdout), "66726f6d00612066696c65\n");
+    let put = ctl(&config, &["put", "at", "@@home"]);
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    assert_eq!(text(&ctl(&config, &["get", "at"]).stdout), "@home\n");
+    // Bad hex and an unreadable file: exit status 2, saying why.
+    let bad = ctl(&config, &["--hex", "put", "6b", "0g"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("not hex"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let missing = scratch.0.join("no-such-file");
+    let at_missing = format!("@{}", missing.display());
+    let unreadable = ctl(&config, &["put", "k", &at_missing]);
+    assert_eq!(unreadable.status.code(), Some(2));
+    assert!(
+        text(&unreadable.stderr).contains("cannot read the value file"),
+        "{}",
+        text(&unreadable.stderr)
+    );
+
     // The benchmark against the running cluster: one line per workload.
     let bench = Command::new(env!("CARGO_BIN_EXE_rainkv"))
         .args([

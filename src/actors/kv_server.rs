@@ -1,6 +1,7 @@
 //! The KV server: 6.5840's `KVServer`, a thin network face on the replicated state machine.
 //!
-//! [`KvStore`] is the state machine (a sorted map of strings); [`KvServer`] is the actor the
+//! [`KvStore`] is the state machine (a sorted map of byte strings, changed by
+//! [`apply_to_map`], which the sharded KV's shards use too); [`KvServer`] is the actor the
 //! network delivers `KVServer.Get` and `KVServer.PutAppend` to. It turns each request into a
 //! [`Submit`] with the clerk's session, so retries execute once, and maps the outcome back to
 //! a [`KvReply`]. [`KvNode`] starts and stops one whole server (Raft peer, RSM, KV face).
@@ -10,6 +11,7 @@
 use std::collections::BTreeMap;
 
 use actix::prelude::*;
+use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::actors::raft::{RaftPeer, RestoreError};
@@ -23,32 +25,46 @@ use crate::storage::Persister;
 /// The replicated key/value map.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct KvStore {
-    data: BTreeMap<String, String>,
+    data: BTreeMap<Bytes, Bytes>,
 }
 
 impl StateMachine for KvStore {
     type Command = KvCommand;
-    type Output = Result<String, KvError>;
+    /// The value a Get read (`None` for a missing key); `None` for a write.
+    type Output = Option<Bytes>;
 
-    fn apply(&mut self, command: KvCommand) -> Self::Output {
-        match command {
-            KvCommand::Get { key } => self.data.get(&key).cloned().ok_or(KvError::NoKey),
-            KvCommand::Put { key, value } => {
-                self.data.insert(key, value);
-                Ok(String::new())
-            }
-            KvCommand::Append { key, value } => {
-                self.data.entry(key).or_default().push_str(&value);
-                Ok(String::new())
-            }
-        }
+    fn apply(&mut self, command: KvCommand) -> Option<Bytes> {
+        apply_to_map(&mut self.data, command)
     }
 }
 
 impl KvStore {
     /// The value of `key`, if any (for inspection).
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.data.get(key).map(String::as_str)
+    pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
+        self.data.get(key)
+    }
+}
+
+/// Applies a Get, Put or Append to a map of keys to values: the value a Get reads (`None` for
+/// a missing key), `None` for a write.
+pub fn apply_to_map(map: &mut BTreeMap<Bytes, Bytes>, command: KvCommand) -> Option<Bytes> {
+    match command {
+        KvCommand::Get { key } => map.get(&key).cloned(),
+        KvCommand::Put { key, value } => {
+            map.insert(key, value);
+            None
+        }
+        KvCommand::Append { key, value } => {
+            let old = map.entry(key).or_default();
+            // Grow the value in place when nothing else holds it (no reply or snapshot in
+            // flight), so a run of appends does not copy the whole value each time.
+            let mut joined = std::mem::take(old)
+                .try_into_mut()
+                .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+            joined.extend_from_slice(&value);
+            *old = joined.freeze();
+            None
+        }
     }
 }
 
@@ -79,7 +95,7 @@ impl Handler<Dispatch> for KvServer {
             let (session, command) = request?;
             let submit = Submit::new(Some(session), command);
             let result = match rsm.send(submit).await {
-                Ok(Ok(output)) => output,
+                Ok(Ok(output)) => Ok(output),
                 Ok(Err(_)) | Err(_) => Err(KvError::WrongLeader),
             };
             encode(&KvReply { result })

@@ -1,15 +1,27 @@
 //! `rainkv-ctl`: talk to a running RainKV cluster: `get`, `put`, `append` and `status`.
 //!
+//! Keys and values are text by default. With `--hex`, keys and values on the command line are
+//! hex (`00ff41`, either case) and `get` prints the value as lowercase hex. A value argument
+//! `@PATH` is the contents of the file at PATH, taken as raw bytes with or without `--hex`;
+//! `@@...` is a text value that really starts with `@` (one `@` is dropped). Without `--hex`,
+//! `get` refuses to print a value that is not UTF-8 (it says to use `--hex`) rather than
+//! mangle it.
+//!
 //! Exit status: 0 on success, 1 when the cluster cannot serve the request in time (the
-//! reasons are printed), 2 for a bad command line or configuration file.
+//! reasons are printed), 2 for a bad command line or configuration file, bad hex, an
+//! unreadable value file, or a value `get` cannot print as text.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use bytes::Bytes;
 use clap::{Parser, Subcommand};
+use rainkv::actors::clerk::Clerk;
 use rainkv::deploy::client::ClusterClient;
-use rainkv::deploy::config::ClusterConfig;
+use rainkv::deploy::cluster_file::ClusterFile;
+use rainkv::messages::kv::ClerkError;
 use rainkv::messages::raft::Role;
 
 #[derive(Parser)]
@@ -25,6 +37,9 @@ struct Cli {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 5.0)]
     timeout: f64,
+    /// Keys and values on the command line are hex, and `get` prints hex.
+    #[arg(long, global = true)]
+    hex: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,14 +51,14 @@ enum Command {
         /// The key.
         key: String,
     },
-    /// Set KEY to VALUE.
+    /// Set KEY to VALUE (`@PATH`: the contents of a file; `@@...`: a literal leading `@`).
     Put {
         /// The key.
         key: String,
         /// The value.
         value: String,
     },
-    /// Append VALUE to KEY's value.
+    /// Append VALUE to KEY's value (`@PATH` and `@@...` as for `put`).
     Append {
         /// The key.
         key: String,
@@ -58,6 +73,105 @@ enum Command {
 enum Failure {
     Unavailable(String),
     Usage(String),
+}
+
+/// A KV request, its key and value already turned into bytes.
+enum Request {
+    Get(Bytes),
+    Put(Bytes, Bytes),
+    Append(Bytes, Bytes),
+}
+
+impl Request {
+    /// The request `command` asks for, reading hex and value files; `None` for `status`.
+    fn from_command(command: &Command, hex: bool) -> Result<Option<Request>, Failure> {
+        let key = |key: &str| argument(key, hex).map_err(|e| Failure::Usage(format!("key: {e}")));
+        let value = |value: &str| value_argument(value, hex).map_err(Failure::Usage);
+        Ok(Some(match command {
+            Command::Get { key: k } => Request::Get(key(k)?),
+            Command::Put { key: k, value: v } => Request::Put(key(k)?, value(v)?),
+            Command::Append { key: k, value: v } => Request::Append(key(k)?, value(v)?),
+            Command::Status => return Ok(None),
+        }))
+    }
+
+    /// Runs the request: the value read by a get (`None` if missing), `None` for a write.
+    async fn run(self, clerk: &Clerk) -> Result<Option<Option<Bytes>>, ClerkError> {
+        match self {
+            Request::Get(key) => clerk.get(key).await.map(Some),
+            Request::Put(key, value) => clerk.put(key, value).await.map(|()| None),
+            Request::Append(key, value) => clerk.append(key, value).await.map(|()| None),
+        }
+    }
+}
+
+/// A key or value as given on the command line: its UTF-8 bytes, or with `hex` the bytes the
+/// hex digits spell.
+fn argument(text: &str, hex: bool) -> Result<Bytes, String> {
+    if hex {
+        from_hex(text).map(Bytes::from)
+    } else {
+        Ok(Bytes::copy_from_slice(text.as_bytes()))
+    }
+}
+
+/// A value argument: `@PATH` reads the file, `@@...` drops one `@`, anything else is as
+/// [`argument`] reads it.
+fn value_argument(text: &str, hex: bool) -> Result<Bytes, String> {
+    match text.strip_prefix('@') {
+        Some(rest) if rest.starts_with('@') => {
+            argument(rest, hex).map_err(|e| format!("value: {e}"))
+        }
+        Some(path) => std::fs::read(path)
+            .map(Bytes::from)
+            .map_err(|e| format!("cannot read the value file {path:?}: {e}")),
+        None => argument(text, hex).map_err(|e| format!("value: {e}")),
+    }
+}
+
+/// The bytes that pairs of hex digits (either case) spell.
+fn from_hex(text: &str) -> Result<Vec<u8>, String> {
+    if !text.len().is_multiple_of(2) {
+        return Err(format!(
+            "{text:?} is not hex: an odd number of digits ({})",
+            text.len()
+        ));
+    }
+    let digit = |i: usize, c: u8| {
+        char::from(c)
+            .to_digit(16)
+            .map(|d| d as u8)
+            .ok_or_else(|| format!("{text:?} is not hex: {:?} at {i}", char::from(c)))
+    };
+    text.as_bytes()
+        .chunks(2)
+        .enumerate()
+        .map(|(i, pair)| Ok(digit(2 * i, pair[0])? << 4 | digit(2 * i + 1, pair[1])?))
+        .collect()
+}
+
+/// `bytes` as lowercase hex.
+fn to_hex(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(text, "{b:02x}");
+    }
+    text
+}
+
+/// What `get` prints for `value` (without the newline).
+fn printable(value: Option<&[u8]>, hex: bool) -> Result<String, Failure> {
+    let value = value.unwrap_or_default();
+    if hex {
+        return Ok(to_hex(value));
+    }
+    String::from_utf8(value.to_vec()).map_err(|_| {
+        Failure::Usage(format!(
+            "the value ({} bytes) is not UTF-8 text; run again with --hex to print it as hex",
+            value.len()
+        ))
+    })
 }
 
 fn main() -> ExitCode {
@@ -78,7 +192,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let config = ClusterConfig::load(&cli.config).map_err(|e| Failure::Usage(e.to_string()))?;
+    let config = ClusterFile::load(&cli.config).map_err(|e| Failure::Usage(e.to_string()))?;
     let limit = Duration::try_from_secs_f64(cli.timeout)
         .ok()
         .filter(|d| !d.is_zero())
@@ -88,10 +202,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 cli.timeout
             ))
         })?;
+    let request = Request::from_command(&cli.command, cli.hex)?;
     let client = ClusterClient::connect(&config);
-    let outcome = match cli.command {
-        Command::Status => status(&client, &config, limit).await,
-        command => kv(&client, &config, command, limit).await,
+    let outcome = match request {
+        None => status(&client, &config, limit).await,
+        Some(request) => kv(&client, &config, request, cli.hex, limit).await,
     };
     client.close();
     outcome
@@ -99,34 +214,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 async fn kv(
     client: &ClusterClient,
-    config: &ClusterConfig,
-    command: Command,
+    config: &ClusterFile,
+    request: Request,
+    hex: bool,
     limit: Duration,
 ) -> Result<(), Failure> {
     let clerk = client.clerk();
-    let op = async {
-        match &command {
-            Command::Get { key } => Some(clerk.get(key).await),
-            Command::Put { key, value } => {
-                clerk.put(key, value).await;
-                None
-            }
-            Command::Append { key, value } => {
-                clerk.append(key, value).await;
-                None
-            }
-            Command::Status => None,
-        }
-    };
-    match tokio::time::timeout(limit, op).await {
-        Ok(Some(value)) => {
-            println!("{value}");
+    match tokio::time::timeout(limit, request.run(&clerk)).await {
+        Ok(Ok(Some(value))) => {
+            println!("{}", printable(value.as_deref(), hex)?);
             Ok(())
         }
-        Ok(None) => {
+        Ok(Ok(None)) => {
             println!("ok");
             Ok(())
         }
+        Ok(Err(e)) => Err(Failure::Unavailable(e.to_string())),
         Err(_) => {
             let mut message = format!(
                 "cluster {:?} did not serve the request within {limit:?}",
@@ -146,7 +249,7 @@ async fn kv(
 
 async fn status(
     client: &ClusterClient,
-    config: &ClusterConfig,
+    config: &ClusterFile,
     limit: Duration,
 ) -> Result<(), Failure> {
     let reports = client.status(limit).await;
@@ -181,4 +284,47 @@ async fn status(
         println!("no node leads right now (an election may be under way)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_and_bad_hex_says_why() {
+        assert_eq!(from_hex("00fF41"), Ok(vec![0, 0xff, b'A']));
+        assert_eq!(from_hex(""), Ok(vec![]));
+        assert_eq!(to_hex(&[0, 0xff, b'A']), "00ff41");
+        let odd = from_hex("abc").unwrap_err();
+        assert!(odd.contains("odd number of digits"), "{odd}");
+        let bad = from_hex("0g").unwrap_err();
+        assert!(bad.contains("'g' at 1"), "{bad}");
+        // A multi-byte character is not a digit (and does not split a char).
+        assert!(from_hex("é0").is_err());
+    }
+
+    #[test]
+    fn value_arguments() {
+        assert_eq!(value_argument("plain", false), Ok(Bytes::from("plain")));
+        assert_eq!(value_argument("@@at", false), Ok(Bytes::from("@at")));
+        // Hex never starts with '@', so the escape only means something for text.
+        assert!(value_argument("@@00", true).is_err());
+        assert_eq!(value_argument("4142", true), Ok(Bytes::from("AB")));
+        let missing = value_argument("@/nonexistent/rainkv-value", false).unwrap_err();
+        assert!(missing.contains("cannot read the value file"), "{missing}");
+        let dir = std::env::temp_dir().join(format!("rainkv-ctl-{}", std::process::id()));
+        std::fs::write(&dir, b"\0raw\xff").expect("write");
+        let from_file = value_argument(&format!("@{}", dir.display()), true);
+        let _ = std::fs::remove_file(&dir);
+        assert_eq!(from_file, Ok(Bytes::from_static(b"\0raw\xff")));
+    }
+
+    #[test]
+    fn values_print_as_text_or_hex() {
+        assert!(matches!(printable(Some(b"hi"), false), Ok(s) if s == "hi"));
+        assert!(matches!(printable(None, false), Ok(s) if s.is_empty()));
+        assert!(matches!(printable(Some(b"\0\xff"), true), Ok(s) if s == "00ff"));
+        let refused = printable(Some(b"\xff"), false);
+        assert!(matches!(refused, Err(Failure::Usage(m)) if m.contains("--hex")));
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use rainkv::deploy::bench::{run_bench, BenchOptions, Workload};
 use rainkv::deploy::client::ClusterClient;
-use rainkv::deploy::config::ClusterConfig;
+use rainkv::deploy::cluster_file::ClusterFile;
 use rainkv::deploy::demo::{run_demo, DemoOptions, Verdict};
 use rainkv::deploy::local::{LocalCluster, LocalOptions};
 use rainkv::deploy::node::{NodeSockets, TcpNode};
@@ -117,7 +117,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: PathBuf, id: usize, data: Option<PathBuf>) -> Result<ExitCode, String> {
-    let config = ClusterConfig::load(&config).map_err(|e| e.to_string())?;
+    let config = ClusterFile::load(&config).map_err(|e| e.to_string())?;
     let addrs = *config.node(id).map_err(|e| e.to_string())?;
     let data = data.unwrap_or_else(|| PathBuf::from(format!("rainkv-data-{id}")));
     let store = open_store(&data)
@@ -197,7 +197,7 @@ async fn bench(config: Option<PathBuf>, options: BenchOptions) -> Result<ExitCod
     let mut local = None;
     let client = match config {
         Some(path) => {
-            let config = ClusterConfig::load(&path).map_err(|e| e.to_string())?;
+            let config = ClusterFile::load(&path).map_err(|e| e.to_string())?;
             eprintln!(
                 "benchmarking cluster {:?} ({} nodes)",
                 config.name,

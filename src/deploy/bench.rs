@@ -10,6 +10,7 @@
 //! | `get_64` | 64 clients, gets of keys that exist |
 //! | `mixed_64` | 64 clients, half gets, half puts |
 
+use std::cell::RefCell;
 use std::fmt;
 use std::str::FromStr;
 
@@ -121,10 +122,17 @@ fn value(rng: &mut impl Rng) -> String {
         .collect()
 }
 
-/// One client's share of a workload: `ops` operations, one at a time.
-async fn client_loop(clerk: Clerk, workload: Workload, ops: usize, key_space: usize) -> Latencies {
+/// One client's share of a workload: `ops` operations, one at a time, each recorded in the
+/// workload's `latencies`, which every client of the workload shares (a histogram is some
+/// 190 KiB, too much to keep one per client).
+async fn client_loop(
+    clerk: Clerk,
+    workload: Workload,
+    ops: usize,
+    key_space: usize,
+    latencies: &RefCell<Latencies>,
+) {
     let mut rng = rand::thread_rng();
-    let mut latencies = Latencies::new();
     for _ in 0..ops {
         let k = key(rng.gen_range(0..key_space.max(1)));
         let get = match workload {
@@ -134,14 +142,17 @@ async fn client_loop(clerk: Clerk, workload: Workload, ops: usize, key_space: us
         };
         let v = value(&mut rng);
         let started = Instant::now();
-        if get {
-            clerk.get(&k).await;
+        let done = if get {
+            clerk.get(k).await.map(drop)
         } else {
-            clerk.put(&k, &v).await;
+            clerk.put(k, v).await
+        };
+        if let Err(e) = done {
+            log::warn!("benchmark client: {e}");
+            break;
         }
-        latencies.record(started.elapsed());
+        latencies.borrow_mut().record(started.elapsed());
     }
-    latencies
 }
 
 /// Runs `workload` with `clients` clients sharing `ops` operations.
@@ -154,16 +165,15 @@ async fn run_one(
 ) -> WorkloadResult {
     let clients = clients.max(1);
     let clerks: Vec<Clerk> = (0..clients).map(|_| client.clerk()).collect();
+    let latencies = RefCell::new(Latencies::new());
     let started = Instant::now();
     let loops = clerks.into_iter().enumerate().map(|(i, clerk)| {
         // Spread the remainder over the first clients.
         let share = ops / clients + usize::from(i < ops % clients);
-        client_loop(clerk, workload, share, key_space)
+        client_loop(clerk, workload, share, key_space, &latencies)
     });
-    let mut latencies = Latencies::new();
-    for part in join_all(loops).await {
-        latencies.merge(part);
-    }
+    join_all(loops).await;
+    let latencies = latencies.into_inner();
     WorkloadResult {
         name: workload.name(clients),
         ops: latencies.len(),
@@ -181,7 +191,10 @@ async fn preload(client: &ClusterClient, options: &BenchOptions) {
         async move {
             let mut rng = rand::thread_rng();
             for i in (c..key_space).step_by(clients) {
-                clerk.put(&key(i), &value(&mut rng)).await;
+                if let Err(e) = clerk.put(key(i), value(&mut rng)).await {
+                    log::warn!("benchmark preload: {e}");
+                    return;
+                }
             }
         }
     });

@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures_util::future::join_all;
 
-use super::config::{ClusterConfig, NodeAddrs};
+use super::cluster_file::{ClusterFile, NodeAddrs};
 use crate::actors::clerk::Clerk;
 use crate::actors::client_end::ClientEnd;
 use crate::actors::tcp::{client_end, Link};
@@ -41,7 +41,7 @@ pub struct ClusterClient {
 
 impl ClusterClient {
     /// Links to the client ports of `config`'s nodes (nothing connects until the first call).
-    pub fn connect(config: &ClusterConfig) -> ClusterClient {
+    pub fn connect(config: &ClusterFile) -> ClusterClient {
         let settings = Arc::new(config.tcp_settings());
         let links = config
             .nodes

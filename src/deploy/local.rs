@@ -12,7 +12,7 @@ use actix::Arbiter;
 use tokio::sync::oneshot;
 
 use super::client::ClusterClient;
-use super::config::{ClusterConfig, NodeAddrs, TransportOverrides, DEFAULT_MAX_RAFT_STATE};
+use super::cluster_file::{ClusterFile, NodeAddrs, TransportOverrides, DEFAULT_MAX_RAFT_STATE};
 use super::node::{NodeError, NodeSockets, TcpNode};
 use super::store::{open_store, NodeStore};
 use crate::messages::raft::GetState;
@@ -47,7 +47,7 @@ struct RunningNode {
 
 /// A cluster of [`TcpNode`]s in this process, on 127.0.0.1 ports chosen by the system.
 pub struct LocalCluster {
-    config: ClusterConfig,
+    config: ClusterFile,
     nodes: Vec<Option<RunningNode>>,
     data_dirs: Vec<PathBuf>,
     client: ClusterClient,
@@ -67,7 +67,7 @@ fn local_addr(port: &'static str, socket: &TcpListener) -> Result<SocketAddr, No
 
 /// Starts node `id` on a thread of its own, serving the two sockets.
 async fn launch(
-    config: &ClusterConfig,
+    config: &ClusterFile,
     id: usize,
     (peer, client): (TcpListener, TcpListener),
     store: NodeStore,
@@ -113,7 +113,7 @@ impl LocalCluster {
             });
             sockets.push((peer, client));
         }
-        let config = ClusterConfig {
+        let config = ClusterFile {
             name: "rainkv-local".to_string(),
             token: format!("{:032x}", rand::random::<u128>()),
             max_raft_state: options.max_raft_state,
@@ -146,7 +146,7 @@ impl LocalCluster {
     }
 
     /// The cluster's configuration (addresses, name, token).
-    pub fn config(&self) -> &ClusterConfig {
+    pub fn config(&self) -> &ClusterFile {
         &self.config
     }
 

@@ -1,7 +1,7 @@
 //! Running RainKV for real: nodes on TCP, configured from a file, and the programs built on
 //! them (the `rainkv` and `rainkv-ctl` binaries are thin shells over this module).
 //!
-//! - [`config`]: the cluster configuration file (TOML).
+//! - [`cluster_file`]: the cluster file (TOML): the nodes, their addresses, name and token.
 //! - [`store`]: the one place that picks the persister deployed nodes use.
 //! - [`node`]: one node ([`node::TcpNode`]): Raft peer, KV server and admin service behind a
 //!   peer port and a client port.
@@ -14,7 +14,7 @@
 
 pub mod bench;
 pub mod client;
-pub mod config;
+pub mod cluster_file;
 pub mod demo;
 pub mod local;
 pub mod node;

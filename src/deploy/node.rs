@@ -9,7 +9,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::net::TcpListener;
 
-use super::config::{ClusterConfig, NodeAddrs};
+use super::cluster_file::{ClusterFile, NodeAddrs};
 use super::store::NodeStore;
 use crate::actors::admin::Admin;
 use crate::actors::kv_server::KvNode;
@@ -148,7 +148,7 @@ pub struct TcpNode {
 impl TcpNode {
     /// Starts node `id` of `config` on `sockets`, restoring from `store`.
     pub fn start(
-        config: &ClusterConfig,
+        config: &ClusterFile,
         id: usize,
         sockets: NodeSockets,
         store: NodeStore,

@@ -1,4 +1,4 @@
-//! Messages of the shard controller protocol (6.5840 Lab 5A): the [`Config`] it hands out,
+//! Messages of the shard controller protocol (6.5840 Lab 5A): the [`ShardConfig`] it hands out,
 //! the operations clients submit ([`CtrlerOp`]), what they get back ([`CtrlerReply`] or
 //! [`CtrlerError`]), and the four RPCs that carry them (`ShardCtrler.Join`, `.Leave`, `.Move`,
 //! `.Query`).
@@ -18,7 +18,7 @@
 //!   [`CtrlerError::UnknownGid`].
 //! - `Leave` of a gid that is not a group is not an error: that gid is ignored (the other gids
 //!   of the same `Leave` still leave, and a new config is still created).
-//! - `Query` with any negative number, or a number past the latest, returns the latest config.
+//! - `Query` of a number past the latest returns the latest config (as `None` does).
 //!
 //! A failed operation changes nothing and creates no config.
 
@@ -37,20 +37,23 @@ pub const NSHARDS: usize = 10;
 /// A replica group id. Gid 0 is reserved: it marks a shard that no group owns.
 pub type Gid = u64;
 
+/// A config number: config 0 is the initial one, and each change creates the next.
+pub type ConfigNum = u64;
+
 /// One numbered configuration: which group owns each shard, and the servers of each group.
 ///
-/// `Config::default()` is config 0: number 0, no groups, every shard on gid 0.
+/// `ShardConfig::default()` is config 0: number 0, no groups, every shard on gid 0.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
-pub struct Config {
+pub struct ShardConfig {
     /// Config number; each Join, Leave or Move creates number + 1.
-    pub num: u64,
+    pub num: ConfigNum,
     /// Owner of each shard, indexed by shard (0 = unassigned).
     pub shards: [Gid; NSHARDS],
     /// Server names of each group, in the order the group was joined with.
     pub groups: BTreeMap<Gid, Vec<String>>,
 }
 
-impl Config {
+impl ShardConfig {
     /// The shards owned by `gid`, in increasing order.
     pub fn shards_of(&self, gid: Gid) -> Vec<usize> {
         (0..NSHARDS).filter(|&s| self.shards[s] == gid).collect()
@@ -77,10 +80,10 @@ pub enum CtrlerOp {
         /// The group that gets it; must be a group of the latest config.
         gid: Gid,
     },
-    /// Read config `num`; `-1` (any negative) or a number past the latest gives the latest.
+    /// Read a config.
     Query {
-        /// The config number wanted.
-        num: i64,
+        /// The config number wanted; `None`, or a number past the latest, gives the latest.
+        num: Option<ConfigNum>,
     },
 }
 
@@ -90,12 +93,12 @@ pub enum CtrlerReply {
     /// A Join, Leave or Move was applied.
     Done,
     /// The config a Query asked for.
-    Config(Config),
+    Config(ShardConfig),
 }
 
-impl From<Option<Config>> for CtrlerReply {
+impl From<Option<ShardConfig>> for CtrlerReply {
     /// Turns the state machine's answer (`Some` only for a Query) into a reply.
-    fn from(config: Option<Config>) -> Self {
+    fn from(config: Option<ShardConfig>) -> Self {
         match config {
             Some(config) => CtrlerReply::Config(config),
             None => CtrlerReply::Done,
@@ -187,11 +190,11 @@ pub struct MoveArgs {
     pub seq: Seq,
 }
 
-/// `ShardCtrler.Query`: read config `num` (-1: the latest).
+/// `ShardCtrler.Query`: read a config.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct QueryArgs {
-    /// The config number wanted.
-    pub num: i64,
+    /// The config number wanted; `None`, or a number past the latest, gives the latest.
+    pub num: Option<ConfigNum>,
 }
 
 impl Rpc for JoinArgs {
@@ -215,9 +218,9 @@ impl Rpc for QueryArgs {
 }
 
 /// The shard a key belongs to: its first byte mod [`NSHARDS`], and shard 0 for the empty key
-/// (as 6.5840's `key2shard`).
-pub fn key2shard(key: &str) -> usize {
-    key.as_bytes()
+/// (as 6.5840's `key2shard`). Takes any bytes: a `&str`, a `Bytes`, a `&[u8]`.
+pub fn key2shard(key: impl AsRef<[u8]>) -> usize {
+    key.as_ref()
         .first()
         .map_or(0, |&b| usize::from(b) % NSHARDS)
 }
@@ -235,8 +238,8 @@ mod tests {
         assert_eq!(&back, value);
     }
 
-    fn sample_config() -> Config {
-        Config {
+    fn sample_config() -> ShardConfig {
+        ShardConfig {
             num: 7,
             shards: [1, 1, 2, 2, 3, 3, 1, 2, 3, 1],
             groups: BTreeMap::from([
@@ -249,14 +252,15 @@ mod tests {
 
     #[test]
     fn every_message_round_trips_through_rmp_serde() {
-        round_trip(&Config::default());
+        round_trip(&ShardConfig::default());
         round_trip(&sample_config());
         round_trip(&CtrlerOp::Join {
             servers: sample_config().groups,
         });
         round_trip(&CtrlerOp::Leave { gids: vec![1, 3] });
         round_trip(&CtrlerOp::Move { shard: 4, gid: 2 });
-        round_trip(&CtrlerOp::Query { num: -1 });
+        round_trip(&CtrlerOp::Query { num: None });
+        round_trip(&CtrlerOp::Query { num: Some(3) });
         round_trip(&CtrlerReply::Done);
         round_trip(&CtrlerReply::Config(sample_config()));
         for err in [
@@ -286,12 +290,15 @@ mod tests {
             client_id: 3,
             seq: 11,
         });
-        round_trip(&QueryArgs { num: -1 });
+        round_trip(&QueryArgs { num: None });
+        round_trip(&QueryArgs {
+            num: Some(u64::MAX),
+        });
     }
 
     #[test]
     fn config_zero_is_the_default() {
-        let c = Config::default();
+        let c = ShardConfig::default();
         assert_eq!(c.num, 0);
         assert_eq!(c.shards, [0; NSHARDS]);
         assert!(c.groups.is_empty());
@@ -300,14 +307,15 @@ mod tests {
     #[test]
     fn key2shard_matches_6_5840() {
         // Keys "0".."9" cover shards 8, 9, 0, 1, ..., 7 (TESTS.md section 7).
-        let shards: Vec<usize> = (0..10).map(|i| key2shard(&i.to_string())).collect();
+        let shards: Vec<usize> = (0..10).map(|i| key2shard(i.to_string())).collect();
         assert_eq!(shards, vec![8, 9, 0, 1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(key2shard(""), 0);
-        assert!((10..20).all(|i| key2shard(&i.to_string()) == 9));
-        assert!((20..30).all(|i| key2shard(&i.to_string()) == 0));
+        assert!((10..20).all(|i| key2shard(i.to_string()) == 9));
+        assert!((20..30).all(|i| key2shard(i.to_string()) == 0));
         // Only the first byte counts, and multi-byte characters use their first byte.
         assert_eq!(key2shard("1zzz"), 9);
         assert_eq!(key2shard("é"), 0xC3 % NSHARDS);
+        assert_eq!(key2shard(b"\xff\0".as_slice()), 0xFF % NSHARDS);
     }
 
     #[test]

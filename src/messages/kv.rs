@@ -1,10 +1,15 @@
 //! The key/value protocol: clerk ↔ KV server RPCs (6.5840's `KVServer.Get` and
-//! `KVServer.PutAppend`), and the commands the KV state machine applies.
+//! `KVServer.PutAppend`), the commands the KV state machine applies, and what a clerk actor
+//! answers ([`ClerkOp`], [`ClerkError`]).
 //!
-//! Every request carries the clerk's [`ClientId`] and a per-clerk [`Seq`], so a retried request
-//! is executed at most once.
+//! Keys and values are bytes ([`Bytes`]): any byte string is a key or a value, and each travels
+//! as one msgpack `bin`, about as long as the bytes themselves. Every request carries the
+//! clerk's [`ClientId`] and a per-clerk [`Seq`], so a retried request is executed at most once.
+
+use std::fmt;
 
 use actix::prelude::*;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::messages::net::Rpc;
@@ -13,30 +18,30 @@ use crate::messages::rsm::{ClientId, Seq};
 /// What a KV operation does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvCommand {
-    /// Read a key ("" if missing).
+    /// Read a key.
     Get {
         /// The key.
-        key: String,
+        key: Bytes,
     },
     /// Replace a key's value.
     Put {
         /// The key.
-        key: String,
+        key: Bytes,
         /// The new value.
-        value: String,
+        value: Bytes,
     },
-    /// Append to a key's value (a missing key counts as "").
+    /// Append to a key's value (a missing key counts as empty).
     Append {
         /// The key.
-        key: String,
+        key: Bytes,
         /// What to append.
-        value: String,
+        value: Bytes,
     },
 }
 
 impl KvCommand {
     /// The key the command touches.
-    pub fn key(&self) -> &str {
+    pub fn key(&self) -> &Bytes {
         match self {
             KvCommand::Get { key } | KvCommand::Put { key, .. } | KvCommand::Append { key, .. } => {
                 key
@@ -45,28 +50,64 @@ impl KvCommand {
     }
 }
 
-/// Outcome of a KV RPC (6.5840's `Err` strings).
+/// The two writes `PutAppend` RPCs carry (6.5840's `Op` string, "Put" or "Append").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteOp {
+    /// Replace the key's value.
+    Put,
+    /// Append to the key's value.
+    Append,
+}
+
+impl WriteOp {
+    /// The command that writes `value` to `key` this way.
+    pub fn command(self, key: Bytes, value: Bytes) -> KvCommand {
+        match self {
+            WriteOp::Put => KvCommand::Put { key, value },
+            WriteOp::Append => KvCommand::Append { key, value },
+        }
+    }
+}
+
+/// Why a KV server did not serve a request (of 6.5840's `Err` strings, the one a KV server can
+/// give: a missing key is an answer, `None`, and groups are the sharded KV's business).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvError {
-    /// Get of a key that does not exist (the value is "").
-    NoKey,
     /// This server cannot serve the request now (not leader, lost leadership, shutting
     /// down): try another.
     WrongLeader,
-    /// The key's shard is not served by this group under its current configuration.
-    WrongGroup,
 }
 
-/// One operation for a clerk actor to carry out; answers the value (for Get) or "".
+/// One operation for a clerk actor to carry out: answers the value of a Get (`None` for a
+/// missing key), `None` for a Put or an Append.
 #[derive(Message, Debug, Clone)]
-#[rtype(result = "String")]
+#[rtype(result = "Result<Option<Bytes>, ClerkError>")]
 pub struct ClerkOp(pub KvCommand);
+
+/// Why a clerk could not carry out an operation. Our clerks retry until the service answers,
+/// so the one way to fail is to have no clerk any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClerkError {
+    /// The clerk actor stopped (or was stopped) before it answered: the operation may or may
+    /// not have taken effect, and this clerk takes no more.
+    Stopped,
+}
+
+impl fmt::Display for ClerkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClerkError::Stopped => write!(f, "the clerk has stopped and takes no more operations"),
+        }
+    }
+}
+
+impl std::error::Error for ClerkError {}
 
 /// `KVServer.Get`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetArgs {
     /// The key.
-    pub key: String,
+    pub key: Bytes,
     /// The calling clerk.
     pub client_id: ClientId,
     /// The clerk's request number.
@@ -77,22 +118,23 @@ pub struct GetArgs {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutAppendArgs {
     /// The key.
-    pub key: String,
+    pub key: Bytes,
     /// The value to store or append.
-    pub value: String,
-    /// `true` for Append, `false` for Put.
-    pub append: bool,
+    pub value: Bytes,
+    /// Put or Append.
+    pub op: WriteOp,
     /// The calling clerk.
     pub client_id: ClientId,
     /// The clerk's request number.
     pub seq: Seq,
 }
 
-/// Reply to both KV RPCs: the value for a successful Get, "" otherwise.
+/// Reply to both KV RPCs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvReply {
-    /// `Ok(value)` or why the request was not served.
-    pub result: Result<String, KvError>,
+    /// The value a Get read (`None` for a missing key), `None` for a Put or an Append; or why
+    /// the request was not served.
+    pub result: Result<Option<Bytes>, KvError>,
 }
 
 impl Rpc for GetArgs {
@@ -117,11 +159,97 @@ impl GetArgs {
 impl PutAppendArgs {
     /// The command this request asks for.
     pub fn command(&self) -> KvCommand {
-        let (key, value) = (self.key.clone(), self.value.clone());
-        if self.append {
-            KvCommand::Append { key, value }
-        } else {
-            KvCommand::Put { key, value }
-        }
+        self.op.command(self.key.clone(), self.value.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T>(value: &T) -> usize
+    where
+        T: Serialize + for<'de> Deserialize<'de> + PartialEq + fmt::Debug,
+    {
+        let bytes = rmp_serde::to_vec(value).expect("encode");
+        let back: T = rmp_serde::from_slice(&bytes).expect("decode");
+        assert_eq!(&back, value);
+        bytes.len()
+    }
+
+    #[test]
+    fn keys_and_values_are_encoded_as_msgpack_bin_not_arrays() {
+        // As an array of integers, bytes of 0x80 and above take two bytes each.
+        let value = Bytes::from(vec![0xff; 128]);
+        assert_eq!(
+            round_trip(&value),
+            130,
+            "bin 8: a marker, a length, the bytes"
+        );
+        // In a request, a 16-byte key and a 128-byte value cost exactly their own bytes over
+        // an empty key and value (whose bin 8 headers are already counted).
+        let put = |key: Bytes, value: Bytes| PutAppendArgs {
+            key,
+            value,
+            op: WriteOp::Put,
+            client_id: u64::MAX,
+            seq: u64::MAX,
+        };
+        let key = Bytes::from(vec![0xee; 16]);
+        let full = round_trip(&put(key.clone(), value.clone()));
+        let empty = round_trip(&put(Bytes::new(), Bytes::new()));
+        assert_eq!(full - empty, 16 + 128, "PutAppendArgs: {full} bytes");
+        let command = |key, value| KvCommand::Put { key, value };
+        let full = round_trip(&command(key, value));
+        let empty = round_trip(&command(Bytes::new(), Bytes::new()));
+        assert_eq!(full - empty, 16 + 128, "KvCommand: {full} bytes");
+    }
+
+    #[test]
+    fn a_put_append_request_asks_for_its_op() {
+        let args = |op| PutAppendArgs {
+            key: "k".into(),
+            value: "v".into(),
+            op,
+            client_id: 1,
+            seq: 2,
+        };
+        let (key, value) = (Bytes::from("k"), Bytes::from("v"));
+        let (put, append) = (args(WriteOp::Put), args(WriteOp::Append));
+        round_trip(&put);
+        round_trip(&append);
+        let want = KvCommand::Put {
+            key: key.clone(),
+            value: value.clone(),
+        };
+        assert_eq!(put.command(), want);
+        assert_eq!(append.command(), KvCommand::Append { key, value });
+    }
+
+    #[test]
+    fn any_bytes_round_trip() {
+        let odd = Bytes::from_static(b"\0\xff\xfe not utf-8 \x80");
+        round_trip(&GetArgs {
+            key: odd.clone(),
+            client_id: 1,
+            seq: 2,
+        });
+        round_trip(&KvCommand::Append {
+            key: Bytes::new(),
+            value: odd.clone(),
+        });
+        round_trip(&KvReply {
+            result: Ok(Some(odd)),
+        });
+        round_trip(&KvReply { result: Ok(None) });
+        round_trip(&KvReply {
+            result: Err(KvError::WrongLeader),
+        });
+    }
+
+    #[test]
+    fn clerk_error_says_what_happened() {
+        let e: Box<dyn std::error::Error> = Box::new(ClerkError::Stopped);
+        assert!(e.to_string().contains("stopped"), "{e}");
     }
 }

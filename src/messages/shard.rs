@@ -1,6 +1,6 @@
-//! The sharded KV protocol: clerk ↔ group RPCs (`ShardKV.Get`, `ShardKV.PutAppend`) and the
-//! group ↔ group migration RPCs (`ShardKV.PullShards`, `ShardKV.DeleteShards`), with the
-//! shard contents ([`ShardData`]) they carry.
+//! The sharded KV protocol: clerk ↔ group RPCs (`ShardKV.Get`, `ShardKV.PutAppend`, answered
+//! with a [`ShardKvReply`]) and the group ↔ group migration RPCs (`ShardKV.PullShards`,
+//! `ShardKV.DeleteShards`), with the shard contents ([`ShardData`]) they carry.
 //!
 //! A write carries the clerk's [`ClientId`] and [`Seq`]: a group keeps, per shard, the last
 //! write number of each client, and that table travels with the shard, so a write retried
@@ -8,9 +8,11 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::messages::kv::{KvCommand, KvReply};
+use crate::messages::ctrler::ConfigNum;
+use crate::messages::kv::{KvCommand, WriteOp};
 use crate::messages::net::Rpc;
 use crate::messages::rsm::{ClientId, Seq};
 
@@ -18,43 +20,57 @@ use crate::messages::rsm::{ClientId, Seq};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardGetArgs {
     /// The key.
-    pub key: String,
+    pub key: Bytes,
 }
 
 /// `ShardKV.PutAppend`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardPutAppendArgs {
     /// The key.
-    pub key: String,
+    pub key: Bytes,
     /// The value to store or append.
-    pub value: String,
-    /// `true` for Append, `false` for Put.
-    pub append: bool,
+    pub value: Bytes,
+    /// Put or Append.
+    pub op: WriteOp,
     /// The calling clerk.
     pub client_id: ClientId,
     /// The clerk's request number.
     pub seq: Seq,
 }
 
+/// Why a group member did not serve a client request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardKvError {
+    /// This server cannot serve the request now (not leader, lost leadership, shutting
+    /// down): try another server of the group.
+    WrongLeader,
+    /// The key's shard is not served by this group at this point of its log (it is not the
+    /// owner, or the shard's data has not arrived yet): ask the controller for a newer config.
+    WrongGroup,
+}
+
+/// Reply to `ShardKV.Get` and `ShardKV.PutAppend`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardKvReply {
+    /// The value a Get read (`None` for a missing key), `None` for a Put or an Append; or why
+    /// the request was not served.
+    pub result: Result<Option<Bytes>, ShardKvError>,
+}
+
 impl Rpc for ShardGetArgs {
     const METHOD: &'static str = "ShardKV.Get";
-    type Reply = KvReply;
+    type Reply = ShardKvReply;
 }
 
 impl Rpc for ShardPutAppendArgs {
     const METHOD: &'static str = "ShardKV.PutAppend";
-    type Reply = KvReply;
+    type Reply = ShardKvReply;
 }
 
 impl ShardPutAppendArgs {
     /// The command this request asks for.
     pub fn command(&self) -> KvCommand {
-        let (key, value) = (self.key.clone(), self.value.clone());
-        if self.append {
-            KvCommand::Append { key, value }
-        } else {
-            KvCommand::Put { key, value }
-        }
+        self.op.command(self.key.clone(), self.value.clone())
     }
 }
 
@@ -62,7 +78,7 @@ impl ShardPutAppendArgs {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardData {
     /// The shard's keys and values.
-    pub kv: BTreeMap<String, String>,
+    pub kv: BTreeMap<Bytes, Bytes>,
     /// Per client, the number of its last write applied to this shard.
     pub sessions: BTreeMap<ClientId, Seq>,
 }
@@ -83,7 +99,7 @@ pub enum MigrationError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PullShardsArgs {
     /// The config at which the shards changed owner.
-    pub num: u64,
+    pub num: ConfigNum,
     /// The shards wanted.
     pub shards: Vec<usize>,
 }
@@ -106,7 +122,7 @@ impl Rpc for PullShardsArgs {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteShardsArgs {
     /// The config at which the shards changed owner.
-    pub num: u64,
+    pub num: ConfigNum,
     /// The shards to delete.
     pub shards: Vec<usize>,
 }
@@ -126,7 +142,6 @@ impl Rpc for DeleteShardsArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::messages::kv::KvError;
 
     fn round_trip<T>(value: &T)
     where
@@ -140,14 +155,14 @@ mod tests {
     #[test]
     fn every_message_round_trips_through_rmp_serde() {
         let data = ShardData {
-            kv: BTreeMap::from([("k".to_string(), "v".to_string())]),
+            kv: BTreeMap::from([(Bytes::from("k"), Bytes::from_static(b"\0\xff"))]),
             sessions: BTreeMap::from([(7, 3)]),
         };
         round_trip(&ShardGetArgs { key: "k".into() });
         let put = ShardPutAppendArgs {
             key: "k".into(),
             value: "v".into(),
-            append: true,
+            op: WriteOp::Append,
             client_id: 7,
             seq: 4,
         };
@@ -159,9 +174,16 @@ mod tests {
                 value: "v".into()
             }
         );
-        round_trip(&KvReply {
-            result: Err(KvError::WrongGroup),
+        round_trip(&ShardKvReply {
+            result: Err(ShardKvError::WrongGroup),
         });
+        round_trip(&ShardKvReply {
+            result: Err(ShardKvError::WrongLeader),
+        });
+        round_trip(&ShardKvReply {
+            result: Ok(Some(Bytes::from_static(b"\xff"))),
+        });
+        round_trip(&ShardKvReply { result: Ok(None) });
         round_trip(&PullShardsArgs {
             num: 3,
             shards: vec![1, 2],

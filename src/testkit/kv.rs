@@ -12,6 +12,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use actix::Addr;
+use bytes::Bytes;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -77,7 +78,8 @@ impl OpLog {
 
 /// 6.5840's op wrappers (`Get`, `Put`, `Append` in test_test.go): run a clerk operation, count
 /// it, and record it with its call and return times for the linearizability checker. The KV
-/// and sharded KV harnesses share it.
+/// and sharded KV harnesses share it. They keep the lab's string API: keys and values are text,
+/// and a missing key reads as "". A clerk that stopped fails the test.
 pub struct OpRecorder {
     created: Instant,
     /// Last reading of [`OpRecorder::now`].
@@ -118,20 +120,25 @@ impl OpRecorder {
 
     async fn run(&self, ck: &Clerk, input: KvInput, log: Option<&OpLog>, client: u64) -> String {
         let call = self.now();
+        let key = Bytes::from(input.key.clone());
         let command = match input.op {
-            KvOp::Get => KvCommand::Get {
-                key: input.key.clone(),
-            },
+            KvOp::Get => KvCommand::Get { key },
             KvOp::Put => KvCommand::Put {
-                key: input.key.clone(),
-                value: input.value.clone(),
+                key,
+                value: Bytes::from(input.value.clone()),
             },
             KvOp::Append => KvCommand::Append {
-                key: input.key.clone(),
-                value: input.value.clone(),
+                key,
+                value: Bytes::from(input.value.clone()),
             },
         };
-        let value = ck.run(command).await;
+        // The lab's clerks answer "" for a missing key and for a write.
+        let value = match ck.run(command).await {
+            Ok(value) => {
+                value.map_or_else(String::new, |v| String::from_utf8_lossy(&v).into_owned())
+            }
+            Err(e) => panic!("client {client}: {:?} of {:?}: {e}", input.op, input.key),
+        };
         let return_time = self.now();
         self.ops.set(self.ops.get() + 1);
         if let Some(log) = log {

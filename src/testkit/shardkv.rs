@@ -32,7 +32,7 @@ use crate::actors::raft::{RaftPeer, RestoreError};
 use crate::actors::rsm::ReplicaSetup;
 use crate::actors::shardkv::clerk;
 use crate::actors::shardkv::{ShardKvNode, ShardKvSetup};
-use crate::messages::ctrler::{Config, Gid};
+use crate::messages::ctrler::{Gid, ShardConfig};
 use crate::messages::net::Server;
 use crate::storage::Persister;
 
@@ -287,9 +287,9 @@ impl ShardKvHarness {
     }
 
     /// The latest config of the main controller.
-    pub async fn query(&self) -> Config {
+    pub async fn query(&self) -> ShardConfig {
         self.mck
-            .query(-1)
+            .latest()
             .await
             .unwrap_or_else(|e| panic!("query: {e}"))
     }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use rainkv::deploy::config::{
-    ClusterConfig, NodeAddrs, TransportOverrides, DEFAULT_MAX_RAFT_STATE,
+use rainkv::deploy::cluster_file::{
+    ClusterFile, NodeAddrs, TransportOverrides, DEFAULT_MAX_RAFT_STATE,
 };
 
 /// The `serve` processes, one slot per node id; dropping it kills and reaps any still running.
@@ -57,7 +57,7 @@ pub fn free_ports() -> Vec<u16> {
 /// The config of a three-node cluster on `ports` (peer ports first, then client ports),
 /// written to `dir`; returns its path.
 pub fn write_config(dir: &Path, token: &str, ports: &[u16]) -> PathBuf {
-    let config = cluster_config(token, ports);
+    let config = cluster_file(token, ports);
     let text = config.to_toml().expect("config as TOML");
     let path = dir.join(format!("cluster-{token}.toml"));
     std::fs::write(&path, text).expect("write config");
@@ -65,9 +65,9 @@ pub fn write_config(dir: &Path, token: &str, ports: &[u16]) -> PathBuf {
 }
 
 /// The configuration [`write_config`] writes.
-fn cluster_config(token: &str, ports: &[u16]) -> ClusterConfig {
+fn cluster_file(token: &str, ports: &[u16]) -> ClusterFile {
     let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-    ClusterConfig {
+    ClusterFile {
         name: "process-test".into(),
         token: token.into(),
         max_raft_state: DEFAULT_MAX_RAFT_STATE,

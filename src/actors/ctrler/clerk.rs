@@ -165,8 +165,17 @@ impl CtrlerClerk {
         self.change(CtrlerOp::Move { shard, gid }).await
     }
 
-    /// Config `num` (-1: the latest).
-    pub async fn query(&self, num: i64) -> Result<Config, CtrlerError> {
+    /// The latest config (6.5840's `Query(-1)`).
+    pub async fn latest(&self) -> Result<ShardConfig, CtrlerError> {
+        self.query(None).await
+    }
+
+    /// Config `num`, or the latest if `num` is past it (6.5840's `Query(num)`).
+    pub async fn config(&self, num: ConfigNum) -> Result<ShardConfig, CtrlerError> {
+        self.query(Some(num)).await
+    }
+
+    async fn query(&self, num: Option<ConfigNum>) -> Result<ShardConfig, CtrlerError> {
         match self.run(CtrlerOp::Query { num }).await? {
             CtrlerReply::Config(config) => Ok(config),
             CtrlerReply::Done => Err(CtrlerError::Unavailable(

@@ -35,20 +35,20 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::actors::rsm::StateMachine;
-use crate::messages::ctrler::{Config, CtrlerError, CtrlerOp, Gid, NSHARDS};
+use crate::messages::ctrler::{ConfigNum, CtrlerError, CtrlerOp, Gid, ShardConfig, NSHARDS};
 
 /// Every config the controller has created, config 0 first; `configs[i].num == i`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(try_from = "UncheckedHistory")]
 pub struct ConfigHistory {
-    configs: Vec<Config>,
+    configs: Vec<ShardConfig>,
 }
 
 /// The wire form of a [`ConfigHistory`] before it is checked (same fields, so the same
 /// encoding).
 #[derive(Deserialize)]
 struct UncheckedHistory {
-    configs: Vec<Config>,
+    configs: Vec<ShardConfig>,
 }
 
 impl TryFrom<UncheckedHistory> for ConfigHistory {
@@ -65,7 +65,7 @@ impl TryFrom<UncheckedHistory> for ConfigHistory {
 
 impl StateMachine for ConfigHistory {
     type Command = CtrlerOp;
-    type Output = Result<Option<Config>, CtrlerError>;
+    type Output = Result<Option<ShardConfig>, CtrlerError>;
 
     fn apply(&mut self, op: CtrlerOp) -> Self::Output {
         self.execute(&op)
@@ -82,7 +82,7 @@ impl ConfigHistory {
     /// A history holding only config 0 (no groups, every shard on gid 0).
     pub fn new() -> Self {
         Self {
-            configs: vec![Config::default()],
+            configs: vec![ShardConfig::default()],
         }
     }
 
@@ -92,7 +92,7 @@ impl ConfigHistory {
     /// returns `Ok(Some(config))` and changes nothing. On `Err` nothing changes (see the
     /// invalid-input rules in `messages::ctrler`); the outcome depends only on the history
     /// and the op, so all replicas agree on it.
-    pub fn execute(&mut self, op: &CtrlerOp) -> Result<Option<Config>, CtrlerError> {
+    pub fn execute(&mut self, op: &CtrlerOp) -> Result<Option<ShardConfig>, CtrlerError> {
         match op {
             CtrlerOp::Query { num } => return Ok(Some(self.query(*num).clone())),
             CtrlerOp::Join { servers } => self.join(servers)?,
@@ -103,21 +103,20 @@ impl ConfigHistory {
     }
 
     /// The newest config.
-    pub fn latest(&self) -> &Config {
+    pub fn latest(&self) -> &ShardConfig {
         // Never empty: `new` starts with config 0 and decoding checks for it.
         &self.configs[self.configs.len() - 1]
     }
 
-    /// Config `num`, or the latest one if `num` is negative or past the latest.
-    pub fn query(&self, num: i64) -> &Config {
-        usize::try_from(num)
-            .ok()
+    /// Config `num`, or the latest one if `num` is `None` or past the latest.
+    pub fn query(&self, num: Option<ConfigNum>) -> &ShardConfig {
+        num.and_then(|n| usize::try_from(n).ok())
             .and_then(|i| self.configs.get(i))
             .unwrap_or_else(|| self.latest())
     }
 
     /// All configs, config 0 first.
-    pub fn configs(&self) -> &[Config] {
+    pub fn configs(&self) -> &[ShardConfig] {
         &self.configs
     }
 
@@ -127,7 +126,9 @@ impl ConfigHistory {
         let invalid = |why: String| Err(InvalidHistory(why));
         match self.configs.first() {
             None => return invalid("no configs".into()),
-            Some(c0) if *c0 != Config::default() => return invalid("config 0 is not empty".into()),
+            Some(c0) if *c0 != ShardConfig::default() => {
+                return invalid("config 0 is not empty".into())
+            }
             Some(_) => {}
         }
         for (i, c) in self.configs.iter().enumerate() {
@@ -152,7 +153,7 @@ impl ConfigHistory {
     }
 
     /// A copy of the latest config with the next number, ready to be changed and pushed.
-    fn next_config(&self) -> Config {
+    fn next_config(&self) -> ShardConfig {
         let mut next = self.latest().clone();
         next.num += 1;
         next

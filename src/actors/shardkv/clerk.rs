@@ -17,16 +17,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix::prelude::*;
+use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::actors::clerk::Clerk;
 use crate::actors::client_end::{ClientEnd, EndMaker};
 use crate::actors::ctrler::clerk::CtrlerClerk;
-use crate::messages::ctrler::{key2shard, Config, Gid};
+use crate::messages::ctrler::{key2shard, Gid, ShardConfig};
 use crate::messages::kv::*;
 use crate::messages::net::RpcError;
 use crate::messages::rsm::{ClientId, Seq};
-use crate::messages::shard::{ShardGetArgs, ShardPutAppendArgs};
+use crate::messages::shard::{ShardGetArgs, ShardKvError, ShardKvReply, ShardPutAppendArgs};
 
 /// Wait before asking the controller for a newer config (6.5840's clerk: 100 ms); also how
 /// long a group may fail to answer before the clerk asks anyway.
@@ -36,8 +37,8 @@ const ROUND_PAUSE: Duration = Duration::from_millis(10);
 
 /// How one round over the key's group ended.
 enum Attempt {
-    /// The value (or "" for a write or a missing key).
-    Answer(String),
+    /// The value of a Get (`None` for a missing key), `None` for a write.
+    Answer(Option<Bytes>),
     /// The config is stale: the group refused the key, or there is no group for it.
     Stale,
     /// No server of the group answered.
@@ -47,7 +48,7 @@ enum Attempt {
 /// What the clerk learns while it works: carried into each operation and back.
 #[derive(Default)]
 struct Knowledge {
-    config: Config,
+    config: ShardConfig,
     ends: BTreeMap<String, ClientEnd>,
     /// Per group, the server that answered last.
     leaders: BTreeMap<Gid, usize>,
@@ -71,20 +72,20 @@ async fn call(
     command: &KvCommand,
     client_id: ClientId,
     seq: Seq,
-) -> Result<KvReply, RpcError> {
-    match command {
-        KvCommand::Get { key } => end.call(&ShardGetArgs { key: key.clone() }).await,
-        KvCommand::Put { key, value } | KvCommand::Append { key, value } => {
-            let args = ShardPutAppendArgs {
-                key: key.clone(),
-                value: value.clone(),
-                append: matches!(command, KvCommand::Append { .. }),
-                client_id,
-                seq,
-            };
-            end.call(&args).await
-        }
-    }
+) -> Result<ShardKvReply, RpcError> {
+    let (op, key, value) = match command {
+        KvCommand::Get { key } => return end.call(&ShardGetArgs { key: key.clone() }).await,
+        KvCommand::Put { key, value } => (WriteOp::Put, key, value),
+        KvCommand::Append { key, value } => (WriteOp::Append, key, value),
+    };
+    let args = ShardPutAppendArgs {
+        key: key.clone(),
+        value: value.clone(),
+        op,
+        client_id,
+        seq,
+    };
+    end.call(&args).await
 }
 
 impl Knowledge {
@@ -123,20 +124,17 @@ impl Knowledge {
                 continue;
             };
             match call(&end, command, client_id, seq).await {
-                Ok(KvReply { result: Ok(value) }) => {
+                Ok(ShardKvReply { result: Ok(value) }) => {
                     self.leaders.insert(gid, server);
                     return Attempt::Answer(value);
                 }
-                Ok(KvReply {
-                    result: Err(KvError::NoKey),
-                }) => {
-                    self.leaders.insert(gid, server);
-                    return Attempt::Answer(String::new());
-                }
-                Ok(KvReply {
-                    result: Err(KvError::WrongGroup),
+                Ok(ShardKvReply {
+                    result: Err(ShardKvError::WrongGroup),
                 }) => return Attempt::Stale,
-                _ => {}
+                Ok(ShardKvReply {
+                    result: Err(ShardKvError::WrongLeader),
+                })
+                | Err(_) => {}
             }
         }
         Attempt::NoAnswer
@@ -145,7 +143,7 @@ impl Knowledge {
 
 impl Handler<ClerkOp> for ShardClerkActor {
     // Atomic: one operation at a time, as 6.5840 assumes.
-    type Result = AtomicResponse<Self, String>;
+    type Result = AtomicResponse<Self, Result<Option<Bytes>, ClerkError>>;
 
     fn handle(&mut self, op: ClerkOp, _: &mut Self::Context) -> Self::Result {
         if !matches!(op.0, KvCommand::Get { .. }) {
@@ -174,7 +172,7 @@ impl Handler<ClerkOp> for ShardClerkActor {
                     }
                 }
                 failing_since = None;
-                match ctrler.query(-1).await {
+                match ctrler.latest().await {
                     Ok(config) => known.config = config,
                     Err(e) => log::warn!("clerk {client_id}: no config: {e}"),
                 }
@@ -183,7 +181,7 @@ impl Handler<ClerkOp> for ShardClerkActor {
         AtomicResponse::new(Box::pin(attempt.into_actor(self).map(
             |(known, value), clerk, _| {
                 clerk.known = known;
-                value
+                Ok(value)
             },
         )))
     }

@@ -48,7 +48,7 @@ use crate::actors::client_end::{ClientEnd, EndMaker};
 use crate::actors::ctrler::clerk::one_round;
 use crate::actors::raft::RaftPeer;
 use crate::actors::rsm::Rsm;
-use crate::messages::ctrler::{CtrlerOp, CtrlerReply, Gid};
+use crate::messages::ctrler::{ConfigNum, CtrlerOp, CtrlerReply, Gid};
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::Rpc;
 use crate::messages::raft::{RoleChanged, SubscribeRoles};
@@ -247,7 +247,7 @@ impl Migrator {
     }
 
     /// Asks the controller for config `num + 1` and submits it if it exists.
-    fn configure(&self, num: u64) -> impl Future<Output = Outcome> + 'static {
+    fn configure(&self, num: ConfigNum) -> impl Future<Output = Outcome> + 'static {
         let (rsm, gid, ctrlers, first) = (
             self.rsm.clone(),
             self.gid,
@@ -255,9 +255,7 @@ impl Migrator {
             self.ctrler_leader,
         );
         async move {
-            let query = CtrlerOp::Query {
-                num: (num + 1) as i64,
-            };
+            let query = CtrlerOp::Query { num: Some(num + 1) };
             let answer = one_round(&ctrlers, first, &query, 0, 0).await;
             let ctrler_leader = answer.as_ref().map(|(server, _)| *server);
             let progress = match answer {
@@ -291,7 +289,7 @@ impl Migrator {
     }
 
     /// Pulls the shards gained from one group at config `num` and installs them.
-    fn pull(&self, num: u64, transfer: Transfer) -> impl Future<Output = Outcome> + 'static {
+    fn pull(&self, num: ConfigNum, transfer: Transfer) -> impl Future<Output = Outcome> + 'static {
         let rsm = self.rsm.clone();
         let mut ends = self.group_ends(&transfer.servers);
         async move {
@@ -313,7 +311,11 @@ impl Migrator {
     }
 
     /// Has one previous owner delete its copies of the shards installed at config `num`.
-    fn confirm(&self, num: u64, transfer: Transfer) -> impl Future<Output = Outcome> + 'static {
+    fn confirm(
+        &self,
+        num: ConfigNum,
+        transfer: Transfer,
+    ) -> impl Future<Output = Outcome> + 'static {
         let rsm = self.rsm.clone();
         let mut ends = self.group_ends(&transfer.servers);
         async move {

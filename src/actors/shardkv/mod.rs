@@ -10,12 +10,18 @@
 //! Client operations go through the log *without* an RSM session: the store keeps one
 //! duplicate table per shard, which travels with the shard, so at-most-once holds across
 //! moves. A request for a shard the group does not serve at that point of the log gets
-//! `WrongGroup`.
+//! `ShardKvError::WrongGroup`.
 //!
 //! [`ShardKv`] handles: [`Dispatch`] (`ShardKV.Get`, `ShardKV.PutAppend`, and from other
 //! groups' migrators `ShardKV.PullShards`, answered from the applied state with [`Read`],
 //! and `ShardKV.DeleteShards`, which goes through the log). Sends: [`Submit`] and [`Read`] to
 //! its [`Rsm`].
+//!
+//! [`Rsm`]: crate::actors::rsm::Rsm
+//! [`ShardStore`]: store::ShardStore
+//! [`Dispatch`]: crate::messages::net::Dispatch
+//! [`Read`]: crate::messages::rsm::Read
+//! [`Submit`]: crate::messages::rsm::Submit
 
 pub mod clerk;
 mod migrator;

@@ -9,10 +9,11 @@
 //! Handles: [`Dispatch`]. Sends: [`Submit`] and [`Read`] to its [`Rsm`].
 
 use actix::prelude::*;
+use bytes::Bytes;
 
 use super::store::{ShardCommand, ShardOutput, ShardStore};
 use crate::actors::rsm::Rsm;
-use crate::messages::kv::{KvCommand, KvError, KvReply};
+use crate::messages::kv::KvCommand;
 use crate::messages::net::{encode, Dispatch, Rpc, RpcError};
 use crate::messages::rsm::{Read, Session, Submit};
 use crate::messages::shard::*;
@@ -31,11 +32,12 @@ async fn client(
     rsm: &Addr<Rsm<ShardStore>>,
     command: KvCommand,
     session: Option<Session>,
-) -> Result<String, KvError> {
+) -> Result<Option<Bytes>, ShardKvError> {
     let command = ShardCommand::Client { command, session };
     match rsm.send(Submit::new(None, command)).await {
-        Ok(Ok(ShardOutput::Kv(result))) => result,
-        _ => Err(KvError::WrongLeader),
+        Ok(Ok(ShardOutput::Kv(value))) => Ok(value),
+        Ok(Ok(ShardOutput::WrongGroup)) => Err(ShardKvError::WrongGroup),
+        _ => Err(ShardKvError::WrongLeader),
     }
 }
 
@@ -44,13 +46,13 @@ async fn serve(rsm: Addr<Rsm<ShardStore>>, msg: Dispatch) -> Result<Vec<u8>, Rpc
         ShardGetArgs::METHOD => {
             let key = msg.decode::<ShardGetArgs>()?.key;
             let result = client(&rsm, KvCommand::Get { key }, None).await;
-            encode(&KvReply { result })
+            encode(&ShardKvReply { result })
         }
         ShardPutAppendArgs::METHOD => {
             let args = msg.decode::<ShardPutAppendArgs>()?;
             let session = Some((args.client_id, args.seq));
             let result = client(&rsm, args.command(), session).await;
-            encode(&KvReply { result })
+            encode(&ShardKvReply { result })
         }
         PullShardsArgs::METHOD => {
             let args = msg.decode::<PullShardsArgs>()?;

@@ -25,11 +25,13 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::actors::kv_server::apply_to_map;
 use crate::actors::rsm::StateMachine;
-use crate::messages::ctrler::{key2shard, Config, Gid, NSHARDS};
-use crate::messages::kv::{KvCommand, KvError};
+use crate::messages::ctrler::{key2shard, ConfigNum, Gid, ShardConfig, NSHARDS};
+use crate::messages::kv::KvCommand;
 use crate::messages::rsm::Session;
 use crate::messages::shard::{MigrationError, ShardData};
 
@@ -70,26 +72,26 @@ pub enum ShardCommand {
         /// This group's id.
         gid: Gid,
         /// The next config.
-        config: Config,
+        config: ShardConfig,
     },
     /// Data of shards pulled from their previous owners at config `num`.
     Install {
         /// The config the shards were gained at.
-        num: u64,
+        num: ConfigNum,
         /// The shards' data.
         shards: BTreeMap<usize, ShardData>,
     },
     /// The new owners installed these shards, given up at config `num`: delete the copies.
     Delete {
         /// The config the shards were given up at.
-        num: u64,
+        num: ConfigNum,
         /// The shards.
         shards: Vec<usize>,
     },
     /// The previous owners deleted their copies of these shards, gained at config `num`.
     Confirmed {
         /// The config the shards were gained at.
-        num: u64,
+        num: ConfigNum,
         /// The shards.
         shards: Vec<usize>,
     },
@@ -98,8 +100,11 @@ pub enum ShardCommand {
 /// What applying a [`ShardCommand`] answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ShardOutput {
-    /// A client operation's outcome: the value of a Get (or "" for a write), or why not.
-    Kv(Result<String, KvError>),
+    /// A client operation was applied: the value a Get read (`None` for a missing key),
+    /// `None` for a write (or a write already applied).
+    Kv(Option<Bytes>),
+    /// A client operation for a shard the group does not serve now: not applied.
+    WrongGroup,
     /// A reconfiguration command was applied (or found already done or stale).
     Done,
     /// A `Delete` for a config this group has not reached yet.
@@ -121,7 +126,7 @@ pub struct Transfer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Work {
     /// The current config number.
-    pub num: u64,
+    pub num: ConfigNum,
     /// Every held shard is `Serving`: the group may move to the next config.
     pub settled: bool,
     /// Shards to pull, by previous owner.
@@ -136,9 +141,9 @@ pub struct ShardStore {
     /// This group's id (0 until the first config is applied).
     gid: Gid,
     /// The current config.
-    config: Config,
+    config: ShardConfig,
     /// The config before it: where gained shards come from.
-    prev: Config,
+    prev: ShardConfig,
     /// The shards held, by shard number.
     shards: BTreeMap<usize, Shard>,
 }
@@ -149,9 +154,7 @@ impl StateMachine for ShardStore {
 
     fn apply(&mut self, command: ShardCommand) -> ShardOutput {
         match command {
-            ShardCommand::Client { command, session } => {
-                ShardOutput::Kv(self.client(command, session))
-            }
+            ShardCommand::Client { command, session } => self.client(command, session),
             ShardCommand::Configure { gid, config } => {
                 self.configure(gid, config);
                 ShardOutput::Done
@@ -171,7 +174,7 @@ impl StateMachine for ShardStore {
 
 impl ShardStore {
     /// The current config.
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &ShardConfig {
         &self.config
     }
 
@@ -180,32 +183,22 @@ impl ShardStore {
         &self.shards
     }
 
-    fn client(&mut self, command: KvCommand, session: Option<Session>) -> Result<String, KvError> {
+    fn client(&mut self, command: KvCommand, session: Option<Session>) -> ShardOutput {
         let shard = key2shard(command.key());
         let data = match self.shards.get_mut(&shard) {
             Some(Shard {
                 status: ShardStatus::Serving | ShardStatus::Confirming,
                 data,
             }) => data,
-            _ => return Err(KvError::WrongGroup),
+            _ => return ShardOutput::WrongGroup,
         };
         if let Some((client, seq)) = session {
             if data.sessions.get(&client).is_some_and(|&last| last >= seq) {
-                return Ok(String::new());
+                return ShardOutput::Kv(None);
             }
             data.sessions.insert(client, seq);
         }
-        match command {
-            KvCommand::Get { key } => data.kv.get(&key).cloned().ok_or(KvError::NoKey),
-            KvCommand::Put { key, value } => {
-                data.kv.insert(key, value);
-                Ok(String::new())
-            }
-            KvCommand::Append { key, value } => {
-                data.kv.entry(key).or_default().push_str(&value);
-                Ok(String::new())
-            }
-        }
+        ShardOutput::Kv(apply_to_map(&mut data.kv, command))
     }
 
     fn settled(&self) -> bool {
@@ -214,7 +207,7 @@ impl ShardStore {
             .all(|s| s.status == ShardStatus::Serving)
     }
 
-    fn configure(&mut self, gid: Gid, next: Config) {
+    fn configure(&mut self, gid: Gid, next: ShardConfig) {
         if next.num != self.config.num + 1 || !self.settled() {
             return;
         }
@@ -247,7 +240,7 @@ impl ShardStore {
         self.prev = std::mem::replace(&mut self.config, next);
     }
 
-    fn install(&mut self, num: u64, shards: BTreeMap<usize, ShardData>) {
+    fn install(&mut self, num: ConfigNum, shards: BTreeMap<usize, ShardData>) {
         if num != self.config.num {
             return;
         }
@@ -263,7 +256,7 @@ impl ShardStore {
         }
     }
 
-    fn delete(&mut self, num: u64, shards: &[usize]) -> ShardOutput {
+    fn delete(&mut self, num: ConfigNum, shards: &[usize]) -> ShardOutput {
         if num > self.config.num {
             return ShardOutput::NotReady;
         }
@@ -282,7 +275,7 @@ impl ShardStore {
         ShardOutput::Done
     }
 
-    fn confirmed(&mut self, num: u64, shards: &[usize]) {
+    fn confirmed(&mut self, num: ConfigNum, shards: &[usize]) {
         if num != self.config.num {
             return;
         }
@@ -298,7 +291,7 @@ impl ShardStore {
     /// The frozen data of `shards` as of config `num`, for their new owner.
     pub fn frozen(
         &self,
-        num: u64,
+        num: ConfigNum,
         shards: &[usize],
     ) -> Result<BTreeMap<usize, ShardData>, MigrationError> {
         if num != self.config.num {

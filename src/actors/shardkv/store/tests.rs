@@ -6,7 +6,7 @@ use super::*;
 const A: Gid = 100;
 const B: Gid = 101;
 
-fn config(num: u64, shards: [Gid; NSHARDS]) -> Config {
+fn config(num: u64, shards: [Gid; NSHARDS]) -> ShardConfig {
     let mut groups = BTreeMap::new();
     for gid in shards {
         if gid != 0 {
@@ -16,7 +16,7 @@ fn config(num: u64, shards: [Gid; NSHARDS]) -> Config {
             );
         }
     }
-    Config {
+    ShardConfig {
         num,
         shards,
         groups,
@@ -24,11 +24,11 @@ fn config(num: u64, shards: [Gid; NSHARDS]) -> Config {
 }
 
 /// Config 1: all on A. Config 2: shards 0..5 move to B.
-fn c1() -> Config {
+fn c1() -> ShardConfig {
     config(1, [A; NSHARDS])
 }
 
-fn c2() -> Config {
+fn c2() -> ShardConfig {
     config(2, [B, B, B, B, B, A, A, A, A, A])
 }
 
@@ -40,8 +40,8 @@ fn key(s: usize) -> String {
 fn put(store: &mut ShardStore, k: &str, v: &str, client: u64, seq: u64) -> ShardOutput {
     store.apply(ShardCommand::Client {
         command: KvCommand::Put {
-            key: k.into(),
-            value: v.into(),
+            key: Bytes::copy_from_slice(k.as_bytes()),
+            value: Bytes::copy_from_slice(v.as_bytes()),
         },
         session: Some((client, seq)),
     })
@@ -50,8 +50,8 @@ fn put(store: &mut ShardStore, k: &str, v: &str, client: u64, seq: u64) -> Shard
 fn append(store: &mut ShardStore, k: &str, v: &str, client: u64, seq: u64) -> ShardOutput {
     store.apply(ShardCommand::Client {
         command: KvCommand::Append {
-            key: k.into(),
-            value: v.into(),
+            key: Bytes::copy_from_slice(k.as_bytes()),
+            value: Bytes::copy_from_slice(v.as_bytes()),
         },
         session: Some((client, seq)),
     })
@@ -59,16 +59,22 @@ fn append(store: &mut ShardStore, k: &str, v: &str, client: u64, seq: u64) -> Sh
 
 fn get(store: &mut ShardStore, k: &str) -> ShardOutput {
     store.apply(ShardCommand::Client {
-        command: KvCommand::Get { key: k.into() },
+        command: KvCommand::Get {
+            key: Bytes::copy_from_slice(k.as_bytes()),
+        },
         session: None,
     })
 }
 
+/// What a Get that reads `v` answers.
 fn ok(v: &str) -> ShardOutput {
-    ShardOutput::Kv(Ok(v.to_string()))
+    ShardOutput::Kv(Some(Bytes::copy_from_slice(v.as_bytes())))
 }
 
-fn configure(store: &mut ShardStore, gid: Gid, config: Config) {
+/// What an applied write answers.
+const WRITTEN: ShardOutput = ShardOutput::Kv(None);
+
+fn configure(store: &mut ShardStore, gid: Gid, config: ShardConfig) {
     assert_eq!(
         store.apply(ShardCommand::Configure { gid, config }),
         ShardOutput::Done
@@ -82,20 +88,20 @@ fn status(store: &ShardStore, s: usize) -> Option<ShardStatus> {
 #[test]
 fn key_helper_matches_key2shard() {
     for s in 0..NSHARDS {
-        assert_eq!(key2shard(&key(s)), s);
+        assert_eq!(key2shard(key(s)), s);
     }
 }
 
 #[test]
 fn shards_gained_from_gid_0_serve_at_once() {
     let mut a = ShardStore::default();
-    assert_eq!(get(&mut a, "x"), ShardOutput::Kv(Err(KvError::WrongGroup)));
+    assert_eq!(get(&mut a, "x"), ShardOutput::WrongGroup);
     configure(&mut a, A, c1());
     assert_eq!(a.config().num, 1);
     assert!((0..NSHARDS).all(|s| status(&a, s) == Some(ShardStatus::Serving)));
-    assert_eq!(get(&mut a, "x"), ShardOutput::Kv(Err(KvError::NoKey)));
-    assert_eq!(put(&mut a, "x", "1", 7, 1), ok(""));
-    assert_eq!(append(&mut a, "x", "2", 7, 2), ok(""));
+    assert_eq!(get(&mut a, "x"), ShardOutput::Kv(None));
+    assert_eq!(put(&mut a, "x", "1", 7, 1), WRITTEN);
+    assert_eq!(append(&mut a, "x", "2", 7, 2), WRITTEN);
     assert_eq!(get(&mut a, "x"), ok("12"));
     assert!(a.work().settled);
 }
@@ -144,14 +150,8 @@ fn hand_off_between_two_groups() {
     for s in 0..5 {
         assert_eq!(status(&a, s), Some(ShardStatus::Frozen));
         assert_eq!(status(&b, s), Some(ShardStatus::Waiting));
-        assert_eq!(
-            get(&mut a, &key(s)),
-            ShardOutput::Kv(Err(KvError::WrongGroup))
-        );
-        assert_eq!(
-            get(&mut b, &key(s)),
-            ShardOutput::Kv(Err(KvError::WrongGroup))
-        );
+        assert_eq!(get(&mut a, &key(s)), ShardOutput::WrongGroup);
+        assert_eq!(get(&mut b, &key(s)), ShardOutput::WrongGroup);
     }
     for s in 5..NSHARDS {
         assert_eq!(get(&mut a, &key(s)), ok(&format!("v{s}")));
@@ -190,7 +190,7 @@ fn hand_off_between_two_groups() {
         assert_eq!(get(&mut b, &key(s)), ok(&format!("v{s}")));
     }
     // The duplicate table came along: a retried write is not applied twice.
-    assert_eq!(put(&mut b, &key(0), "again", 7, 1), ok(""));
+    assert_eq!(put(&mut b, &key(0), "again", 7, 1), WRITTEN);
     assert_eq!(get(&mut b, &key(0)), ok("v0"));
     // A second install of the same data does not overwrite newer writes.
     append(&mut b, &key(1), "+", 9, 1);

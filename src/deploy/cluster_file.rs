@@ -35,9 +35,9 @@ use crate::actors::tcp::{TcpSettings, HELLO_MAX_FRAME};
 /// so it is kept small.
 pub const DEFAULT_MAX_RAFT_STATE: usize = 256 << 10;
 
-/// A validated cluster configuration.
+/// The cluster file, read and validated: the cluster's name and token, its nodes, tuning.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterConfig {
+pub struct ClusterFile {
     /// The cluster's name; connections from another cluster are refused.
     pub name: String,
     /// The shared token every connection must present.
@@ -93,9 +93,9 @@ impl TransportOverrides {
     }
 }
 
-/// What is wrong with a configuration.
+/// What is wrong with a cluster file.
 #[derive(Debug)]
-pub enum ConfigError {
+pub enum ClusterFileError {
     /// The file could not be read.
     Read {
         /// The file.
@@ -119,30 +119,30 @@ pub enum ConfigError {
     },
 }
 
-impl fmt::Display for ConfigError {
+impl fmt::Display for ClusterFileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::Read { path, source } => {
+            ClusterFileError::Read { path, source } => {
                 write!(f, "cannot read cluster config {}: {source}", path.display())
             }
-            ConfigError::Parse { origin, message } => {
+            ClusterFileError::Parse { origin, message } => {
                 write!(
                     f,
                     "{origin} is not a valid cluster config: {}",
                     message.trim_end()
                 )
             }
-            ConfigError::Invalid { origin, message } => write!(f, "{origin}: {message}"),
+            ClusterFileError::Invalid { origin, message } => write!(f, "{origin}: {message}"),
         }
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for ClusterFileError {}
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg(feature = "cli")]
-struct RawConfig {
+struct RawClusterFile {
     cluster: RawCluster,
     #[serde(default)]
     node: Vec<RawNode>,
@@ -168,11 +168,11 @@ struct RawNode {
     client: String,
 }
 
-impl ClusterConfig {
+impl ClusterFile {
     /// Reads and validates the file at `path` (with the `cli` feature, which brings `toml`).
     #[cfg(feature = "cli")]
-    pub fn load(path: &Path) -> Result<ClusterConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    pub fn load(path: &Path) -> Result<ClusterFile, ClusterFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ClusterFileError::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -181,12 +181,12 @@ impl ClusterConfig {
 
     /// Parses and validates `text`; `origin` names it in errors (usually the file name).
     #[cfg(feature = "cli")]
-    pub fn parse(text: &str, origin: &str) -> Result<ClusterConfig, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+    pub fn parse(text: &str, origin: &str) -> Result<ClusterFile, ClusterFileError> {
+        let raw: RawClusterFile = toml::from_str(text).map_err(|e| ClusterFileError::Parse {
             origin: origin.to_string(),
             message: e.to_string(),
         })?;
-        let invalid = |message: String| ConfigError::Invalid {
+        let invalid = |message: String| ClusterFileError::Invalid {
             origin: origin.to_string(),
             message,
         };
@@ -203,7 +203,7 @@ impl ClusterConfig {
             });
         }
         nodes.sort_by_key(|n| n.id);
-        let config = ClusterConfig {
+        let config = ClusterFile {
             name: raw.cluster.name,
             token: raw.cluster.token,
             max_raft_state: raw.cluster.max_raft_state.unwrap_or(DEFAULT_MAX_RAFT_STATE),
@@ -275,8 +275,8 @@ impl ClusterConfig {
     }
 
     /// Node `id`'s addresses.
-    pub fn node(&self, id: usize) -> Result<&NodeAddrs, ConfigError> {
-        self.nodes.get(id).ok_or_else(|| ConfigError::Invalid {
+    pub fn node(&self, id: usize) -> Result<&NodeAddrs, ClusterFileError> {
+        self.nodes.get(id).ok_or_else(|| ClusterFileError::Invalid {
             origin: "command line".into(),
             message: format!(
                 "no node {id} in the cluster config (ids are 0..{})",
@@ -323,7 +323,7 @@ impl ClusterConfig {
     /// The configuration as a TOML file.
     #[cfg(feature = "cli")]
     pub fn to_toml(&self) -> Result<String, String> {
-        let raw = RawConfig {
+        let raw = RawClusterFile {
             cluster: RawCluster {
                 name: self.name.clone(),
                 token: self.token.clone(),
@@ -379,7 +379,7 @@ call_timeout_ms = 500
 "#;
 
     fn error_of(text: &str) -> String {
-        match ClusterConfig::parse(text, "cluster.toml") {
+        match ClusterFile::parse(text, "cluster.toml") {
             Ok(config) => panic!("accepted a bad config: {config:?}"),
             Err(e) => e.to_string(),
         }
@@ -387,7 +387,7 @@ call_timeout_ms = 500
 
     #[test]
     fn a_good_file_parses_with_nodes_in_id_order() {
-        let config = ClusterConfig::parse(GOOD, "cluster.toml").expect("valid");
+        let config = ClusterFile::parse(GOOD, "cluster.toml").expect("valid");
         assert_eq!(config.name, "test");
         assert_eq!(config.nodes.len(), 2);
         assert_eq!(
@@ -406,9 +406,9 @@ call_timeout_ms = 500
 
     #[test]
     fn to_toml_round_trips() {
-        let config = ClusterConfig::parse(GOOD, "cluster.toml").expect("valid");
+        let config = ClusterFile::parse(GOOD, "cluster.toml").expect("valid");
         let text = config.to_toml().expect("serialisable");
-        let again = ClusterConfig::parse(&text, "again").expect("valid");
+        let again = ClusterFile::parse(&text, "again").expect("valid");
         assert_eq!(again, config);
     }
 
@@ -450,7 +450,7 @@ call_timeout_ms = 500
 
     #[test]
     fn a_missing_file_says_which() {
-        let e = ClusterConfig::load(Path::new("/nonexistent/cluster.toml"))
+        let e = ClusterFile::load(Path::new("/nonexistent/cluster.toml"))
             .expect_err("no such file")
             .to_string();
         assert!(e.contains("/nonexistent/cluster.toml"), "{e}");
