@@ -1,14 +1,17 @@
 //! RainKV over loopback TCP in one process: KV servers, Raft peers and clerks unchanged, the
 //! simulated network replaced by the TCP transport. Real time; every wait is bounded.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use rainkv::actors::tcp::{client_end, Link};
 use rainkv::deploy::demo::{run_demo, DemoOptions, Verdict};
 use rainkv::deploy::local::{LocalCluster, LocalOptions};
 use rainkv::messages::admin::StatusArgs;
 use rainkv::messages::net::RpcError;
-use rainkv::messages::raft::Role;
+use rainkv::messages::raft::InstallSnapshotArgs;
+use rainkv::messages::rsm::Health;
 use tokio::time::{sleep, timeout, Instant};
 
 /// Every test ends within this, whatever goes wrong.
@@ -35,7 +38,10 @@ async fn applied_at_least(cluster: &LocalCluster, i: usize, index: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let reports = cluster.client().status(Duration::from_millis(500)).await;
-        let applied = reports[i].status.as_ref().map(|s| s.last_applied);
+        let applied = reports[i]
+            .status
+            .as_ref()
+            .map(|s| s.raft.map_or(0, |r| r.last_applied));
         if applied.is_ok_and(|a| a >= index) {
             return;
         }
@@ -68,11 +74,13 @@ async fn basic_operations_and_status_over_tcp() {
             .iter()
             .map(|r| r.status.clone().expect("every node answers"))
             .collect();
-        let leaders = statuses.iter().filter(|s| s.role == Role::Leader).count();
+        let leaders = statuses.iter().filter(|s| s.is_leader()).count();
         assert_eq!(leaders, 1, "{statuses:?}");
         for (i, s) in statuses.iter().enumerate() {
             assert_eq!(s.id, i);
-            assert!(s.last_applied <= s.commit_index, "{s:?}");
+            assert_eq!(s.health, Health::Serving);
+            let raft = s.raft.expect("its Raft peer runs");
+            assert!(raft.last_applied <= raft.commit_index, "{s:?}");
         }
         cluster.shutdown().await;
     })
@@ -142,7 +150,7 @@ async fn a_killed_node_is_unreachable_and_a_restarted_one_catches_up() {
         let commit = reports
             .iter()
             .filter_map(|r| r.status.as_ref().ok())
-            .map(|s| s.commit_index)
+            .filter_map(|s| s.raft.map(|r| r.commit_index))
             .max()
             .unwrap_or(0);
         applied_at_least(&cluster, victim, commit).await;
@@ -213,7 +221,8 @@ async fn a_cut_off_leader_is_replaced_and_rejoins_after_healing() {
         let commit = reports[new]
             .status
             .as_ref()
-            .map(|s| s.commit_index)
+            .ok()
+            .and_then(|s| s.raft.map(|r| r.commit_index))
             .unwrap_or(0);
         applied_at_least(&cluster, old, commit).await;
         cluster.shutdown().await;
@@ -246,7 +255,8 @@ async fn a_lagging_node_gets_a_snapshot_over_the_bulk_lane() {
         let commit = reports[leader]
             .status
             .as_ref()
-            .map(|s| s.commit_index)
+            .ok()
+            .and_then(|s| s.raft.map(|r| r.commit_index))
             .unwrap_or(0);
         applied_at_least(&cluster, lagging, commit).await;
         // The snapshot went on the leader's bulk lane to the lagging node, and arrived there.
@@ -292,6 +302,56 @@ async fn the_demo_runs_to_a_linearizable_verdict() {
             count("healed node"),
         ];
         assert_eq!(counts, [2, 2, 1, 1], "{:#?}", report.faults);
+    })
+    .await;
+}
+
+/// A node that meets a snapshot it cannot decode halts, and says so in its status, while the
+/// other two go on serving.
+#[actix::test]
+async fn a_halted_node_says_why_in_its_status() {
+    bounded(async {
+        let mut cluster = cluster(LocalOptions::default()).await;
+        let clerk = cluster.client().clerk();
+        clerk.put("a", "1").await.expect("put");
+        let (leader, state) = cluster
+            .client()
+            .wait_for_leader(Duration::from_secs(5))
+            .await
+            .expect("a leader");
+        let victim = (leader + 1) % 3;
+        // A rogue peer of a later term sends the victim a snapshot that is not one.
+        let config = cluster.config();
+        let link = Link::start(config.nodes[victim].peer, Arc::new(config.tcp_settings()));
+        let rogue = client_end("rogue", &link);
+        let _ = rogue
+            .call(&InstallSnapshotArgs {
+                term: state.term + 100,
+                leader_id: leader,
+                last_included_index: state.commit_index + 100,
+                last_included_term: state.term + 100,
+                data: b"not a snapshot".to_vec(),
+            })
+            .await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            let reports = cluster.client().status(Duration::from_secs(1)).await;
+            if let Ok(status) = &reports[victim].status {
+                if let Health::Halted { reason } = &status.health {
+                    break (reason.clone(), status.raft);
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {victim} did not halt: {reports:?}"
+            );
+            sleep(Duration::from_millis(50)).await;
+        };
+        assert!(status.0.contains("snapshot"), "halted for: {}", status.0);
+        assert_eq!(status.1, None, "its Raft peer has stopped");
+        clerk.put("b", "2").await.expect("the other two serve");
+        assert_eq!(clerk.get("b").await, Ok(Some("2".into())));
+        cluster.shutdown().await;
     })
     .await;
 }

@@ -247,7 +247,7 @@ async fn client(id: usize, clerk: Clerk, shared: Shared) -> ClientLog {
 /// The leader, by the status RPC, waiting up to [`ELECTION_LIMIT`] for one.
 async fn leader(client: &ClusterClient) -> usize {
     match client.wait_for_leader(ELECTION_LIMIT).await {
-        Some(status) => status.id,
+        Some((id, _)) => id,
         None => panic!(
             "no leader within {ELECTION_LIMIT:?}: {:?}",
             client.status(Duration::from_millis(500)).await
@@ -262,7 +262,7 @@ async fn caught_up(client: &ClusterClient, id: usize) {
         .await
         .iter()
         .filter_map(|r| r.status.as_ref().ok())
-        .map(|s| s.commit_index)
+        .filter_map(|s| s.raft.map(|r| r.commit_index))
         .max()
         .unwrap_or(0);
     let deadline = Instant::now() + CATCH_UP_LIMIT;
@@ -271,7 +271,7 @@ async fn caught_up(client: &ClusterClient, id: usize) {
         if reports[id]
             .status
             .as_ref()
-            .is_ok_and(|s| s.last_applied >= target)
+            .is_ok_and(|s| s.raft.is_some_and(|r| r.last_applied >= target))
         {
             return;
         }

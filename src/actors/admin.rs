@@ -1,25 +1,29 @@
-//! The admin service of one node: answers `Admin.Status` with the node's Raft role, term,
-//! commit and applied index, for `rainkv-ctl status` and the demo's progress line.
+//! The admin service of one node: answers `Admin.Status` with whether the node's replica is
+//! serving (or why it halted) and its Raft peer's role, term, leader, commit and applied
+//! index, for `rainkv-ctl status` and the demo's progress line.
 //!
-//! Handles: [`Dispatch`] (`Admin.Status`). Sends: [`GetState`] to its Raft peer.
+//! Handles: [`Dispatch`] (`Admin.Status`). Sends: [`GetHealth`] to its replica, [`GetState`]
+//! to its Raft peer.
 
 use actix::prelude::*;
 
 use crate::actors::raft::RaftPeer;
-use crate::messages::admin::{NodeStatus, StatusArgs};
+use crate::messages::admin::{NodeStatus, RaftStatus, StatusArgs};
 use crate::messages::net::{encode, Dispatch, Rpc, RpcError};
 use crate::messages::raft::GetState;
+use crate::messages::rsm::GetHealth;
 
 /// The admin service actor.
 pub struct Admin {
     id: usize,
+    replica: Recipient<GetHealth>,
     raft: Addr<RaftPeer>,
 }
 
 impl Admin {
-    /// The admin service of node `id`, whose Raft peer is `raft`.
-    pub fn new(id: usize, raft: Addr<RaftPeer>) -> Self {
-        Admin { id, raft }
+    /// The admin service of node `id`, whose replica is `replica` and Raft peer `raft`.
+    pub fn new(id: usize, replica: Recipient<GetHealth>, raft: Addr<RaftPeer>) -> Self {
+        Admin { id, replica, raft }
     }
 }
 
@@ -31,24 +35,26 @@ impl Handler<Dispatch> for Admin {
     type Result = ResponseFuture<Result<Vec<u8>, RpcError>>;
 
     fn handle(&mut self, msg: Dispatch, _: &mut Self::Context) -> Self::Result {
-        let (id, raft) = (self.id, self.raft.clone());
+        let (id, replica, raft) = (self.id, self.replica.clone(), self.raft.clone());
         Box::pin(async move {
             if msg.method != StatusArgs::METHOD {
                 return Err(RpcError::UnknownMethod(msg.method.to_string()));
             }
             msg.decode::<StatusArgs>()?;
-            // A stopped peer is a dead node: the caller sees it as unreachable.
-            let state = raft
-                .send(GetState)
+            // A replica that is gone is a dead node: the caller sees it as unreachable.
+            let health = replica
+                .send(GetHealth)
                 .await
                 .map_err(|_| RpcError::Unreachable)?;
-            encode(&NodeStatus {
-                id,
+            // A halted replica has stopped its peer: it reports its health alone.
+            let raft = raft.send(GetState).await.ok().map(|state| RaftStatus {
                 role: state.role,
                 term: state.term,
+                leader: state.leader,
                 commit_index: state.commit_index,
                 last_applied: state.last_applied,
-            })
+            });
+            encode(&NodeStatus { id, health, raft })
         })
     }
 }

@@ -21,8 +21,9 @@ use clap::{Parser, Subcommand};
 use rainkv::actors::clerk::Clerk;
 use rainkv::deploy::client::ClusterClient;
 use rainkv::deploy::cluster_file::ClusterFile;
+use rainkv::messages::admin::NodeStatus;
 use rainkv::messages::kv::ClerkError;
-use rainkv::messages::raft::Role;
+use rainkv::messages::rsm::Health;
 
 #[derive(Parser)]
 #[command(
@@ -262,13 +263,23 @@ async fn status(
     for report in &reports {
         let address = report.node.client.to_string();
         match &report.status {
+            Ok(NodeStatus {
+                health: Health::Halted { reason },
+                ..
+            }) => println!("{:<5} {:<22} halted: {reason}", report.node.id, address),
             Ok(s) => {
                 answered += 1;
-                leaders += usize::from(s.role == Role::Leader);
-                println!(
-                    "{:<5} {:<22} {:<10} {:>6} {:>10} {:>10}",
-                    report.node.id, address, s.role, s.term, s.commit_index, s.last_applied
-                );
+                leaders += usize::from(s.is_leader());
+                match s.raft {
+                    Some(r) => println!(
+                        "{:<5} {:<22} {:<10} {:>6} {:>10} {:>10}",
+                        report.node.id, address, r.role, r.term, r.commit_index, r.last_applied
+                    ),
+                    None => println!(
+                        "{:<5} {:<22} its Raft peer has stopped",
+                        report.node.id, address
+                    ),
+                }
             }
             Err(why) => println!("{:<5} {:<22} {why}", report.node.id, address),
         }

@@ -12,10 +12,9 @@ use super::cluster_file::{ClusterFile, NodeAddrs};
 use crate::actors::clerk::Clerk;
 use crate::actors::client_end::ClientEnd;
 use crate::actors::tcp::{client_end, Link};
-use crate::messages::admin::{NodeStatus, StatusArgs};
+use crate::messages::admin::{NodeStatus, RaftStatus, StatusArgs};
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::RpcError;
-use crate::messages::raft::Role;
 use crate::messages::tcp::GetLinkStatus;
 
 /// How long one status poll of [`ClusterClient::wait_for_leader`] waits for each node.
@@ -91,16 +90,18 @@ impl ClusterClient {
             .collect()
     }
 
-    /// Waits, up to `limit`, until some node reports that it leads; returns its status.
-    pub async fn wait_for_leader(&self, limit: Duration) -> Option<NodeStatus> {
+    /// Waits, up to `limit`, until some serving node reports that it leads; returns its id
+    /// and its Raft state.
+    pub async fn wait_for_leader(&self, limit: Duration) -> Option<(usize, RaftStatus)> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let reports = self.status(STATUS_POLL_TIMEOUT).await;
             let leader = reports
                 .into_iter()
                 .filter_map(|r| r.status.ok())
-                .filter(|s| s.role == Role::Leader)
-                .max_by_key(|s| s.term);
+                .filter(NodeStatus::is_leader)
+                .filter_map(|s| s.raft.map(|raft| (s.id, raft)))
+                .max_by_key(|(_, raft)| raft.term);
             if leader.is_some() {
                 return leader;
             }

@@ -304,13 +304,13 @@ pub async fn run_demo(
         cluster.len(),
         nodes.join("; ")
     ));
-    let Some(leader) = cluster.client().wait_for_leader(FIRST_LEADER_WAIT).await else {
+    let Some((leader, state)) = cluster.client().wait_for_leader(FIRST_LEADER_WAIT).await else {
         cluster.shutdown().await;
         return Err(DemoError::NoLeader);
     };
     progress(&format!(
         "node {} leads term {}; {} clients start on {} keys for {:?}",
-        leader.id, leader.term, options.clients, options.keys, options.duration
+        leader, state.term, options.clients, options.keys, options.duration
     ));
 
     let shared = Shared {

@@ -175,7 +175,7 @@ impl TcpNode {
             max_raft_state: Some(config.max_raft_state),
             seed: rand::random(),
         })?;
-        let admin = Admin::new(id, kv.raft.clone()).start();
+        let admin = Admin::new(id, kv.rsm.clone().recipient(), kv.raft.clone()).start();
         let peer_services = Server::new().with_service("Raft", kv.raft.clone().recipient());
         let client_services = Server::new()
             .with_service("KVServer", kv.kv.clone().recipient())
