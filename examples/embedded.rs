@@ -7,13 +7,7 @@
 
 use std::process::ExitCode;
 
-use rainkv::actors::clerk::Clerk;
-use rainkv::actors::client_end::ClientEnd;
-use rainkv::actors::kv_server::KvNode;
-use rainkv::actors::network::NetworkHandle;
-use rainkv::actors::raft::RaftConfig;
-use rainkv::actors::rsm::ReplicaSetup;
-use rainkv::storage::MemPersister;
+use rainkv::{Clerk, ClientEnd, KvNode, MemPersister, NetworkHandle, RaftConfig, ReplicaSetup};
 
 /// Servers in the cluster.
 const SERVERS: usize = 3;

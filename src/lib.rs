@@ -12,7 +12,7 @@
 //!   [`actors::clerk`] (retries, leader hint) → [`actors::kv_server`] (the service) →
 //!   [`actors::rsm`] (the replicated state machine layer: submit, wait for the apply, dedup,
 //!   snapshots) → [`actors::raft`] (a pure `RaftCore` in a `RaftPeer` actor shell) →
-//!   [`actors::applier`] (committed entries back to the service, in order).
+//!   the applier (`actors/applier.rs`) (committed entries back to the service, in order).
 //! - Transports: every call goes through an [`actors::client_end::ClientEnd`].
 //!   [`actors::network`] is the simulated network (6.5840's labrpc: loss, delays, reordering,
 //!   partitions, counters); [`actors::tcp`] the real one (a `Link` actor per remote address, a
@@ -42,3 +42,18 @@ pub mod messages;
 pub mod storage;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+
+// The types most programs need, at the crate root.
+pub use actors::clerk::Clerk;
+pub use actors::client_end::ClientEnd;
+pub use actors::ctrler::{clerk::CtrlerClerk, CtrlerNode};
+pub use actors::kv_server::{KvNode, KvStore};
+pub use actors::network::NetworkHandle;
+pub use actors::raft::{PeerSetup, RaftConfig, RaftPeer};
+pub use actors::rsm::{ReplicaSetup, Rsm, StateMachine};
+pub use actors::shardkv::{ShardKvNode, ShardKvSetup};
+pub use deploy::cluster_file::ClusterFile;
+pub use deploy::node::TcpNode;
+pub use messages::kv::{ClerkError, KvCommand};
+pub use messages::rsm::{Health, Read, Submit, SubmitError};
+pub use storage::{FilePersister, MemPersister, Persister};

@@ -263,7 +263,11 @@ async fn a_lagging_node_gets_a_snapshot_over_the_bulk_lane() {
         // led when it was sent: a busy machine can delay a heartbeat into an election).
         let mut bulk_lanes = Vec::new();
         for i in (0..cluster.len()).filter(|&i| i != lagging) {
-            let link = cluster.node(i).expect("running").peer_link_status(lagging).await;
+            let link = cluster
+                .node(i)
+                .expect("running")
+                .peer_link_status(lagging)
+                .await;
             bulk_lanes.push(link.map(|l| l.bulk));
         }
         assert!(bulk_lanes.contains(&Some("up")), "{bulk_lanes:?}");

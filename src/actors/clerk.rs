@@ -1,6 +1,6 @@
 //! The KV clerk: a client of a replicated KV service.
 //!
-//! A [`ClerkActor`] has a client id, numbers its requests, remembers which server answered last
+//! A `ClerkActor` has a client id, numbers its requests, remembers which server answered last
 //! (the leader) and retries every request, on the next server after a failure or
 //! `WrongLeader`, until it succeeds; the servers' session tables make each operation take
 //! effect exactly once. It runs one operation at a time. [`Clerk`] is the async API on top:
@@ -27,7 +27,7 @@ use crate::messages::rsm::{ClientId, Seq};
 const ROUND_PAUSE: Duration = Duration::from_millis(10);
 
 /// The clerk actor.
-pub struct ClerkActor {
+pub(crate) struct ClerkActor {
     servers: Vec<ClientEnd>,
     client_id: ClientId,
     seq: Seq,
@@ -36,7 +36,7 @@ pub struct ClerkActor {
 
 impl ClerkActor {
     /// A clerk reaching the servers through `servers`.
-    pub fn new(servers: Vec<ClientEnd>, client_id: ClientId) -> Self {
+    pub(crate) fn new(servers: Vec<ClientEnd>, client_id: ClientId) -> Self {
         ClerkActor {
             servers,
             client_id,

@@ -1,7 +1,7 @@
 //! The KV server: 6.5840's `KVServer`, a thin network face on the replicated state machine.
 //!
 //! [`KvStore`] is the state machine (a sorted map of byte strings, changed by
-//! [`apply_to_map`], which the sharded KV's shards use too); [`KvServer`] is the actor the
+//! `apply_to_map`, which the sharded KV's shards use too); [`KvServer`] is the actor the
 //! network delivers `KVServer.Get` and `KVServer.PutAppend` to. It turns each request into a
 //! [`Submit`] with the clerk's session, so retries execute once, and maps the outcome back to
 //! a [`KvReply`]. [`KvNode`] starts and stops one whole server (Raft peer, RSM, KV face).
@@ -47,7 +47,7 @@ impl KvStore {
 
 /// Applies a Get, Put or Append to a map of keys to values: the value a Get reads (`None` for
 /// a missing key), `None` for a write.
-pub fn apply_to_map(map: &mut BTreeMap<Bytes, Bytes>, command: KvCommand) -> Option<Bytes> {
+pub(crate) fn apply_to_map(map: &mut BTreeMap<Bytes, Bytes>, command: KvCommand) -> Option<Bytes> {
     match command {
         KvCommand::Get { key } => map.get(&key).cloned(),
         KvCommand::Put { key, value } => {

@@ -3,8 +3,8 @@
 //! - [`client_end`]: how any actor calls a server, over whichever transport.
 //! - [`network`]: the simulated network every inter-node RPC goes through.
 //! - [`raft`]: the Raft peer (a pure core inside an actor shell).
-//! - [`storage`]: runs a peer's persister, so the peer never waits for a disk.
-//! - [`applier`]: hands a peer's committed entries to its service, in order.
+//! - `storage`: runs a peer's persister, so the peer never waits for a disk.
+//! - `applier`: hands a peer's committed entries to its service, in order.
 //! - [`rsm`]: the replicated state machine layer every service on Raft shares.
 //! - [`kv_server`], [`clerk`]: the linearizable KV service and its client.
 //! - [`ctrler`]: the shard controller service and its clerk.
@@ -14,7 +14,7 @@
 //! - [`tcp`]: the real transport (TCP links and listeners) behind the same client ends.
 
 pub mod admin;
-pub mod applier;
+pub(crate) mod applier;
 pub mod clerk;
 pub mod client_end;
 pub mod ctrler;
@@ -23,5 +23,5 @@ pub mod network;
 pub mod raft;
 pub mod rsm;
 pub mod shardkv;
-pub mod storage;
+pub(crate) mod storage;
 pub mod tcp;

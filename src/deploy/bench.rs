@@ -23,9 +23,9 @@ use super::stats::{Latencies, WorkloadResult};
 use crate::actors::clerk::Clerk;
 
 /// Bytes in a benchmark key.
-pub const KEY_BYTES: usize = 16;
+pub(crate) const KEY_BYTES: usize = 16;
 /// Bytes in a benchmark value.
-pub const VALUE_BYTES: usize = 128;
+pub(crate) const VALUE_BYTES: usize = 128;
 
 /// One benchmark workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,9 +110,9 @@ impl Default for BenchOptions {
     }
 }
 
-/// The 16-byte key number `i`.
-pub fn key(i: usize) -> String {
-    format!("bench-{i:010}")
+/// The key number `i`: `KEY_BYTES` long ("bench-" and 10 digits).
+pub(crate) fn key(i: usize) -> String {
+    format!("bench-{i:0width$}", width = KEY_BYTES - "bench-".len())
 }
 
 fn value(rng: &mut impl Rng) -> String {

@@ -26,7 +26,7 @@ use crate::messages::tcp::{
 };
 
 /// The methods served on the peer port.
-pub fn peer_methods() -> MethodTable {
+pub(crate) fn peer_methods() -> MethodTable {
     MethodTable::new()
         .with::<RequestVoteArgs>()
         .with::<AppendEntriesArgs>()
@@ -34,7 +34,7 @@ pub fn peer_methods() -> MethodTable {
 }
 
 /// The methods served on the client port.
-pub fn client_methods() -> MethodTable {
+pub(crate) fn client_methods() -> MethodTable {
     MethodTable::new()
         .with::<GetArgs>()
         .with::<PutAppendArgs>()

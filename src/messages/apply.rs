@@ -39,4 +39,4 @@ pub enum ApplyMsg {
 /// them.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct ApplyBatch(pub Vec<ApplyMsg>);
+pub(crate) struct ApplyBatch(pub Vec<ApplyMsg>);

@@ -14,7 +14,7 @@ use crate::messages::raft::LogEntry;
 /// stopped it).
 #[derive(Message, Debug)]
 #[rtype(result = "std::io::Result<()>")]
-pub struct Save(pub StateUpdate);
+pub(crate) struct Save(pub StateUpdate);
 
 /// A simulated disk latency: every save from now on takes this much longer (zero: none).
 /// Tests use it to show that nothing leaves a peer before the state it depends on is durable.

@@ -12,7 +12,7 @@
 
 mod file;
 mod mem;
-pub mod wal;
+mod wal;
 
 pub use file::FilePersister;
 pub use mem::MemPersister;

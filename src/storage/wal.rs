@@ -8,12 +8,12 @@
 use std::fmt;
 
 /// Bytes before each payload: length and checksum.
-pub const HEADER_LEN: usize = 8;
+pub(crate) const HEADER_LEN: usize = 8;
 /// Largest payload accepted; a bigger length prefix is corruption, not a record.
-pub const MAX_RECORD_LEN: usize = 256 << 20;
+pub(crate) const MAX_RECORD_LEN: usize = 256 << 20;
 
 /// Frames `payload` as one record.
-pub fn frame(payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(payload: &[u8]) -> Vec<u8> {
     let mut record = Vec::with_capacity(HEADER_LEN + payload.len());
     record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     record.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
@@ -23,7 +23,7 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
 
 /// The records of a log file, and where the valid part ends.
 #[derive(Debug)]
-pub struct Scan<'a> {
+pub(crate) struct Scan<'a> {
     /// Payloads of the valid records, in order.
     pub records: Vec<&'a [u8]>,
     /// Length of the valid prefix; anything after it is a torn tail.
@@ -32,7 +32,7 @@ pub struct Scan<'a> {
 
 /// A record that is damaged and not at the end of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Corruption {
+pub(crate) struct Corruption {
     /// Offset of the damaged record's header.
     pub offset: usize,
     /// What is wrong with it.
@@ -51,7 +51,7 @@ impl fmt::Display for Corruption {
 
 /// Splits `bytes` into records. A damaged final record is a torn tail (`valid_len` stops before
 /// it); a damaged record with more data after it is an error.
-pub fn scan(bytes: &[u8]) -> Result<Scan<'_>, Corruption> {
+pub(crate) fn scan(bytes: &[u8]) -> Result<Scan<'_>, Corruption> {
     let mut records = Vec::new();
     let mut offset = 0;
     while offset < bytes.len() {

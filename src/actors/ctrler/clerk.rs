@@ -3,7 +3,7 @@
 //! It behaves like the KV clerk: a client id, a number for each Join/Leave/Move (retries reuse
 //! it, so the controller applies each change once), a leader hint (the server that answered
 //! last is tried first) and retries forever, moving to the next server after a failure or a
-//! `WrongLeader`, with the KV clerk's short pause after each full round of servers. [`one_round`] is a single pass over the servers, for callers that
+//! `WrongLeader`, with the KV clerk's short pause after each full round of servers. `one_round` is a single pass over the servers, for callers that
 //! poll and must not block forever (the shard migrator). [`CtrlerClerk`] is the async API.
 //!
 //! Handles: [`CtrlerCall`]. Sends: `ShardCtrler.Join` / `.Leave` / `.Move` / `.Query`.
@@ -22,7 +22,7 @@ use crate::messages::rsm::{ClientId, Seq};
 const ROUND_PAUSE: Duration = Duration::from_millis(10);
 
 /// The controller clerk actor.
-pub struct CtrlerClerkActor {
+pub(crate) struct CtrlerClerkActor {
     servers: Vec<ClientEnd>,
     client_id: ClientId,
     seq: Seq,
@@ -74,7 +74,7 @@ async fn call(
 
 /// Tries each server once, starting at `first`, and returns the first answer that is not
 /// `WrongLeader`, with the index of the server that gave it; `None` if no server answered.
-pub async fn one_round(
+pub(crate) async fn one_round(
     servers: &[ClientEnd],
     first: usize,
     op: &CtrlerOp,

@@ -6,7 +6,7 @@
 //! have built, so a corrupt snapshot is refused with a clear error instead of served.
 //!
 //! # Rebalancing
-//! Join and Leave end with [`rebalance`], which moves as few shards as possible to reach an
+//! Join and Leave end with `rebalance`, which moves as few shards as possible to reach an
 //! even spread:
 //! 1. Shards owned by no current group (gid 0, or a group that just left) are *orphans*.
 //! 2. Groups are ranked by how many shards they hold (most first; ties by smaller gid). The
@@ -198,7 +198,7 @@ impl ConfigHistory {
 
 /// Spreads the shards evenly over `groups` with as few moves as possible (see the module
 /// docs for the rule). With no groups every shard goes back to gid 0.
-pub fn rebalance(shards: &mut [Gid; NSHARDS], groups: &BTreeMap<Gid, Vec<String>>) {
+pub(crate) fn rebalance(shards: &mut [Gid; NSHARDS], groups: &BTreeMap<Gid, Vec<String>>) {
     if groups.is_empty() {
         *shards = [0; NSHARDS];
         return;
@@ -255,7 +255,7 @@ pub fn rebalance(shards: &mut [Gid; NSHARDS], groups: &BTreeMap<Gid, Vec<String>
 
 /// Why a decoded [`ConfigHistory`] was refused: what is inconsistent in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InvalidHistory(pub String);
+pub(crate) struct InvalidHistory(pub String);
 
 impl fmt::Display for InvalidHistory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -13,7 +13,7 @@ use crate::messages::raft::LogEntry;
 
 /// A Raft log whose prefix up to `snapshot_index` has been compacted into a snapshot.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct RaftLog {
+pub(crate) struct RaftLog {
     /// Index of the last entry covered by the snapshot (0 when there is none).
     snapshot_index: u64,
     /// Term of the entry at `snapshot_index` (0 when there is none).
@@ -26,12 +26,16 @@ pub struct RaftLog {
 
 impl RaftLog {
     /// An empty log with no snapshot.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// The log as saved: a snapshot position and the entries after it.
-    pub fn from_saved(snapshot_index: u64, snapshot_term: u64, entries: Vec<LogEntry>) -> Self {
+    pub(crate) fn from_saved(
+        snapshot_index: u64,
+        snapshot_term: u64,
+        entries: Vec<LogEntry>,
+    ) -> Self {
         RaftLog {
             snapshot_index,
             snapshot_term,
@@ -41,12 +45,12 @@ impl RaftLog {
     }
 
     /// The lowest index written since the last save, if any.
-    pub fn unsaved_from(&self) -> Option<u64> {
+    pub(crate) fn unsaved_from(&self) -> Option<u64> {
         self.unsaved_from
     }
 
     /// Everything is saved now.
-    pub fn mark_saved(&mut self) {
+    pub(crate) fn mark_saved(&mut self) {
         self.unsaved_from = None;
     }
 
@@ -55,28 +59,28 @@ impl RaftLog {
     }
 
     /// Index of the last compacted entry (0 if nothing was compacted).
-    pub fn snapshot_index(&self) -> u64 {
+    pub(crate) fn snapshot_index(&self) -> u64 {
         self.snapshot_index
     }
 
     /// Term of the last compacted entry (0 if nothing was compacted).
-    pub fn snapshot_term(&self) -> u64 {
+    pub(crate) fn snapshot_term(&self) -> u64 {
         self.snapshot_term
     }
 
     /// Index of the last entry, counting the compacted prefix.
-    pub fn last_index(&self) -> u64 {
+    pub(crate) fn last_index(&self) -> u64 {
         self.snapshot_index + self.entries.len() as u64
     }
 
     /// Term of the last entry (the snapshot's term if the suffix is empty).
-    pub fn last_term(&self) -> u64 {
+    pub(crate) fn last_term(&self) -> u64 {
         self.entries.last().map_or(self.snapshot_term, |e| e.term)
     }
 
     /// Term of the entry at `index`, if it is known: `snapshot_index ..= last_index()`.
     /// Entries inside the snapshot (other than its last one) have no known term.
-    pub fn term_at(&self, index: u64) -> Option<u64> {
+    pub(crate) fn term_at(&self, index: u64) -> Option<u64> {
         if index == self.snapshot_index {
             Some(self.snapshot_term)
         } else {
@@ -85,7 +89,7 @@ impl RaftLog {
     }
 
     /// The entry at `index`, if it is in the uncompacted suffix.
-    pub fn entry(&self, index: u64) -> Option<&LogEntry> {
+    pub(crate) fn entry(&self, index: u64) -> Option<&LogEntry> {
         if index <= self.snapshot_index {
             return None;
         }
@@ -93,7 +97,7 @@ impl RaftLog {
     }
 
     /// The entries `lo .. hi` (half-open), clamped to the uncompacted suffix.
-    pub fn slice(&self, lo: u64, hi: u64) -> &[LogEntry] {
+    pub(crate) fn slice(&self, lo: u64, hi: u64) -> &[LogEntry] {
         let lo = lo.max(self.snapshot_index + 1);
         let hi = hi.min(self.last_index() + 1);
         if lo >= hi {
@@ -104,7 +108,7 @@ impl RaftLog {
     }
 
     /// Appends one entry at `last_index() + 1` and returns its index.
-    pub fn append(&mut self, entry: LogEntry) -> u64 {
+    pub(crate) fn append(&mut self, entry: LogEntry) -> u64 {
         self.entries.push(entry);
         let index = self.last_index();
         self.touch(index);
@@ -113,7 +117,7 @@ impl RaftLog {
 
     /// Removes every entry at `index` and after. Compacted entries cannot be removed: an
     /// `index` at or below `snapshot_index` only clears the suffix.
-    pub fn truncate(&mut self, index: u64) {
+    pub(crate) fn truncate(&mut self, index: u64) {
         let keep = index.saturating_sub(self.snapshot_index + 1);
         self.entries.truncate(keep as usize);
         self.touch(index.max(self.snapshot_index + 1));
@@ -123,7 +127,7 @@ impl RaftLog {
     /// entry with that term, the suffix after it is kept; otherwise the whole log is discarded
     /// and the log restarts right after the snapshot. Compacting at or below the current
     /// snapshot does nothing.
-    pub fn compact(&mut self, index: u64, term: u64) {
+    pub(crate) fn compact(&mut self, index: u64, term: u64) {
         if index <= self.snapshot_index {
             return;
         }
@@ -139,7 +143,7 @@ impl RaftLog {
 
     /// Index of the first entry of the run of `term` that ends at `index`, scanning back no
     /// further than the first uncompacted entry. Used by a follower to report a conflict.
-    pub fn first_index_of_term_at(&self, index: u64, term: u64) -> u64 {
+    pub(crate) fn first_index_of_term_at(&self, index: u64, term: u64) -> u64 {
         let mut first = index;
         while first > self.snapshot_index + 1 && self.term_at(first - 1) == Some(term) {
             first -= 1;
@@ -149,7 +153,7 @@ impl RaftLog {
 
     /// The last index whose entry has `term`, if the known part of the log (snapshot's last
     /// entry included) holds one. Used by a leader to skip a follower's conflicting term.
-    pub fn last_index_of_term(&self, term: u64) -> Option<u64> {
+    pub(crate) fn last_index_of_term(&self, term: u64) -> Option<u64> {
         let mut index = self.last_index();
         loop {
             let t = self.term_at(index)?;
@@ -165,7 +169,7 @@ impl RaftLog {
 
     /// Checks the invariants a decoded log must satisfy: terms never decrease along the log and
     /// none exceeds `current_term`. Returns a description of the first violation.
-    pub fn validate(&self, current_term: u64) -> Result<(), String> {
+    pub(crate) fn validate(&self, current_term: u64) -> Result<(), String> {
         let mut prev = self.snapshot_term;
         if prev > current_term {
             return Err(format!(

@@ -5,14 +5,14 @@
 //! commits (Raft paper §5.4.2, Figure 8); that check lives in the core, not here.
 
 /// Number of servers that form a majority of `peers`.
-pub fn quorum(peers: usize) -> usize {
+pub(crate) fn quorum(peers: usize) -> usize {
     peers / 2 + 1
 }
 
 /// The highest index that at least a majority of servers have replicated, given one match index
 /// per server (the leader's own last index included). Sorting descending, that is the value at
 /// position `quorum - 1`. Returns 0 for an empty slice.
-pub fn committed_index(match_indexes: &[u64]) -> u64 {
+pub(crate) fn committed_index(match_indexes: &[u64]) -> u64 {
     if match_indexes.is_empty() {
         return 0;
     }

@@ -16,7 +16,7 @@
 
 /// Flow-control state of one follower, as seen by the leader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProgressState {
+pub(crate) enum ProgressState {
     /// Finding the point where the logs agree: one message per round trip.
     Probe,
     /// Streaming new entries as they are proposed.
@@ -30,7 +30,7 @@ pub enum ProgressState {
 
 /// Per-follower replication progress kept by the leader.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// Highest index known to be replicated on the follower (Figure 2). Never decreases within
     /// a term.
     pub match_index: u64,
@@ -45,7 +45,7 @@ pub struct Progress {
 impl Progress {
     /// Progress for a follower at the start of a term (Figure 2: `match_index = 0`,
     /// `next_index = last log index + 1`), optimistically in Replicate.
-    pub fn new(last_index: u64) -> Self {
+    pub(crate) fn new(last_index: u64) -> Self {
         Progress {
             match_index: 0,
             next_index: last_index + 1,
@@ -57,7 +57,7 @@ impl Progress {
     /// Records a successful reply saying the follower matches up to `index`. Returns true if
     /// this moved `match_index` forward; a stale or duplicate reply returns false and changes
     /// nothing (so `match_index` never goes back).
-    pub fn on_success(&mut self, index: u64) -> bool {
+    pub(crate) fn on_success(&mut self, index: u64) -> bool {
         self.paused = false;
         if index <= self.match_index {
             return false;
@@ -68,21 +68,21 @@ impl Progress {
     }
 
     /// Switches to Probe from `next_index` (clamped above `match_index`), ready to send.
-    pub fn become_probe(&mut self, next_index: u64) {
+    pub(crate) fn become_probe(&mut self, next_index: u64) {
         self.state = ProgressState::Probe;
         self.next_index = next_index.max(self.match_index + 1);
         self.paused = false;
     }
 
     /// Switches to Replicate, streaming from just after `match_index`.
-    pub fn become_replicate(&mut self) {
+    pub(crate) fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
         self.next_index = self.match_index + 1;
         self.paused = false;
     }
 
     /// Switches to Snapshot after sending a snapshot ending at `pending`.
-    pub fn become_snapshot(&mut self, pending: u64) {
+    pub(crate) fn become_snapshot(&mut self, pending: u64) {
         self.state = ProgressState::Snapshot { pending };
         self.paused = true;
     }
@@ -90,7 +90,7 @@ impl Progress {
     /// Whether the leader may send this follower another AppendEntries now, outside a
     /// heartbeat: always in Replicate, once per answer in Probe, never while a snapshot is in
     /// flight.
-    pub fn can_send(&self) -> bool {
+    pub(crate) fn can_send(&self) -> bool {
         match self.state {
             ProgressState::Replicate => true,
             ProgressState::Probe => !self.paused,

@@ -39,7 +39,7 @@ pub(crate) struct ReadOnly {
 
 impl ReadOnly {
     /// Fresh bookkeeping for a new leader of `peers` peers.
-    pub fn new(peers: usize) -> Self {
+    pub(crate) fn new(peers: usize) -> Self {
         ReadOnly {
             acked: vec![0; peers],
             ..ReadOnly::default()
@@ -47,22 +47,22 @@ impl ReadOnly {
     }
 
     /// The round the next AppendEntries carries.
-    pub fn round(&self) -> u64 {
+    pub(crate) fn round(&self) -> u64 {
         self.round
     }
 
     /// Registers a read.
-    pub fn add(&mut self, ctx: u64) {
+    pub(crate) fn add(&mut self, ctx: u64) {
         self.waiting.push(ctx);
     }
 
     /// Whether reads wait for a round.
-    pub fn has_waiting(&self) -> bool {
+    pub(crate) fn has_waiting(&self) -> bool {
         !self.waiting.is_empty()
     }
 
     /// Starts a round for every waiting read, at read index `commit_index`, at `tick`.
-    pub fn start_round(&mut self, commit_index: u64, tick: u64) {
+    pub(crate) fn start_round(&mut self, commit_index: u64, tick: u64) {
         self.round += 1;
         self.started.push_back((self.round, tick));
         for ctx in self.waiting.drain(..) {
@@ -71,7 +71,7 @@ impl ReadOnly {
     }
 
     /// Records that `peer` answered an AppendEntries of `round` in the leader's term.
-    pub fn ack(&mut self, peer: usize, round: u64) {
+    pub(crate) fn ack(&mut self, peer: usize, round: u64) {
         if let Some(acked) = self.acked.get_mut(peer) {
             *acked = (*acked).max(round);
         }
@@ -79,7 +79,7 @@ impl ReadOnly {
 
     /// The reads confirmed by a majority, in the order they were registered; `me` is the
     /// leader's own id (it always confirms its own rounds).
-    pub fn take_confirmed(&mut self, me: usize) -> Vec<ConfirmedRead> {
+    pub(crate) fn take_confirmed(&mut self, me: usize) -> Vec<ConfirmedRead> {
         let rounds: Vec<u64> = (0..self.acked.len())
             .map(|p| if p == me { self.round } else { self.acked[p] })
             .collect();
@@ -105,12 +105,12 @@ impl ReadOnly {
     /// The tick at which the latest round a majority confirmed was started: the leader was the
     /// leader at that tick, and followers that answered will refuse other candidates for an
     /// election timeout after it.
-    pub fn confirmed_at(&self) -> Option<u64> {
+    pub(crate) fn confirmed_at(&self) -> Option<u64> {
         self.confirmed_at
     }
 
     /// Every read not yet confirmed (the leader is stepping down): they fail.
-    pub fn drain(&mut self) -> Vec<u64> {
+    pub(crate) fn drain(&mut self) -> Vec<u64> {
         let mut failed: Vec<u64> = self.waiting.drain(..).collect();
         failed.extend(self.in_round.drain(..).map(|(ctx, _, _)| ctx));
         failed

@@ -55,7 +55,7 @@ struct Knowledge {
 }
 
 /// The clerk actor.
-pub struct ShardClerkActor {
+pub(crate) struct ShardClerkActor {
     ctrler: CtrlerClerk,
     make_end: EndMaker,
     client_id: ClientId,

@@ -57,7 +57,7 @@ use crate::messages::shard::{DeleteShardsArgs, PullShardsArgs};
 
 /// How often a leader's migrator looks at the group's work and the controller (6.5840: about
 /// every 100 ms).
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// One piece of work in flight; at most one of each runs at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -113,7 +113,7 @@ pub enum ShardOutput {
 
 /// Shards to move between this group and one other group, at one config.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transfer {
+pub(crate) struct Transfer {
     /// The other group.
     pub gid: Gid,
     /// Its servers, as of the config before the change.
@@ -124,7 +124,7 @@ pub struct Transfer {
 
 /// The migration work a group has at its current config.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Work {
+pub(crate) struct Work {
     /// The current config number.
     pub num: ConfigNum,
     /// Every held shard is `Serving`: the group may move to the next config.
@@ -289,7 +289,7 @@ impl ShardStore {
     }
 
     /// The frozen data of `shards` as of config `num`, for their new owner.
-    pub fn frozen(
+    pub(crate) fn frozen(
         &self,
         num: ConfigNum,
         shards: &[usize],
@@ -326,7 +326,7 @@ impl ShardStore {
     }
 
     /// The migration work at the current config.
-    pub fn work(&self) -> Work {
+    pub(crate) fn work(&self) -> Work {
         Work {
             num: self.config.num,
             settled: self.settled(),

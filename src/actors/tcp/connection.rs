@@ -20,7 +20,7 @@ use super::settings::TcpSettings;
 const READ_CHUNK: usize = 16 << 10;
 
 /// Reads whole frames from a byte stream.
-pub struct FrameReader<R> {
+pub(crate) struct FrameReader<R> {
     io: R,
     buf: BytesMut,
     max_frame: usize,
@@ -32,7 +32,7 @@ pub struct FrameReader<R> {
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader that accepts frames of at most `max_frame` bytes and gives a started frame
     /// `frame_timeout` to arrive in full.
-    pub fn new(io: R, max_frame: usize, frame_timeout: Duration) -> Self {
+    pub(crate) fn new(io: R, max_frame: usize, frame_timeout: Duration) -> Self {
         FrameReader {
             io,
             buf: BytesMut::with_capacity(READ_CHUNK),
@@ -43,7 +43,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// Changes the largest frame accepted from now on (the handshake uses a small one).
-    pub fn set_max_frame(&mut self, max_frame: usize) {
+    pub(crate) fn set_max_frame(&mut self, max_frame: usize) {
         self.max_frame = max_frame;
     }
 
@@ -52,7 +52,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Cancel-safe: bytes read before a cancellation stay buffered for the next call, so it
     /// can sit in a `select!`. Waiting between frames has no limit; a frame that has started
     /// must be complete within the frame timeout.
-    pub async fn read_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+    pub(crate) async fn read_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         loop {
             if let Some(frame) = Frame::parse(&mut self.buf, self.max_frame)? {
                 self.partial_since = None;
@@ -82,14 +82,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 }
 
 /// Writes frames to a byte stream through a buffer.
-pub struct FrameWriter<W> {
+pub(crate) struct FrameWriter<W> {
     io: BufWriter<W>,
     max_frame: usize,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// A writer that refuses to send frames over `max_frame` bytes.
-    pub fn new(io: W, max_frame: usize) -> Self {
+    pub(crate) fn new(io: W, max_frame: usize) -> Self {
         FrameWriter {
             io: BufWriter::new(io),
             max_frame,
@@ -97,21 +97,24 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 
     /// Buffers one frame (call [`FrameWriter::flush`] to send).
-    pub async fn write_frame(&mut self, frame: &Frame) -> Result<(), FrameError> {
+    pub(crate) async fn write_frame(&mut self, frame: &Frame) -> Result<(), FrameError> {
         let bytes = frame.encode(self.max_frame)?;
         self.io.write_all(&bytes).await?;
         Ok(())
     }
 
     /// Sends everything buffered.
-    pub async fn flush(&mut self) -> Result<(), FrameError> {
+    pub(crate) async fn flush(&mut self) -> Result<(), FrameError> {
         self.io.flush().await?;
         Ok(())
     }
 
     /// Writes the frames queued on `queue` until it closes or the socket fails. Frames that
     /// are queued together go out in one flush.
-    pub async fn drain(mut self, mut queue: mpsc::Receiver<Frame>) -> Result<(), FrameError> {
+    pub(crate) async fn drain(
+        mut self,
+        mut queue: mpsc::Receiver<Frame>,
+    ) -> Result<(), FrameError> {
         while let Some(frame) = queue.recv().await {
             self.write_frame(&frame).await?;
             while let Ok(frame) = queue.try_recv() {
@@ -124,7 +127,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 }
 
 /// Both halves of one TCP connection, and who is at the other end.
-pub struct Connection {
+pub(crate) struct Connection {
     /// Incoming frames.
     pub reader: FrameReader<OwnedReadHalf>,
     /// Outgoing frames.
@@ -136,7 +139,7 @@ pub struct Connection {
 impl Connection {
     /// Wraps a connected stream, with Nagle's algorithm off (calls are small and
     /// latency-bound; the writer batches on its own).
-    pub fn new(stream: TcpStream, settings: &TcpSettings) -> std::io::Result<Connection> {
+    pub(crate) fn new(stream: TcpStream, settings: &TcpSettings) -> std::io::Result<Connection> {
         stream.set_nodelay(true)?;
         let peer = stream.peer_addr()?;
         let (read, write) = stream.into_split();
@@ -148,7 +151,7 @@ impl Connection {
     }
 
     /// Sends one frame right away.
-    pub async fn send(&mut self, frame: &Frame) -> Result<(), FrameError> {
+    pub(crate) async fn send(&mut self, frame: &Frame) -> Result<(), FrameError> {
         self.writer.write_frame(frame).await?;
         self.writer.flush().await
     }

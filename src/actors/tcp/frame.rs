@@ -28,7 +28,7 @@ pub const HEADER_LEN: usize = 4;
 /// Version of this protocol; a peer speaking another one is refused at the handshake.
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Generous bound on what a request frame adds to its method name and arguments.
-pub const REQUEST_OVERHEAD: usize = 64;
+pub(crate) const REQUEST_OVERHEAD: usize = 64;
 /// Most a partly read frame makes the buffer grow by in one step.
 const RESERVE_STEP: usize = 256 << 10;
 

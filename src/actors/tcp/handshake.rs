@@ -14,7 +14,7 @@ pub const HELLO_MAX_FRAME: usize = 4096;
 
 /// Why a handshake failed.
 #[derive(Debug)]
-pub enum HandshakeError {
+pub(crate) enum HandshakeError {
     /// The server refused us, for this reason.
     RefusedByPeer(String),
     /// We refused the peer, for this reason (it has been told).
@@ -45,7 +45,7 @@ impl From<FrameError> for HandshakeError {
 }
 
 /// The dialling side: presents our credentials for `lane` and waits for the verdict.
-pub async fn greet(
+pub(crate) async fn greet(
     conn: &mut Connection,
     settings: &TcpSettings,
     lane: Lane,
@@ -71,7 +71,10 @@ pub async fn greet(
 /// The serving side: checks the dialler's hello and answers it. On success returns the lane
 /// the connection will carry; on failure the dialler has been sent the reason (if the
 /// connection still works) and the caller should close it.
-pub async fn answer(conn: &mut Connection, settings: &TcpSettings) -> Result<Lane, HandshakeError> {
+pub(crate) async fn answer(
+    conn: &mut Connection,
+    settings: &TcpSettings,
+) -> Result<Lane, HandshakeError> {
     conn.reader
         .set_max_frame(HELLO_MAX_FRAME.min(settings.max_frame));
     let first = conn.reader.read_frame().await;

@@ -22,10 +22,10 @@ use crate::messages::tcp::LaneEvent;
 /// Frames that may wait for the writer of one connection (while it dials, too); a call
 /// finding the queue full fails at once rather than piling up behind a peer that does not
 /// read.
-pub const OUTBOX_CAPACITY: usize = 4096;
+pub(crate) const OUTBOX_CAPACITY: usize = 4096;
 
 /// Where a lane's connection stands.
-pub enum LaneState {
+pub(crate) enum LaneState {
     /// No connection. Calls fail at once until `retry_at`; the first call after it dials.
     Down {
         /// When the next attempt may be made (`None`: now).
@@ -59,7 +59,7 @@ pub enum LaneState {
 
 impl LaneState {
     /// A lane that has never been connected.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         LaneState::Down {
             retry_at: None,
             failures: 0,
@@ -67,7 +67,7 @@ impl LaneState {
     }
 
     /// The generation of the current attempt or connection, if any.
-    pub fn generation(&self) -> Option<u64> {
+    pub(crate) fn generation(&self) -> Option<u64> {
         match self {
             LaneState::Down { .. } => None,
             LaneState::Dialing { generation, .. } | LaneState::Up { generation, .. } => {
@@ -77,7 +77,7 @@ impl LaneState {
     }
 
     /// A one-word description, for status reports.
-    pub fn describe(&self) -> &'static str {
+    pub(crate) fn describe(&self) -> &'static str {
         match self {
             LaneState::Down { .. } => "down",
             LaneState::Dialing { .. } => "dialling",
@@ -91,7 +91,7 @@ impl LaneState {
 /// returned outbox and reports each reply, until the connection breaks
 /// ([`LaneEvent::Lost`]), all reported to `events`. Dropping the returned guard ends it and
 /// closes the connection.
-pub fn open(
+pub(crate) fn open(
     target: SocketAddr,
     lane: Lane,
     generation: u64,

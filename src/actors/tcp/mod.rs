@@ -33,8 +33,8 @@ mod serve;
 mod settings;
 mod task;
 
-pub use frame::{Frame, FrameError, Hello, Lane, Outcome, HEADER_LEN, PROTOCOL_VERSION};
-pub use handshake::HELLO_MAX_FRAME;
+pub use frame::{Frame, FrameError, Hello, Lane, Outcome, PROTOCOL_VERSION};
+pub(crate) use handshake::HELLO_MAX_FRAME;
 pub use link::Link;
 pub use listener::Listener;
 pub use methods::MethodTable;

@@ -32,7 +32,7 @@ use crate::messages::tcp::ConnectionEvent;
 const REPLY_QUEUE: usize = 1024;
 
 /// What every connection of one listener shares.
-pub struct Inbound {
+pub(crate) struct Inbound {
     /// The services requests go to.
     pub services: Server,
     /// The method names they handle.
@@ -97,7 +97,7 @@ impl Drop for OpenConnection<'_> {
 }
 
 /// Serves one accepted connection until it closes or misbehaves.
-pub async fn serve(stream: TcpStream, inbound: Rc<Inbound>) {
+pub(crate) async fn serve(stream: TcpStream, inbound: Rc<Inbound>) {
     let _open = OpenConnection::new(&inbound);
     let label = &inbound.label;
     let settings = &inbound.settings;

@@ -7,16 +7,16 @@ use std::future::Future;
 use tokio::task::JoinHandle;
 
 /// Owns a task on the current arbiter; the task is aborted when the guard is dropped.
-pub struct TaskGuard(Option<JoinHandle<()>>);
+pub(crate) struct TaskGuard(Option<JoinHandle<()>>);
 
 impl TaskGuard {
     /// Spawns `task` on the current arbiter.
-    pub fn spawn(task: impl Future<Output = ()> + 'static) -> TaskGuard {
+    pub(crate) fn spawn(task: impl Future<Output = ()> + 'static) -> TaskGuard {
         TaskGuard(Some(actix::spawn(task)))
     }
 
     /// Aborts the task and waits until it is gone (its sockets are closed then).
-    pub async fn cancel(mut self) {
+    pub(crate) async fn cancel(mut self) {
         if let Some(handle) = self.0.take() {
             handle.abort();
             // The result is always a cancellation or the task's `()`: nothing to report.
