@@ -4,15 +4,17 @@
 //! through typed messages: the MIT 6.5840 lab architecture, done in Rust.
 //!
 //! ## A tour
-//! - [`messages`]: every message that crosses an actor boundary, one file per protocol. Start
-//!   with [`messages::net`]: an RPC is a serde type implementing [`messages::net::Rpc`], which
-//!   names its method and its reply type; a service is any actor handling
-//!   [`messages::net::Dispatch`].
-//! - [`actors`]: one module per actor kind. Follow a Put through five of them:
-//!   [`actors::clerk`] (retries, leader hint) → [`actors::kv_server`] (the service) →
-//!   [`actors::rsm`] (the replicated state machine layer: submit, wait for the apply, dedup,
-//!   snapshots) → [`actors::raft`] (a pure `RaftCore` in a `RaftPeer` actor shell) →
-//!   the applier (`actors/applier.rs`) (committed entries back to the service, in order).
+//! - [`messages`]: every message that crosses an actor boundary, one file per protocol; it uses
+//!   nothing else of ours. Start with [`messages::net`]: an RPC is a serde type implementing
+//!   [`messages::net::Rpc`], which names its method and its reply type; a service is any actor
+//!   handling [`messages::net::Dispatch`].
+//! - [`actors`]: one module per actor kind. A Put goes [`actors::clerk`] (retries, leader
+//!   hint) → the transport → [`actors::kv_server`] (the service) → [`actors::rsm`] (the
+//!   replicated state machine layer: submit, wait for the apply, dedup, snapshots) →
+//!   [`actors::raft`] (a pure `RaftCore` in a `RaftPeer` actor shell, which saves through a
+//!   storage actor and replicates to the followers) → the applier (committed entries back to
+//!   the service, in order) → [`actors::rsm`], which answers. The README draws all thirteen
+//!   mailbox hops.
 //! - Transports: every call goes through an [`actors::client_end::ClientEnd`].
 //!   [`actors::network`] is the simulated network (6.5840's labrpc: loss, delays, reordering,
 //!   partitions, counters); [`actors::tcp`] the real one (a `Link` actor per remote address, a
@@ -21,14 +23,23 @@
 //!   groups that hand shards to each other, a migrator actor each).
 //! - [`storage`]: what Raft saves: `MemPersister` for simulations, `FilePersister` (a
 //!   checksummed write-ahead log and snapshot files) for real disks.
-//! - [`deploy`]: nodes on TCP, the cluster config file, a client of a running cluster, a whole
+//! - [`deploy`]: nodes on TCP, the cluster file, a client of a running cluster, a whole
 //!   cluster in one process, the demo and the benchmark (what the `rainkv` and `rainkv-ctl`
 //!   binaries run).
-//! - [`testkit`]: the deterministic harness. A scenario runs inside an actix `System` on a
-//!   current-thread tokio runtime with paused time, so a 30-second scenario takes milliseconds;
-//!   every random choice derives from one seed (`RAINKV_SEED`), printed when a test fails. It
-//!   also holds the 6.5840 test configurations. Behind the `testkit` feature (off by default).
 //! - [`check`]: the linearizability checker, used by the testkit and by the demo.
+//! - `testkit` (feature `testkit`, off by default): the deterministic harness. A scenario runs
+//!   inside an actix `System` on a current-thread tokio runtime with paused time, so a
+//!   30-second scenario takes milliseconds; every random choice derives from one seed
+//!   (`RAINKV_SEED`), printed when a test fails. One cluster builder (`testkit::Cluster`)
+//!   starts, crashes, restarts and partitions servers of any kind; the 6.5840 harnesses are
+//!   thin layers over it.
+//!
+//! Which module may use which: `deploy` → `actors` → `storage` → `messages`, and `actors` →
+//! `messages`; `testkit` → `actors`, `storage`, `messages`, `check`; `check` and `messages` use
+//! nothing of ours (`tests/architecture.rs` checks it).
+//!
+//! The types most programs need are re-exported here: [`KvNode`], [`Clerk`], [`RaftPeer`],
+//! [`RaftConfig`], [`Rsm`], [`StateMachine`], [`ReplicaSetup`], ...
 //!
 //! ## Where to read next
 //! `actors/network/mod.rs` for how a call travels; `actors/raft/core.rs` beside the Raft
