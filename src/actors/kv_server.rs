@@ -2,11 +2,13 @@
 //!
 //! [`KvStore`] is the state machine (a sorted map of byte strings, changed by
 //! `apply_to_map`, which the sharded KV's shards use too); [`KvServer`] is the actor the
-//! network delivers `KVServer.Get` and `KVServer.PutAppend` to. It turns each request into a
-//! [`Submit`] with the clerk's session, so retries execute once, and maps the outcome back to
-//! a [`KvReply`]. [`KvNode`] starts and stops one whole server (Raft peer, RSM, KV face).
+//! network delivers `KVServer.Get` and `KVServer.PutAppend` to. A write becomes a [`Submit`]
+//! with the clerk's session, so retries execute once; a read becomes a [`LinearizableRead`],
+//! which writes no log entry (the leader confirms its leadership with one heartbeat round,
+//! shared by every read that arrived meanwhile). The outcome goes back as a [`KvReply`].
+//! [`KvNode`] starts and stops one whole server (Raft peer, RSM, KV face).
 //!
-//! Handles: [`Dispatch`]. Sends: [`Submit`] to its [`Rsm`].
+//! Handles: [`Dispatch`]. Sends: [`Submit`] and [`LinearizableRead`] to its [`Rsm`].
 
 use std::collections::BTreeMap;
 
@@ -19,7 +21,7 @@ use crate::actors::rsm::{ReplicaSetup, Rsm, StateMachine};
 use crate::messages::kv::*;
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
-use crate::messages::rsm::Submit;
+use crate::messages::rsm::{LinearizableRead, Submit};
 use crate::storage::Persister;
 
 /// The replicated key/value map.
@@ -81,20 +83,23 @@ impl Handler<Dispatch> for KvServer {
     type Result = ResponseFuture<Result<Vec<u8>, RpcError>>;
 
     fn handle(&mut self, msg: Dispatch, _: &mut Self::Context) -> Self::Result {
-        let request = match msg.method {
-            GetArgs::METHOD => msg
-                .decode::<GetArgs>()
-                .map(|a| ((a.client_id, a.seq), a.command())),
-            PutAppendArgs::METHOD => msg
-                .decode::<PutAppendArgs>()
-                .map(|a| ((a.client_id, a.seq), a.command())),
-            other => Err(RpcError::UnknownMethod(other.to_string())),
-        };
         let rsm = self.rsm.clone();
         Box::pin(async move {
-            let (session, command) = request?;
-            let submit = Submit::new(Some(session), command);
-            let result = match rsm.send(submit).await {
+            let answer = match msg.method {
+                // A read changes nothing: no log entry, no session (ReadIndex).
+                GetArgs::METHOD => {
+                    let key = msg.decode::<GetArgs>()?.key;
+                    let read = LinearizableRead::new(move |kv: &KvStore, _| kv.get(&key).cloned());
+                    rsm.send(read).await
+                }
+                PutAppendArgs::METHOD => {
+                    let args = msg.decode::<PutAppendArgs>()?;
+                    let submit = Submit::new(Some((args.client_id, args.seq)), args.command());
+                    rsm.send(submit).await
+                }
+                other => return Err(RpcError::UnknownMethod(other.to_string())),
+            };
+            let result = match answer {
                 Ok(Ok(output)) => Ok(output),
                 Ok(Err(_)) | Err(_) => Err(KvError::WrongLeader),
             };

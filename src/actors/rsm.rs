@@ -10,16 +10,18 @@
 //! that carry a session (client id, sequence number) are executed at most once: the last
 //! output per client is kept and returned to retries. The state and the session table are
 //! snapshotted when the Raft state nears `max_raft_state` bytes, and restored on restart.
-//! [`Read`] runs a read-only function on the replica's applied state, for services whose
-//! background work must look at it (the shard migrator); client reads still go through the log.
+//! [`LinearizableRead`] runs a read-only function once it is linearizable, without a log entry:
+//! the peer confirms its leadership ([`ReadIndex`]) and the read waits until its index is
+//! applied. [`Read`] runs one on the applied state as it is, for background work that must look
+//! at it (the shard migrator).
 //!
 //! A replica that meets something it cannot trust (an undecodable snapshot or log entry, or
 //! [`ApplyMsg::Halted`] from Raft) halts: it stops its peer, fails what is pending, refuses
 //! what comes, and says why through [`GetHealth`].
 //!
-//! Handles: [`Submit`], [`Read`], [`GetHealth`], [`ApplyMsg`] (from the peer's applier),
-//! [`RoleChanged`] (from the peer), [`Stop`]. Sends: [`SubscribeRoles`], [`Propose`], [`Snapshot`] and [`Stop`]
-//! to its Raft peer.
+//! Handles: [`Submit`], [`LinearizableRead`], [`Read`], [`GetHealth`], [`ApplyMsg`] (from the
+//! peer's applier), [`RoleChanged`] (from the peer), [`Stop`]. Sends: [`SubscribeRoles`],
+//! [`Propose`], [`ReadIndex`], [`Snapshot`] and [`Stop`] to its Raft peer.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
@@ -35,9 +37,9 @@ use crate::actors::client_end::ClientEnd;
 use crate::actors::raft::{PeerSetup, RaftConfig, RaftPeer, RestoreError};
 use crate::messages::apply::ApplyMsg;
 use crate::messages::lifecycle::Stop;
-use crate::messages::raft::{Propose, RoleChanged, Snapshot, SubscribeRoles};
+use crate::messages::raft::{Propose, ReadIndex, RoleChanged, Snapshot, SubscribeRoles};
 use crate::messages::rsm::{
-    ClientId, GetHealth, Halted, Health, Read, Seq, Session, Submit, SubmitError,
+    ClientId, GetHealth, Halted, Health, LinearizableRead, Read, Seq, Session, Submit, SubmitError,
 };
 use crate::storage::Persister;
 
@@ -99,6 +101,8 @@ pub struct Rsm<S: StateMachine> {
     role: Option<RoleChanged>,
     /// Why the replica halted, once it has.
     halted: Option<String>,
+    /// Linearizable reads confirmed by the leader, waiting until their read index is applied.
+    reads: BTreeMap<u64, Vec<Box<dyn FnOnce(&S, u64)>>>,
     /// A snapshot was handed to Raft and not yet taken.
     snapshot_in_flight: bool,
     /// The last term in which this replica, as leader, proposed a no-op.
@@ -161,6 +165,7 @@ impl<S: StateMachine> Rsm<S> {
             deadline_timer: false,
             role: None,
             halted: None,
+            reads: BTreeMap::new(),
             snapshot_in_flight: false,
             noop_term: None,
         };
@@ -228,6 +233,29 @@ impl<S: StateMachine> Rsm<S> {
         self.halted = Some(reason);
         self.raft.do_send(Stop);
         self.fail_pending(|_, _| true);
+        // Their callers see the channel close: a failure.
+        self.reads.clear();
+    }
+
+    /// Runs `read` once everything up to `index` is applied.
+    fn read_at(&mut self, index: u64, read: Box<dyn FnOnce(&S, u64)>) {
+        if index <= self.last_applied {
+            read(&self.state, self.last_applied);
+        } else {
+            self.reads.entry(index).or_default().push(read);
+        }
+    }
+
+    /// Runs the reads whose index is now applied.
+    fn serve_reads(&mut self) {
+        while let Some(entry) = self.reads.first_entry() {
+            if *entry.key() > self.last_applied {
+                break;
+            }
+            for read in entry.remove() {
+                read(&self.state, self.last_applied);
+            }
+        }
     }
 
     fn maybe_snapshot(&mut self, ctx: &mut Context<Self>) {
@@ -422,6 +450,45 @@ impl<S: StateMachine, R: Send + 'static> Handler<Read<S, R>> for Rsm<S> {
     }
 }
 
+impl<S: StateMachine, R: Send + 'static> Handler<LinearizableRead<S, R>> for Rsm<S> {
+    // Awaited outside the actor's context, like a submit: a stopping replica still answers.
+    type Result = ResponseFuture<Result<R, SubmitError>>;
+
+    fn handle(&mut self, msg: LinearizableRead<S, R>, ctx: &mut Self::Context) -> Self::Result {
+        if self.halted.is_some() {
+            return Box::pin(async { Err(SubmitError::Halted) });
+        }
+        let (reply, answer) = oneshot::channel();
+        let confirm = self
+            .raft
+            .send(ReadIndex)
+            .into_actor(self)
+            .map(move |index, rsm, _| match index {
+                Ok(Ok(index)) => {
+                    let f = msg.0;
+                    rsm.read_at(
+                        index,
+                        Box::new(move |state, applied| {
+                            let _ = reply.send(Ok(f(state, applied)));
+                        }),
+                    );
+                }
+                _ => {
+                    let _ = reply.send(Err(SubmitError::WrongLeader));
+                }
+            });
+        ctx.spawn(confirm);
+        // A leader cut off from the majority never confirms (until check-quorum makes it
+        // step down): the caller is answered within the request timeout anyway.
+        Box::pin(async move {
+            match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) | Err(_) => Err(SubmitError::WrongLeader),
+            }
+        })
+    }
+}
+
 impl<S: StateMachine> Handler<GetHealth> for Rsm<S> {
     type Result = MessageResult<GetHealth>;
 
@@ -452,11 +519,13 @@ impl<S: StateMachine> Handler<ApplyMsg> for Rsm<S> {
                     return;
                 }
                 self.apply_command(index, term, &command);
+                self.serve_reads();
                 self.maybe_snapshot(ctx);
             }
             ApplyMsg::Snapshot { index, data, .. } => {
                 if index > self.last_applied {
                     self.install_snapshot(index, &data);
+                    self.serve_reads();
                 }
             }
             ApplyMsg::Halted { reason } => self.halt(format!("Raft halted: {reason}")),

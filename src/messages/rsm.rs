@@ -71,6 +71,21 @@ impl<C, O> Submit<C, O> {
     }
 }
 
+/// Runs a read-only function on a replica's state once the read is linearizable, without a log
+/// entry (Raft's ReadIndex): the leader confirms it still leads after the request arrived, and
+/// the replica waits until it has applied everything committed at that point. A replica that
+/// is not the leader, or stops leading meanwhile, answers `WrongLeader`.
+#[derive(Message)]
+#[rtype(result = "Result<R, SubmitError>")]
+pub struct LinearizableRead<S: 'static, R: 'static>(pub ReadFn<S, R>);
+
+impl<S, R> LinearizableRead<S, R> {
+    /// Wraps `f`, which receives the state and the last applied index.
+    pub fn new(f: impl FnOnce(&S, u64) -> R + Send + 'static) -> Self {
+        LinearizableRead(Box::new(f))
+    }
+}
+
 /// A read-only function of a service's state and the index applied so far.
 pub type ReadFn<S, R> = Box<dyn FnOnce(&S, u64) -> R + Send>;
 
