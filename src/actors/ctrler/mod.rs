@@ -4,12 +4,12 @@
 //! [`ConfigHistory`] (in [`config_ops`]) is the state machine: the numbered configs and the
 //! minimal-move rebalance. [`ShardCtrler`] is the actor the network delivers
 //! `ShardCtrler.Join` / `.Leave` / `.Move` / `.Query` to; it turns each request into a
-//! [`Submit`] (with the clerk's session for the three changes, none for a Query) and maps the
-//! outcome back to a [`CtrlerResult`]. Every operation, reads included, goes through the log,
-//! so a Query reflects every change that completed before it. [`CtrlerNode`] starts and
-//! stops one whole controller server; [`clerk`] is its client.
+//! [`Submit`] with the clerk's session (Join, Leave, Move) or a [`LinearizableRead`] (Query: no
+//! log entry, yet it reflects every change that completed before it), and maps the outcome
+//! back to a [`CtrlerResult`]. [`CtrlerNode`] starts and stops one whole controller server;
+//! [`clerk`] is its client.
 //!
-//! Handles: [`Dispatch`]. Sends: [`Submit`] to its [`Rsm`].
+//! Handles: [`Dispatch`]. Sends: [`Submit`] and [`LinearizableRead`] to its [`Rsm`].
 
 pub mod clerk;
 pub mod config_ops;
@@ -22,7 +22,7 @@ use crate::actors::rsm::{ReplicaSetup, Rsm};
 use crate::messages::ctrler::*;
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
-use crate::messages::rsm::{Session, Submit};
+use crate::messages::rsm::{LinearizableRead, Session, Submit};
 use crate::storage::Persister;
 
 /// The network-facing controller service of one server.
@@ -66,10 +66,19 @@ impl Handler<Dispatch> for ShardCtrler {
         let request = request(&msg);
         let rsm = self.rsm.clone();
         Box::pin(async move {
-            let (session, command) = request?;
-            let result: CtrlerResult = match rsm.send(Submit::new(session, command)).await {
-                Ok(Ok(output)) => output.map(CtrlerReply::from),
-                Ok(Err(_)) | Err(_) => Err(CtrlerError::WrongLeader),
+            let result: CtrlerResult = match request? {
+                (_, CtrlerOp::Query { num }) => {
+                    let read =
+                        LinearizableRead::new(move |h: &ConfigHistory, _| h.query(num).clone());
+                    match rsm.send(read).await {
+                        Ok(Ok(config)) => Ok(CtrlerReply::Config(config)),
+                        Ok(Err(_)) | Err(_) => Err(CtrlerError::WrongLeader),
+                    }
+                }
+                (session, change) => match rsm.send(Submit::new(session, change)).await {
+                    Ok(Ok(output)) => output.map(CtrlerReply::from),
+                    Ok(Err(_)) | Err(_) => Err(CtrlerError::WrongLeader),
+                },
             };
             encode(&result)
         })

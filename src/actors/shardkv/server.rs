@@ -1,21 +1,22 @@
 //! The network face of one sharded KV group member: the "ShardKV" service.
 //!
-//! Client operations (`ShardKV.Get`, `ShardKV.PutAppend`) go through the group's log without
-//! an RSM session: the store keeps one duplicate table per shard, which travels with the
-//! shard. From other groups' migrators, `ShardKV.PullShards` is answered from the applied
+//! A client's `ShardKV.PutAppend` goes through the group's log without an RSM session: the
+//! store keeps one duplicate table per shard, which travels with the shard. A `ShardKV.Get` is
+//! a [`LinearizableRead`] (no log entry), answered `WrongGroup` when the group does not serve
+//! the key's shard in the state the read sees. From other groups' migrators, `ShardKV.PullShards` is answered from the applied
 //! state with [`Read`] (a frozen copy never changes), and `ShardKV.DeleteShards` goes through
 //! the log.
 //!
-//! Handles: [`Dispatch`]. Sends: [`Submit`] and [`Read`] to its [`Rsm`].
+//! Handles: [`Dispatch`]. Sends: [`Submit`], [`LinearizableRead`] and [`Read`] to its [`Rsm`].
 
 use actix::prelude::*;
 use bytes::Bytes;
 
 use super::store::{ShardCommand, ShardOutput, ShardStore};
 use crate::actors::rsm::Rsm;
-use crate::messages::kv::KvCommand;
 use crate::messages::net::{encode, Dispatch, Rpc, RpcError};
-use crate::messages::rsm::{Read, Session, Submit};
+use crate::messages::rsm::Submit;
+use crate::messages::rsm::{LinearizableRead, Read, Session, SubmitError};
 use crate::messages::shard::*;
 
 /// The network face of one group member.
@@ -27,14 +28,11 @@ impl Actor for ShardKv {
     type Context = Context<Self>;
 }
 
-/// Runs a client operation through the log.
-async fn client(
-    rsm: &Addr<Rsm<ShardStore>>,
-    command: KvCommand,
-    session: Option<Session>,
+/// A client's answer from what the replica answered.
+fn client_reply(
+    answer: Result<Result<ShardOutput, SubmitError>, MailboxError>,
 ) -> Result<Option<Bytes>, ShardKvError> {
-    let command = ShardCommand::Client { command, session };
-    match rsm.send(Submit::new(None, command)).await {
+    match answer {
         Ok(Ok(ShardOutput::Kv(value))) => Ok(value),
         Ok(Ok(ShardOutput::WrongGroup)) => Err(ShardKvError::WrongGroup),
         _ => Err(ShardKvError::WrongLeader),
@@ -45,13 +43,18 @@ async fn serve(rsm: Addr<Rsm<ShardStore>>, msg: Dispatch) -> Result<Vec<u8>, Rpc
     match msg.method {
         ShardGetArgs::METHOD => {
             let key = msg.decode::<ShardGetArgs>()?.key;
-            let result = client(&rsm, KvCommand::Get { key }, None).await;
+            let read = LinearizableRead::new(move |s: &ShardStore, _| s.read(&key));
+            let result = client_reply(rsm.send(read).await);
             encode(&ShardKvReply { result })
         }
         ShardPutAppendArgs::METHOD => {
             let args = msg.decode::<ShardPutAppendArgs>()?;
-            let session = Some((args.client_id, args.seq));
-            let result = client(&rsm, args.command(), session).await;
+            let session: Option<Session> = Some((args.client_id, args.seq));
+            let command = ShardCommand::Client {
+                command: args.command(),
+                session,
+            };
+            let result = client_reply(rsm.send(Submit::new(None, command)).await);
             encode(&ShardKvReply { result })
         }
         PullShardsArgs::METHOD => {

@@ -48,6 +48,13 @@ pub enum ShardStatus {
     Frozen,
 }
 
+impl ShardStatus {
+    /// Whether the group answers clients' reads and writes of a shard in this status.
+    pub fn serves_clients(self) -> bool {
+        matches!(self, ShardStatus::Serving | ShardStatus::Confirming)
+    }
+}
+
 /// One shard held by the group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shard {
@@ -183,13 +190,20 @@ impl ShardStore {
         &self.shards
     }
 
+    /// Reads `key` without changing anything: the value (`None` for a missing key), or
+    /// `WrongGroup` when this group does not serve the key's shard now.
+    pub fn read(&self, key: &[u8]) -> ShardOutput {
+        match self.shards.get(&key2shard(key)) {
+            Some(shard) if shard.status.serves_clients() => {
+                ShardOutput::Kv(shard.data.kv.get(key).cloned())
+            }
+            _ => ShardOutput::WrongGroup,
+        }
+    }
+
     fn client(&mut self, command: KvCommand, session: Option<Session>) -> ShardOutput {
-        let shard = key2shard(command.key());
-        let data = match self.shards.get_mut(&shard) {
-            Some(Shard {
-                status: ShardStatus::Serving | ShardStatus::Confirming,
-                data,
-            }) => data,
+        let data = match self.shards.get_mut(&key2shard(command.key())) {
+            Some(shard) if shard.status.serves_clients() => &mut shard.data,
             _ => return ShardOutput::WrongGroup,
         };
         if let Some((client, seq)) = session {
