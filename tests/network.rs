@@ -337,13 +337,16 @@ fn killed() {
 fn links_partitions_and_deleted_ends() {
     run_test("links_partitions_and_deleted_ends", |sim: Sim| async move {
         let net = sim.network();
+        let mut junks = Vec::new();
         for name in ["a", "b"] {
             let junk = JunkServer::default().start();
             net.add_server(
                 name,
-                Server::new().with_service("JunkServer", junk.recipient()),
+                Server::new().with_service("JunkServer", junk.clone().recipient()),
             );
+            junks.push(junk);
         }
+        let handled_by_a = || junks[0].send(Log2Len);
         // a's end to b and b's end to a.
         let ab = net.make_end("a->b", Some("a")).await.expect("fresh end");
         let ba = net.make_end("b->a", Some("b")).await.expect("fresh end");
@@ -358,9 +361,18 @@ fn links_partitions_and_deleted_ends() {
         assert!(reaches(&ab).await && reaches(&ba).await);
 
         net.set_link("a", "b", false);
-        assert!(!reaches(&ab).await, "a -> b is cut");
-        assert!(reaches(&ba).await, "b -> a still works");
+        assert!(!reaches(&ab).await, "a -> b is cut: a's calls to b fail");
+        let before = handled_by_a().await.expect("a's junk server");
+        assert!(!reaches(&ba).await, "a's replies to b are lost");
+        assert_eq!(
+            handled_by_a().await.expect("a's junk server"),
+            before + 1,
+            "b's request reached a (only a's answer was lost)"
+        );
+        net.set_link("b", "a", false);
         net.set_link("a", "b", true);
+        assert!(!reaches(&ab).await, "b's replies to a are lost");
+        net.set_link("b", "a", true);
         assert!(reaches(&ab).await, "a -> b restored");
 
         net.partition(&[vec!["a".to_string()], vec!["b".to_string()]]);
@@ -374,6 +386,43 @@ fn links_partitions_and_deleted_ends() {
         net.delete_end("a->b");
         assert!(!reaches(&ab).await, "a deleted end reaches nothing");
     });
+}
+
+/// Beyond labrpc: with duplicates on, some requests are handled twice, yet every caller gets
+/// exactly one answer.
+#[test]
+fn duplicated_requests_are_handled_twice_and_answered_once() {
+    run_test(
+        "duplicated_requests_are_handled_twice_and_answered_once",
+        |sim: Sim| async move {
+            let net = sim.network();
+            let junk = JunkServer::default().start();
+            net.add_server(
+                "s",
+                Server::new().with_service("JunkServer", junk.clone().recipient()),
+            );
+            let end = net.make_end("c", None).await.expect("fresh end");
+            net.connect("c", "s");
+            net.enable("c", true);
+            net.set_duplicates(true);
+            const CALLS: usize = 1000;
+            for i in 0..CALLS {
+                let reply = end.call(&Handler2(i as i64)).await;
+                assert_eq!(reply, Ok(format!("handler2-{i}")));
+            }
+            net.set_duplicates(false);
+            // Let the last copies arrive (they trail their originals by under 30 ms).
+            sleep(Duration::from_millis(100)).await;
+            let handled = junk.send(Log2Len).await.expect("junk server");
+            // One in ten is duplicated: 100 expected, and fewer than 50 or more than 160 is off by
+            // over five standard deviations.
+            let copies = handled - CALLS;
+            assert!(
+                (50..=160).contains(&copies),
+                "{copies} duplicates of {CALLS}"
+            );
+        },
+    );
 }
 
 /// A scenario full of faults: lossy net, long delays, long reordering, ends toggled, a server

@@ -190,14 +190,16 @@ pub struct AddServer {
 #[rtype(result = "()")]
 pub struct DeleteServer(pub ServerName);
 
-/// Cuts or restores the one-way link `from → to` between two servers (beyond labrpc): calls on
-/// ends owned by `from` and connected to `to` fail as if the end were disabled.
+/// Cuts or restores the one-way link `from → to` between two servers (beyond labrpc): nothing
+/// `from` sends reaches `to`. Calls on ends owned by `from` and connected to `to` fail as if the
+/// end were disabled; calls `to` makes to `from` are delivered and handled, but their replies
+/// are lost and the caller sees a failure.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SetLink {
-    /// The calling server.
+    /// The sending server.
     pub from: ServerName,
-    /// The called server.
+    /// The server that no longer hears it.
     pub to: ServerName,
     /// `false` cuts the link.
     pub up: bool,
@@ -219,6 +221,9 @@ pub enum SetFaults {
     LongDelays(bool),
     /// Two thirds of replies are held for 200–2199 ms.
     LongReordering(bool),
+    /// One request in ten that is delivered is delivered a second time, a short random delay
+    /// later; the copy's reply is discarded (beyond labrpc).
+    Duplicates(bool),
 }
 
 /// Asks for the network's counters.

@@ -521,6 +521,20 @@ impl<K: ServerKind> Cluster<K> {
         }
     }
 
+    /// Cuts (`up == false`) or restores one direction of the link between two servers: while
+    /// cut, nothing server `from` sends reaches server `to` — its calls to `to` fail, and `to`'s
+    /// calls to it are handled but their replies are lost. The other direction is untouched,
+    /// and the cut is independent of [`Cluster::connect`] and [`Cluster::disconnect`].
+    pub fn set_one_way(&self, from: usize, to: usize, up: bool) {
+        let net = self.sim.network();
+        net.set_link(&self.server_name(from), &self.server_name(to), up);
+    }
+
+    /// Delivers one request in ten a second time, a little later (a duplicated packet).
+    pub fn set_duplicates(&self, on: bool) {
+        self.sim.network().set_duplicates(on);
+    }
+
     /// Fresh client ends (owned by no server) to every server, in server order; the ends to
     /// the servers in `enabled` work.
     pub async fn client_ends(&self, enabled: &[usize]) -> ClientEnds {

@@ -104,7 +104,13 @@ impl NetworkHandle {
         self.addr.do_send(SetFaults::LongReordering(on));
     }
 
-    /// Cuts (`up == false`) or restores the one-way link `from → to`.
+    /// Delivers some requests twice ([`SetFaults::Duplicates`]).
+    pub fn set_duplicates(&self, on: bool) {
+        self.addr.do_send(SetFaults::Duplicates(on));
+    }
+
+    /// Cuts (`up == false`) or restores the one-way link `from → to`: calls from `from` to `to`
+    /// fail, and so do `to`'s calls to `from`, after `from` has handled them ([`SetLink`]).
     pub fn set_link(&self, from: &str, to: &str, up: bool) {
         self.addr.do_send(SetLink {
             from: from.to_string(),

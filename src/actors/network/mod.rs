@@ -3,8 +3,10 @@
 //! Its semantics follow 6.5840's labrpc (see `shared/TESTS.md` §1): named client ends that start
 //! disabled, servers hosting several services, a reliable or lossy net, long delays for calls
 //! that cannot be delivered, long reordering of replies, and replies from a server that was
-//! deleted or disconnected while its handler ran are dropped. Two additions: one-way link cuts
-//! between servers and a one-call partition helper.
+//! deleted or disconnected while its handler ran are dropped. Three additions: one-way link
+//! cuts between servers (a cut `a → b` loses a's calls to b and a's replies to b's calls, as a
+//! broken direction of a real link would), duplicate delivery of requests, and a one-call
+//! partition helper.
 //!
 //! Every call also pays a fixed wire latency (default 1 ms) each way. labrpc adds none on a
 //! reliable net, but under virtual time a client looping on zero-latency calls would keep the
@@ -45,6 +47,8 @@ const LONG_DELAY_MS: u64 = 7000;
 const FAIL_DELAY_MS: u64 = 100;
 /// Loss probability per mille for requests and replies on an unreliable net.
 const LOSS_PER_MILLE: u32 = 100;
+/// Probability per mille that a delivered request is delivered a second time, when on.
+const DUPLICATE_PER_MILLE: u32 = 100;
 
 type Outcome = Result<Vec<u8>, RpcError>;
 
@@ -101,6 +105,7 @@ pub struct Network {
     reliable: bool,
     long_delays: bool,
     long_reordering: bool,
+    duplicates: bool,
     latency: Duration,
     total_calls: u64,
     total_bytes: u64,
@@ -126,6 +131,7 @@ impl Network {
             reliable: true,
             long_delays: false,
             long_reordering: false,
+            duplicates: false,
             latency: Duration::from_millis(1),
             total_calls: 0,
             total_bytes: 0,
@@ -164,16 +170,55 @@ impl Network {
         self.rng.gen_range(0..1000) < LOSS_PER_MILLE
     }
 
+    /// Whether the one-way link `from → to` is cut.
+    fn is_cut(&self, from: &ServerName, to: &ServerName) -> bool {
+        self.cut_links.contains(&(from.clone(), to.clone()))
+    }
+
+    /// Whether the reply of `call` is lost on a cut link back to the calling server.
+    fn reply_is_cut(&self, call: &PendingCall) -> bool {
+        self.ends
+            .get(&call.end)
+            .and_then(|end| end.owner.as_ref())
+            .is_some_and(|owner| self.is_cut(&call.server, owner))
+    }
+
+    /// A copy of the request of `call`, delivered to `handler` on its own after a short random
+    /// delay; its reply goes nowhere (a duplicated packet).
+    fn duplicate(&mut self, call: CallId, handler: Recipient<Dispatch>, ctx: &mut Context<Self>) {
+        let Some(original) = self.calls.get(&call) else {
+            return;
+        };
+        let (reply_to, _) = oneshot::channel();
+        let copy = PendingCall {
+            end: original.end.clone(),
+            server: original.server.clone(),
+            generation: original.generation,
+            method: original.method,
+            args: original.args.clone(),
+            stage: Stage::Delivering(handler),
+            reply_to,
+        };
+        let id = self.next_call;
+        self.next_call += 1;
+        self.calls.insert(id, copy);
+        self.record("duplicate", id);
+        let delay = self.latency + self.ms(SHORT_DELAY_MS);
+        self.schedule(delay, Event::Dispatch(id), ctx);
+    }
+
     /// Whether calls on `end` can reach its server right now; if so, the server's name.
     fn route(&self, end: &EndState) -> Option<ServerName> {
         let server = end.server.as_ref()?;
         if !end.enabled || !self.servers.contains_key(server) {
             return None;
         }
-        if let Some(owner) = &end.owner {
-            if self.cut_links.contains(&(owner.clone(), server.clone())) {
-                return None;
-            }
+        if end
+            .owner
+            .as_ref()
+            .is_some_and(|owner| self.is_cut(owner, server))
+        {
+            return None;
         }
         Some(server.clone())
     }
@@ -364,6 +409,9 @@ impl Handler<Call> for Network {
                 return;
             }
         }
+        if self.duplicates && self.rng.gen_range(0..1000) < DUPLICATE_PER_MILLE {
+            self.duplicate(call, handler.clone(), ctx);
+        }
         if let Some(pending) = self.calls.get_mut(&call) {
             pending.stage = Stage::Delivering(handler);
         }
@@ -390,6 +438,9 @@ impl Handler<HandlerDone> for Network {
             }
             _ => return self.fail(call, "dead"),
         };
+        if self.reply_is_cut(pending) {
+            return self.fail(call, "cut-reply");
+        }
         if !self.reliable && self.lose() {
             return self.fail(call, "drop-reply");
         }
@@ -530,6 +581,7 @@ impl Handler<SetFaults> for Network {
             SetFaults::Reliable(on) => self.reliable = on,
             SetFaults::LongDelays(on) => self.long_delays = on,
             SetFaults::LongReordering(on) => self.long_reordering = on,
+            SetFaults::Duplicates(on) => self.duplicates = on,
         }
     }
 }
