@@ -4,22 +4,27 @@
 //! while the save runs; the answer says the update is durable. A persister whose saves block on
 //! real I/O ([`Persister::blocks`]: the file store) gets a thread of its own, so an fsync
 //! stalls nothing else of the node; an in-memory one runs on the caller's thread, which keeps
-//! simulations deterministic. [`SetDiskLatency`] makes every save take longer, in simulations.
+//! simulations deterministic. [`SetDiskLatency`] makes every save take longer and [`StallDisk`]
+//! holds every save for a while, in simulations.
 //!
-//! Handles: [`Save`], [`SetDiskLatency`], [`Stop`]. Sends nothing: each save is answered.
+//! Handles: [`Save`], [`SetDiskLatency`], [`StallDisk`], [`Stop`]. Sends nothing: each save
+//! is answered.
 
 use std::time::Duration;
 
 use actix::prelude::*;
+use tokio::time::Instant;
 
 use crate::messages::lifecycle::Stop;
-use crate::messages::storage::{Save, SetDiskLatency};
+use crate::messages::storage::{Save, SetDiskLatency, StallDisk};
 use crate::storage::Persister;
 
 /// The storage actor of one Raft peer. Start it with [`StorageHandle::start`].
 pub struct Storage {
     persister: Box<dyn Persister + Send>,
     latency: Duration,
+    /// No save completes before this instant.
+    stalled_until: Option<Instant>,
 }
 
 impl Actor for Storage {
@@ -31,11 +36,13 @@ impl Handler<Save> for Storage {
     type Result = AtomicResponse<Self, std::io::Result<()>>;
 
     fn handle(&mut self, Save(update): Save, _: &mut Self::Context) -> Self::Result {
-        if self.latency.is_zero() {
+        let now = Instant::now();
+        let until = self.stalled_until.map_or(now, |stall| stall.max(now)) + self.latency;
+        if until <= now {
             let saved = self.persister.save(update);
             return AtomicResponse::new(Box::pin(fut::ready(saved)));
         }
-        let delay = tokio::time::sleep(self.latency).into_actor(self);
+        let delay = tokio::time::sleep_until(until).into_actor(self);
         AtomicResponse::new(Box::pin(
             delay.map(move |(), storage, _| storage.persister.save(update)),
         ))
@@ -47,6 +54,14 @@ impl Handler<SetDiskLatency> for Storage {
 
     fn handle(&mut self, SetDiskLatency(latency): SetDiskLatency, _: &mut Self::Context) {
         self.latency = latency;
+    }
+}
+
+impl Handler<StallDisk> for Storage {
+    type Result = ();
+
+    fn handle(&mut self, StallDisk(stall): StallDisk, _: &mut Self::Context) {
+        self.stalled_until = Some(Instant::now() + stall);
     }
 }
 
@@ -71,6 +86,7 @@ impl StorageHandle {
     pub fn start(persister: Box<dyn Persister + Send>) -> std::io::Result<StorageHandle> {
         let storage = Storage {
             latency: Duration::ZERO,
+            stalled_until: None,
             persister,
         };
         if !storage.persister.blocks() {

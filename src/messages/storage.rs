@@ -22,6 +22,12 @@ pub(crate) struct Save(pub StateUpdate);
 #[rtype(result = "()")]
 pub struct SetDiskLatency(pub Duration);
 
+/// A simulated disk stall: no save completes until this long from now (saves asked for
+/// meanwhile wait, in order). Tests use it to show a cluster rides out a leader's stuck disk.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct StallDisk(pub Duration);
+
 /// Raft's durable state (Figure 2's persistent state plus the snapshot's position).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SavedState {

@@ -40,8 +40,8 @@ use crate::actors::raft::{RaftConfig, RaftPeer, RestoreError};
 use crate::actors::rsm::ReplicaSetup;
 use crate::messages::net::Server;
 use crate::messages::raft::GetState;
-use crate::messages::storage::SetDiskLatency;
 use crate::messages::storage::{SavedState, StateUpdate};
+use crate::messages::storage::{SetDiskLatency, StallDisk};
 use crate::storage::{FilePersister, MemPersister, Persister};
 
 /// Where the servers of a cluster keep their state.
@@ -74,12 +74,21 @@ pub struct ClusterOptions {
     /// Whether the servers start connected to each other; without, each stays isolated until
     /// [`Cluster::connect`].
     pub connected: bool,
-    /// The Raft peers' timing and message sizes.
+    /// The Raft peers' timing, message sizes and features.
     pub raft: RaftConfig,
 }
 
 impl Default for ClusterOptions {
+    /// Three connected servers in memory on a reliable net, no snapshots, and Raft's defaults
+    /// (pre-vote and check-quorum on) unless `RAINKV_PLAIN_RAFT` is set: then both are off, so
+    /// any suite can be run against the lab's plain Raft.
     fn default() -> Self {
+        let plain = super::runner::env_flag("RAINKV_PLAIN_RAFT");
+        let raft = RaftConfig {
+            pre_vote: !plain,
+            check_quorum: !plain,
+            ..RaftConfig::default()
+        };
         ClusterOptions {
             servers: 3,
             name: String::new(),
@@ -88,7 +97,7 @@ impl Default for ClusterOptions {
             max_raft_state: None,
             storage: StorageKind::Memory,
             connected: true,
-            raft: RaftConfig::default(),
+            raft,
         }
     }
 }
@@ -613,6 +622,14 @@ impl<K: ServerKind> Cluster<K> {
     pub fn set_disk_latency(&self, i: usize, latency: Duration) {
         if let Some(raft) = self.raft(i) {
             raft.do_send(SetDiskLatency(latency));
+        }
+    }
+
+    /// Holds every save of server i's current incarnation until `stall` from now (a stuck
+    /// disk); saves asked for meanwhile complete, in order, when it ends.
+    pub fn stall_disk(&self, i: usize, stall: Duration) {
+        if let Some(raft) = self.raft(i) {
+            raft.do_send(StallDisk(stall));
         }
     }
 

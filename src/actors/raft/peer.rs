@@ -18,8 +18,8 @@
 //! majority only as far as it is durable.
 //!
 //! Handles: [`Dispatch`] (`Raft.RequestVote`, `Raft.AppendEntries`, `Raft.InstallSnapshot`),
-//! [`Propose`], [`GetState`], [`SubscribeRoles`], [`Snapshot`], [`SetDiskLatency`] (passed to
-//! its storage), [`Stop`], and [`PeerReply`] (replies to its own calls). Sends: Raft RPCs
+//! [`Propose`], [`GetState`], [`SubscribeRoles`], [`Snapshot`], [`SetDiskLatency`] and
+//! [`StallDisk`] (passed to its storage), [`Stop`], and [`PeerReply`] (replies to its own calls). Sends: Raft RPCs
 //! through its [`ClientEnd`]s, [`Save`] to its storage, [`ApplyBatch`] to its applier,
 //! [`RoleChanged`] to its subscribers.
 
@@ -37,7 +37,7 @@ use crate::messages::apply::{ApplyBatch, ApplyMsg};
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::{encode, Dispatch, Rpc, RpcError};
 use crate::messages::raft::*;
-use crate::messages::storage::{Save, SetDiskLatency};
+use crate::messages::storage::{Save, SetDiskLatency, StallDisk};
 use crate::storage::Persister;
 
 type Reply = Result<Vec<u8>, RpcError>;
@@ -449,6 +449,14 @@ impl Handler<SetDiskLatency> for RaftPeer {
     type Result = ();
 
     fn handle(&mut self, msg: SetDiskLatency, _: &mut Self::Context) {
+        self.storage.addr().do_send(msg);
+    }
+}
+
+impl Handler<StallDisk> for RaftPeer {
+    type Result = ();
+
+    fn handle(&mut self, msg: StallDisk, _: &mut Self::Context) {
         self.storage.addr().do_send(msg);
     }
 }
