@@ -15,6 +15,14 @@
 //!
 //! # [transport]                 # optional tuning, all in milliseconds or bytes
 //! # call_timeout_ms = 2000
+//!
+//! # [raft]                      # optional: Raft's timing and features (see RaftConfig)
+//! # election_timeout_min_ms = 300
+//! # election_timeout_max_ms = 600
+//! # heartbeat_ms = 100
+//! # pre_vote = true
+//! # check_quorum = true
+//! # lease_reads = false         # needs check_quorum and clocks that drift under 10 %
 //! ```
 
 use std::collections::BTreeSet;
@@ -29,6 +37,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::actors::raft::RaftConfig;
 use crate::actors::tcp::{TcpSettings, HELLO_MAX_FRAME};
 
 /// Snapshot threshold when the file names none: the Raft state is re-encoded on every save,
@@ -48,6 +57,8 @@ pub struct ClusterFile {
     pub nodes: Vec<NodeAddrs>,
     /// Transport tuning.
     pub transport: TransportOverrides,
+    /// Raft timing and features.
+    pub raft: RaftOverrides,
 }
 
 /// Where one node listens.
@@ -90,6 +101,50 @@ impl TransportOverrides {
     /// True if nothing is overridden.
     pub fn is_empty(&self) -> bool {
         *self == TransportOverrides::default()
+    }
+}
+
+/// The `[raft]` section: what differs from [`RaftConfig::default`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftOverrides {
+    /// Shortest election timeout.
+    pub election_timeout_min_ms: Option<u64>,
+    /// Longest election timeout (exclusive).
+    pub election_timeout_max_ms: Option<u64>,
+    /// Heartbeat interval.
+    pub heartbeat_ms: Option<u64>,
+    /// Pre-vote.
+    pub pre_vote: Option<bool>,
+    /// Check-quorum and leader stickiness.
+    pub check_quorum: Option<bool>,
+    /// Lease reads (off by default; see [`RaftConfig::lease_reads`] for the clock assumption).
+    pub lease_reads: Option<bool>,
+}
+
+impl RaftOverrides {
+    /// True if nothing is overridden.
+    pub fn is_empty(&self) -> bool {
+        *self == RaftOverrides::default()
+    }
+
+    /// [`RaftConfig::default`] with these overrides.
+    pub fn config(&self) -> RaftConfig {
+        let mut c = RaftConfig::default();
+        let ms = Duration::from_millis;
+        if let Some(v) = self.election_timeout_min_ms {
+            c.election_timeout.start = ms(v);
+        }
+        if let Some(v) = self.election_timeout_max_ms {
+            c.election_timeout.end = ms(v);
+        }
+        if let Some(v) = self.heartbeat_ms {
+            c.heartbeat_interval = ms(v);
+        }
+        c.pre_vote = self.pre_vote.unwrap_or(c.pre_vote);
+        c.check_quorum = self.check_quorum.unwrap_or(c.check_quorum);
+        c.lease_reads = self.lease_reads.unwrap_or(c.lease_reads);
+        c
     }
 }
 
@@ -148,6 +203,8 @@ struct RawClusterFile {
     node: Vec<RawNode>,
     #[serde(default, skip_serializing_if = "TransportOverrides::is_empty")]
     transport: TransportOverrides,
+    #[serde(default, skip_serializing_if = "RaftOverrides::is_empty")]
+    raft: RaftOverrides,
 }
 
 #[cfg(feature = "cli")]
@@ -209,6 +266,7 @@ impl ClusterFile {
             max_raft_state: raw.cluster.max_raft_state.unwrap_or(DEFAULT_MAX_RAFT_STATE),
             nodes,
             transport: raw.transport,
+            raft: raw.raft,
         };
         config.validate().map_err(invalid)?;
         Ok(config)
@@ -271,7 +329,10 @@ impl ClusterFile {
         if let Some((name, _)) = durations.iter().find(|(_, v)| *v == Some(0)) {
             return Err(format!("transport.{name} must be positive"));
         }
-        Ok(())
+        self.raft
+            .config()
+            .validate()
+            .map_err(|e| format!("[raft]: {e}"))
     }
 
     /// Node `id`'s addresses.
@@ -339,6 +400,7 @@ impl ClusterFile {
                 })
                 .collect(),
             transport: self.transport.clone(),
+            raft: self.raft.clone(),
         };
         toml::to_string(&raw).map_err(|e| e.to_string())
     }
@@ -446,6 +508,26 @@ call_timeout_ms = 500
         assert!(e.contains("call_timeout_ms must be positive"), "{e}");
         let e = error_of("[cluster]\nname = \"x\"\ntoken = \"t\"\n");
         assert!(e.contains("no [[node]]"), "{e}");
+    }
+
+    #[test]
+    fn the_raft_section_overrides_the_defaults_and_is_checked() {
+        let config = ClusterFile::parse(GOOD, "cluster.toml").expect("valid");
+        assert_eq!(config.raft.config(), RaftConfig::default());
+        let text = format!("{GOOD}\n[raft]\nlease_reads = true\nheartbeat_ms = 50\n");
+        let config = ClusterFile::parse(&text, "cluster.toml").expect("valid");
+        let raft = config.raft.config();
+        assert!(raft.lease_reads && raft.check_quorum);
+        assert_eq!(raft.heartbeat_interval, Duration::from_millis(50));
+        let again = ClusterFile::parse(&config.to_toml().expect("toml"), "again").expect("valid");
+        assert_eq!(again, config);
+        let e = error_of(&format!(
+            "{GOOD}\n[raft]\nlease_reads = true\ncheck_quorum = false\n"
+        ));
+        assert!(
+            e.contains("[raft]") && e.contains("lease_reads needs check_quorum"),
+            "{e}"
+        );
     }
 
     #[test]

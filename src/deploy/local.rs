@@ -12,7 +12,9 @@ use actix::Arbiter;
 use tokio::sync::oneshot;
 
 use super::client::ClusterClient;
-use super::cluster_file::{ClusterFile, NodeAddrs, TransportOverrides, DEFAULT_MAX_RAFT_STATE};
+use super::cluster_file::{
+    ClusterFile, NodeAddrs, RaftOverrides, TransportOverrides, DEFAULT_MAX_RAFT_STATE,
+};
 use super::node::{NodeError, NodeSockets, TcpNode};
 use super::store::{open_store, NodeStore};
 use crate::messages::raft::GetState;
@@ -119,6 +121,7 @@ impl LocalCluster {
             max_raft_state: options.max_raft_state,
             nodes,
             transport: options.transport,
+            raft: RaftOverrides::default(),
         };
         let cluster = NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed);
         let data_dirs: Vec<PathBuf> = (0..options.nodes)

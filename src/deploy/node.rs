@@ -13,7 +13,7 @@ use super::cluster_file::{ClusterFile, NodeAddrs};
 use super::store::NodeStore;
 use crate::actors::admin::Admin;
 use crate::actors::kv_server::KvNode;
-use crate::actors::raft::{RaftConfig, RestoreError};
+use crate::actors::raft::RestoreError;
 use crate::actors::rsm::ReplicaSetup;
 use crate::actors::tcp::{client_end, Link, Listener, MethodTable};
 use crate::messages::admin::StatusArgs;
@@ -171,7 +171,7 @@ impl TcpNode {
             id,
             peers,
             persister: store,
-            raft: RaftConfig::default(),
+            raft: config.raft.config(),
             max_raft_state: Some(config.max_raft_state),
             seed: rand::random(),
         })?;
