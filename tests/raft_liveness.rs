@@ -332,12 +332,13 @@ fn minority_leader_serves_no_stale_read() {
     run_test(
         "minority_leader_serves_no_stale_read",
         |sim: Sim| async move {
-            for lease_reads in [false, true] {
+            // ReadIndex alone (the old leader never steps down), ReadIndex with check-quorum
+            // (the default), and lease reads (which need check-quorum).
+            for (lease_reads, check_quorum) in [(false, false), (false, true), (true, true)] {
                 let mut opts = options(5);
-                opts.name = format!("lease-{lease_reads}-");
+                opts.name = format!("lease-{lease_reads}-cq-{check_quorum}-");
                 opts.raft.lease_reads = lease_reads;
-                // Leases need check-quorum (even under RAINKV_PLAIN_RAFT); ReadIndex does not.
-                opts.raft.check_quorum |= lease_reads;
+                opts.raft.check_quorum = check_quorum;
                 let cfg = KvHarness::new(&sim, opts).await;
                 let log = OpLog::new();
                 let ck = cfg.make_client(&cfg.all()).await;
@@ -371,9 +372,10 @@ fn minority_leader_serves_no_stale_read() {
                 sleep(5 * election_max()).await;
                 let served = reads.borrow().iter().filter(|(t, _)| *t > written).count();
                 assert_eq!(
-                served, 0,
-                "the minority served {served} reads after the majority wrote (lease reads: {lease_reads})"
-            );
+                    served, 0,
+                    "the minority served {served} reads after the majority wrote \
+                 (lease reads: {lease_reads}, check-quorum: {check_quorum})"
+                );
                 cfg.connect_all();
                 cfg.connect_client(&stale, &cfg.all());
                 // After the heal the readers' pending Gets complete against the new leader.

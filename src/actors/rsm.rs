@@ -77,6 +77,9 @@ struct SnapshotData<S, T> {
 /// The session table: last request number and output per client.
 type Sessions<O> = BTreeMap<ClientId, (Seq, O)>;
 
+/// A confirmed read waiting for its index: runs on the state and the index it was applied to.
+type PendingRead<S> = Box<dyn FnOnce(&S, u64)>;
+
 struct Waiter<O> {
     term: u64,
     reply: oneshot::Sender<Result<O, SubmitError>>,
@@ -102,7 +105,7 @@ pub struct Rsm<S: StateMachine> {
     /// Why the replica halted, once it has.
     halted: Option<String>,
     /// Linearizable reads confirmed by the leader, waiting until their read index is applied.
-    reads: BTreeMap<u64, Vec<Box<dyn FnOnce(&S, u64)>>>,
+    reads: BTreeMap<u64, Vec<PendingRead<S>>>,
     /// A snapshot was handed to Raft and not yet taken.
     snapshot_in_flight: bool,
     /// The last term in which this replica, as leader, proposed a no-op.
@@ -238,7 +241,7 @@ impl<S: StateMachine> Rsm<S> {
     }
 
     /// Runs `read` once everything up to `index` is applied.
-    fn read_at(&mut self, index: u64, read: Box<dyn FnOnce(&S, u64)>) {
+    fn read_at(&mut self, index: u64, read: PendingRead<S>) {
         if index <= self.last_applied {
             read(&self.state, self.last_applied);
         } else {
