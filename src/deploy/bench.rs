@@ -1,7 +1,7 @@
 //! The benchmark behind `rainkv bench`: the workloads of our etcd reference measurement, run
 //! by clerks over TCP against a cluster (a running one, or three nodes on loopback inside this
-//! process). Keys are 16 bytes, values 128 bytes; every Get is linearizable (it goes through
-//! the log).
+//! process). Keys are 16 bytes, values 128 bytes; every Get is linearizable (a ReadIndex read,
+//! or a lease read when the cluster's `[raft]` section turns them on).
 //!
 //! | workload | what |
 //! |---|---|
