@@ -332,3 +332,89 @@ async fn silent_and_stalled_connections_are_closed_after_their_timeouts() {
     })
     .await;
 }
+
+/// Warnings logged about `port` that contain `needle`.
+fn count_logged(port: SocketAddr, needle: &str) -> usize {
+    let port = port.to_string();
+    warnings()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .iter()
+        .filter(|line| line.contains(&port) && line.contains(needle))
+        .count()
+}
+
+#[actix::test]
+async fn a_flood_of_idle_sockets_locks_no_client_out() {
+    bounded(async {
+        // The default handshake timeout: a flood's sockets are held as long as they would be
+        // in production.
+        install_recorder();
+        let mut cluster = LocalCluster::start(LocalOptions::default())
+            .await
+            .expect("cluster starts");
+        let (leader, _) = cluster
+            .client()
+            .wait_for_leader(Duration::from_secs(5))
+            .await
+            .expect("a leader");
+        let node = cluster.config().nodes[leader];
+        // A client that keeps writing through the flood, connected before it.
+        let clerk = cluster.client().clerk();
+        clerk.put("flood-0", "x").await.expect("first put");
+        let stop = std::rc::Rc::new(std::cell::Cell::new(false));
+        let writer = {
+            let stop = stop.clone();
+            actix::spawn(async move {
+                let (mut ok, mut failed) = (0u32, 0u32);
+                while !stop.get() {
+                    match clerk.put(format!("flood-{ok}"), "x").await {
+                        Ok(()) => ok += 1,
+                        Err(_) => failed += 1,
+                    }
+                }
+                (ok, failed)
+            })
+        };
+        // 2 000 sockets that never say a word on each of the leader's ports (more than a port
+        // serves), opened as fast as they go and held.
+        let mut flood = Vec::new();
+        for i in 0..4000 {
+            let port = if i % 2 == 0 { node.client } else { node.peer };
+            flood.push(TcpStream::connect(port).await.expect("connect"));
+        }
+        // Meanwhile a new client connects and writes, in far less than the handshake timeout.
+        let fresh = rainkv::deploy::client::ClusterClient::connect(cluster.config());
+        let started = Instant::now();
+        let put = timeout(Duration::from_millis(500), fresh.clerk().put("fresh", "y")).await;
+        assert!(
+            matches!(put, Ok(Ok(()))),
+            "a new client during the flood: {put:?} after {:?}",
+            started.elapsed()
+        );
+        // Every flood socket is closed: evicted or timed out in its handshake.
+        let refused = |s: PortStats| s.client.refused + s.peer.refused;
+        let node_stats = || async { cluster.node(leader).expect("runs").port_stats().await };
+        let settled = timeout(Duration::from_secs(10), async {
+            while refused(node_stats().await) < 4000 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        assert!(settled.is_ok(), "{:?}", node_stats().await);
+        stop.set(true);
+        let (ok, failed) = writer.await.expect("writer");
+        assert_eq!(failed, 0, "{ok} writes succeeded, {failed} failed");
+        assert!(ok > 0);
+        // A few lines per port, not one per socket.
+        for port in [node.client, node.peer] {
+            let lines = count_logged(port, "connection");
+            assert!((1..=20).contains(&lines), "{port}: {lines} warnings");
+        }
+        drop(flood);
+        fresh.close();
+        still_serving(&cluster, "after-flood").await;
+        cluster.shutdown().await;
+    })
+    .await;
+}

@@ -95,6 +95,14 @@ pub struct TransportOverrides {
     pub backoff_max_ms: Option<u64>,
     /// Requests this large or larger take the bulk lane.
     pub bulk_threshold_bytes: Option<usize>,
+    /// Connections past their handshake a port serves at once.
+    pub max_connections: Option<usize>,
+    /// Connections still in their handshake a port keeps (a new one closes the oldest).
+    pub max_unauthenticated: Option<usize>,
+    /// The same, from one IP address.
+    pub max_unauthenticated_per_source: Option<usize>,
+    /// Bytes that frames over 64 KiB may hold on one port while they are read.
+    pub max_buffered_bytes: Option<usize>,
 }
 
 impl TransportOverrides {
@@ -329,6 +337,25 @@ impl ClusterFile {
         if let Some((name, _)) = durations.iter().find(|(_, v)| *v == Some(0)) {
             return Err(format!("transport.{name} must be positive"));
         }
+        let limits = [
+            ("max_connections", t.max_connections),
+            ("max_unauthenticated", t.max_unauthenticated),
+            (
+                "max_unauthenticated_per_source",
+                t.max_unauthenticated_per_source,
+            ),
+        ];
+        if let Some((name, _)) = limits.iter().find(|(_, v)| *v == Some(0)) {
+            return Err(format!("transport.{name} must be positive"));
+        }
+        let max_frame = t
+            .max_frame_bytes
+            .unwrap_or(TcpSettings::new("", "").max_frame);
+        if t.max_buffered_bytes.is_some_and(|b| b < max_frame) {
+            return Err(format!(
+                "transport.max_buffered_bytes must be at least the maximum frame ({max_frame} bytes)"
+            ));
+        }
         self.raft
             .config()
             .validate()
@@ -377,6 +404,18 @@ impl ClusterFile {
         }
         if let Some(v) = t.bulk_threshold_bytes {
             s.bulk_threshold = v;
+        }
+        if let Some(v) = t.max_connections {
+            s.max_connections = v;
+        }
+        if let Some(v) = t.max_unauthenticated {
+            s.max_unauthenticated = v;
+        }
+        if let Some(v) = t.max_unauthenticated_per_source {
+            s.max_unauthenticated_per_source = v;
+        }
+        if let Some(v) = t.max_buffered_bytes {
+            s.max_buffered = v;
         }
         s
     }

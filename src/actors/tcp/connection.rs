@@ -11,8 +11,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{timeout_at, Instant};
 
+use super::admission::{FrameBudget, UNCOUNTED_FRAME};
 use super::frame::{Frame, FrameError};
 use super::settings::TcpSettings;
 
@@ -27,6 +29,10 @@ pub(crate) struct FrameReader<R> {
     frame_timeout: Duration,
     /// When the first byte of the frame being assembled arrived.
     partial_since: Option<Instant>,
+    /// Where frames over [`UNCOUNTED_FRAME`] get their memory (`None`: anywhere).
+    budget: Option<FrameBudget>,
+    /// The share of the budget the frame being assembled holds.
+    reserved: Option<OwnedSemaphorePermit>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -39,7 +45,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             max_frame,
             frame_timeout,
             partial_since: None,
+            budget: None,
+            reserved: None,
         }
+    }
+
+    /// Makes frames over [`UNCOUNTED_FRAME`] wait for their length's worth of `budget`
+    /// before more than their first bytes are read.
+    pub(crate) fn set_budget(&mut self, budget: FrameBudget) {
+        self.budget = Some(budget);
     }
 
     /// Changes the largest frame accepted from now on (the handshake uses a small one).
@@ -56,6 +70,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         loop {
             if let Some(frame) = Frame::parse(&mut self.buf, self.max_frame)? {
                 self.partial_since = None;
+                self.reserved = None;
                 return Ok(Some(frame));
             }
             if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
@@ -66,6 +81,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             } else {
                 let since = *self.partial_since.get_or_insert_with(Instant::now);
                 let deadline = since + self.frame_timeout;
+                self.reserve_budget(deadline).await?;
                 timeout_at(deadline, self.io.read_buf(&mut self.buf))
                     .await
                     .map_err(|_| FrameError::Stalled)??
@@ -78,6 +94,25 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 };
             }
         }
+    }
+}
+
+impl<R> FrameReader<R> {
+    /// Takes the budget share of a large frame whose length has arrived, once.
+    async fn reserve_budget(&mut self, deadline: Instant) -> Result<(), FrameError> {
+        let (Some(budget), None) = (&self.budget, &self.reserved) else {
+            return Ok(());
+        };
+        let Some(len) = Frame::announced_len(&self.buf) else {
+            return Ok(());
+        };
+        if len <= UNCOUNTED_FRAME as u64 {
+            return Ok(());
+        }
+        let bytes = usize::try_from(len).unwrap_or(usize::MAX);
+        let share = budget.reserve(bytes, deadline).await;
+        self.reserved = Some(share.map_err(|_| FrameError::OverBudget { len })?);
+        Ok(())
     }
 }
 
@@ -198,5 +233,62 @@ mod tests {
         let mut reader = FrameReader::new(server, 1 << 20, Duration::from_secs(5));
         drop(client);
         assert!(matches!(reader.read_frame().await, Ok(None)));
+    }
+
+    /// A reader of `timeout`'s frames on `budget`, and the stream that feeds it.
+    fn budgeted(
+        budget: &FrameBudget,
+        timeout: Duration,
+    ) -> (
+        tokio::io::DuplexStream,
+        FrameReader<tokio::io::DuplexStream>,
+    ) {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let mut reader = FrameReader::new(server, 4 << 20, timeout);
+        reader.set_budget(budget.clone());
+        (client, reader)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn large_frames_share_a_budget_and_small_ones_never_wait() {
+        let budget = FrameBudget::new(2 << 20, 2 << 20);
+        // A holds the whole budget: it announced 2 MiB and sent a little.
+        let (mut a, mut holder) = budgeted(&budget, Duration::from_secs(60));
+        a.write_all(&(2u32 << 20).to_be_bytes())
+            .await
+            .expect("write");
+        a.write_all(&[0; 1000]).await.expect("write");
+        let holding = tokio::spawn(async move { holder.read_frame().await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(budget.available(), 0);
+        // B's large frame finds no room before its own frame timeout.
+        let (mut b, mut waiter) = budgeted(&budget, Duration::from_secs(1));
+        b.write_all(&(1u32 << 20).to_be_bytes())
+            .await
+            .expect("write");
+        b.write_all(&[0; 1000]).await.expect("write");
+        let started = Instant::now();
+        assert!(matches!(
+            waiter.read_frame().await,
+            Err(FrameError::OverBudget { len }) if len == 1 << 20
+        ));
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        // C's small frame is read at once.
+        let (mut c, mut small) = budgeted(&budget, Duration::from_secs(1));
+        let frame = Frame::Reply {
+            id: 7,
+            outcome: Outcome::Ok(vec![1; 60 << 10]),
+        };
+        c.write_all(&frame.encode(4 << 20).expect("encode"))
+            .await
+            .expect("write");
+        assert_eq!(small.read_frame().await.expect("read"), Some(frame));
+        // Once A's frame is over (here: it stalls out), the budget is whole again.
+        assert!(matches!(
+            holding.await.expect("task"),
+            Err(FrameError::Stalled)
+        ));
+        drop(a);
+        assert_eq!(budget.available(), 2 << 20);
     }
 }

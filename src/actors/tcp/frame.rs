@@ -172,7 +172,7 @@ impl Frame {
     }
 
     /// The body length announced by the prefix at the front of `buf`, once it is all there.
-    fn announced_len(buf: &[u8]) -> Option<u64> {
+    pub(crate) fn announced_len(buf: &[u8]) -> Option<u64> {
         let prefix: [u8; HEADER_LEN] = buf.get(..HEADER_LEN)?.try_into().ok()?;
         Some(u64::from(u32::from_be_bytes(prefix)))
     }
@@ -194,6 +194,11 @@ pub enum FrameError {
     ClosedMidFrame,
     /// The rest of a started frame did not arrive in time (a stalled or half-open peer).
     Stalled,
+    /// A large frame got no share of the port's buffer budget within the frame timeout.
+    OverBudget {
+        /// Its length.
+        len: u64,
+    },
     /// The socket failed.
     Io(std::io::Error),
 }
@@ -207,6 +212,11 @@ impl fmt::Display for FrameError {
             FrameError::Malformed(e) => write!(f, "malformed frame: {e}"),
             FrameError::ClosedMidFrame => write!(f, "connection closed in the middle of a frame"),
             FrameError::Stalled => write!(f, "the rest of a frame did not arrive in time"),
+            FrameError::OverBudget { len } => write!(
+                f,
+                "no buffer for a frame of {len} bytes within the frame timeout (other large \
+                 frames hold this port's budget)"
+            ),
             FrameError::Io(e) => write!(f, "socket error: {e}"),
         }
     }

@@ -1,12 +1,14 @@
 //! The listening side of the TCP transport: a [`Listener`] accepts connections on one port and
 //! serves each in a task of its own (`serve.rs`), handing requests to the services of its
 //! [`Server`] as [`Dispatch`](crate::messages::net::Dispatch)es. Stopping it closes the port
-//! and every connection it accepted, which is what a caller sees when a node dies.
+//! and every connection it accepted, which is what a caller sees when a node dies. Who gets
+//! in, and how much memory large frames may hold, is `admission.rs`'s business.
 //!
 //! Handles: [`Stop`] (answered once the port is closed) and [`GetListenerStats`] (the control
 //! protocol, `messages/tcp.rs`); [`ConnectionEvent`]s, which its connection tasks report to a
 //! weak recipient for the counters. Sends: `Dispatch` to its services (from those tasks).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use actix::prelude::*;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use super::admission::{Admission, Admit, FrameBudget, RateLimitedLog};
 use super::methods::MethodTable;
 use super::serve::{serve, Inbound};
 use super::settings::TcpSettings;
@@ -25,6 +28,8 @@ use crate::messages::tcp::{ConnectionEvent, GetListenerStats, ListenerStats};
 
 /// Pause after a failed `accept` (out of file descriptors, say), so the loop does not spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// At most one line per this long about refused connections (a flood would write thousands).
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One listening port.
 pub struct Listener {
@@ -65,16 +70,30 @@ async fn accept_loop(socket: TcpListener, inbound: Rc<Inbound>) {
     loop {
         tokio::select! {
             accepted = socket.accept() => match accepted {
-                Ok((stream, peer)) if connections.len() >= inbound.settings.max_connections => {
-                    log::warn!(
-                        "{}: refused connection from {peer}: {} connections already open",
-                        inbound.label,
-                        connections.len()
-                    );
-                    drop(stream);
-                }
-                Ok((stream, _)) => {
-                    connections.spawn_local(serve(stream, inbound.clone()));
+                Ok((stream, peer)) => {
+                    let verdict = inbound.admission.borrow_mut().admit(peer.ip());
+                    let Admit::Yes { ticket, evict } = verdict else {
+                        inbound.refused(format_args!(
+                            "{}: refused connection from {peer}: {} connections already open",
+                            inbound.label, inbound.settings.max_connections
+                        ));
+                        continue;
+                    };
+                    let task = connections.spawn_local(serve(stream, inbound.clone(), ticket));
+                    let evicted: Vec<_> = {
+                        let mut admission = inbound.admission.borrow_mut();
+                        admission.waiting(ticket, peer.ip(), task);
+                        evict.iter().filter_map(|&t| admission.take_evicted(t)).collect()
+                    };
+                    for task in evicted {
+                        task.abort();
+                        inbound.report(ConnectionEvent::Refused);
+                        inbound.refused(format_args!(
+                            "{}: closed the oldest connection still in its handshake to make \
+                             room for {peer}",
+                            inbound.label
+                        ));
+                    }
                 }
                 Err(e) => {
                     log::warn!("{}: accept failed: {e}", inbound.label);
@@ -98,6 +117,9 @@ impl Actor for Listener {
         let inbound = Rc::new(Inbound {
             services,
             methods,
+            admission: RefCell::new(Admission::new(&self.settings)),
+            budget: FrameBudget::new(self.settings.max_buffered, self.settings.max_frame),
+            refusals: RefCell::new(RateLimitedLog::new(REFUSAL_LOG_INTERVAL)),
             settings: self.settings.clone(),
             label: self.label.clone(),
             events: ctx.address().downgrade().recipient(),

@@ -18,10 +18,12 @@
 //! `handshake.rs` (cluster name, shared token, lane), `link.rs` (calls, request ids,
 //! reconnect with back-off, two lanes so snapshots never delay heartbeats) and `lane.rs` (the
 //! task that dials, writes and reads one lane's connection), `listener.rs` (the accept loop
-//! and counters) and `serve.rs` (one accepted connection), `methods.rs` (wire method names
+//! and counters), `admission.rs` (limits on connections in and past their handshake, a flood
+//! displaces only itself; the memory large frames may hold) and `serve.rs` (one accepted connection), `methods.rs` (wire method names
 //! back to `&'static str`), `settings.rs` (timeouts and limits), `task.rs` (tasks that end
 //! with their owner).
 
+mod admission;
 mod connection;
 mod frame;
 mod handshake;

@@ -10,6 +10,7 @@
 //! Sends: [`Dispatch`] to the services; [`ConnectionEvent`]s (opened, accepted, refused,
 //! dropped, closed) to the recipient in [`Inbound`], the listener's counters.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
+use super::admission::{Admission, FrameBudget, RateLimitedLog};
 use super::connection::Connection;
 use super::frame::{Frame, Outcome, REQUEST_OVERHEAD};
 use super::handshake::{self, HandshakeError};
@@ -37,6 +39,12 @@ pub(crate) struct Inbound {
     pub services: Server,
     /// The method names they handle.
     pub methods: MethodTable,
+    /// Which connections are in their handshake and which passed it.
+    pub admission: RefCell<Admission>,
+    /// The memory large frames may hold while they are read.
+    pub budget: FrameBudget,
+    /// Refusals, logged at most once a second.
+    pub refusals: RefCell<RateLimitedLog>,
     /// Transport settings.
     pub settings: Arc<TcpSettings>,
     /// Names the listener in logs (for example `"node 1 peer port 127.0.0.1:7001"`).
@@ -46,10 +54,16 @@ pub(crate) struct Inbound {
 }
 
 impl Inbound {
-    fn report(&self, event: ConnectionEvent) {
+    /// Tells the listener's counters.
+    pub(crate) fn report(&self, event: ConnectionEvent) {
         if let Some(events) = self.events.upgrade() {
             events.do_send(event);
         }
+    }
+
+    /// Logs a refused connection, unless too many were logged just now.
+    pub(crate) fn refused(&self, what: std::fmt::Arguments<'_>) {
+        self.refusals.borrow_mut().warn(what);
     }
 
     /// Hands one request to its service and returns what to answer.
@@ -96,9 +110,30 @@ impl Drop for OpenConnection<'_> {
     }
 }
 
-/// Serves one accepted connection until it closes or misbehaves.
-pub(crate) async fn serve(stream: TcpStream, inbound: Rc<Inbound>) {
+/// Keeps the listener's admission right, however the connection ends (an eviction included).
+struct Ticket<'a> {
+    inbound: &'a Inbound,
+    id: u64,
+    authenticated: bool,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.inbound
+            .admission
+            .borrow_mut()
+            .closed(self.id, self.authenticated);
+    }
+}
+
+/// Serves one accepted connection, admitted under `ticket`, until it closes or misbehaves.
+pub(crate) async fn serve(stream: TcpStream, inbound: Rc<Inbound>, ticket: u64) {
     let _open = OpenConnection::new(&inbound);
+    let mut ticket = Ticket {
+        inbound: &inbound,
+        id: ticket,
+        authenticated: false,
+    };
     let label = &inbound.label;
     let settings = &inbound.settings;
     let mut conn = match Connection::new(stream, settings) {
@@ -121,25 +156,37 @@ pub(crate) async fn serve(stream: TcpStream, inbound: Rc<Inbound>) {
                 HandshakeError::Closed => "closed before the handshake".to_string(),
                 other => other.to_string(),
             };
-            log::warn!("{label}: refused connection from {peer}: {why}");
+            inbound.refused(format_args!(
+                "{label}: refused connection from {peer}: {why}"
+            ));
             inbound.report(ConnectionEvent::Refused);
             return;
         }
         Err(_) => {
-            log::warn!(
+            inbound.refused(format_args!(
                 "{label}: refused connection from {peer}: no handshake within {:?}",
                 settings.handshake_timeout
-            );
+            ));
             inbound.report(ConnectionEvent::Refused);
             return;
         }
     };
+    if !inbound.admission.borrow_mut().authenticated(ticket.id) {
+        inbound.refused(format_args!(
+            "{label}: closed connection from {peer}: {} connections already open",
+            settings.max_connections
+        ));
+        inbound.report(ConnectionEvent::Refused);
+        return;
+    }
+    ticket.authenticated = true;
     log::debug!("{label}: accepted {lane:?} connection from {peer}");
     inbound.report(ConnectionEvent::Accepted);
 
     let Connection {
         mut reader, writer, ..
     } = conn;
+    reader.set_budget(inbound.budget.clone());
     let (replies, queue) = mpsc::channel(REPLY_QUEUE);
     let _writer = TaskGuard::spawn(async move {
         if let Err(e) = writer.drain(queue).await {

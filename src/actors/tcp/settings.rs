@@ -22,6 +22,7 @@ pub struct TcpSettings {
     /// Limit on opening a TCP connection.
     pub connect_timeout: Duration,
     /// Limit on the whole handshake, on both sides: a silent connection is dropped after it.
+    /// A handshake is one round trip, so this can be short.
     pub handshake_timeout: Duration,
     /// Once the first byte of a frame has arrived, the rest must follow within this long.
     pub frame_timeout: Duration,
@@ -35,8 +36,17 @@ pub struct TcpSettings {
     /// Requests one connection may have in flight on the serving side; past it the server
     /// stops reading that connection until replies go out.
     pub max_in_flight: usize,
-    /// Connections one listener serves at once; more are closed at once.
+    /// Connections past their handshake one listener serves at once; more are closed at once.
     pub max_connections: usize,
+    /// Connections still in their handshake one listener keeps; a new one past it closes the
+    /// oldest (see `admission.rs`).
+    pub max_unauthenticated: usize,
+    /// The same, from one IP address.
+    pub max_unauthenticated_per_source: usize,
+    /// Bytes that frames over 64 KiB may hold on one listener while they are read; at least
+    /// `max_frame`. A frame that cannot get its share within the frame timeout closes its
+    /// connection.
+    pub max_buffered: usize,
 }
 
 impl TcpSettings {
@@ -49,13 +59,16 @@ impl TcpSettings {
             call_timeout: Duration::from_secs(2),
             bulk_call_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(1),
-            handshake_timeout: Duration::from_secs(3),
+            handshake_timeout: Duration::from_secs(1),
             frame_timeout: Duration::from_secs(10),
             backoff_min: Duration::from_millis(20),
             backoff_max: Duration::from_secs(1),
             bulk_threshold: 64 << 10,
             max_in_flight: 1024,
             max_connections: 1024,
+            max_unauthenticated: 128,
+            max_unauthenticated_per_source: 32,
+            max_buffered: 256 << 20,
         }
     }
 
