@@ -288,7 +288,7 @@ pub struct NotLeader {
 pub struct GetState;
 
 /// A peer's view of itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RaftState {
     /// Current term.
     pub term: u64,
@@ -300,6 +300,9 @@ pub struct RaftState {
     pub commit_index: u64,
     /// Highest index handed to the applier.
     pub last_applied: u64,
+    /// A leader's `match_index` (Figure 2): for each peer, the highest log index known to be
+    /// replicated on it; its own entry is its last log index. Empty unless it leads.
+    pub match_index: Vec<u64>,
 }
 
 impl RaftState {

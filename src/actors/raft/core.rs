@@ -799,6 +799,23 @@ impl RaftCore {
         self.leader_id
     }
 
+    /// A leader's `match_index` (Figure 2): for each peer, the highest log index known to be
+    /// replicated on it; its own entry is its last log index. Empty unless it leads.
+    pub fn match_index(&self) -> Vec<u64> {
+        if self.role != Role::Leader {
+            return Vec::new();
+        }
+        (0..self.cfg.peers)
+            .map(|p| {
+                if p == self.cfg.id {
+                    self.log.last_index()
+                } else {
+                    self.progress.get(p).map_or(0, |pr| pr.match_index)
+                }
+            })
+            .collect()
+    }
+
     /// The candidate voted for in the current term, if any.
     pub fn voted_for(&self) -> Option<usize> {
         self.voted_for
@@ -2414,6 +2431,23 @@ mod tests {
         let asks = appends_or_votes(&flush(&mut target));
         assert!(asks.iter().all(|a| a.leadership_transfer && !a.pre_vote));
         assert_eq!((target.role(), target.term()), (Role::Candidate, term + 1));
+    }
+
+    #[test]
+    fn a_leader_reports_how_far_each_follower_matches() {
+        let mut leader = modern_leader(3, 12);
+        let term = leader.term();
+        assert_eq!(leader.match_index(), vec![0, 0, 0]);
+        leader.propose(b"a".to_vec()).expect("leader");
+        leader.propose(b"b".to_vec()).expect("leader");
+        flush(&mut leader);
+        leader.handle_append_entries_reply(1, ok_reply(term, 1));
+        leader.handle_append_entries_reply(2, ok_reply(term, 2));
+        assert_eq!(leader.match_index(), vec![2, 1, 2]);
+        // A follower knows nothing of the others.
+        let mut follower = modern(2, 3, 13);
+        follower.handle_append_entries(1, ae(term, 0, 0, vec![], 0));
+        assert!(follower.match_index().is_empty());
     }
 
     #[test]

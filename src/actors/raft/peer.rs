@@ -17,9 +17,10 @@
 //! completes, the core learns it ([`RaftCore::saved`]): a leader counts its own log towards a
 //! majority only as far as it is durable.
 //!
-//! Handles: [`Dispatch`] (`Raft.RequestVote`, `Raft.AppendEntries`, `Raft.InstallSnapshot`),
-//! [`Propose`], [`GetState`], [`SubscribeRoles`], [`Snapshot`], [`SetDiskLatency`] and
-//! [`StallDisk`] (passed to its storage), [`Stop`], and [`PeerReply`] (replies to its own calls). Sends: Raft RPCs
+//! Handles: [`Dispatch`] (`Raft.RequestVote`, `Raft.AppendEntries`, `Raft.InstallSnapshot`,
+//! `Raft.TimeoutNow`), [`Propose`], [`ReadIndex`], [`TransferLeadership`], [`GetState`],
+//! [`SubscribeRoles`], [`Snapshot`], [`SetDiskLatency`] and [`StallDisk`] (passed to its
+//! storage), [`Stop`], and [`PeerReply`] (replies to its own calls). Sends: Raft RPCs
 //! through its [`ClientEnd`]s, [`Save`] to its storage, [`ApplyBatch`] to its applier,
 //! [`RoleChanged`] to its subscribers.
 
@@ -432,6 +433,7 @@ impl Handler<GetState> for RaftPeer {
             leader: self.core.leader_id(),
             commit_index: self.core.commit_index(),
             last_applied: self.core.last_applied(),
+            match_index: self.core.match_index(),
         })
     }
 }
