@@ -3,13 +3,15 @@
 //!
 //! Each node keeps its state in a data directory of its own; killing nodes with SIGKILL and
 //! restarting them from their data directories under load is `tcp_crash.rs`. The helpers both
-//! files use are in `processes/`.
+//! files use are in `processes/`. Leadership moves here as an operator moves it, with
+//! `rainkv-ctl transfer-leader`.
 
 mod processes;
 
+use std::fs::File;
 use std::io::Read;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use processes::{free_ports, serve_command, wait_bounded, write_config, Scratch, Servers};
@@ -237,5 +239,141 @@ fn the_demo_binary_ends_with_its_verdict() {
         stdout.lines().last(),
         Some("verdict: linearizable"),
         "{stdout}"
+    );
+}
+
+/// `rainkv serve` for node `id` with its data under `dir`, its stderr (the log) appended to
+/// `node-<id>.log` there.
+fn spawn_logged(config: &Path, dir: &Path, id: usize) -> Child {
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(log_path(dir, id))
+        .expect("open node log");
+    serve_command(config, id, &dir.join(format!("node-{id}")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start rainkv serve")
+}
+
+fn log_path(dir: &Path, id: usize) -> PathBuf {
+    dir.join(format!("node-{id}.log"))
+}
+
+/// One line per node of `rainkv-ctl status`: (id, role, term) of the nodes that answered.
+fn roles(config: &Path) -> Vec<(usize, String, u64)> {
+    let out = ctl(config, &["status"]);
+    text(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let id = fields.first()?.parse().ok()?;
+            let term = fields.get(3)?.parse().ok()?;
+            Some((id, fields.get(2)?.to_string(), term))
+        })
+        .collect()
+}
+
+/// The leader and its term, by `rainkv-ctl status`, waiting up to [`STARTUP_LIMIT`].
+fn wait_for_leader(config: &Path) -> (usize, u64) {
+    let deadline = Instant::now() + STARTUP_LIMIT;
+    loop {
+        let leaders: Vec<(usize, u64)> = roles(config)
+            .into_iter()
+            .filter(|(_, role, _)| role == "leader")
+            .map(|(id, _, term)| (id, term))
+            .collect();
+        if let Some(&leader) = leaders.iter().max_by_key(|(_, term)| *term) {
+            return leader;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no leader within {STARTUP_LIMIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn transfer_leader_moves_leadership() {
+    let scratch = Scratch::new("transfer");
+    let config = write_config(&scratch.0, "transfer-token", &free_ports());
+    let mut servers = Servers(
+        (0..3)
+            .map(|id| spawn_logged(&config, &scratch.0, id))
+            .collect(),
+    );
+    let (leader, term) = wait_for_leader(&config);
+
+    // To each other node in turn, and back.
+    let mut current = (leader, term);
+    for step in 1..=3 {
+        let to = (leader + step) % 3;
+        let out = ctl(&config, &["transfer-leader", "--to", &to.to_string()]);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+        println!("  {}", stdout.trim_end());
+        assert!(
+            stdout.starts_with(&format!("leader is now node {to} (term ")),
+            "{stdout}"
+        );
+        // A transfer is one election: the term moves by one.
+        let status = roles(&config);
+        assert!(
+            status.contains(&(to, "leader".to_string(), current.1 + 1)),
+            "node {to} does not lead term {} after the transfer: {status:?}",
+            current.1 + 1
+        );
+        current = (to, current.1 + 1);
+    }
+    let put = ctl(&config, &["put", "moved", "yes"]);
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    let get = ctl(&config, &["get", "moved"]);
+    assert_eq!(text(&get.stdout), "yes\n", "{}", text(&get.stderr));
+
+    // To the leader itself: nothing to do.
+    let out = ctl(
+        &config,
+        &["transfer-leader", "--to", &current.0.to_string()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("already leads"),
+        "{}",
+        text(&out.stdout)
+    );
+    // A node the cluster does not have: a usage error.
+    let out = ctl(&config, &["transfer-leader", "--to", "7"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no node 7 in the cluster"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A node that is down cannot take over; the leader is not even asked, and keeps serving.
+    let down = (current.0 + 1) % 3;
+    servers.0[down].kill().expect("kill a follower");
+    let _ = servers.0[down].wait();
+    let out = ctl(&config, &["transfer-leader", "--to", &down.to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("node {down} cannot take over: unreachable")),
+        "{stderr}"
+    );
+    let put = ctl(&config, &["put", "still", "served"]);
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    // With the leader gone too, the last node leads nobody: no leader to ask.
+    servers.0[current.0].kill().expect("kill the leader");
+    let _ = servers.0[current.0].wait();
+    let last = 3 - down - current.0;
+    let out = ctl(&config, &["transfer-leader", "--to", &last.to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no node leads"),
+        "{}",
+        text(&out.stderr)
     );
 }

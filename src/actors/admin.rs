@@ -1,17 +1,20 @@
 //! The admin service of one node: answers `Admin.Status` with whether the node's replica is
 //! serving (or why it halted) and its Raft peer's role, term, leader, commit and applied
-//! index, for `rainkv-ctl status` and the demo's progress line.
+//! index, for `rainkv-ctl status` and the demo's progress line; and passes
+//! `Admin.TransferLeader` on to its Raft peer, for `rainkv-ctl transfer-leader`.
 //!
-//! Handles: [`Dispatch`] (`Admin.Status`). Sends: [`GetHealth`] to its replica, [`GetState`]
-//! to its Raft peer.
+//! Handles: [`Dispatch`] (`Admin.Status`, `Admin.TransferLeader`). Sends: [`GetHealth`] to its
+//! replica, [`GetState`] and [`TransferLeadership`] to its Raft peer.
 
 use actix::prelude::*;
 
 use crate::actors::raft::RaftPeer;
-use crate::messages::admin::{NodeStatus, RaftStatus, StatusArgs};
+use crate::messages::admin::{
+    NodeStatus, RaftStatus, StatusArgs, TransferLeaderArgs, TransferRefused,
+};
 use crate::messages::net::{encode, Dispatch, Rpc, RpcError};
-use crate::messages::raft::GetState;
-use crate::messages::rsm::GetHealth;
+use crate::messages::raft::{GetState, TransferError, TransferLeadership};
+use crate::messages::rsm::{GetHealth, Health};
 
 /// The admin service actor.
 pub struct Admin {
@@ -37,24 +40,64 @@ impl Handler<Dispatch> for Admin {
     fn handle(&mut self, msg: Dispatch, _: &mut Self::Context) -> Self::Result {
         let (id, replica, raft) = (self.id, self.replica.clone(), self.raft.clone());
         Box::pin(async move {
-            if msg.method != StatusArgs::METHOD {
-                return Err(RpcError::UnknownMethod(msg.method.to_string()));
+            match msg.method {
+                StatusArgs::METHOD => {
+                    msg.decode::<StatusArgs>()?;
+                    encode(&status(id, &replica, &raft).await?)
+                }
+                TransferLeaderArgs::METHOD => {
+                    let args = msg.decode::<TransferLeaderArgs>()?;
+                    encode(&transfer(args.to, &replica, &raft).await?)
+                }
+                other => Err(RpcError::UnknownMethod(other.to_string())),
             }
-            msg.decode::<StatusArgs>()?;
-            // A replica that is gone is a dead node: the caller sees it as unreachable.
-            let health = replica
-                .send(GetHealth)
-                .await
-                .map_err(|_| RpcError::Unreachable)?;
-            // A halted replica has stopped its peer: it reports its health alone.
-            let raft = raft.send(GetState).await.ok().map(|state| RaftStatus {
-                role: state.role,
-                term: state.term,
-                leader: state.leader,
-                commit_index: state.commit_index,
-                last_applied: state.last_applied,
-            });
-            encode(&NodeStatus { id, health, raft })
         })
     }
+}
+
+/// `Admin.Status`.
+async fn status(
+    id: usize,
+    replica: &Recipient<GetHealth>,
+    raft: &Addr<RaftPeer>,
+) -> Result<NodeStatus, RpcError> {
+    // A replica that is gone is a dead node: the caller sees it as unreachable.
+    let health = replica
+        .send(GetHealth)
+        .await
+        .map_err(|_| RpcError::Unreachable)?;
+    // A halted replica has stopped its peer: it reports its health alone.
+    let raft = raft.send(GetState).await.ok().map(|state| RaftStatus {
+        role: state.role,
+        term: state.term,
+        leader: state.leader,
+        commit_index: state.commit_index,
+        last_applied: state.last_applied,
+    });
+    Ok(NodeStatus { id, health, raft })
+}
+
+/// `Admin.TransferLeader`: whether the peer started handing leadership to `to`.
+async fn transfer(
+    to: usize,
+    replica: &Recipient<GetHealth>,
+    raft: &Addr<RaftPeer>,
+) -> Result<Result<(), TransferRefused>, RpcError> {
+    let health = replica
+        .send(GetHealth)
+        .await
+        .map_err(|_| RpcError::Unreachable)?;
+    if health != Health::Serving {
+        return Ok(Err(TransferRefused::Halted));
+    }
+    Ok(match raft.send(TransferLeadership { to }).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(TransferError::NotLeader(not_leader))) => Err(TransferRefused::NotLeader {
+            term: not_leader.term,
+            leader: not_leader.leader,
+        }),
+        Ok(Err(TransferError::NoSuchPeer(to))) => Err(TransferRefused::NoSuchNode(to)),
+        // The peer stops only when its replica halts.
+        Err(_) => Err(TransferRefused::Halted),
+    })
 }

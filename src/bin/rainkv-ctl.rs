@@ -1,4 +1,5 @@
-//! `rainkv-ctl`: talk to a running RainKV cluster: `get`, `put`, `append` and `status`.
+//! `rainkv-ctl`: talk to a running RainKV cluster: `get`, `put`, `append`, `status` and
+//! `transfer-leader`.
 //!
 //! Keys and values are text by default. With `--hex`, keys and values on the command line are
 //! hex (`00ff41`, either case) and `get` prints the value as lowercase hex. A value argument
@@ -7,9 +8,14 @@
 //! `get` refuses to print a value that is not UTF-8 (it says to use `--hex`) rather than
 //! mangle it.
 //!
+//! `transfer-leader --to ID` moves leadership to node ID (Raft's leadership transfer): the
+//! leader brings ID's log up to date and has it campaign at once, so the cluster changes
+//! leader in about one election round trip, without waiting out an election timeout.
+//!
 //! Exit status: 0 on success, 1 when the cluster cannot serve the request in time (the
-//! reasons are printed), 2 for a bad command line or configuration file, bad hex, an
-//! unreadable value file, or a value `get` cannot print as text.
+//! reasons are printed) or a leadership transfer fails, 2 for a bad command line or
+//! configuration file (an unknown node id included), bad hex, an unreadable value file, or a
+//! value `get` cannot print as text.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -19,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use rainkv::actors::clerk::Clerk;
-use rainkv::deploy::client::ClusterClient;
+use rainkv::deploy::client::{ClusterClient, TransferFailure, Transferred};
 use rainkv::deploy::cluster_file::ClusterFile;
 use rainkv::messages::admin::NodeStatus;
 use rainkv::messages::kv::ClerkError;
@@ -68,6 +74,17 @@ enum Command {
     },
     /// Show each node's role, term, commit index and applied index.
     Status,
+    /// Move leadership to node ID.
+    ///
+    /// The leader brings ID's log up to date, then has it start an election at once; clients
+    /// wait about one election round trip instead of an election timeout. Waits (up to
+    /// --timeout) until ID reports that it leads; a no-op if it already does. Fails if ID
+    /// cannot be reached or does not serve, if no node leads, or if the leader refuses.
+    TransferLeader {
+        /// The id of the node to take over.
+        #[arg(long, value_name = "ID")]
+        to: usize,
+    },
 }
 
 /// Failure to serve the request (exit 1) or a usage error (exit 2).
@@ -84,7 +101,8 @@ enum Request {
 }
 
 impl Request {
-    /// The request `command` asks for, reading hex and value files; `None` for `status`.
+    /// The request `command` asks for, reading hex and value files; `None` for the commands
+    /// that are not KV requests (`status`, `transfer-leader`).
     fn from_command(command: &Command, hex: bool) -> Result<Option<Request>, Failure> {
         let key = |key: &str| argument(key, hex).map_err(|e| Failure::Usage(format!("key: {e}")));
         let value = |value: &str| value_argument(value, hex).map_err(Failure::Usage);
@@ -92,7 +110,7 @@ impl Request {
             Command::Get { key: k } => Request::Get(key(k)?),
             Command::Put { key: k, value: v } => Request::Put(key(k)?, value(v)?),
             Command::Append { key: k, value: v } => Request::Append(key(k)?, value(v)?),
-            Command::Status => return Ok(None),
+            Command::Status | Command::TransferLeader { .. } => return Ok(None),
         }))
     }
 
@@ -205,9 +223,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         })?;
     let request = Request::from_command(&cli.command, cli.hex)?;
     let client = ClusterClient::connect(&config);
-    let outcome = match request {
-        None => status(&client, &config, limit).await,
-        Some(request) => kv(&client, &config, request, cli.hex, limit).await,
+    let outcome = match (request, &cli.command) {
+        (Some(request), _) => kv(&client, &config, request, cli.hex, limit).await,
+        (None, Command::TransferLeader { to }) => transfer_leader(&client, *to, limit).await,
+        (None, _) => status(&client, &config, limit).await,
     };
     client.close();
     outcome
@@ -245,6 +264,28 @@ async fn kv(
             }
             Err(Failure::Unavailable(message))
         }
+    }
+}
+
+async fn transfer_leader(
+    client: &ClusterClient,
+    to: usize,
+    limit: Duration,
+) -> Result<(), Failure> {
+    match client.transfer_leadership(to, limit).await {
+        Ok(Transferred::AlreadyLeader { term }) => {
+            println!("node {to} already leads (term {term}); nothing to do");
+            Ok(())
+        }
+        Ok(Transferred::Moved { from, term, took }) => {
+            println!(
+                "leader is now node {to} (term {term}), was node {from}; took {} ms",
+                took.as_millis()
+            );
+            Ok(())
+        }
+        Err(e @ TransferFailure::NoSuchNode { .. }) => Err(Failure::Usage(e.to_string())),
+        Err(e) => Err(Failure::Unavailable(e.to_string())),
     }
 }
 

@@ -1,7 +1,8 @@
 //! A client of a running cluster, over TCP: links to every node's client port, clerks that
-//! call through them, and the status of each node. Used by `rainkv-ctl`, the benchmark and the
-//! demo's workload.
+//! call through them, the status of each node, and leadership transfers. Used by
+//! `rainkv-ctl`, the benchmark and the demo's workload.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,15 +13,110 @@ use super::cluster_file::{ClusterFile, NodeAddrs};
 use crate::actors::clerk::Clerk;
 use crate::actors::client_end::ClientEnd;
 use crate::actors::tcp::{client_end, Link};
-use crate::messages::admin::{NodeStatus, RaftStatus, StatusArgs};
+use crate::messages::admin::{
+    NodeStatus, RaftStatus, StatusArgs, TransferLeaderArgs, TransferRefused,
+};
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::RpcError;
+use crate::messages::rsm::Health;
 use crate::messages::tcp::GetLinkStatus;
 
 /// How long one status poll of [`ClusterClient::wait_for_leader`] waits for each node.
 const STATUS_POLL_TIMEOUT: Duration = Duration::from_millis(500);
 /// Pause between status polls.
 const STATUS_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Pause between the polls of [`ClusterClient::transfer_leadership`], which times the
+/// transfer with them.
+const TRANSFER_POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// What [`ClusterClient::transfer_leadership`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transferred {
+    /// The node asked for already led: nothing was done.
+    AlreadyLeader {
+        /// Its term.
+        term: u64,
+    },
+    /// Leadership moved to the node asked for.
+    Moved {
+        /// The node that led before.
+        from: usize,
+        /// The new leader's term.
+        term: u64,
+        /// From the request to the old leader until the new one reported that it leads.
+        took: Duration,
+    },
+}
+
+/// Why [`ClusterClient::transfer_leadership`] did not move leadership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferFailure {
+    /// The cluster has no node with this id.
+    NoSuchNode {
+        /// The id asked for.
+        to: usize,
+        /// How many nodes the cluster has (ids `0..nodes`).
+        nodes: usize,
+    },
+    /// The node asked for cannot take over: it cannot be reached, or it does not serve.
+    TargetUnavailable {
+        /// The node.
+        to: usize,
+        /// Why.
+        why: String,
+    },
+    /// No node reported that it leads.
+    NoLeader,
+    /// The leader could not be asked: it answered the request with an error (an older
+    /// version without `Admin.TransferLeader`, for one).
+    CannotAsk {
+        /// The leader.
+        leader: usize,
+        /// The error.
+        why: String,
+    },
+    /// The leader refused to start the transfer.
+    Refused {
+        /// The leader asked.
+        leader: usize,
+        /// Why it refused.
+        why: TransferRefused,
+    },
+    /// The node asked for did not report that it leads in time.
+    TimedOut {
+        /// The node.
+        to: usize,
+        /// How long it was given.
+        limit: Duration,
+    },
+}
+
+impl fmt::Display for TransferFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransferFailure::NoSuchNode { to, nodes } => write!(
+                f,
+                "no node {to} in the cluster (its nodes are 0..={})",
+                nodes.saturating_sub(1)
+            ),
+            TransferFailure::TargetUnavailable { to, why } => {
+                write!(f, "node {to} cannot take over: {why}")
+            }
+            TransferFailure::NoLeader => write!(f, "no node leads; nothing to transfer"),
+            TransferFailure::CannotAsk { leader, why } => {
+                write!(f, "the leader, node {leader}, cannot be asked: {why}")
+            }
+            TransferFailure::Refused { leader, why } => {
+                write!(f, "the leader, node {leader}, refused the transfer: {why}")
+            }
+            TransferFailure::TimedOut { to, limit } => {
+                write!(f, "node {to} did not take over within {limit:?}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TransferFailure {}
 
 /// What a node said when asked for its status, or why it said nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +208,89 @@ impl ClusterClient {
         }
     }
 
+    /// Moves leadership to node `to` (Raft thesis §3.10), within `limit`: finds the leader
+    /// through the nodes' status, asks it (`Admin.TransferLeader`) to hand over to `to`, and
+    /// waits until `to` reports that it leads a later term. Checks first that `to` answers and
+    /// serves, since a leader handing over to a node that cannot take over refuses proposals
+    /// until it gives up. A `to` that already leads is left alone.
+    pub async fn transfer_leadership(
+        &self,
+        to: usize,
+        limit: Duration,
+    ) -> Result<Transferred, TransferFailure> {
+        if to >= self.nodes.len() {
+            return Err(TransferFailure::NoSuchNode {
+                to,
+                nodes: self.nodes.len(),
+            });
+        }
+        let ends = self.ends();
+        let deadline = tokio::time::Instant::now() + limit;
+        let poll_timeout = STATUS_POLL_TIMEOUT.min(limit);
+        // Find the leader and ask it, again if leadership moves meanwhile.
+        let mut leader_seen = false;
+        let (from, term, started) = loop {
+            let reports = self.status(poll_timeout).await;
+            if let Some(report) = reports.get(to) {
+                can_take_over(to, report)?;
+            }
+            // By position, not by the id a node reports: ids from the wire index nothing.
+            let leader = reports
+                .iter()
+                .enumerate()
+                .filter_map(|(id, r)| Some((id, r.status.as_ref().ok()?)))
+                .filter(|(_, s)| s.is_leader())
+                .filter_map(|(id, s)| Some((id, s.raft?.term)))
+                .max_by_key(|&(_, term)| term);
+            if let Some((leader, term)) = leader {
+                if leader == to {
+                    return Ok(Transferred::AlreadyLeader { term });
+                }
+                leader_seen = true;
+                let started = tokio::time::Instant::now();
+                let args = TransferLeaderArgs { to };
+                let ask = ends[leader].call(&args);
+                match tokio::time::timeout(poll_timeout, ask).await {
+                    Ok(Ok(Ok(()))) => break (leader, term, started),
+                    // It lost the lead since it said it had it, or did not answer: look again.
+                    Ok(Ok(Err(TransferRefused::NotLeader { .. })))
+                    | Ok(Err(RpcError::Unreachable))
+                    | Err(_) => {}
+                    Ok(Ok(Err(why))) => return Err(TransferFailure::Refused { leader, why }),
+                    Ok(Err(e)) => {
+                        let why = e.to_string();
+                        return Err(TransferFailure::CannotAsk { leader, why });
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(if leader_seen {
+                    TransferFailure::TimedOut { to, limit }
+                } else {
+                    TransferFailure::NoLeader
+                });
+            }
+            tokio::time::sleep(STATUS_POLL_INTERVAL).await;
+        };
+        let end = &ends[to];
+        loop {
+            let answer = tokio::time::timeout(poll_timeout, end.call(&StatusArgs)).await;
+            if let Ok(Ok(status)) = answer {
+                if let Some(raft) = status.raft.filter(|r| status.is_leader() && r.term > term) {
+                    return Ok(Transferred::Moved {
+                        from,
+                        term: raft.term,
+                        took: started.elapsed(),
+                    });
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(TransferFailure::TimedOut { to, limit });
+            }
+            tokio::time::sleep(TRANSFER_POLL_INTERVAL).await;
+        }
+    }
+
     /// Why the nodes that cannot be reached cannot be, one line per node.
     pub async fn unreachable_reasons(&self) -> Vec<String> {
         let mut reasons = Vec::new();
@@ -130,6 +309,20 @@ impl ClusterClient {
         for link in &self.links {
             link.do_send(Stop);
         }
+    }
+}
+
+/// Whether node `to`, as `report` shows it, can take over: it answers and serves.
+fn can_take_over(to: usize, report: &NodeReport) -> Result<(), TransferFailure> {
+    let unavailable = |why: String| Err(TransferFailure::TargetUnavailable { to, why });
+    match &report.status {
+        Err(why) => unavailable(why.clone()),
+        Ok(NodeStatus {
+            health: Health::Halted { reason },
+            ..
+        }) => unavailable(format!("it has halted: {reason}")),
+        Ok(NodeStatus { raft: None, .. }) => unavailable("its Raft peer has stopped".into()),
+        Ok(_) => Ok(()),
     }
 }
 

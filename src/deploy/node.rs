@@ -16,7 +16,7 @@ use crate::actors::kv_server::KvNode;
 use crate::actors::raft::RestoreError;
 use crate::actors::rsm::ReplicaSetup;
 use crate::actors::tcp::{client_end, Link, Listener, MethodTable};
-use crate::messages::admin::StatusArgs;
+use crate::messages::admin::{StatusArgs, TransferLeaderArgs};
 use crate::messages::kv::{GetArgs, PutAppendArgs};
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::Server;
@@ -42,6 +42,7 @@ pub(crate) fn client_methods() -> MethodTable {
         .with::<GetArgs>()
         .with::<PutAppendArgs>()
         .with::<StatusArgs>()
+        .with::<TransferLeaderArgs>()
 }
 
 /// Why a node could not start.

@@ -1,6 +1,9 @@
-//! The admin protocol: `Admin.Status`, which an operator's tool (`rainkv-ctl status`) asks
-//! every node, answered with whether the node is serving and its Raft role, term, commit and
-//! applied index.
+//! The admin protocol, what an operator's tool (`rainkv-ctl`) asks a node: `Admin.Status`,
+//! asked of every node and answered with whether the node is serving and its Raft role, term,
+//! commit and applied index; and `Admin.TransferLeader`, asked of the leader, which hands
+//! leadership to another node (Raft thesis §3.10).
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -48,4 +51,80 @@ impl NodeStatus {
 impl Rpc for StatusArgs {
     const METHOD: &'static str = "Admin.Status";
     type Reply = NodeStatus;
+}
+
+/// `Admin.TransferLeader`: hand this node's leadership to node `to`. The leader brings `to`'s
+/// log up to date, takes no proposals meanwhile, and tells it to campaign at once; the answer
+/// says only whether the transfer started (an unreachable `to` never takes over, and the
+/// leader gives up after an election timeout and takes proposals again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferLeaderArgs {
+    /// The node to take over.
+    pub to: usize,
+}
+
+/// Why a node did not start handing over its leadership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransferRefused {
+    /// It does not lead.
+    NotLeader {
+        /// Its current term.
+        term: u64,
+        /// The leader of that term, if it knows one.
+        leader: Option<usize>,
+    },
+    /// `to` is not another node of the cluster.
+    NoSuchNode(usize),
+    /// Its replica has halted and its Raft peer has stopped.
+    Halted,
+}
+
+impl fmt::Display for TransferRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransferRefused::NotLeader {
+                term,
+                leader: Some(leader),
+            } => write!(f, "it is not the leader (node {leader} leads term {term})"),
+            TransferRefused::NotLeader { term, leader: None } => {
+                write!(f, "it is not the leader (term {term}, no leader known)")
+            }
+            TransferRefused::NoSuchNode(to) => write!(f, "there is no other node {to}"),
+            TransferRefused::Halted => write!(f, "its replica has halted"),
+        }
+    }
+}
+
+impl Rpc for TransferLeaderArgs {
+    const METHOD: &'static str = "Admin.TransferLeader";
+    type Reply = Result<(), TransferRefused>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::net::encode;
+
+    #[test]
+    fn a_transfer_and_its_answers_round_trip() {
+        let args = TransferLeaderArgs { to: 2 };
+        let bytes = encode(&args).expect("encode");
+        assert_eq!(
+            rmp_serde::from_slice::<TransferLeaderArgs>(&bytes).ok(),
+            Some(args)
+        );
+        for reply in [
+            Ok(()),
+            Err(TransferRefused::NotLeader {
+                term: 7,
+                leader: Some(1),
+            }),
+            Err(TransferRefused::NoSuchNode(9)),
+            Err(TransferRefused::Halted),
+        ] {
+            let bytes = encode(&reply).expect("encode");
+            let back = rmp_serde::from_slice::<<TransferLeaderArgs as Rpc>::Reply>(&bytes);
+            assert_eq!(back.ok(), Some(reply));
+        }
+    }
 }

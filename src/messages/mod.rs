@@ -9,7 +9,7 @@
 //! - [`kv`]: clerk ↔ KV server RPCs and the KV commands.
 //! - [`ctrler`]: the shard controller's configs, operations and RPCs.
 //! - [`shard`]: sharded KV RPCs: clerk ↔ group, and shard migration between groups.
-//! - [`admin`]: the status RPC an operator's tool asks each node.
+//! - [`admin`]: what an operator's tool asks a node: its status, a leadership transfer.
 //! - [`storage`]: a Raft peer's saves to its storage actor.
 //! - [`lifecycle`]: [`lifecycle::Stop`], which every stoppable actor handles.
 //! - [`tcp`]: the TCP transport's local control protocol: link and listener status, blocking.
