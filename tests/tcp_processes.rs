@@ -3,8 +3,9 @@
 //!
 //! Each node keeps its state in a data directory of its own; killing nodes with SIGKILL and
 //! restarting them from their data directories under load is `tcp_crash.rs`. The helpers both
-//! files use are in `processes/`. Leadership moves here as an operator moves it, with
-//! `rainkv-ctl transfer-leader`.
+//! files use are in `processes/`. Leadership moves here in the two ways an operator moves it:
+//! `rainkv-ctl transfer-leader`, and SIGTERM to the leader in a rolling restart, which hands
+//! leadership over before the process exits.
 
 mod processes;
 
@@ -12,14 +13,23 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use processes::{free_ports, serve_command, wait_bounded, write_config, Scratch, Servers};
+use rainkv::deploy::client::ClusterClient;
+use rainkv::deploy::cluster_file::ClusterFile;
 
 /// How long the cluster may take to come up and elect a leader.
 const STARTUP_LIMIT: Duration = Duration::from_secs(15);
 /// How long a node may take to exit after SIGTERM.
 const EXIT_LIMIT: Duration = Duration::from_secs(10);
+/// A write not acknowledged within this fails the test.
+const WRITE_LIMIT: Duration = Duration::from_secs(5);
+/// How long a restarted node may take to catch up and take the lead.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(10);
 
 fn ctl(config: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rainkv-ctl"))
@@ -243,7 +253,7 @@ fn the_demo_binary_ends_with_its_verdict() {
 }
 
 /// `rainkv serve` for node `id` with its data under `dir`, its stderr (the log) appended to
-/// `node-<id>.log` there.
+/// `node-<id>.log` there; logs each node's leadership handoff.
 fn spawn_logged(config: &Path, dir: &Path, id: usize) -> Child {
     let log = File::options()
         .create(true)
@@ -251,6 +261,7 @@ fn spawn_logged(config: &Path, dir: &Path, id: usize) -> Child {
         .open(log_path(dir, id))
         .expect("open node log");
     serve_command(config, id, &dir.join(format!("node-{id}")))
+        .env("RUST_LOG", "warn,rainkv::deploy::node=info")
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .spawn()
@@ -294,6 +305,14 @@ fn wait_for_leader(config: &Path) -> (usize, u64) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn send_sigterm(child: &Child) {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success());
 }
 
 #[test]
@@ -376,4 +395,139 @@ fn transfer_leader_moves_leadership() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// Puts `w<i>` = `v<i>`, one at a time, on a thread (and actix system) of its own until told
+/// to stop; returns when each write was acknowledged, in order. A write not acknowledged
+/// within [`WRITE_LIMIT`] fails it.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Vec<Instant>>,
+}
+
+impl Writer {
+    fn start(config: ClusterFile) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let client = ClusterClient::connect(&config);
+                let clerk = client.clerk();
+                let mut acked = Vec::new();
+                while !stopped.load(Ordering::Relaxed) {
+                    let i = acked.len();
+                    let put = clerk.put(format!("w{i}"), format!("v{i}"));
+                    match tokio::time::timeout(WRITE_LIMIT, put).await {
+                        Ok(Ok(())) => acked.push(Instant::now()),
+                        Ok(Err(e)) => panic!("put w{i}: {e}"),
+                        Err(_) => panic!("put w{i} not acknowledged within {WRITE_LIMIT:?}"),
+                    }
+                }
+                client.close();
+                acked
+            })
+        });
+        Writer { stop, thread }
+    }
+
+    fn stop(self) -> Vec<Instant> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the writer failed")
+    }
+}
+
+/// The longest time between two consecutive acknowledgements that spans part of `from..to`.
+fn longest_gap(acked: &[Instant], from: Instant, to: Instant) -> Duration {
+    acked
+        .windows(2)
+        .filter(|pair| pair[1] >= from && pair[0] <= to)
+        .map(|pair| pair[1] - pair[0])
+        .max()
+        .unwrap_or_default()
+}
+
+#[test]
+fn sigterm_hands_leadership_over_in_a_rolling_restart() {
+    let scratch = Scratch::new("handoff");
+    let config = write_config(&scratch.0, "handoff-token", &free_ports());
+    let cluster = ClusterFile::load(&config).expect("load config");
+    let election_timeout = cluster.raft.config().election_timeout;
+    let mut servers = Servers(
+        (0..3)
+            .map(|id| spawn_logged(&config, &scratch.0, id))
+            .collect(),
+    );
+    let (old, term) = wait_for_leader(&config);
+
+    let writer = Writer::start(cluster.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let sigterm = Instant::now();
+    send_sigterm(&servers.0[old]);
+    let status = wait_bounded(&mut servers.0[old], EXIT_LIMIT);
+    let exited = Instant::now();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "node {old}: {status:?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let acked = writer.stop();
+
+    let (new, new_term) = wait_for_leader(&config);
+    let gap = longest_gap(&acked, sigterm, exited);
+    let after = acked.iter().filter(|&&t| t > exited).count();
+    println!(
+        "  node {old} -> node {new}: longest write gap {gap:?} around the handoff \
+         ({} writes acknowledged, {after} after node {old} exited; node {old} took {:?} to exit)",
+        acked.len(),
+        exited - sigterm
+    );
+
+    // The old leader handed over before it exited, to the node that leads now, in one
+    // election: the term moved by one.
+    let log = std::fs::read_to_string(log_path(&scratch.0, old)).unwrap_or_default();
+    let handed = format!("node {old}: handed leadership to node {new} in ");
+    let Some(line) = log.lines().find(|line| line.contains(&handed)) else {
+        panic!("node {old}'s log does not say it handed over to node {new}:\n{log}");
+    };
+    println!("  {line}");
+    assert_eq!(new_term, term + 1, "node {new} leads term {new_term}");
+
+    // Writers barely noticed: no pause near an election timeout.
+    assert!(after > 0, "no write acknowledged after node {old} exited");
+    assert!(
+        gap < election_timeout.start,
+        "writes paused {gap:?} during the handoff (election timeout {election_timeout:?})"
+    );
+
+    // The old leader restarts from its disk, catches up and leads again: every acknowledged
+    // write reads back from its state.
+    servers.0[old] = spawn_logged(&config, &scratch.0, old);
+    let deadline = Instant::now() + CATCH_UP_LIMIT;
+    loop {
+        let out = ctl(&config, &["transfer-leader", "--to", &old.to_string()]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {old} did not take the lead back within {CATCH_UP_LIMIT:?}: {}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lost: Vec<usize> = actix_rt::System::new().block_on(async move {
+        let client = ClusterClient::connect(&cluster);
+        let clerk = client.clerk();
+        let mut lost = Vec::new();
+        for i in 0..acked.len() {
+            let read = tokio::time::timeout(WRITE_LIMIT, clerk.get_string(format!("w{i}"))).await;
+            match read {
+                Ok(Ok(Some(value))) if value == format!("v{i}") => {}
+                _ => lost.push(i),
+            }
+        }
+        client.close();
+        lost
+    });
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
 }

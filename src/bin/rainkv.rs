@@ -32,7 +32,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one node of a cluster until SIGTERM or Ctrl-C.
+    /// Run one node of a cluster until SIGTERM or Ctrl-C; a leader hands its leadership to
+    /// the most up-to-date follower before it stops.
     Serve {
         /// The cluster configuration file.
         #[arg(long)]
@@ -132,6 +133,8 @@ async fn serve(config: PathBuf, id: usize, data: Option<PathBuf>) -> Result<Exit
         .await
         .map_err(|e| format!("cannot wait for a shutdown signal: {e}"))?;
     println!("{signal}: shutting down");
+    // Logs what it did; a node that does not lead goes at once.
+    node.hand_off_leadership().await;
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

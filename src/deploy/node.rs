@@ -2,9 +2,14 @@
 //! an [`Admin`]), one [`Link`] to each other node's peer port, and two [`Listener`]s: the peer
 //! port serves the "Raft" service to other nodes, the client port serves "KVServer" and
 //! "Admin" to clerks and `rainkv-ctl`.
+//!
+//! A node about to stop hands its leadership over first ([`TcpNode::hand_off_leadership`]):
+//! the cluster then has a new leader after one election started at once, instead of after
+//! its followers' election timeouts, and clients barely notice the node leave.
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::net::TcpListener;
@@ -21,7 +26,8 @@ use crate::messages::kv::{GetArgs, PutAppendArgs};
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::Server;
 use crate::messages::raft::{
-    AppendEntriesArgs, InstallSnapshotArgs, RequestVoteArgs, TimeoutNowArgs,
+    AppendEntriesArgs, GetState, InstallSnapshotArgs, RequestVoteArgs, TimeoutNowArgs,
+    TransferLeadership,
 };
 use crate::messages::tcp::{
     GetLinkStatus, GetListenerStats, LinkStatus, ListenerStats, SetBlocked,
@@ -43,6 +49,41 @@ pub(crate) fn client_methods() -> MethodTable {
         .with::<PutAppendArgs>()
         .with::<StatusArgs>()
         .with::<TransferLeaderArgs>()
+}
+
+/// How often [`TcpNode::hand_off_leadership`] looks whether the new leader has taken over.
+const HANDOFF_POLL: Duration = Duration::from_millis(2);
+
+/// What [`TcpNode::hand_off_leadership`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handoff {
+    /// The node did not lead: there was nothing to hand over.
+    NotLeader,
+    /// Another node leads now.
+    HandedOver {
+        /// The new leader.
+        to: usize,
+        /// Its term.
+        term: u64,
+        /// From the request to the transfer until this node knew the new leader.
+        took: Duration,
+    },
+    /// The node led, and leadership was not handed over; why.
+    Failed(String),
+}
+
+impl fmt::Display for Handoff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Handoff::NotLeader => write!(f, "not the leader: no leadership to hand over"),
+            Handoff::HandedOver { to, term, took } => write!(
+                f,
+                "handed leadership to node {to} in {} ms (term {term})",
+                took.as_millis()
+            ),
+            Handoff::Failed(why) => write!(f, "did not hand leadership over: {why}"),
+        }
+    }
 }
 
 /// Why a node could not start.
@@ -143,6 +184,8 @@ pub struct PortStats {
 /// One running node.
 pub struct TcpNode {
     id: usize,
+    /// How long a leadership handoff may take: two of the longest election timeouts.
+    handoff_limit: Duration,
     kv: KvNode,
     peer_links: Vec<Addr<Link>>,
     peer_listener: Addr<Listener>,
@@ -171,11 +214,13 @@ impl TcpNode {
             .enumerate()
             .map(|(j, link)| client_end(&format!("node-{id}-to-{j}"), link))
             .collect();
+        let raft = config.raft.config();
+        let handoff_limit = 2 * raft.election_timeout.end;
         let kv = KvNode::start(ReplicaSetup {
             id,
             peers,
             persister: store,
-            raft: config.raft.config(),
+            raft,
             max_raft_state: Some(config.max_raft_state),
             seed: rand::random(),
         })?;
@@ -200,6 +245,7 @@ impl TcpNode {
         log::info!("node {id} of cluster {:?} started", config.name);
         Ok(TcpNode {
             id,
+            handoff_limit,
             kv,
             peer_links,
             peer_listener,
@@ -248,6 +294,93 @@ impl TcpNode {
         if let Some(link) = self.peer_links.get(to) {
             link.do_send(SetBlocked(blocked));
         }
+    }
+
+    /// If this node leads, hands leadership to the most up-to-date follower it can reach (the
+    /// highest `match_index` among those its peer link is connected to), and waits until it
+    /// knows the new leader, for at most two of the longest election timeouts. The transfer is
+    /// Raft's (thesis §3.10): the leader stops taking proposals, brings the follower's log up
+    /// to date and tells it to campaign at once, so the cluster has its next leader one
+    /// election later, with no election timeout to sit out. Logs the outcome; meant to be
+    /// called before [`TcpNode::shutdown`].
+    pub async fn hand_off_leadership(&self) -> Handoff {
+        let outcome = self.try_hand_off().await;
+        match &outcome {
+            Handoff::Failed(_) => log::warn!("node {}: {outcome}", self.id),
+            Handoff::NotLeader | Handoff::HandedOver { .. } => {
+                log::info!("node {}: {outcome}", self.id)
+            }
+        }
+        outcome
+    }
+
+    async fn try_hand_off(&self) -> Handoff {
+        let raft = &self.kv.raft;
+        let Ok(state) = raft.send(GetState).await else {
+            return Handoff::NotLeader;
+        };
+        if !state.is_leader() {
+            return Handoff::NotLeader;
+        }
+        let mut candidates = Vec::new();
+        for (j, &matched) in state.match_index.iter().enumerate() {
+            if j != self.id && self.reaches(j).await {
+                candidates.push((matched, j));
+            }
+        }
+        // The highest match index needs the least catching up; ties go to the lowest id.
+        let Some(&(_, to)) = candidates
+            .iter()
+            .max_by_key(|&&(matched, j)| (matched, std::cmp::Reverse(j)))
+        else {
+            return Handoff::Failed("no follower is reachable".into());
+        };
+        let started = Instant::now();
+        match raft.send(TransferLeadership { to }).await {
+            Ok(Ok(())) => {}
+            Ok(Err(refused)) => return Handoff::Failed(format!("Raft refused: {refused}")),
+            Err(_) => return Handoff::Failed("the Raft peer has stopped".into()),
+        }
+        loop {
+            let Ok(now) = raft.send(GetState).await else {
+                return Handoff::Failed("the Raft peer stopped during the handoff".into());
+            };
+            match now.leader {
+                Some(leader) if now.term > state.term && leader != self.id => {
+                    return Handoff::HandedOver {
+                        to: leader,
+                        term: now.term,
+                        took: started.elapsed(),
+                    }
+                }
+                // Stopping with the rest of the cluster: no need to wait for the limit.
+                _ if now.is_leader() && !self.reaches(to).await => {
+                    return Handoff::Failed(format!("node {to} went away before it took over"));
+                }
+                _ if started.elapsed() >= self.handoff_limit => {
+                    let why = if now.is_leader() {
+                        format!(
+                            "node {to} did not take over within {:?}",
+                            self.handoff_limit
+                        )
+                    } else {
+                        format!(
+                            "stepped down, but saw no new leader within {:?}",
+                            self.handoff_limit
+                        )
+                    };
+                    return Handoff::Failed(why);
+                }
+                _ => tokio::time::sleep(HANDOFF_POLL).await,
+            }
+        }
+    }
+
+    /// Whether this node's link to node `j`'s peer port is connected.
+    async fn reaches(&self, j: usize) -> bool {
+        self.peer_link_status(j)
+            .await
+            .is_some_and(|link| link.control == "up")
     }
 
     /// Stops the node: both ports close (callers see the connection drop), its outgoing
