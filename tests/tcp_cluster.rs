@@ -8,6 +8,7 @@ use futures_util::future::join_all;
 use rainkv::actors::tcp::{client_end, Link};
 use rainkv::deploy::demo::{run_demo, DemoOptions, Verdict};
 use rainkv::deploy::local::{LocalCluster, LocalOptions};
+use rainkv::deploy::node::Handoff;
 use rainkv::messages::admin::StatusArgs;
 use rainkv::messages::net::RpcError;
 use rainkv::messages::raft::InstallSnapshotArgs;
@@ -356,6 +357,51 @@ async fn a_halted_node_says_why_in_its_status() {
         assert_eq!(status.1, None, "its Raft peer has stopped");
         clerk.put("b", "2").await.expect("the other two serve");
         assert_eq!(clerk.get("b").await, Ok(Some("2".into())));
+        cluster.shutdown().await;
+    })
+    .await;
+}
+
+#[actix::test]
+async fn a_stopping_leader_hands_over_to_a_follower_it_reaches() {
+    bounded(async {
+        let mut cluster = cluster(LocalOptions::default()).await;
+        let clerk = cluster.client().clerk();
+        clerk.put("a", "1").await.expect("put");
+        let leader = cluster.leader().await.expect("a leader");
+        let (gone, left) = ((leader + 1) % 3, (leader + 2) % 3);
+        let follower = cluster.node(left).expect("runs");
+        assert_eq!(follower.hand_off_leadership().await, Handoff::NotLeader);
+
+        // With one follower gone, the one the leader still reaches takes over.
+        cluster.kill(gone).await;
+        sleep(Duration::from_millis(200)).await;
+        let node = cluster.node(leader).expect("runs");
+        match node.hand_off_leadership().await {
+            Handoff::HandedOver { to, .. } => assert_eq!(to, left),
+            other => panic!("node {leader} did not hand over to node {left}: {other}"),
+        }
+        assert_eq!(cluster.leader().await, Some(left));
+        clerk.put("b", "2").await.expect("the new leader serves");
+
+        // A leader that reaches nobody says so at once instead of waiting.
+        cluster.isolate(left, true);
+        let asked = Instant::now();
+        let outcome = cluster
+            .node(left)
+            .expect("runs")
+            .hand_off_leadership()
+            .await;
+        assert_eq!(
+            outcome,
+            Handoff::Failed("no follower is reachable".into()),
+            "node {left}"
+        );
+        assert!(
+            asked.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            asked.elapsed()
+        );
         cluster.shutdown().await;
     })
     .await;

@@ -20,14 +20,14 @@ use std::time::{Duration, Instant};
 
 use processes::{free_ports, serve_command, wait_bounded, write_config, Scratch, Servers};
 use rainkv::deploy::client::ClusterClient;
-use rainkv::deploy::cluster_file::ClusterFile;
+use rainkv::deploy::cluster_file::{ClusterFile, RaftOverrides};
 
 /// How long the cluster may take to come up and elect a leader.
 const STARTUP_LIMIT: Duration = Duration::from_secs(15);
 /// How long a node may take to exit after SIGTERM.
 const EXIT_LIMIT: Duration = Duration::from_secs(10);
 /// A write not acknowledged within this fails the test.
-const WRITE_LIMIT: Duration = Duration::from_secs(5);
+const WRITE_LIMIT: Duration = Duration::from_secs(10);
 /// How long a restarted node may take to catch up and take the lead.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(10);
 
@@ -252,8 +252,42 @@ fn the_demo_binary_ends_with_its_verdict() {
     );
 }
 
-/// `rainkv serve` for node `id` with its data under `dir`, its stderr (the log) appended to
-/// `node-<id>.log` there; logs each node's leadership handoff.
+/// The config of a three-node cluster whose elections time out after 1–2 s rather than the
+/// default 0.3–0.6 s, written to `dir`. The tests below count elections and time pauses
+/// against the election timeout, and this machine, shared with builds, can stall an fsync
+/// for hundreds of milliseconds: a follower whose acknowledgements wait for its disk looks
+/// silent, and with the default timeouts elections start that no test asked for. A handoff
+/// takes milliseconds either way; without one, clients would wait at least the shortest
+/// election timeout.
+fn write_slow_election_config(dir: &Path, token: &str) -> PathBuf {
+    let path = write_config(dir, token, &free_ports());
+    let mut cluster = ClusterFile::load(&path).expect("load config");
+    cluster.raft = RaftOverrides {
+        election_timeout_min_ms: Some(1000),
+        election_timeout_max_ms: Some(2000),
+        ..RaftOverrides::default()
+    };
+    std::fs::write(&path, cluster.to_toml().expect("config as TOML")).expect("write config");
+    path
+}
+
+/// Prints every node's log if the test fails while it lives (declare it after the scratch
+/// directory, so that it goes first).
+struct LogsOnFailure<'a>(&'a Path);
+
+impl Drop for LogsOnFailure<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for id in 0..3 {
+                let log = std::fs::read_to_string(log_path(self.0, id)).unwrap_or_default();
+                eprintln!("--- node {id} log ---\n{log}");
+            }
+        }
+    }
+}
+
+/// `rainkv serve` for node `id` with its data under `dir`, its stderr (the log, with Raft's
+/// elections and each node's leadership handoff) appended to `node-<id>.log` there.
 fn spawn_logged(config: &Path, dir: &Path, id: usize) -> Child {
     let log = File::options()
         .create(true)
@@ -261,7 +295,7 @@ fn spawn_logged(config: &Path, dir: &Path, id: usize) -> Child {
         .open(log_path(dir, id))
         .expect("open node log");
     serve_command(config, id, &dir.join(format!("node-{id}")))
-        .env("RUST_LOG", "warn,rainkv::deploy::node=info")
+        .env("RUST_LOG", "info,rainkv::actors::raft=debug")
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .spawn()
@@ -318,7 +352,8 @@ fn send_sigterm(child: &Child) {
 #[test]
 fn transfer_leader_moves_leadership() {
     let scratch = Scratch::new("transfer");
-    let config = write_config(&scratch.0, "transfer-token", &free_ports());
+    let _logs = LogsOnFailure(&scratch.0);
+    let config = write_slow_election_config(&scratch.0, "transfer-token");
     let mut servers = Servers(
         (0..3)
             .map(|id| spawn_logged(&config, &scratch.0, id))
@@ -420,7 +455,10 @@ impl Writer {
                     match tokio::time::timeout(WRITE_LIMIT, put).await {
                         Ok(Ok(())) => acked.push(Instant::now()),
                         Ok(Err(e)) => panic!("put w{i}: {e}"),
-                        Err(_) => panic!("put w{i} not acknowledged within {WRITE_LIMIT:?}"),
+                        Err(_) => panic!(
+                            "put w{i} not acknowledged within {WRITE_LIMIT:?}; the nodes: {:?}",
+                            client.status(Duration::from_millis(500)).await
+                        ),
                     }
                 }
                 client.close();
@@ -449,7 +487,8 @@ fn longest_gap(acked: &[Instant], from: Instant, to: Instant) -> Duration {
 #[test]
 fn sigterm_hands_leadership_over_in_a_rolling_restart() {
     let scratch = Scratch::new("handoff");
-    let config = write_config(&scratch.0, "handoff-token", &free_ports());
+    let _logs = LogsOnFailure(&scratch.0);
+    let config = write_slow_election_config(&scratch.0, "handoff-token");
     let cluster = ClusterFile::load(&config).expect("load config");
     let election_timeout = cluster.raft.config().election_timeout;
     let mut servers = Servers(

@@ -27,7 +27,7 @@ use crate::messages::lifecycle::Stop;
 use crate::messages::net::Server;
 use crate::messages::raft::{
     AppendEntriesArgs, GetState, InstallSnapshotArgs, RequestVoteArgs, TimeoutNowArgs,
-    TransferLeadership,
+    TransferError, TransferLeadership,
 };
 use crate::messages::tcp::{
     GetLinkStatus, GetListenerStats, LinkStatus, ListenerStats, SetBlocked,
@@ -186,6 +186,9 @@ pub struct TcpNode {
     id: usize,
     /// How long a leadership handoff may take: two of the longest election timeouts.
     handoff_limit: Duration,
+    /// After this long, Raft has given a leadership transfer up: the shortest election
+    /// timeout.
+    transfer_retry: Duration,
     kv: KvNode,
     peer_links: Vec<Addr<Link>>,
     peer_listener: Addr<Listener>,
@@ -216,6 +219,7 @@ impl TcpNode {
             .collect();
         let raft = config.raft.config();
         let handoff_limit = 2 * raft.election_timeout.end;
+        let transfer_retry = raft.election_timeout.start;
         let kv = KvNode::start(ReplicaSetup {
             id,
             peers,
@@ -246,6 +250,7 @@ impl TcpNode {
         Ok(TcpNode {
             id,
             handoff_limit,
+            transfer_retry,
             kv,
             peer_links,
             peer_listener,
@@ -301,8 +306,10 @@ impl TcpNode {
     /// knows the new leader, for at most two of the longest election timeouts. The transfer is
     /// Raft's (thesis §3.10): the leader stops taking proposals, brings the follower's log up
     /// to date and tells it to campaign at once, so the cluster has its next leader one
-    /// election later, with no election timeout to sit out. Logs the outcome; meant to be
-    /// called before [`TcpNode::shutdown`].
+    /// election later, with no election timeout to sit out. Raft gives a transfer up after the
+    /// shortest election timeout (a follower too slow to catch up, its disk stalled); while
+    /// time remains, this node then asks again, to whichever follower is best placed by then.
+    /// Logs the outcome; meant to be called before [`TcpNode::shutdown`].
     pub async fn hand_off_leadership(&self) -> Handoff {
         let outcome = self.try_hand_off().await;
         match &outcome {
@@ -316,64 +323,74 @@ impl TcpNode {
 
     async fn try_hand_off(&self) -> Handoff {
         let raft = &self.kv.raft;
-        let Ok(state) = raft.send(GetState).await else {
+        let Ok(first) = raft.send(GetState).await else {
             return Handoff::NotLeader;
         };
-        if !state.is_leader() {
+        if !first.is_leader() {
             return Handoff::NotLeader;
         }
-        let mut candidates = Vec::new();
-        for (j, &matched) in state.match_index.iter().enumerate() {
-            if j != self.id && self.reaches(j).await {
-                candidates.push((matched, j));
-            }
-        }
-        // The highest match index needs the least catching up; ties go to the lowest id.
-        let Some(&(_, to)) = candidates
-            .iter()
-            .max_by_key(|&&(matched, j)| (matched, std::cmp::Reverse(j)))
-        else {
-            return Handoff::Failed("no follower is reachable".into());
-        };
         let started = Instant::now();
-        match raft.send(TransferLeadership { to }).await {
-            Ok(Ok(())) => {}
-            Ok(Err(refused)) => return Handoff::Failed(format!("Raft refused: {refused}")),
-            Err(_) => return Handoff::Failed("the Raft peer has stopped".into()),
-        }
+        // The follower last asked to take over, and when.
+        let mut asked: Option<(usize, Instant)> = None;
         loop {
             let Ok(now) = raft.send(GetState).await else {
                 return Handoff::Failed("the Raft peer stopped during the handoff".into());
             };
-            match now.leader {
-                Some(leader) if now.term > state.term && leader != self.id => {
-                    return Handoff::HandedOver {
-                        to: leader,
-                        term: now.term,
-                        took: started.elapsed(),
-                    }
+            if let Some(to) = now
+                .leader
+                .filter(|&l| l != self.id && now.term > first.term)
+            {
+                return Handoff::HandedOver {
+                    to,
+                    term: now.term,
+                    took: started.elapsed(),
+                };
+            }
+            if started.elapsed() >= self.handoff_limit {
+                let why = match asked {
+                    Some((to, _)) if now.is_leader() => format!(
+                        "node {to} did not take over within {:?}",
+                        self.handoff_limit
+                    ),
+                    _ => format!(
+                        "stepped down, but saw no new leader within {:?}",
+                        self.handoff_limit
+                    ),
+                };
+                return Handoff::Failed(why);
+            }
+            let due = match asked {
+                None => true,
+                // Raft has given up by now, or the follower went away.
+                Some((to, at)) => at.elapsed() >= self.transfer_retry || !self.reaches(to).await,
+            };
+            if now.is_leader() && due {
+                // Stopping with the rest of the cluster ends here, without waiting the limit.
+                let Some(to) = self.best_follower(&now.match_index).await else {
+                    return Handoff::Failed("no follower is reachable".into());
+                };
+                match raft.send(TransferLeadership { to }).await {
+                    Ok(Ok(())) => asked = Some((to, Instant::now())),
+                    // Deposed since it said it leads: the next look tells by whom.
+                    Ok(Err(TransferError::NotLeader(_))) => {}
+                    Ok(Err(refused)) => return Handoff::Failed(format!("Raft refused: {refused}")),
+                    Err(_) => return Handoff::Failed("the Raft peer has stopped".into()),
                 }
-                // Stopping with the rest of the cluster: no need to wait for the limit.
-                _ if now.is_leader() && !self.reaches(to).await => {
-                    return Handoff::Failed(format!("node {to} went away before it took over"));
-                }
-                _ if started.elapsed() >= self.handoff_limit => {
-                    let why = if now.is_leader() {
-                        format!(
-                            "node {to} did not take over within {:?}",
-                            self.handoff_limit
-                        )
-                    } else {
-                        format!(
-                            "stepped down, but saw no new leader within {:?}",
-                            self.handoff_limit
-                        )
-                    };
-                    return Handoff::Failed(why);
-                }
-                _ => tokio::time::sleep(HANDOFF_POLL).await,
+            }
+            tokio::time::sleep(HANDOFF_POLL).await;
+        }
+    }
+
+    /// The follower with the highest match index (it needs the least catching up) among
+    /// those this node reaches; ties go to the lowest id.
+    async fn best_follower(&self, match_index: &[u64]) -> Option<usize> {
+        let mut best: Option<(u64, usize)> = None;
+        for (j, &matched) in match_index.iter().enumerate() {
+            if j != self.id && best.is_none_or(|(m, _)| matched > m) && self.reaches(j).await {
+                best = Some((matched, j));
             }
         }
+        best.map(|(_, j)| j)
     }
 
     /// Whether this node's link to node `j`'s peer port is connected.
