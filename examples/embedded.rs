@@ -7,7 +7,9 @@
 
 use std::process::ExitCode;
 
-use rainkv::{Clerk, ClientEnd, KvNode, MemPersister, NetworkHandle, RaftConfig, ReplicaSetup};
+use rainkv::{
+    Clerk, ClientEnd, KvNode, MemPersister, NetworkHandle, RaftConfig, ReplicaSetup, SessionPolicy,
+};
 
 /// Servers in the cluster.
 const SERVERS: usize = 3;
@@ -49,6 +51,7 @@ pub async fn run() -> Result<String, String> {
             raft: RaftConfig::default(),
             max_raft_state: Some(MAX_RAFT_STATE),
             seed: rand::random(),
+            sessions: SessionPolicy::default(),
         })
         .map_err(|e| format!("server {i} did not start: {e}"))?;
         net.add_server(&me, node.server());

@@ -61,7 +61,7 @@ pub use actors::ctrler::{clerk::CtrlerClerk, CtrlerNode};
 pub use actors::kv_server::{KvNode, KvStore};
 pub use actors::network::NetworkHandle;
 pub use actors::raft::{PeerSetup, RaftConfig, RaftPeer};
-pub use actors::rsm::{ReplicaSetup, Rsm, StateMachine};
+pub use actors::rsm::{ReplicaSetup, Rsm, SessionPolicy, StateMachine};
 pub use actors::shardkv::{ShardKvNode, ShardKvSetup};
 pub use deploy::cluster_file::ClusterFile;
 pub use deploy::node::TcpNode;

@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// Identifies a client; drawn from the harness's seeded generator (or at random in production).
+/// Identifies a client session: the log index of its registration ([`RegisterSession`]).
 pub type ClientId = u64;
 /// A client's request number: each new operation takes the next one; retries reuse it.
 pub type Seq = u64;
@@ -23,7 +23,24 @@ pub enum SubmitError {
     WrongLeader,
     /// This replica has halted (see [`GetHealth`]): ask another.
     Halted,
+    /// The client's session is gone (expired, or never registered with this service): the
+    /// command was not executed, and an earlier attempt of it may or may not have been.
+    /// Register a new session for the next command.
+    SessionExpired,
 }
+
+/// Opens a client session: answered with the new client's id (the log index of its
+/// registration) once the registration is applied.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<ClientId, SubmitError>")]
+pub struct RegisterSession;
+
+/// Lists a replica's live sessions: each client and its last executed request number, by
+/// client (for tests and operators; every replica that applied the same entries lists the
+/// same).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Vec<(ClientId, Seq)>")]
+pub struct GetSessions;
 
 /// The replica has halted: it serves nothing more (see [`GetHealth`] for why).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

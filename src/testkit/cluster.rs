@@ -37,7 +37,7 @@ use super::traffic::{RaftTap, RaftTraffic, TrafficCounter};
 use super::{check_time_limit, first_leader, rand_string, Sim};
 use crate::actors::client_end::ClientEnd;
 use crate::actors::raft::{RaftConfig, RaftPeer, RestoreError};
-use crate::actors::rsm::ReplicaSetup;
+use crate::actors::rsm::{ReplicaSetup, SessionClock, SessionPolicy};
 use crate::messages::net::Server;
 use crate::messages::raft::GetState;
 use crate::messages::storage::{SavedState, StateUpdate};
@@ -76,6 +76,8 @@ pub struct ClusterOptions {
     pub connected: bool,
     /// The Raft peers' timing, message sizes and features.
     pub raft: RaftConfig,
+    /// Client sessions' lifetime and cap (the clock is always the run's virtual time).
+    pub sessions: SessionPolicy,
 }
 
 impl Default for ClusterOptions {
@@ -98,6 +100,7 @@ impl Default for ClusterOptions {
             storage: StorageKind::Memory,
             connected: true,
             raft,
+            sessions: SessionPolicy::default(),
         }
     }
 }
@@ -432,6 +435,11 @@ impl<K: ServerKind> Cluster<K> {
             raft: self.options.raft.clone(),
             max_raft_state: self.options.max_raft_state,
             seed: self.sim.derive(&format!("{me}-{incarnation}")),
+            // Virtual time since the run started: every replica stamps with the same clock.
+            sessions: SessionPolicy {
+                clock: SessionClock::Since(self.sim.started()),
+                ..self.options.sessions.clone()
+            },
         };
         let mut ctx = ServerContext {
             name: me.clone(),

@@ -53,6 +53,11 @@ impl Sim {
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
+
+    /// When the run started: the origin of the servers' session clock.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
 }
 
 /// Per-test settings.

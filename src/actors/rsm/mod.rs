@@ -6,10 +6,12 @@
 //! [`SubmitError::WrongLeader`] when that cannot happen (not leader, leadership lost, the entry
 //! was replaced, the server is shutting down, or no answer within [`REQUEST_TIMEOUT`]). The
 //! peer tells the RSM of every change of term or role ([`RoleChanged`]): a deposed leader fails
-//! its pending requests at once, and a new leader commits a no-op of its term. Commands
-//! that carry a session (client id, sequence number) are executed at most once: the last
-//! output per client is kept and returned to retries. The state and the session table are
-//! snapshotted when the Raft state nears `max_raft_state` bytes, and restored on restart.
+//! its pending requests at once, and a new leader commits a no-op of its term. A client
+//! registers a session first ([`RegisterSession`]); commands that carry it (client id,
+//! sequence number) are executed at most once: the last output per client is kept and returned
+//! to retries, and sessions expire by the time in the log (`sessions.rs`). The state and the
+//! session table are snapshotted when the Raft state nears `max_raft_state` bytes, and
+//! restored on restart.
 //! [`LinearizableRead`] runs a read-only function once it is linearizable, without a log entry:
 //! the peer confirms its leadership ([`ReadIndex`]) and the read waits until its index is
 //! applied. [`Read`] runs one on the applied state as it is, for background work that must look
@@ -19,9 +21,12 @@
 //! [`ApplyMsg::Halted`] from Raft) halts: it stops its peer, fails what is pending, refuses
 //! what comes, and says why through [`GetHealth`].
 //!
-//! Handles: [`Submit`], [`LinearizableRead`], [`Read`], [`GetHealth`], [`ApplyMsg`] (from the
-//! peer's applier), [`RoleChanged`] (from the peer), [`Stop`]. Sends: [`SubscribeRoles`],
+//! Handles: [`Submit`], [`RegisterSession`], [`LinearizableRead`], [`Read`], [`GetSessions`],
+//! [`GetHealth`], [`ApplyMsg`] (from the peer's applier), [`RoleChanged`] (from the peer),
+//! [`Stop`]. Sends: [`SubscribeRoles`],
 //! [`Propose`], [`ReadIndex`], [`Snapshot`] and [`Stop`] to its Raft peer.
+
+mod sessions;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Debug;
@@ -39,9 +44,12 @@ use crate::messages::apply::ApplyMsg;
 use crate::messages::lifecycle::Stop;
 use crate::messages::raft::{Propose, ReadIndex, RoleChanged, Snapshot, SubscribeRoles};
 use crate::messages::rsm::{
-    ClientId, GetHealth, Halted, Health, LinearizableRead, Read, Seq, Session, Submit, SubmitError,
+    ClientId, GetHealth, GetSessions, Halted, Health, LinearizableRead, Read, RegisterSession,
+    Session, Submit, SubmitError,
 };
 use crate::storage::Persister;
+use sessions::{SessionTable, Verdict};
+pub use sessions::{SessionClock, SessionPolicy};
 
 /// A pending request is answered `WrongLeader` if not applied within this long, so a leader
 /// stranded in a minority never holds a client forever.
@@ -59,11 +67,28 @@ pub trait StateMachine: Default + Serialize + DeserializeOwned + Unpin + 'static
     fn apply(&mut self, command: Self::Command) -> Self::Output;
 }
 
-/// One entry of the log as the RSM writes it; `command: None` is a leader's no-op.
+/// One entry of the log as the RSM writes it.
 #[derive(Serialize, Deserialize)]
 struct Entry<C> {
-    session: Option<Session>,
-    command: Option<C>,
+    /// The proposing leader's clock, in milliseconds (see [`SessionClock`]).
+    stamp: u64,
+    op: EntryOp<C>,
+}
+
+#[derive(Serialize, Deserialize)]
+enum EntryOp<C> {
+    /// A new leader's no-op.
+    Noop,
+    /// A client's registration: its id is this entry's index.
+    Register,
+    /// A service command, under a session or none.
+    Command { session: Option<Session>, command: C },
+}
+
+/// What applying an entry gave its submitter.
+enum Applied<O> {
+    Output(O),
+    Registered(ClientId),
 }
 
 /// What a snapshot holds: the applied point, the state and the session table.
@@ -74,21 +99,20 @@ struct SnapshotData<S, T> {
     sessions: T,
 }
 
-/// The session table: last request number and output per client.
-type Sessions<O> = BTreeMap<ClientId, (Seq, O)>;
 
 /// A confirmed read waiting for its index: runs on the state and the index it was applied to.
 type PendingRead<S> = Box<dyn FnOnce(&S, u64)>;
 
 struct Waiter<O> {
     term: u64,
-    reply: oneshot::Sender<Result<O, SubmitError>>,
+    reply: oneshot::Sender<Result<Applied<O>, SubmitError>>,
 }
 
 /// The replicated state machine actor of one server.
 pub struct Rsm<S: StateMachine> {
     state: S,
-    sessions: Sessions<S::Output>,
+    sessions: SessionTable<S::Output>,
+    session_policy: SessionPolicy,
     raft: Addr<RaftPeer>,
     /// Read only for sizes: the same storage the Raft peer writes.
     persister: Box<dyn Persister>,
@@ -127,6 +151,8 @@ pub struct ReplicaSetup<P> {
     pub max_raft_state: Option<usize>,
     /// Seed for the Raft peer's randomness.
     pub seed: u64,
+    /// How long client sessions live, how many there may be, and which clock stamps them.
+    pub sessions: SessionPolicy,
 }
 
 impl<S: StateMachine> Rsm<S> {
@@ -140,10 +166,10 @@ impl<S: StateMachine> Rsm<S> {
             SnapshotData {
                 index: 0,
                 state: S::default(),
-                sessions: BTreeMap::new(),
+                sessions: SessionTable::default(),
             }
         } else {
-            rmp_serde::from_slice::<SnapshotData<S, Sessions<S::Output>>>(&snapshot)
+            rmp_serde::from_slice::<SnapshotData<S, SessionTable<S::Output>>>(&snapshot)
                 .map_err(|e| RestoreError::Decode(format!("service snapshot: {e}")))?
         };
         let context = Context::new();
@@ -157,7 +183,8 @@ impl<S: StateMachine> Rsm<S> {
         })?;
         let rsm = Rsm {
             state: restored.state,
-            sessions: restored.sessions,
+            sessions: restored.sessions.reindexed(),
+            session_policy: setup.sessions,
             raft: raft.clone(),
             persister: Box::new(setup.persister),
             max_raft_state: setup.max_raft_state,
@@ -183,39 +210,57 @@ impl<S: StateMachine> Rsm<S> {
             Err(e) => return self.halt(format!("log entry {index} does not decode: {e}")),
         };
         self.last_applied = index;
-        let output = self.execute(entry);
+        let applied = self.execute(index, entry);
         if let Some(waiter) = self.pending.remove(&index) {
-            let answer = match output {
+            let answer = match applied {
                 // Same index and term: the entry is the one this waiter submitted.
-                Some(output) if waiter.term == term => Ok(output),
-                _ => Err(SubmitError::WrongLeader),
+                _ if waiter.term != term => Err(SubmitError::WrongLeader),
+                Ok(Some(applied)) => Ok(applied),
+                Ok(None) => Err(SubmitError::WrongLeader),
+                Err(e) => Err(e),
             };
             let _ = waiter.reply.send(answer);
         }
     }
 
-    /// Executes an entry once per session sequence number; duplicates return the saved output.
-    fn execute(&mut self, entry: Entry<S::Command>) -> Option<S::Output> {
-        let command = entry.command?;
-        let Some((client, seq)) = entry.session else {
-            return Some(self.state.apply(command));
-        };
-        match self.sessions.get(&client) {
-            Some((last, output)) if *last == seq => Some(output.clone()),
-            Some((last, _)) if *last > seq => None,
-            _ => {
-                let output = self.state.apply(command);
-                self.sessions.insert(client, (seq, output.clone()));
-                Some(output)
+    /// Executes the entry at `index` once per session sequence number; duplicates return the
+    /// saved output, stale requests nothing, and requests of an unknown session are refused.
+    fn execute(
+        &mut self,
+        index: u64,
+        entry: Entry<S::Command>,
+    ) -> Result<Option<Applied<S::Output>>, SubmitError> {
+        self.sessions
+            .advance(entry.stamp, self.session_policy.ttl);
+        let (session, command) = match entry.op {
+            EntryOp::Noop => return Ok(None),
+            EntryOp::Register => {
+                self.sessions
+                    .register(index, self.session_policy.max_sessions);
+                return Ok(Some(Applied::Registered(index)));
             }
+            EntryOp::Command { session, command } => (session, command),
+        };
+        let Some((client, seq)) = session else {
+            return Ok(Some(Applied::Output(self.state.apply(command))));
+        };
+        match self.sessions.verdict(client, seq) {
+            Verdict::Execute => {
+                let output = self.state.apply(command);
+                self.sessions.executed(client, seq, output.clone());
+                Ok(Some(Applied::Output(output)))
+            }
+            Verdict::Duplicate(output) => Ok(Some(Applied::Output(output.clone()))),
+            Verdict::Stale => Ok(None),
+            Verdict::Expired => Err(SubmitError::SessionExpired),
         }
     }
 
     fn install_snapshot(&mut self, index: u64, data: &[u8]) {
-        match rmp_serde::from_slice::<SnapshotData<S, Sessions<S::Output>>>(data) {
+        match rmp_serde::from_slice::<SnapshotData<S, SessionTable<S::Output>>>(data) {
             Ok(snapshot) => {
                 self.state = snapshot.state;
-                self.sessions = snapshot.sessions;
+                self.sessions = snapshot.sessions.reindexed();
                 self.last_applied = index;
                 self.last_snapshot = index;
                 self.fail_pending(|index_of_waiter, _| index_of_waiter <= index);
@@ -315,7 +360,7 @@ impl<S: StateMachine> Rsm<S> {
         &mut self,
         index: u64,
         term: u64,
-        reply: oneshot::Sender<Result<S::Output, SubmitError>>,
+        reply: oneshot::Sender<Result<Applied<S::Output>, SubmitError>>,
         ctx: &mut Context<Self>,
     ) {
         // A report of an older term may still be on its way; only a newer one, or this term
@@ -370,14 +415,47 @@ impl<S: StateMachine> Rsm<S> {
     /// Figure 8 rule). Without client traffic, the tail a new leader inherited would wait
     /// forever; a no-op of its term commits it.
     fn commit_noop(&self) {
-        let noop: Entry<S::Command> = Entry {
-            session: None,
-            command: None,
-        };
-        match rmp_serde::to_vec(&noop) {
+        match rmp_serde::to_vec(&self.entry(EntryOp::Noop)) {
             Ok(bytes) => self.raft.do_send(Propose(bytes)),
             Err(e) => log::error!("cannot encode a no-op: {e}"),
         }
+    }
+
+    /// `op` stamped with this replica's clock (it is proposing as the leader).
+    fn entry(&self, op: EntryOp<S::Command>) -> Entry<S::Command> {
+        Entry {
+            stamp: self.session_policy.clock.now_ms(),
+            op,
+        }
+    }
+
+    /// Proposes `op`; the receiver hears what applying it gave, or why it was not applied.
+    fn propose(
+        &mut self,
+        op: EntryOp<S::Command>,
+        ctx: &mut Context<Self>,
+    ) -> oneshot::Receiver<Result<Applied<S::Output>, SubmitError>> {
+        let (reply, answer) = oneshot::channel();
+        let bytes = match rmp_serde::to_vec(&self.entry(op)) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                log::error!("cannot encode command: {e}");
+                let _ = reply.send(Err(SubmitError::WrongLeader));
+                return answer;
+            }
+        };
+        let propose =
+            self.raft.send(Propose(bytes)).into_actor(self).map(
+                |proposed, rsm, ctx| match proposed {
+                    Ok(Ok(proposed)) => rsm.wait_for(proposed.index, proposed.term, reply, ctx),
+                    _ => {
+                        let _ = reply.send(Err(SubmitError::WrongLeader));
+                    }
+                },
+            );
+        // If the actor stops before the peer answers, this future and `reply` are dropped.
+        ctx.spawn(propose);
+        answer
     }
 }
 
@@ -408,37 +486,50 @@ impl<S: StateMachine> Handler<Submit<S::Command, S::Output>> for Rsm<S> {
             return Box::pin(async { Err(SubmitError::Halted) });
         }
         if let Some((client, seq)) = msg.session {
-            if let Some((last, output)) = self.sessions.get(&client) {
-                if *last == seq {
-                    let output = output.clone();
-                    return Box::pin(async move { Ok(output) });
-                }
+            if let Verdict::Duplicate(output) = self.sessions.verdict(client, seq) {
+                let output = output.clone();
+                return Box::pin(async move { Ok(output) });
             }
         }
-        let entry = Entry {
+        let op = EntryOp::Command {
             session: msg.session,
-            command: Some(msg.command),
+            command: msg.command,
         };
-        let bytes = match rmp_serde::to_vec(&entry) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                log::error!("cannot encode command: {e}");
-                return Box::pin(async { Err(SubmitError::WrongLeader) });
+        let answer = self.propose(op, ctx);
+        Box::pin(async move {
+            match answer.await {
+                Ok(Ok(Applied::Output(output))) => Ok(output),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(Applied::Registered(_))) | Err(_) => Err(SubmitError::WrongLeader),
             }
-        };
-        let (reply, answer) = oneshot::channel();
-        let propose =
-            self.raft.send(Propose(bytes)).into_actor(self).map(
-                |proposed, rsm, ctx| match proposed {
-                    Ok(Ok(proposed)) => rsm.wait_for(proposed.index, proposed.term, reply, ctx),
-                    _ => {
-                        let _ = reply.send(Err(SubmitError::WrongLeader));
-                    }
-                },
-            );
-        // If the actor stops before the peer answers, this future and `reply` are dropped.
-        ctx.spawn(propose);
-        Box::pin(async move { answer.await.unwrap_or(Err(SubmitError::WrongLeader)) })
+        })
+    }
+}
+
+impl<S: StateMachine> Handler<RegisterSession> for Rsm<S> {
+    // Awaited outside the actor's context, like a submit.
+    type Result = ResponseFuture<Result<ClientId, SubmitError>>;
+
+    fn handle(&mut self, _: RegisterSession, ctx: &mut Self::Context) -> Self::Result {
+        if self.halted.is_some() {
+            return Box::pin(async { Err(SubmitError::Halted) });
+        }
+        let answer = self.propose(EntryOp::Register, ctx);
+        Box::pin(async move {
+            match answer.await {
+                Ok(Ok(Applied::Registered(client))) => Ok(client),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(Applied::Output(_))) | Err(_) => Err(SubmitError::WrongLeader),
+            }
+        })
+    }
+}
+
+impl<S: StateMachine> Handler<GetSessions> for Rsm<S> {
+    type Result = MessageResult<GetSessions>;
+
+    fn handle(&mut self, _: GetSessions, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.sessions.list())
     }
 }
 
