@@ -63,7 +63,7 @@ pub async fn run() -> Result<String, String> {
         ends.push(end(&net, &format!("client-to-{j}"), None, j).await?);
     }
     // Client ids must differ between clerks: servers deduplicate retried requests by them.
-    let clerk = Clerk::start(ends, rand::random());
+    let clerk = Clerk::start(ends);
     let greeting = async {
         clerk.put("greeting", "hello").await?;
         clerk.append("greeting", ", world").await?;

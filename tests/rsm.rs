@@ -10,7 +10,8 @@
 //! that answers Gets from a possibly stale local state and once with Gets through the log, and
 //! expects `Illegal` (naming the key) and `Ok` respectively.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -20,16 +21,21 @@ use futures_util::future::join_all;
 use rainkv::actors::clerk::Clerk;
 use rainkv::actors::kv_server::KvStore;
 use rainkv::actors::raft::{RaftConfig, RaftPeer, RestoreError};
-use rainkv::actors::rsm::{ReplicaSetup, Rsm, StateMachine, REQUEST_TIMEOUT};
+use rainkv::actors::rsm::{ReplicaSetup, Rsm, SessionPolicy, StateMachine, REQUEST_TIMEOUT};
 use rainkv::check::{check_operations, CheckResult, KvInput, KvModel, KvOp, KvOutput, Operation};
-use rainkv::messages::kv::{GetArgs, KvError, KvReply, PutAppendArgs};
+use rainkv::messages::kv::{
+    ClerkError, GetArgs, KvError, KvReply, PutAppendArgs, RegisterArgs, RegisterReply,
+};
 use rainkv::messages::lifecycle::Stop;
 use rainkv::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
 use rainkv::messages::raft::{GetState, InstallSnapshotArgs, Propose};
-use rainkv::messages::rsm::{GetHealth, Halted, Health, Read, Session, Submit, SubmitError};
+use rainkv::messages::rsm::{
+    ClientId, GetHealth, GetSessions, Halted, Health, Read, RegisterSession, Session, Submit,
+    SubmitError,
+};
 use rainkv::storage::Persister;
 use rainkv::testkit::cluster::{ServerContext, TestStore};
-use rainkv::testkit::kv::OpLog;
+use rainkv::testkit::kv::{KvHarness, OpLog};
 use rainkv::testkit::{self, run_test, ClusterOptions, ServerKind, Sim, StorageKind};
 use serde::{Deserialize, Serialize};
 use tokio::time::{sleep, timeout, Instant};
@@ -126,6 +132,8 @@ impl<S: StateMachine> ServerKind for Replicas<S> {
 struct Cluster<S: StateMachine> {
     cluster: testkit::Cluster<Replicas<S>>,
     n: usize,
+    /// The session registered for each client a test names (a test's "client 7").
+    clients: RefCell<BTreeMap<u64, ClientId>>,
 }
 
 impl<S: StateMachine> Cluster<S> {
@@ -154,6 +162,47 @@ impl<S: StateMachine> Cluster<S> {
         Cluster {
             cluster: testkit::Cluster::start(sim, kind, options).await,
             n,
+            clients: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    /// The session of the client a test calls `name`, registered on first use.
+    async fn client(&self, name: u64) -> ClientId {
+        let known = self.clients.borrow().get(&name).copied();
+        match known {
+            Some(client) => client,
+            None => {
+                let client = self.register_anywhere().await;
+                self.clients.borrow_mut().insert(name, client);
+                client
+            }
+        }
+    }
+
+    /// Registers a session at whichever replica leads, retrying as a clerk would; fails the
+    /// test after 10 s.
+    async fn register_anywhere(&self) -> ClientId {
+        let started = Instant::now();
+        let mut i = 0;
+        while started.elapsed() < Duration::from_secs(10) {
+            if self.is_up(i) {
+                if let Ok(Ok(client)) = self.rsm(i).send(RegisterSession).await {
+                    return client;
+                }
+            }
+            i = (i + 1) % self.n;
+            if i == 0 {
+                sleep(Duration::from_millis(10)).await;
+            }
+        }
+        panic!("no replica registered a session within 10 s");
+    }
+
+    /// Replica i's live sessions: client and last request number.
+    async fn sessions(&self, i: usize) -> Vec<(ClientId, u64)> {
+        match self.rsm(i).send(GetSessions).await {
+            Ok(sessions) => sessions,
+            Err(e) => panic!("replica {i} did not answer GetSessions: {e}"),
         }
     }
 
@@ -336,8 +385,8 @@ impl Cluster<Journal> {
     }
 }
 
-/// Submits `numbers` one at a time as client `client` with sequence numbers from `first_seq`;
-/// each must come back with the journal length it makes.
+/// Submits `numbers` one at a time as the client the test calls `client` with sequence numbers
+/// from `first_seq`; each must come back with the journal length it makes.
 async fn submit_all(
     cluster: &Cluster<Journal>,
     client: u64,
@@ -345,6 +394,7 @@ async fn submit_all(
     numbers: &[u64],
     expected: &mut Vec<u64>,
 ) {
+    let client = cluster.client(client).await;
     for (k, &number) in numbers.iter().enumerate() {
         let output = cluster
             .submit_anywhere((client, first_seq + k as u64), number)
@@ -553,13 +603,14 @@ async fn submit_after_restart_keeps_sessions(sim: Sim, max_raft_state: Option<us
 
     cluster.restart_all().await;
     let leader = cluster.check_one_leader().await;
+    let client = cluster.client(7).await;
     assert_eq!(
-        cluster.submit(leader, Some((7, 40)), 7777).await,
+        cluster.submit(leader, Some((client, 40)), 7777).await,
         Ok(40),
         "a retry of the last request before the restart must get its saved output"
     );
     assert_eq!(
-        cluster.submit(leader, Some((7, 41)), 41).await,
+        cluster.submit(leader, Some((client, 41)), 41).await,
         Ok(41),
         "the next request must be applied once, after all the earlier ones"
     );
@@ -577,22 +628,24 @@ fn duplicate_submit_applies_once() {
         let cluster = Cluster::<Journal>::new(&sim, 3, None, None).await;
         let mut expected = Vec::new();
         submit_all(&cluster, 3, 1, &[1, 2, 3], &mut expected).await;
+        let other = cluster.client(9).await;
+        let client = cluster.client(3).await;
         let leader = cluster.check_one_leader().await;
 
         let (_, before) = cluster.journal(leader).await;
         let (first, second) = futures_util::future::join(
-            cluster.submit(leader, Some((3, 4)), 44),
-            cluster.submit(leader, Some((3, 4)), 44),
+            cluster.submit(leader, Some((client, 4)), 44),
+            cluster.submit(leader, Some((client, 4)), 44),
         )
         .await;
         assert_eq!((first, second), (Ok(4), Ok(4)), "the two copies' answers");
         assert_eq!(
-            cluster.submit(leader, Some((3, 4)), 44).await,
+            cluster.submit(leader, Some((client, 4)), 44).await,
             Ok(4),
             "a retry after the answer"
         );
         assert_eq!(
-            cluster.submit(leader, Some((9, 4)), 99).await,
+            cluster.submit(leader, Some((other, 4)), 99).await,
             Ok(5),
             "another client's request with the same seq"
         );
@@ -656,6 +709,230 @@ fn lagging_replica_catches_up_through_snapshot() {
                 sleep(Duration::from_millis(20)).await;
             }
             cluster.cleanup();
+        },
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions: bounded by a time-to-live in the log and a cap, alike on every replica
+
+/// A session policy of `ttl` and `max_sessions` (the harness supplies the virtual clock).
+fn session_policy(ttl: Duration, max_sessions: usize) -> SessionPolicy {
+    SessionPolicy {
+        ttl,
+        max_sessions,
+        ..SessionPolicy::default()
+    }
+}
+
+/// Waits (up to 5 s) until every replica lists the same sessions, and returns them.
+async fn agreed_sessions(cluster: &Cluster<Journal>) -> Vec<(ClientId, u64)> {
+    let started = Instant::now();
+    loop {
+        let mut lists = Vec::new();
+        for i in 0..cluster.n {
+            lists.push(cluster.sessions(i).await);
+        }
+        if lists.windows(2).all(|pair| pair[0] == pair[1]) {
+            return lists.swap_remove(0);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the replicas' sessions still differ after 5 s: {lists:?}"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Three clients write; one keeps writing for longer than the session ttl while a replica is
+/// down. The idle clients' sessions expire at the same entry everywhere: the replica that
+/// catches up through a snapshot, and every replica after a full restart, list exactly the
+/// active client; an idle client's next write is refused and never applied.
+#[test]
+fn idle_sessions_expire_alike_on_every_replica_across_restarts_and_snapshots() {
+    run_test(
+        "idle_sessions_expire_alike_on_every_replica_across_restarts_and_snapshots",
+        |sim| async move {
+            let options = ClusterOptions {
+                servers: 3,
+                max_raft_state: Some(MAX_RAFT_STATE),
+                sessions: session_policy(Duration::from_secs(2), 100),
+                ..Default::default()
+            };
+            let cluster = Cluster::<Journal>::with_options(&sim, options, None).await;
+            let mut expected = Vec::new();
+            for client in 1..=3 {
+                submit_all(&cluster, client, 1, &[client], &mut expected).await;
+            }
+            let victim = (cluster.check_one_leader().await + 1) % 3;
+            cluster.shutdown(victim);
+            for k in 0..12 {
+                sleep(Duration::from_millis(250)).await;
+                submit_all(&cluster, 1, 2 + k, &[10 + k], &mut expected).await;
+            }
+            cluster.cluster.restart(victim).await;
+            cluster.connect_all();
+            cluster.wait_all_applied(&expected).await;
+            assert!(
+                cluster.installs(victim) > 0,
+                "replica {victim} got no snapshot"
+            );
+            let active = cluster.client(1).await;
+            assert_eq!(agreed_sessions(&cluster).await, vec![(active, 13)]);
+
+            let idle = cluster.client(2).await;
+            let leader = cluster.check_one_leader().await;
+            assert_eq!(
+                cluster.submit(leader, Some((idle, 2)), 99).await,
+                Err(SubmitError::SessionExpired),
+                "a write of an expired session"
+            );
+            cluster.restart_all().await;
+            cluster.check_one_leader().await;
+            cluster.wait_all_applied(&expected).await;
+            assert_eq!(agreed_sessions(&cluster).await, vec![(active, 13)]);
+            cluster.cleanup();
+        },
+    );
+}
+
+/// Past the cap, each registration drops the least recently active session, on every replica
+/// alike; a dropped client's write is refused, a kept one's is executed.
+#[test]
+fn the_session_table_keeps_at_most_the_cap() {
+    run_test(
+        "the_session_table_keeps_at_most_the_cap",
+        |sim| async move {
+            let options = ClusterOptions {
+                servers: 3,
+                sessions: session_policy(Duration::from_secs(3600), 5),
+                ..Default::default()
+            };
+            let cluster = Cluster::<Journal>::with_options(&sim, options, None).await;
+            let mut expected = Vec::new();
+            for client in 1..=20 {
+                submit_all(&cluster, client, 1, &[client], &mut expected).await;
+            }
+            cluster.wait_all_applied(&expected).await;
+            let mut kept = Vec::new();
+            for client in 16..=20 {
+                kept.push((cluster.client(client).await, 1));
+            }
+            assert_eq!(agreed_sessions(&cluster).await, kept);
+            let (dropped, last) = (cluster.client(1).await, cluster.client(20).await);
+            let leader = cluster.check_one_leader().await;
+            assert_eq!(
+                cluster.submit(leader, Some((dropped, 2)), 1001).await,
+                Err(SubmitError::SessionExpired)
+            );
+            assert_eq!(cluster.submit(leader, Some((last, 2)), 1002).await, Ok(21));
+            expected.push(1002);
+            cluster.wait_all_applied(&expected).await;
+            cluster.cleanup();
+        },
+    );
+}
+
+/// The sessions of a KV harness's servers, once they agree (up to 5 s).
+async fn kv_sessions(cfg: &KvHarness) -> Vec<(ClientId, u64)> {
+    let started = Instant::now();
+    loop {
+        let mut lists = Vec::new();
+        for i in 0..cfg.n() {
+            match cfg.cluster().running(i).rsm.send(GetSessions).await {
+                Ok(list) => lists.push(list),
+                Err(e) => panic!("server {i} did not answer GetSessions: {e}"),
+            }
+        }
+        if lists.windows(2).all(|pair| pair[0] == pair[1]) {
+            return lists.swap_remove(0);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the servers' sessions still differ after 5 s: {lists:?}"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A KV clerk that only reads opens no session; its first write opens one; idle past the ttl,
+/// its next write is refused on the first attempt and sent again under a new session, which
+/// the caller never notices.
+#[test]
+fn a_clerk_opens_a_session_for_writes_only_and_renews_an_expired_one() {
+    run_test(
+        "a_clerk_opens_a_session_for_writes_only_and_renews_an_expired_one",
+        |sim| async move {
+            let options = ClusterOptions {
+                servers: 3,
+                sessions: session_policy(Duration::from_secs(2), 100),
+                ..Default::default()
+            };
+            let cfg = KvHarness::new(&sim, options).await;
+            let ck = cfg.make_client(&cfg.all()).await;
+            for _ in 0..20 {
+                assert_eq!(ck.clerk.get("k").await, Ok(None));
+            }
+            assert_eq!(kv_sessions(&cfg).await, vec![], "reads opened a session");
+            ck.clerk.put("k", "1").await.expect("put");
+            ck.clerk.append("k", "2").await.expect("append");
+            let first = kv_sessions(&cfg).await;
+            assert!(matches!(first[..], [(_, 2)]), "sessions: {first:?}");
+            sleep(Duration::from_secs(3)).await;
+            ck.clerk
+                .append("k", "3")
+                .await
+                .expect("append after the ttl");
+            assert_eq!(ck.clerk.get_string("k").await, Ok(Some("123".into())));
+            let renewed = kv_sessions(&cfg).await;
+            assert!(
+                matches!(renewed[..], [(client, 1)] if client != first[0].0),
+                "sessions after the ttl: {renewed:?} (before: {first:?})"
+            );
+            cfg.cleanup();
+        },
+    );
+}
+
+/// A write whose session expires while the clerk retries it (the cluster lost its majority
+/// for longer than the ttl) may or may not have been applied: the clerk says so with
+/// `SessionExpired` instead of sending it under a new session, so it is never applied twice;
+/// the clerk's next write opens a new session and succeeds.
+#[test]
+fn a_write_whose_session_expires_while_it_is_retried_has_an_unknown_outcome() {
+    run_test(
+        "a_write_whose_session_expires_while_it_is_retried_has_an_unknown_outcome",
+        |sim| async move {
+            let options = ClusterOptions {
+                servers: 3,
+                sessions: session_policy(Duration::from_secs(2), 100),
+                ..Default::default()
+            };
+            let cfg = KvHarness::new(&sim, options).await;
+            let ck = cfg.make_client(&cfg.all()).await;
+            ck.clerk.append("k", "x").await.expect("append x");
+            let leader = cfg.leader().await.expect("a leader");
+            let down: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+            for &i in &down {
+                cfg.shutdown_server(i);
+            }
+            let outage = async {
+                sleep(Duration::from_secs(3)).await;
+                for &i in &down {
+                    cfg.start_server(i).await;
+                }
+                cfg.connect_all();
+            };
+            let (appended, ()) =
+                futures_util::future::join(ck.clerk.append("k", "y"), outage).await;
+            assert_eq!(appended, Err(ClerkError::SessionExpired));
+            ck.clerk.append("k", "z").await.expect("append z");
+            let value = ck.clerk.get_string("k").await.expect("get");
+            assert!(
+                value == Some("xz".into()) || value == Some("xyz".into()),
+                "y applied more than once, or lost z: {value:?}"
+            );
+            cfg.cleanup();
         },
     );
 }
@@ -818,10 +1095,10 @@ impl Actor for KvFace {
 
 async fn through_log(
     rsm: &Addr<Rsm<KvStore>>,
-    session: Session,
+    session: Option<Session>,
     command: rainkv::messages::kv::KvCommand,
 ) -> Result<Option<Bytes>, KvError> {
-    let submit = Submit::new(Some(session), command);
+    let submit = Submit::new(session, command);
     match rsm.send(submit).await {
         Ok(Ok(output)) => Ok(output),
         Ok(Err(_)) | Err(_) => Err(KvError::WrongLeader),
@@ -835,10 +1112,17 @@ impl Handler<Dispatch> for KvFace {
         let (rsm, raft, stale_reads) = (self.rsm.clone(), self.raft.clone(), self.stale_reads);
         Box::pin(async move {
             let result = match msg.method {
+                RegisterArgs::METHOD => {
+                    let result = match rsm.send(RegisterSession).await {
+                        Ok(Ok(client)) => Ok(client),
+                        Ok(Err(_)) | Err(_) => Err(KvError::WrongLeader),
+                    };
+                    return encode(&RegisterReply { result });
+                }
                 GetArgs::METHOD => {
                     let args = msg.decode::<GetArgs>()?;
                     if !stale_reads {
-                        through_log(&rsm, (args.client_id, args.seq), args.command()).await
+                        through_log(&rsm, None, args.command()).await
                     } else if raft.send(GetState).await.is_ok_and(|s| s.is_leader()) {
                         let key = args.key;
                         let read = Read::new(move |kv: &KvStore, _| kv.get(&key).cloned());
@@ -852,7 +1136,8 @@ impl Handler<Dispatch> for KvFace {
                 }
                 PutAppendArgs::METHOD => {
                     let args = msg.decode::<PutAppendArgs>()?;
-                    through_log(&rsm, (args.client_id, args.seq), args.command()).await
+                    let session = Some((args.client_id, args.seq));
+                    through_log(&rsm, session, args.command()).await
                 }
                 other => return Err(RpcError::UnknownMethod(other.to_string())),
             };
@@ -863,12 +1148,7 @@ impl Handler<Dispatch> for KvFace {
 
 /// A clerk named `name` whose ends reach the servers in `order` (all enabled); returns it with
 /// its end names in that order.
-async fn make_clerk(
-    sim: &Sim,
-    name: &str,
-    order: &[usize],
-    client_id: u64,
-) -> (Clerk, Vec<String>) {
+async fn make_clerk(sim: &Sim, name: &str, order: &[usize]) -> (Clerk, Vec<String>) {
     let net = sim.network();
     let mut ends = Vec::new();
     let mut names = Vec::new();
@@ -883,7 +1163,7 @@ async fn make_clerk(
         ends.push(end);
         names.push(end_name);
     }
-    (Clerk::start(ends, client_id), names)
+    (Clerk::start(ends), names)
 }
 
 /// Runs one operation on `clerk` and records it in `log` as `client`, with virtual times since
@@ -950,9 +1230,9 @@ async fn stale_leader_scenario(sim: Sim, stale_reads: bool) -> (OpLog, String) {
     let (log, t0) = (OpLog::new(), Instant::now());
     let leader = cluster.check_one_leader().await;
     let others: Vec<usize> = (0..cluster.n).filter(|&i| i != leader).collect();
-    let (writer, writer_ends) = make_clerk(&sim, "writer", &cluster.all(), 1).await;
+    let (writer, writer_ends) = make_clerk(&sim, "writer", &cluster.all()).await;
     let reader_order: Vec<usize> = [vec![leader], others.clone()].concat();
-    let (reader, _) = make_clerk(&sim, "reader", &reader_order, 2).await;
+    let (reader, _) = make_clerk(&sim, "reader", &reader_order).await;
 
     logged(&log, t0, &writer, 1, KvOp::Put, "k", "v0").await;
     logged(&log, t0, &writer, 1, KvOp::Put, "other", "x").await;

@@ -240,7 +240,7 @@ async fn audited_run(sim: Sim, latency: impl Fn(usize, Option<usize>) -> Duratio
     };
     set_latencies(&cluster, None);
     let ends = cluster.client_ends(&cluster.all()).await;
-    let clerk = rainkv::actors::clerk::Clerk::start(ends.ends.clone(), 1);
+    let clerk = rainkv::actors::clerk::Clerk::start(ends.ends.clone());
     for round in 0..4 {
         let leader = cluster.check_one_leader().await;
         set_latencies(&cluster, Some(leader));

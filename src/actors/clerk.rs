@@ -1,15 +1,18 @@
 //! The KV clerk: a client of a replicated KV service.
 //!
-//! A `ClerkActor` has a client id, numbers its requests, remembers which server answered last
-//! (the leader) and retries every request, on the next server after a failure or
-//! `WrongLeader`, until it succeeds; the servers' session tables make each operation take
-//! effect exactly once. It runs one operation at a time. [`Clerk`] is the async API on top:
-//! `clerk.put(k, v).await?`, `clerk.get(k).await?` (`Some(value)`, or `None` for a missing
-//! key). Keys and values are bytes; an operation fails only with [`ClerkError::Stopped`], when
-//! the clerk actor is gone.
+//! A `ClerkActor` opens a session before its first write (`KVServer.Register`; reads need
+//! none), numbers its writes, remembers which server answered last (the leader) and retries
+//! every request, on the next server after a failure or `WrongLeader`, until it succeeds; the
+//! servers' session tables make each write take effect exactly once. Sessions expire when
+//! idle (or when newer ones crowd them out): a write refused as `SessionExpired` on its first
+//! attempt was never executed, so the clerk opens a new session and sends it again; refused
+//! on a retry, its outcome is unknown and the clerk answers [`ClerkError::SessionExpired`]. It
+//! runs one operation at a time. [`Clerk`] is the async API on top: `clerk.put(k, v).await?`,
+//! `clerk.get(k).await?` (`Some(value)`, or `None` for a missing key). Keys and values are
+//! bytes.
 //!
-//! Handles: [`ClerkOp`], [`Stop`]. Sends: `KVServer.Get` / `KVServer.PutAppend` through its
-//! client ends.
+//! Handles: [`ClerkOp`], [`Stop`]. Sends: `KVServer.Register` / `KVServer.Get` /
+//! `KVServer.PutAppend` through its client ends.
 
 use std::time::Duration;
 
@@ -19,7 +22,7 @@ use bytes::Bytes;
 use crate::actors::client_end::ClientEnd;
 use crate::messages::kv::*;
 use crate::messages::lifecycle::Stop;
-use crate::messages::net::RpcError;
+use crate::messages::net::Rpc;
 use crate::messages::rsm::{ClientId, Seq};
 
 /// Pause after a full round of servers without success, so a clerk does not spin while the
@@ -29,18 +32,17 @@ const ROUND_PAUSE: Duration = Duration::from_millis(10);
 /// The clerk actor.
 pub(crate) struct ClerkActor {
     servers: Vec<ClientEnd>,
-    client_id: ClientId,
-    seq: Seq,
+    /// The open session and the number of its last write.
+    session: Option<(ClientId, Seq)>,
     leader: usize,
 }
 
 impl ClerkActor {
     /// A clerk reaching the servers through `servers`.
-    pub(crate) fn new(servers: Vec<ClientEnd>, client_id: ClientId) -> Self {
+    pub(crate) fn new(servers: Vec<ClientEnd>) -> Self {
         ClerkActor {
             servers,
-            client_id,
-            seq: 0,
+            session: None,
             leader: 0,
         }
     }
@@ -50,32 +52,122 @@ impl Actor for ClerkActor {
     type Context = Context<Self>;
 }
 
-async fn call(
-    end: &ClientEnd,
-    command: &KvCommand,
-    client_id: ClientId,
-    seq: Seq,
-) -> Result<KvReply, RpcError> {
+/// Sends `args` to one server after another, starting at `*server`, until one answers with
+/// something `accept` takes; leaves `*server` at the one that did.
+async fn until_served<A: Rpc, T>(
+    servers: &[ClientEnd],
+    server: &mut usize,
+    args: A,
+    accept: impl Fn(A::Reply) -> Option<T>,
+) -> T {
+    let n = servers.len().max(1);
+    loop {
+        for _ in 0..n {
+            let Some(end) = servers.get(*server) else {
+                break;
+            };
+            if let Some(answer) = end.call(&args).await.ok().and_then(&accept) {
+                return answer;
+            }
+            *server = (*server + 1) % n;
+        }
+        tokio::time::sleep(ROUND_PAUSE).await;
+    }
+}
+
+/// Where a clerk's operation ended.
+struct Outcome {
+    /// The server that answered last.
+    leader: usize,
+    /// The session after it.
+    session: Option<(ClientId, Seq)>,
+    result: Result<Option<Bytes>, ClerkError>,
+}
+
+/// Carries out `command`, starting at server `server`: a Get as it is, a write under
+/// `session` (opening one first if there is none).
+async fn run(
+    servers: Vec<ClientEnd>,
+    mut server: usize,
+    mut session: Option<(ClientId, Seq)>,
+    command: KvCommand,
+) -> Outcome {
     let (op, key, value) = match command {
         KvCommand::Get { key } => {
-            let args = GetArgs {
-                key: key.clone(),
-                client_id,
-                seq,
+            let read = |reply: KvReply| reply.result.ok();
+            let value = until_served(&servers, &mut server, GetArgs { key }, read).await;
+            let result = Ok(value);
+            return Outcome {
+                leader: server,
+                session,
+                result,
             };
-            return end.call(&args).await;
         }
         KvCommand::Put { key, value } => (WriteOp::Put, key, value),
         KvCommand::Append { key, value } => (WriteOp::Append, key, value),
     };
-    let args = PutAppendArgs {
-        key: key.clone(),
-        value: value.clone(),
-        op,
-        client_id,
-        seq,
-    };
-    end.call(&args).await
+    let n = servers.len().max(1);
+    'session: loop {
+        let (client_id, seq) = match session {
+            Some((client, last)) => (client, last + 1),
+            None => {
+                let opened = |reply: RegisterReply| reply.result.ok();
+                (
+                    until_served(&servers, &mut server, RegisterArgs, opened).await,
+                    1,
+                )
+            }
+        };
+        session = Some((client_id, seq));
+        let args = PutAppendArgs {
+            key: key.clone(),
+            value: value.clone(),
+            op,
+            client_id,
+            seq,
+        };
+        // Until an attempt fails, none of this write can have been executed.
+        let mut first = true;
+        loop {
+            for _ in 0..n {
+                let Some(end) = servers.get(server) else {
+                    break;
+                };
+                match end.call(&args).await {
+                    Ok(KvReply { result: Ok(value) }) => {
+                        let result = Ok(value);
+                        return Outcome {
+                            leader: server,
+                            session,
+                            result,
+                        };
+                    }
+                    Ok(KvReply {
+                        result: Err(KvError::SessionExpired),
+                    }) if first => {
+                        session = None;
+                        continue 'session;
+                    }
+                    Ok(KvReply {
+                        result: Err(KvError::SessionExpired),
+                    }) => {
+                        let result = Err(ClerkError::SessionExpired);
+                        return Outcome {
+                            leader: server,
+                            session: None,
+                            result,
+                        };
+                    }
+                    Ok(KvReply {
+                        result: Err(KvError::WrongLeader),
+                    })
+                    | Err(_) => server = (server + 1) % n,
+                }
+                first = false;
+            }
+            tokio::time::sleep(ROUND_PAUSE).await;
+        }
+    }
 }
 
 impl Handler<ClerkOp> for ClerkActor {
@@ -83,32 +175,12 @@ impl Handler<ClerkOp> for ClerkActor {
     type Result = AtomicResponse<Self, Result<Option<Bytes>, ClerkError>>;
 
     fn handle(&mut self, op: ClerkOp, _: &mut Self::Context) -> Self::Result {
-        self.seq += 1;
-        let (servers, client_id, seq, first) =
-            (self.servers.clone(), self.client_id, self.seq, self.leader);
-        let attempt = async move {
-            let n = servers.len().max(1);
-            let mut server = first;
-            loop {
-                for _ in 0..n {
-                    let Some(end) = servers.get(server) else {
-                        break;
-                    };
-                    match call(end, &op.0, client_id, seq).await {
-                        Ok(KvReply { result: Ok(value) }) => return (server, value),
-                        Ok(KvReply {
-                            result: Err(KvError::WrongLeader),
-                        })
-                        | Err(_) => server = (server + 1) % n,
-                    }
-                }
-                tokio::time::sleep(ROUND_PAUSE).await;
-            }
-        };
+        let attempt = run(self.servers.clone(), self.leader, self.session, op.0);
         AtomicResponse::new(Box::pin(attempt.into_actor(self).map(
-            |(leader, value), clerk, _| {
-                clerk.leader = leader;
-                Ok(value)
+            |outcome, clerk, _| {
+                clerk.leader = outcome.leader;
+                clerk.session = outcome.session;
+                outcome.result
             },
         )))
     }
@@ -130,9 +202,9 @@ pub struct Clerk {
 }
 
 impl Clerk {
-    /// Starts a KV clerk actor.
-    pub fn start(servers: Vec<ClientEnd>, client_id: ClientId) -> Clerk {
-        Clerk::of(ClerkActor::new(servers, client_id).start().recipient())
+    /// Starts a KV clerk actor (it opens its session with its first write).
+    pub fn start(servers: Vec<ClientEnd>) -> Clerk {
+        Clerk::of(ClerkActor::new(servers).start().recipient())
     }
 
     /// The async face of any clerk actor.
@@ -141,7 +213,8 @@ impl Clerk {
     }
 
     /// Carries out `command`: the value for a Get (`None` if the key is missing), `None`
-    /// for a Put or an Append; [`ClerkError::Stopped`] if the clerk actor is gone.
+    /// for a Put or an Append; [`ClerkError::Stopped`] if the clerk actor is gone,
+    /// [`ClerkError::SessionExpired`] if a write's outcome is unknown.
     pub async fn run(&self, command: KvCommand) -> Result<Option<Bytes>, ClerkError> {
         self.ops.send(ClerkOp(command)).await.unwrap_or_else(|e| {
             log::debug!("clerk is gone: {e}");
@@ -187,7 +260,7 @@ mod tests {
 
     #[actix::test]
     async fn a_stopped_clerk_answers_an_error_not_an_empty_value() {
-        let actor = ClerkActor::new(Vec::new(), 1).start();
+        let actor = ClerkActor::new(Vec::new()).start();
         let clerk = Clerk::of(actor.clone().recipient());
         actor.send(Stop).await.expect("the clerk takes Stop");
         assert_eq!(clerk.get("k").await, Err(ClerkError::Stopped));

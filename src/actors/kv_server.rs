@@ -2,13 +2,15 @@
 //!
 //! [`KvStore`] is the state machine (a sorted map of byte strings, changed by
 //! `apply_to_map`, which the sharded KV's shards use too); [`KvServer`] is the actor the
-//! network delivers `KVServer.Get` and `KVServer.PutAppend` to. A write becomes a [`Submit`]
-//! with the clerk's session, so retries execute once; a read becomes a [`LinearizableRead`],
+//! network delivers `KVServer.Get`, `KVServer.PutAppend` and `KVServer.Register` to. A clerk
+//! registers a session ([`RegisterSession`]) before its first write; a write becomes a
+//! [`Submit`] with that session, so retries execute once; a read becomes a [`LinearizableRead`],
 //! which writes no log entry (the leader confirms its leadership with one heartbeat round,
 //! shared by every read that arrived meanwhile). The outcome goes back as a [`KvReply`].
 //! [`KvNode`] starts and stops one whole server (Raft peer, RSM, KV face).
 //!
-//! Handles: [`Dispatch`]. Sends: [`Submit`] and [`LinearizableRead`] to its [`Rsm`].
+//! Handles: [`Dispatch`]. Sends: [`Submit`], [`RegisterSession`] and [`LinearizableRead`] to
+//! its [`Rsm`].
 
 use std::collections::BTreeMap;
 
@@ -21,7 +23,7 @@ use crate::actors::rsm::{ReplicaSetup, Rsm, StateMachine};
 use crate::messages::kv::*;
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
-use crate::messages::rsm::{LinearizableRead, Submit};
+use crate::messages::rsm::{LinearizableRead, RegisterSession, Submit, SubmitError};
 use crate::storage::Persister;
 
 /// The replicated key/value map.
@@ -85,6 +87,15 @@ impl Handler<Dispatch> for KvServer {
     fn handle(&mut self, msg: Dispatch, _: &mut Self::Context) -> Self::Result {
         let rsm = self.rsm.clone();
         Box::pin(async move {
+            if msg.method == RegisterArgs::METHOD {
+                msg.decode::<RegisterArgs>()?;
+                let result = match rsm.send(RegisterSession).await {
+                    Ok(Ok(client)) => Ok(client),
+                    Ok(Err(e)) => Err(kv_error(e)),
+                    Err(_) => Err(KvError::WrongLeader),
+                };
+                return encode(&RegisterReply { result });
+            }
             let answer = match msg.method {
                 // A read changes nothing: no log entry, no session (ReadIndex).
                 GetArgs::METHOD => {
@@ -101,10 +112,19 @@ impl Handler<Dispatch> for KvServer {
             };
             let result = match answer {
                 Ok(Ok(output)) => Ok(output),
-                Ok(Err(_)) | Err(_) => Err(KvError::WrongLeader),
+                Ok(Err(e)) => Err(kv_error(e)),
+                Err(_) => Err(KvError::WrongLeader),
             };
             encode(&KvReply { result })
         })
+    }
+}
+
+/// What a clerk hears when the replica could not serve its request.
+fn kv_error(e: SubmitError) -> KvError {
+    match e {
+        SubmitError::SessionExpired => KvError::SessionExpired,
+        SubmitError::WrongLeader | SubmitError::Halted => KvError::WrongLeader,
     }
 }
 

@@ -161,7 +161,7 @@ impl ClusterClient {
     /// A new clerk with a random client id (ids must differ between clerks: the servers
     /// deduplicate retries by id).
     pub fn clerk(&self) -> Clerk {
-        Clerk::start(self.ends(), rand::random())
+        Clerk::start(self.ends())
     }
 
     /// Asks every node for its status, each within `timeout`.

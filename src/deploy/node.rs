@@ -22,7 +22,7 @@ use crate::actors::raft::RestoreError;
 use crate::actors::rsm::{ReplicaSetup, SessionPolicy};
 use crate::actors::tcp::{client_end, Link, Listener, MethodTable};
 use crate::messages::admin::{StatusArgs, TransferLeaderArgs};
-use crate::messages::kv::{GetArgs, PutAppendArgs};
+use crate::messages::kv::{GetArgs, PutAppendArgs, RegisterArgs};
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::Server;
 use crate::messages::raft::{
@@ -47,6 +47,7 @@ pub(crate) fn client_methods() -> MethodTable {
     MethodTable::new()
         .with::<GetArgs>()
         .with::<PutAppendArgs>()
+        .with::<RegisterArgs>()
         .with::<StatusArgs>()
         .with::<TransferLeaderArgs>()
 }

@@ -1,13 +1,13 @@
 //! Messages of the shard controller protocol (6.5840 Lab 5A): the [`ShardConfig`] it hands out,
 //! the operations clients submit ([`CtrlerOp`]), what they get back ([`CtrlerReply`] or
-//! [`CtrlerError`]), and the four RPCs that carry them (`ShardCtrler.Join`, `.Leave`, `.Move`,
-//! `.Query`).
+//! [`CtrlerError`]), and the RPCs that carry them (`ShardCtrler.Join`, `.Leave`, `.Move`,
+//! `.Query`, and `.Register`, which opens a clerk's session).
 //!
 //! These are plain data: the state machine that applies them lives in
 //! `actors::ctrler::config_ops`. Every type round-trips through rmp-serde, which is how the
 //! network deep-copies and counts messages. Join, Leave and Move carry the clerk's session
-//! (client id, sequence number) so a retry is applied at most once; Query is a read and needs
-//! none.
+//! (client id from `Register`, sequence number) so a retry is applied at most once; Query is a
+//! read and needs none.
 //!
 //! # Invalid input
 //! The 6.5840 tests only submit valid operations. We still define what happens otherwise,
@@ -127,6 +127,9 @@ pub enum CtrlerError {
     /// The client side could not get an answer (its clerk stopped, or a reply of the wrong
     /// kind came back); says what happened.
     Unavailable(String),
+    /// The change's session is gone (expired, or evicted by newer ones) while the clerk
+    /// retried it: the change may or may not have been applied.
+    SessionExpired,
 }
 
 impl fmt::Display for CtrlerError {
@@ -141,6 +144,10 @@ impl fmt::Display for CtrlerError {
             }
             CtrlerError::ReservedGid => write!(f, "gid 0 is reserved and cannot join"),
             CtrlerError::Unavailable(why) => write!(f, "controller unavailable: {why}"),
+            CtrlerError::SessionExpired => write!(
+                f,
+                "outcome unknown: the clerk's session expired while it retried the change"
+            ),
         }
     }
 }
@@ -217,6 +224,16 @@ impl Rpc for QueryArgs {
     type Reply = CtrlerResult;
 }
 
+/// `ShardCtrler.Register`: open a session, for changes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegisterArgs;
+
+impl Rpc for RegisterArgs {
+    const METHOD: &'static str = "ShardCtrler.Register";
+    /// The new session's client id, or why none was opened.
+    type Reply = Result<ClientId, CtrlerError>;
+}
+
 /// The shard a key belongs to: its first byte mod [`NSHARDS`], and shard 0 for the empty key
 /// (as 6.5840's `key2shard`). Takes any bytes: a `&str`, a `Bytes`, a `&[u8]`.
 pub fn key2shard(key: impl AsRef<[u8]>) -> usize {
@@ -269,6 +286,7 @@ mod tests {
             CtrlerError::UnknownGid { gid: 9 },
             CtrlerError::ReservedGid,
             CtrlerError::Unavailable("gone".into()),
+            CtrlerError::SessionExpired,
         ] {
             round_trip(&err);
         }
@@ -291,6 +309,8 @@ mod tests {
             seq: 11,
         });
         round_trip(&QueryArgs { num: None });
+        round_trip(&RegisterArgs);
+        round_trip::<Result<ClientId, CtrlerError>>(&Ok(12));
         round_trip(&QueryArgs {
             num: Some(u64::MAX),
         });

@@ -1,10 +1,11 @@
 //! The key/value protocol: clerk ↔ KV server RPCs (6.5840's `KVServer.Get` and
-//! `KVServer.PutAppend`), the commands the KV state machine applies, and what a clerk actor
+//! `KVServer.PutAppend`, and `KVServer.Register`, which opens a clerk's session), the commands the KV state machine applies, and what a clerk actor
 //! answers ([`ClerkOp`], [`ClerkError`]).
 //!
 //! Keys and values are bytes ([`Bytes`]): any byte string is a key or a value, and each travels
-//! as one msgpack `bin`, about as long as the bytes themselves. Every request carries the
-//! clerk's [`ClientId`] and a per-clerk [`Seq`], so a retried request is executed at most once.
+//! as one msgpack `bin`, about as long as the bytes themselves. Every write carries the
+//! clerk's session ([`ClientId`], from `KVServer.Register`) and a per-session [`Seq`], so a
+//! retried write is executed at most once. A Get needs no session: it writes nothing.
 
 use std::fmt;
 
@@ -69,13 +70,16 @@ impl WriteOp {
     }
 }
 
-/// Why a KV server did not serve a request (of 6.5840's `Err` strings, the one a KV server can
-/// give: a missing key is an answer, `None`, and groups are the sharded KV's business).
+/// Why a KV server did not serve a request (a missing key is an answer, `None`, and groups are
+/// the sharded KV's business).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvError {
     /// This server cannot serve the request now (not leader, lost leadership, shutting
     /// down): try another.
     WrongLeader,
+    /// The write's session is gone (expired, or evicted by newer ones): the write was not
+    /// executed, and an earlier attempt of it may or may not have been.
+    SessionExpired,
 }
 
 /// One operation for a clerk actor to carry out: answers the value of a Get (`None` for a
@@ -85,18 +89,28 @@ pub enum KvError {
 pub struct ClerkOp(pub KvCommand);
 
 /// Why a clerk could not carry out an operation. Our clerks retry until the service answers,
-/// so the one way to fail is to have no clerk any more.
+/// so there are two ways to fail: to have no clerk any more, or to lose the session while a
+/// write's outcome is unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClerkError {
     /// The clerk actor stopped (or was stopped) before it answered: the operation may or may
     /// not have taken effect, and this clerk takes no more.
     Stopped,
+    /// The clerk's session expired while it retried a write: the write may or may not have
+    /// taken effect (an earlier attempt may have been applied before the session went). The
+    /// clerk opens a new session for its next operation.
+    SessionExpired,
 }
 
 impl fmt::Display for ClerkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClerkError::Stopped => write!(f, "the clerk has stopped and takes no more operations"),
+            ClerkError::SessionExpired => write!(
+                f,
+                "outcome unknown: the clerk's session expired while it retried the write, which \
+                 may or may not have taken effect"
+            ),
         }
     }
 }
@@ -108,10 +122,6 @@ impl std::error::Error for ClerkError {}
 pub struct GetArgs {
     /// The key.
     pub key: Bytes,
-    /// The calling clerk.
-    pub client_id: ClientId,
-    /// The clerk's request number.
-    pub seq: Seq,
 }
 
 /// `KVServer.PutAppend`.
@@ -123,13 +133,24 @@ pub struct PutAppendArgs {
     pub value: Bytes,
     /// Put or Append.
     pub op: WriteOp,
-    /// The calling clerk.
+    /// The calling clerk's session.
     pub client_id: ClientId,
-    /// The clerk's request number.
+    /// The request's number in that session (the first is 1).
     pub seq: Seq,
 }
 
-/// Reply to both KV RPCs.
+/// `KVServer.Register`: open a session, for writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterArgs;
+
+/// Reply to `KVServer.Register`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterReply {
+    /// The new session's client id, or why none was opened.
+    pub result: Result<ClientId, KvError>,
+}
+
+/// Reply to `KVServer.Get` and `KVServer.PutAppend`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvReply {
     /// The value a Get read (`None` for a missing key), `None` for a Put or an Append; or why
@@ -145,6 +166,11 @@ impl Rpc for GetArgs {
 impl Rpc for PutAppendArgs {
     const METHOD: &'static str = "KVServer.PutAppend";
     type Reply = KvReply;
+}
+
+impl Rpc for RegisterArgs {
+    const METHOD: &'static str = "KVServer.Register";
+    type Reply = RegisterReply;
 }
 
 impl GetArgs {
@@ -229,10 +255,11 @@ mod tests {
     #[test]
     fn any_bytes_round_trip() {
         let odd = Bytes::from_static(b"\0\xff\xfe not utf-8 \x80");
-        round_trip(&GetArgs {
-            key: odd.clone(),
-            client_id: 1,
-            seq: 2,
+        round_trip(&GetArgs { key: odd.clone() });
+        round_trip(&RegisterArgs);
+        round_trip(&RegisterReply { result: Ok(7) });
+        round_trip(&RegisterReply {
+            result: Err(KvError::SessionExpired),
         });
         round_trip(&KvCommand::Append {
             key: Bytes::new(),
@@ -251,5 +278,7 @@ mod tests {
     fn clerk_error_says_what_happened() {
         let e: Box<dyn std::error::Error> = Box::new(ClerkError::Stopped);
         assert!(e.to_string().contains("stopped"), "{e}");
+        let e = ClerkError::SessionExpired.to_string();
+        assert!(e.starts_with("outcome unknown"), "{e}");
     }
 }

@@ -13,7 +13,6 @@ use std::rc::Rc;
 
 use actix::Addr;
 use rand::seq::SliceRandom;
-use rand::Rng;
 use tokio::time::Instant;
 
 use super::cluster::{Cluster, ClusterOptions, ServerContext, ServerKind, TestStore};
@@ -94,11 +93,8 @@ impl CtrlerHarness {
     /// `makeClient`: a clerk with fresh enabled ends to every server, in shuffled order.
     pub async fn make_client(&self) -> CtrlerClerk {
         let mut ends = self.cluster.client_ends(&self.cluster.all()).await.ends;
-        let client_id = self.cluster.with_rng(|rng| {
-            ends.shuffle(rng);
-            rng.gen::<u64>()
-        });
-        CtrlerClerk::start(ends, client_id)
+        self.cluster.with_rng(|rng| ends.shuffle(rng));
+        CtrlerClerk::start(ends)
     }
 
     /// `ShutdownServer(i)`: cut it off, delete it, keep a copy of its storage, kill it.

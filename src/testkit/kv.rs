@@ -14,7 +14,6 @@ use std::time::Duration;
 use actix::Addr;
 use bytes::Bytes;
 use rand::seq::SliceRandom;
-use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 
@@ -311,12 +310,9 @@ impl KvHarness {
     pub async fn make_client(&self, to: &[usize]) -> TestClerk {
         let ends = self.cluster.client_ends(to).await;
         let mut shuffled = ends.ends.clone();
-        let client_id = self.with_rng(|rng| {
-            shuffled.shuffle(rng);
-            rng.gen::<u64>()
-        });
+        self.with_rng(|rng| shuffled.shuffle(rng));
         TestClerk {
-            clerk: Clerk::start(shuffled, client_id),
+            clerk: Clerk::start(shuffled),
             ends: Rc::new(ends),
         }
     }

@@ -1,12 +1,17 @@
 //! The controller clerk: a client of the replicated shard controller.
 //!
-//! It behaves like the KV clerk: a client id, a number for each Join/Leave/Move (retries reuse
-//! it, so the controller applies each change once), a leader hint (the server that answered
-//! last is tried first) and retries forever, moving to the next server after a failure or a
-//! `WrongLeader`, with the KV clerk's short pause after each full round of servers. `one_round` is a single pass over the servers, for callers that
-//! poll and must not block forever (the shard migrator). [`CtrlerClerk`] is the async API.
+//! It behaves like the KV clerk: a session opened before its first change
+//! (`ShardCtrler.Register`), a number for each Join/Leave/Move (retries reuse it, so the
+//! controller applies each change once), a leader hint (the server that answered last is tried
+//! first) and retries forever, moving to the next server after a failure or a `WrongLeader`,
+//! with the KV clerk's short pause after each full round of servers. A change refused as
+//! `SessionExpired` on its first attempt is sent again under a new session; on a retry, its
+//! outcome is unknown and the clerk answers [`CtrlerError::SessionExpired`]. `one_round` is a
+//! single pass over the servers, for callers that poll and must not block forever (the shard
+//! migrator). [`CtrlerClerk`] is the async API.
 //!
-//! Handles: [`CtrlerCall`]. Sends: `ShardCtrler.Join` / `.Leave` / `.Move` / `.Query`.
+//! Handles: [`CtrlerCall`]. Sends: `ShardCtrler.Register` / `.Join` / `.Leave` / `.Move` /
+//! `.Query`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,8 +29,8 @@ const ROUND_PAUSE: Duration = Duration::from_millis(10);
 /// The controller clerk actor.
 pub(crate) struct CtrlerClerkActor {
     servers: Vec<ClientEnd>,
-    client_id: ClientId,
-    seq: Seq,
+    /// The open session and the number of its last change.
+    session: Option<(ClientId, Seq)>,
     leader: usize,
 }
 
@@ -33,11 +38,11 @@ impl Actor for CtrlerClerkActor {
     type Context = Context<Self>;
 }
 
+/// The RPC that carries `op`, under `session` for a change.
 async fn call(
     end: &ClientEnd,
     op: &CtrlerOp,
-    client_id: ClientId,
-    seq: Seq,
+    (client_id, seq): (ClientId, Seq),
 ) -> Result<CtrlerResult, RpcError> {
     match op {
         CtrlerOp::Join { servers } => {
@@ -74,17 +79,17 @@ async fn call(
 
 /// Tries each server once, starting at `first`, and returns the first answer that is not
 /// `WrongLeader`, with the index of the server that gave it; `None` if no server answered.
+/// `session` is the change's (client id, sequence number); a Query ignores it.
 pub(crate) async fn one_round(
     servers: &[ClientEnd],
     first: usize,
     op: &CtrlerOp,
-    client_id: ClientId,
-    seq: Seq,
+    session: (ClientId, Seq),
 ) -> Option<(usize, CtrlerResult)> {
     let n = servers.len();
     for k in 0..n {
         let server = (first + k) % n;
-        match call(&servers[server], op, client_id, seq).await {
+        match call(&servers[server], op, session).await {
             Ok(Err(CtrlerError::WrongLeader)) | Err(_) => continue,
             Ok(result) => return Some((server, result)),
         }
@@ -92,27 +97,80 @@ pub(crate) async fn one_round(
     None
 }
 
+/// A new session, from whichever server leads; with the server that opened it.
+async fn register(servers: &[ClientEnd], first: usize) -> (usize, ClientId) {
+    let n = servers.len().max(1);
+    let mut server = first;
+    loop {
+        for _ in 0..n {
+            let Some(end) = servers.get(server) else {
+                break;
+            };
+            if let Ok(Ok(client)) = end.call(&RegisterArgs).await {
+                return (server, client);
+            }
+            server = (server + 1) % n;
+        }
+        tokio::time::sleep(ROUND_PAUSE).await;
+    }
+}
+
+/// Where a clerk's operation ended: the server that answered, the session after it, and the
+/// answer.
+type Outcome = (usize, Option<(ClientId, Seq)>, CtrlerResult);
+
+/// Carries out `op`, starting at server `first`: a Query as it is, a change under `session`
+/// (opening one first if there is none).
+async fn run(
+    servers: Vec<ClientEnd>,
+    mut first: usize,
+    mut session: Option<(ClientId, Seq)>,
+    op: CtrlerOp,
+) -> Outcome {
+    let change = !matches!(op, CtrlerOp::Query { .. });
+    loop {
+        let current = match session {
+            _ if !change => (0, 0),
+            Some((client, last)) => (client, last + 1),
+            None => {
+                let (server, client) = register(&servers, first).await;
+                first = server;
+                (client, 1)
+            }
+        };
+        if change {
+            session = Some(current);
+        }
+        // Until a round passes without an answer, only the first server was asked.
+        let mut first_round = true;
+        loop {
+            if let Some((server, result)) = one_round(&servers, first, &op, current).await {
+                match result {
+                    // The first attempt was refused: the change was never executed.
+                    Err(CtrlerError::SessionExpired) if first_round && server == first => {
+                        session = None;
+                        break;
+                    }
+                    Err(CtrlerError::SessionExpired) => return (server, None, result),
+                    _ => return (server, session, result),
+                }
+            }
+            first_round = false;
+            tokio::time::sleep(ROUND_PAUSE).await;
+        }
+    }
+}
+
 impl Handler<CtrlerCall> for CtrlerClerkActor {
     // Atomic: one operation at a time, so sequence numbers reach the servers in order.
     type Result = AtomicResponse<Self, CtrlerResult>;
 
     fn handle(&mut self, msg: CtrlerCall, _: &mut Self::Context) -> Self::Result {
-        if !matches!(msg.0, CtrlerOp::Query { .. }) {
-            self.seq += 1;
-        }
-        let (servers, client_id, seq, first) =
-            (self.servers.clone(), self.client_id, self.seq, self.leader);
-        let attempt = async move {
-            loop {
-                if let Some(answer) = one_round(&servers, first, &msg.0, client_id, seq).await {
-                    return answer;
-                }
-                tokio::time::sleep(ROUND_PAUSE).await;
-            }
-        };
+        let attempt = run(self.servers.clone(), self.leader, self.session, msg.0);
         AtomicResponse::new(Box::pin(attempt.into_actor(self).map(
-            |(leader, result), clerk, _| {
+            |(leader, session, result), clerk, _| {
                 clerk.leader = leader;
+                clerk.session = session;
                 result
             },
         )))
@@ -126,12 +184,12 @@ pub struct CtrlerClerk {
 }
 
 impl CtrlerClerk {
-    /// Starts a clerk reaching the controller servers through `servers`.
-    pub fn start(servers: Vec<ClientEnd>, client_id: ClientId) -> CtrlerClerk {
+    /// Starts a clerk reaching the controller servers through `servers` (it opens its session
+    /// with its first change).
+    pub fn start(servers: Vec<ClientEnd>) -> CtrlerClerk {
         let actor = CtrlerClerkActor {
             servers,
-            client_id,
-            seq: 0,
+            session: None,
             leader: 0,
         };
         CtrlerClerk {

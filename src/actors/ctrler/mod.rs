@@ -3,13 +3,14 @@
 //!
 //! [`ConfigHistory`] (in [`config_ops`]) is the state machine: the numbered configs and the
 //! minimal-move rebalance. [`ShardCtrler`] is the actor the network delivers
-//! `ShardCtrler.Join` / `.Leave` / `.Move` / `.Query` to; it turns each request into a
-//! [`Submit`] with the clerk's session (Join, Leave, Move) or a [`LinearizableRead`] (Query: no
-//! log entry, yet it reflects every change that completed before it), and maps the outcome
-//! back to a [`CtrlerResult`]. [`CtrlerNode`] starts and stops one whole controller server;
+//! `ShardCtrler.Join` / `.Leave` / `.Move` / `.Query` / `.Register` to; it turns each request
+//! into a [`Submit`] with the clerk's session (Join, Leave, Move), a [`LinearizableRead`]
+//! (Query: no log entry, yet it reflects every change that completed before it) or a
+//! [`RegisterSession`], and maps the outcome back to a [`CtrlerResult`]. [`CtrlerNode`] starts and stops one whole controller server;
 //! [`clerk`] is its client.
 //!
-//! Handles: [`Dispatch`]. Sends: [`Submit`] and [`LinearizableRead`] to its [`Rsm`].
+//! Handles: [`Dispatch`]. Sends: [`Submit`], [`RegisterSession`] and [`LinearizableRead`] to
+//! its [`Rsm`].
 
 pub mod clerk;
 pub mod config_ops;
@@ -22,7 +23,7 @@ use crate::actors::rsm::{ReplicaSetup, Rsm};
 use crate::messages::ctrler::*;
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
-use crate::messages::rsm::{LinearizableRead, Session, Submit};
+use crate::messages::rsm::{LinearizableRead, RegisterSession, Session, Submit, SubmitError};
 use crate::storage::Persister;
 
 /// The network-facing controller service of one server.
@@ -63,8 +64,19 @@ impl Handler<Dispatch> for ShardCtrler {
     type Result = ResponseFuture<Result<Vec<u8>, RpcError>>;
 
     fn handle(&mut self, msg: Dispatch, _: &mut Self::Context) -> Self::Result {
-        let request = request(&msg);
         let rsm = self.rsm.clone();
+        if msg.method == RegisterArgs::METHOD {
+            return Box::pin(async move {
+                msg.decode::<RegisterArgs>()?;
+                let opened = match rsm.send(RegisterSession).await {
+                    Ok(Ok(client)) => Ok(client),
+                    Ok(Err(e)) => Err(ctrler_error(e)),
+                    Err(_) => Err(CtrlerError::WrongLeader),
+                };
+                encode(&opened)
+            });
+        }
+        let request = request(&msg);
         Box::pin(async move {
             let result: CtrlerResult = match request? {
                 (_, CtrlerOp::Query { num }) => {
@@ -77,11 +89,20 @@ impl Handler<Dispatch> for ShardCtrler {
                 }
                 (session, change) => match rsm.send(Submit::new(session, change)).await {
                     Ok(Ok(output)) => output.map(CtrlerReply::from),
-                    Ok(Err(_)) | Err(_) => Err(CtrlerError::WrongLeader),
+                    Ok(Err(e)) => Err(ctrler_error(e)),
+                    Err(_) => Err(CtrlerError::WrongLeader),
                 },
             };
             encode(&result)
         })
+    }
+}
+
+/// What a clerk hears when the replica could not serve its request.
+fn ctrler_error(e: SubmitError) -> CtrlerError {
+    match e {
+        SubmitError::SessionExpired => CtrlerError::SessionExpired,
+        SubmitError::WrongLeader | SubmitError::Halted => CtrlerError::WrongLeader,
     }
 }
 

@@ -48,8 +48,8 @@ use crate::messages::rsm::{
     Session, Submit, SubmitError,
 };
 use crate::storage::Persister;
-use sessions::{SessionTable, Verdict};
 pub use sessions::{SessionClock, SessionPolicy};
+use sessions::{SessionTable, Verdict};
 
 /// A pending request is answered `WrongLeader` if not applied within this long, so a leader
 /// stranded in a minority never holds a client forever.
@@ -82,7 +82,10 @@ enum EntryOp<C> {
     /// A client's registration: its id is this entry's index.
     Register,
     /// A service command, under a session or none.
-    Command { session: Option<Session>, command: C },
+    Command {
+        session: Option<Session>,
+        command: C,
+    },
 }
 
 /// What applying an entry gave its submitter.
@@ -98,7 +101,6 @@ struct SnapshotData<S, T> {
     state: S,
     sessions: T,
 }
-
 
 /// A confirmed read waiting for its index: runs on the state and the index it was applied to.
 type PendingRead<S> = Box<dyn FnOnce(&S, u64)>;
@@ -230,8 +232,7 @@ impl<S: StateMachine> Rsm<S> {
         index: u64,
         entry: Entry<S::Command>,
     ) -> Result<Option<Applied<S::Output>>, SubmitError> {
-        self.sessions
-            .advance(entry.stamp, self.session_policy.ttl);
+        self.sessions.advance(entry.stamp, self.session_policy.ttl);
         let (session, command) = match entry.op {
             EntryOp::Noop => return Ok(None),
             EntryOp::Register => {

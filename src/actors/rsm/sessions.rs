@@ -181,6 +181,7 @@ impl<O: Clone> SessionTable<O> {
     }
 
     /// Live sessions.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.sessions.len()
     }
@@ -215,10 +216,14 @@ mod tests {
         t.executed(1, 1, ());
         // A leader whose clock is behind: the table keeps its time.
         t.advance(2_000, TTL);
-        t.advance(15_000, TTL);
+        t.advance(14_999, TTL);
         assert_eq!(t.list(), vec![(1, 1), (2, 0)]);
-        t.advance(15_000 + 1, TTL);
-        assert_eq!(t.verdict(2, 1), Verdict::Expired, "idle since 5 000");
+        t.advance(15_000, TTL);
+        assert_eq!(
+            t.verdict(2, 1),
+            Verdict::Expired,
+            "idle since 5 000 for the whole ttl"
+        );
         assert_eq!(t.verdict(1, 2), Verdict::Execute, "active at 9 000");
         t.advance(19_000, TTL);
         assert_eq!(t.len(), 0);

@@ -256,7 +256,7 @@ impl Migrator {
         );
         async move {
             let query = CtrlerOp::Query { num: Some(num + 1) };
-            let answer = one_round(&ctrlers, first, &query, 0, 0).await;
+            let answer = one_round(&ctrlers, first, &query, (0, 0)).await;
             let ctrler_leader = answer.as_ref().map(|(server, _)| *server);
             let progress = match answer {
                 Some((_, Ok(CtrlerReply::Config(config)))) if config.num == num + 1 => {
