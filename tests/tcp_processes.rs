@@ -570,3 +570,79 @@ fn sigterm_hands_leadership_over_in_a_rolling_restart() {
     });
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
 }
+
+fn send_signal(child: &Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -{signal} {}", child.id());
+}
+
+/// The leader's process is frozen (SIGSTOP) for 4 s under a writing client, with the default
+/// election timeouts: a new leader is elected, and the client finds it at once instead of
+/// waiting out its call timeout (2 s) on the frozen node, so writes pause for about one
+/// election, never two election timeouts; when the old leader thaws, it follows, and nothing
+/// acknowledged is lost.
+#[test]
+fn a_frozen_leader_costs_writers_about_one_election() {
+    let scratch = Scratch::new("frozen");
+    let _logs = LogsOnFailure(&scratch.0);
+    let config = write_config(&scratch.0, "frozen-token", &free_ports());
+    let cluster = ClusterFile::load(&config).expect("load config");
+    let election_timeout = cluster.raft.config().election_timeout;
+    let servers = Servers(
+        (0..3)
+            .map(|id| spawn_logged(&config, &scratch.0, id))
+            .collect(),
+    );
+    let (old, term) = wait_for_leader(&config);
+
+    let writer = Writer::start(cluster.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let frozen = Instant::now();
+    send_signal(&servers.0[old], "STOP");
+    std::thread::sleep(Duration::from_secs(4));
+    send_signal(&servers.0[old], "CONT");
+    let thawed = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    let acked = writer.stop();
+
+    let gap = longest_gap(&acked, frozen, thawed);
+    let during = acked.iter().filter(|&&t| t > frozen && t < thawed).count();
+    println!(
+        "  node {old} frozen for 4 s: longest write gap {gap:?} ({} writes acknowledged, \
+         {during} while it was frozen)",
+        acked.len()
+    );
+    assert!(
+        during > 0,
+        "no write acknowledged while node {old} was frozen"
+    );
+    let bound = election_timeout.end * 2;
+    assert!(
+        gap < bound,
+        "writes paused {gap:?} (bound {bound:?}: two of the longest election timeouts)"
+    );
+    let (new, new_term) = wait_for_leader(&config);
+    assert!(
+        new_term > term,
+        "node {new} leads term {new_term}, as before the freeze"
+    );
+
+    let lost: Vec<usize> = actix_rt::System::new().block_on(async move {
+        let client = ClusterClient::connect(&cluster);
+        let clerk = client.clerk();
+        let mut lost = Vec::new();
+        for i in 0..acked.len() {
+            let read = tokio::time::timeout(WRITE_LIMIT, clerk.get_string(format!("w{i}"))).await;
+            match read {
+                Ok(Ok(Some(value))) if value == format!("v{i}") => {}
+                _ => lost.push(i),
+            }
+        }
+        client.close();
+        lost
+    });
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+}

@@ -2,8 +2,10 @@
 //!
 //! A `ClerkActor` opens a session before its first write (`KVServer.Register`; reads need
 //! none), numbers its writes, remembers which server answered last (the leader) and retries
-//! every request, on the next server after a failure or `WrongLeader`, until it succeeds; the
-//! servers' session tables make each write take effect exactly once. Sessions expire when
+//! every request, on the next server after a failure or `WrongLeader`, until it succeeds; a
+//! server silent for 150 ms is not waited for alone (the next one is asked meanwhile), so a
+//! frozen leader costs an election, not a call timeout. The servers' session tables make each
+//! write take effect exactly once. Sessions expire when
 //! idle (or when newer ones crowd them out): a write refused as `SessionExpired` on its first
 //! attempt was never executed, so the clerk opens a new session and sends it again; refused
 //! on a retry, its outcome is unknown and the clerk answers [`ClerkError::SessionExpired`]. It
@@ -18,6 +20,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::actors::client_end::ClientEnd;
 use crate::messages::kv::*;
@@ -28,6 +31,11 @@ use crate::messages::rsm::{ClientId, Seq};
 /// Pause after a full round of servers without success, so a clerk does not spin while the
 /// cluster elects a leader.
 const ROUND_PAUSE: Duration = Duration::from_millis(10);
+
+/// How long a clerk waits for one server alone before it tries the next one as well: well
+/// above a loaded leader's p99 commit time (tens of milliseconds), well below an election
+/// timeout.
+const HEDGE_AFTER: Duration = Duration::from_millis(150);
 
 /// The clerk actor.
 pub(crate) struct ClerkActor {
@@ -53,25 +61,54 @@ impl Actor for ClerkActor {
 }
 
 /// Sends `args` to one server after another, starting at `*server`, until one answers with
-/// something `accept` takes; leaves `*server` at the one that did.
-async fn until_served<A: Rpc, T>(
+/// something `accept` takes; leaves `*server` at the one that did, and returns the answer and
+/// how many attempts were sent. A server that has not answered within [`HEDGE_AFTER`] is not
+/// waited for alone: the next one is tried meanwhile, and whichever answers first counts (a
+/// frozen or cut-off leader costs the wait for a new leader, not a call timeout per round). A
+/// server is never sent a second attempt while one is pending there.
+async fn until_accepted<A: Rpc, T>(
     servers: &[ClientEnd],
     server: &mut usize,
-    args: A,
+    args: &A,
     accept: impl Fn(A::Reply) -> Option<T>,
-) -> T {
-    let n = servers.len().max(1);
+) -> (T, usize) {
+    let n = servers.len();
+    if n == 0 {
+        // Nothing to ask: wait for the clerk to be stopped.
+        return std::future::pending().await;
+    }
+    let mut pending = FuturesUnordered::new();
+    let mut busy = vec![false; n];
+    let (mut current, mut sent, mut tried) = (*server % n, 0, 0);
     loop {
-        for _ in 0..n {
-            let Some(end) = servers.get(*server) else {
-                break;
-            };
-            if let Some(answer) = end.call(&args).await.ok().and_then(&accept) {
-                return answer;
-            }
-            *server = (*server + 1) % n;
+        if !busy[current] {
+            busy[current] = true;
+            sent += 1;
+            let end = &servers[current];
+            pending.push(async move { (current, end.call(args).await) });
         }
-        tokio::time::sleep(ROUND_PAUSE).await;
+        let hedge = tokio::time::sleep(HEDGE_AFTER);
+        tokio::pin!(hedge);
+        loop {
+            tokio::select! {
+                Some((answered, reply)) = pending.next() => {
+                    busy[answered] = false;
+                    if let Some(answer) = reply.ok().and_then(&accept) {
+                        *server = answered;
+                        return (answer, sent);
+                    }
+                    if answered == current {
+                        break;
+                    }
+                }
+                () = &mut hedge, if busy.contains(&false) => break,
+            }
+        }
+        current = (current + 1) % n;
+        tried += 1;
+        if tried % n == 0 {
+            tokio::time::sleep(ROUND_PAUSE).await;
+        }
     }
 }
 
@@ -95,27 +132,24 @@ async fn run(
     let (op, key, value) = match command {
         KvCommand::Get { key } => {
             let read = |reply: KvReply| reply.result.ok();
-            let value = until_served(&servers, &mut server, GetArgs { key }, read).await;
-            let result = Ok(value);
+            let (value, _) = until_accepted(&servers, &mut server, &GetArgs { key }, read).await;
             return Outcome {
                 leader: server,
                 session,
-                result,
+                result: Ok(value),
             };
         }
         KvCommand::Put { key, value } => (WriteOp::Put, key, value),
         KvCommand::Append { key, value } => (WriteOp::Append, key, value),
     };
-    let n = servers.len().max(1);
-    'session: loop {
+    loop {
         let (client_id, seq) = match session {
             Some((client, last)) => (client, last + 1),
             None => {
                 let opened = |reply: RegisterReply| reply.result.ok();
-                (
-                    until_served(&servers, &mut server, RegisterArgs, opened).await,
-                    1,
-                )
+                let (client, _) =
+                    until_accepted(&servers, &mut server, &RegisterArgs, opened).await;
+                (client, 1)
             }
         };
         session = Some((client_id, seq));
@@ -126,47 +160,29 @@ async fn run(
             client_id,
             seq,
         };
-        // Until an attempt fails, none of this write can have been executed.
-        let mut first = true;
-        loop {
-            for _ in 0..n {
-                let Some(end) = servers.get(server) else {
-                    break;
-                };
-                match end.call(&args).await {
-                    Ok(KvReply { result: Ok(value) }) => {
-                        let result = Ok(value);
-                        return Outcome {
-                            leader: server,
-                            session,
-                            result,
-                        };
-                    }
-                    Ok(KvReply {
-                        result: Err(KvError::SessionExpired),
-                    }) if first => {
-                        session = None;
-                        continue 'session;
-                    }
-                    Ok(KvReply {
-                        result: Err(KvError::SessionExpired),
-                    }) => {
-                        let result = Err(ClerkError::SessionExpired);
-                        return Outcome {
-                            leader: server,
-                            session: None,
-                            result,
-                        };
-                    }
-                    Ok(KvReply {
-                        result: Err(KvError::WrongLeader),
-                    })
-                    | Err(_) => server = (server + 1) % n,
-                }
-                first = false;
+        let written = |reply: KvReply| match reply.result {
+            Ok(value) => Some(Ok(value)),
+            Err(KvError::SessionExpired) => Some(Err(())),
+            Err(KvError::WrongLeader) => None,
+        };
+        let (result, sent) = until_accepted(&servers, &mut server, &args, written).await;
+        let result = match result {
+            Ok(value) => Ok(value),
+            // Refused, and no other attempt was sent: the write was never executed.
+            Err(()) if sent == 1 => {
+                session = None;
+                continue;
             }
-            tokio::time::sleep(ROUND_PAUSE).await;
-        }
+            Err(()) => {
+                session = None;
+                Err(ClerkError::SessionExpired)
+            }
+        };
+        return Outcome {
+            leader: server,
+            session,
+            result,
+        };
     }
 }
 
