@@ -10,7 +10,7 @@
 mod processes;
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,6 +117,30 @@ fn three_serve_processes_and_rainkv_ctl() {
     let put = ctl(&config, &["put", "at", "@@home"]);
     assert!(put.status.success(), "{}", text(&put.stderr));
     assert_eq!(text(&ctl(&config, &["get", "at"]).stdout), "@home\n");
+    // A value from standard input, larger than a command line holds (4 MiB).
+    let big: String = (0..4 << 20)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let mut put = Command::new(env!("CARGO_BIN_EXE_rainkv-ctl"))
+        .arg("--config")
+        .arg(&config)
+        .args(["put", "big", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rainkv-ctl");
+    if let Some(mut stdin) = put.stdin.take() {
+        stdin.write_all(big.as_bytes()).expect("pipe the value");
+    }
+    let put = put.wait_with_output().expect("rainkv-ctl put big -");
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    let get = ctl(&config, &["get", "big"]);
+    assert!(get.status.success(), "{}", text(&get.stderr));
+    assert!(
+        text(&get.stdout) == format!("{big}\n"),
+        "the 4 MiB value read back differs"
+    );
     // Bad hex and an unreadable file: exit status 2, saying why.
     let bad = ctl(&config, &["--hex", "put", "6b", "0g"]);
     assert_eq!(bad.status.code(), Some(2));
@@ -214,13 +238,28 @@ fn three_serve_processes_and_rainkv_ctl() {
         );
     }
 
-    // With every node gone: exit status 1 and the reason per node.
+    // With every node gone: exit status 1 and the reason per node; a write that timed out
+    // says its outcome is unknown, a read does not.
     let out = ctl(&config, &["status"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stdout).contains("unreachable"),
         "{}",
         text(&out.stdout)
+    );
+    let write = ctl(&config, &["put", "late", "v"]);
+    assert_eq!(write.status.code(), Some(1));
+    assert!(
+        text(&write.stderr).contains("outcome unknown"),
+        "{}",
+        text(&write.stderr)
+    );
+    let read = ctl(&config, &["get", "late"]);
+    assert_eq!(read.status.code(), Some(1));
+    assert!(
+        !text(&read.stderr).contains("outcome unknown"),
+        "{}",
+        text(&read.stderr)
     );
 }
 

@@ -3,8 +3,9 @@
 //!
 //! Keys and values are text by default. With `--hex`, keys and values on the command line are
 //! hex (`00ff41`, either case) and `get` prints the value as lowercase hex. A value argument
-//! `@PATH` is the contents of the file at PATH, taken as raw bytes with or without `--hex`;
-//! `@@...` is a text value that really starts with `@` (one `@` is dropped). Without `--hex`,
+//! `@PATH` is the contents of the file at PATH, and `-` (or `@-`) is standard input, taken as
+//! raw bytes with or without `--hex` (values of any size a frame holds: no command-line
+//! limit); `@@...` is a text value that really starts with `@` (one `@` is dropped). Without `--hex`,
 //! `get` refuses to print a value that is not UTF-8 (it says to use `--hex`) rather than
 //! mangle it.
 //!
@@ -12,12 +13,16 @@
 //! leader brings ID's log up to date and has it campaign at once, so the cluster changes
 //! leader in about one election round trip, without waiting out an election timeout.
 //!
+//! A write that times out (or whose session expired while it was retried) may still be
+//! applied: its error says the outcome is unknown.
+//!
 //! Exit status: 0 on success, 1 when the cluster cannot serve the request in time (the
 //! reasons are printed) or a leadership transfer fails, 2 for a bad command line or
 //! configuration file (an unknown node id included), bad hex, an unreadable value file, or a
 //! value `get` cannot print as text.
 
 use std::fmt::Write as _;
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -58,14 +63,15 @@ enum Command {
         /// The key.
         key: String,
     },
-    /// Set KEY to VALUE (`@PATH`: the contents of a file; `@@...`: a literal leading `@`).
+    /// Set KEY to VALUE (`@PATH`: the contents of a file; `-`: standard input; `@@...`: a
+    /// literal leading `@`).
     Put {
         /// The key.
         key: String,
         /// The value.
         value: String,
     },
-    /// Append VALUE to KEY's value (`@PATH` and `@@...` as for `put`).
+    /// Append VALUE to KEY's value (`@PATH`, `-` and `@@...` as for `put`).
     Append {
         /// The key.
         key: String,
@@ -105,7 +111,9 @@ impl Request {
     /// that are not KV requests (`status`, `transfer-leader`).
     fn from_command(command: &Command, hex: bool) -> Result<Option<Request>, Failure> {
         let key = |key: &str| argument(key, hex).map_err(|e| Failure::Usage(format!("key: {e}")));
-        let value = |value: &str| value_argument(value, hex).map_err(Failure::Usage);
+        let value = |value: &str| {
+            value_argument(value, hex, &mut std::io::stdin().lock()).map_err(Failure::Usage)
+        };
         Ok(Some(match command {
             Command::Get { key: k } => Request::Get(key(k)?),
             Command::Put { key: k, value: v } => Request::Put(key(k)?, value(v)?),
@@ -134,9 +142,16 @@ fn argument(text: &str, hex: bool) -> Result<Bytes, String> {
     }
 }
 
-/// A value argument: `@PATH` reads the file, `@@...` drops one `@`, anything else is as
-/// [`argument`] reads it.
-fn value_argument(text: &str, hex: bool) -> Result<Bytes, String> {
+/// A value argument: `-` or `@-` reads `stdin` to its end, `@PATH` reads the file, `@@...`
+/// drops one `@`, anything else is as [`argument`] reads it.
+fn value_argument(text: &str, hex: bool, stdin: &mut dyn Read) -> Result<Bytes, String> {
+    if text == "-" || text == "@-" {
+        let mut value = Vec::new();
+        return stdin
+            .read_to_end(&mut value)
+            .map(|_| Bytes::from(value))
+            .map_err(|e| format!("cannot read the value from standard input: {e}"));
+    }
     match text.strip_prefix('@') {
         Some(rest) if rest.starts_with('@') => {
             argument(rest, hex).map_err(|e| format!("value: {e}"))
@@ -240,6 +255,7 @@ async fn kv(
     limit: Duration,
 ) -> Result<(), Failure> {
     let clerk = client.clerk();
+    let write = !matches!(request, Request::Get(_));
     match tokio::time::timeout(limit, request.run(&clerk)).await {
         Ok(Ok(Some(value))) => {
             println!("{}", printable(value.as_deref(), hex)?);
@@ -255,6 +271,12 @@ async fn kv(
                 "cluster {:?} did not serve the request within {limit:?}",
                 config.name
             );
+            if write {
+                message.push_str(
+                    " (outcome unknown: the write may or may not have been applied, and may \
+                     still be)",
+                );
+            }
             let reasons = client.unreachable_reasons().await;
             if reasons.is_empty() {
                 message.push_str("\n  the nodes answer, but none could serve it (no leader?)");
@@ -357,8 +379,12 @@ mod tests {
 
     #[test]
     fn value_arguments() {
+        let value_argument = |text: &str, hex| value_argument(text, hex, &mut &b"piped\0"[..]);
         assert_eq!(value_argument("plain", false), Ok(Bytes::from("plain")));
         assert_eq!(value_argument("@@at", false), Ok(Bytes::from("@at")));
+        assert_eq!(value_argument("-", false), Ok(Bytes::from("piped\0")));
+        assert_eq!(value_argument("@-", true), Ok(Bytes::from("piped\0")));
+        assert_eq!(value_argument("@@-", false), Ok(Bytes::from("@-")));
         // Hex never starts with '@', so the escape only means something for text.
         assert!(value_argument("@@00", true).is_err());
         assert_eq!(value_argument("4142", true), Ok(Bytes::from("AB")));
