@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use rainkv::actors::raft::RaftConfig;
 use rainkv::testkit::kv::{KvHarness, OpLog, TestClerk};
 use rainkv::testkit::ClusterOptions;
 use rainkv::testkit::{run_test, Sim};
@@ -97,6 +98,8 @@ struct Generic {
     partitions: bool,
     maxraftstate: i64,
     randomkeys: bool,
+    /// Ours, not the lab's: cut InstallSnapshot into chunks of this many bytes.
+    snapshot_chunk: Option<usize>,
 }
 
 async fn generic_test(sim: Sim, test: &str, g: Generic) {
@@ -129,6 +132,10 @@ async fn generic_test(sim: Sim, test: &str, g: Generic) {
             servers: g.nservers,
             reliable: !g.unreliable,
             max_raft_state: max_raft_state(g.maxraftstate),
+            raft: RaftConfig {
+                max_bytes_per_append: g.snapshot_chunk.unwrap_or(1 << 20),
+                ..ClusterOptions::default().raft
+            },
             ..Default::default()
         },
     )
@@ -257,6 +264,15 @@ async fn generic_test(sim: Sim, test: &str, g: Generic) {
     }
 
     op_log.check_linearizable(test, LINEARIZABILITY_CHECK_TIMEOUT);
+    if g.snapshot_chunk.is_some() {
+        let chunks: u64 = (0..g.nservers)
+            .map(|i| cfg.cluster().raft_traffic(i).install_snapshots)
+            .sum();
+        assert!(
+            chunks >= 100,
+            "only {chunks} InstallSnapshot chunks were delivered"
+        );
+    }
     cfg.end().await;
     cfg.cleanup();
 }
@@ -317,6 +333,7 @@ macro_rules! generic {
                         partitions: $partitions,
                         maxraftstate: $maxraftstate,
                         randomkeys: $randomkeys,
+                        snapshot_chunk: None,
                     },
                 )
             });
@@ -611,3 +628,31 @@ generic!(
     1000,
     T
 );
+
+// ---------------------------------------------------------------- ours
+
+/// Beyond the lab: the linearizable 4B scenario with every snapshot cut into 64-byte
+/// InstallSnapshot chunks, so each one a lagging or restarted server needs crosses the
+/// unreliable network (lost and reordered chunks) in many pieces, through partitions, leader
+/// changes and restarts in the middle of transfers.
+#[test]
+fn snapshot_chunks_unreliable_recover_concurrent_partition_linearizable() {
+    let name = "snapshot_chunks_unreliable_recover_concurrent_partition_linearizable";
+    run_test(name, |sim: Sim| {
+        generic_test(
+            sim,
+            name,
+            Generic {
+                part: "ours",
+                nclients: 15,
+                nservers: 7,
+                unreliable: true,
+                crash: true,
+                partitions: true,
+                maxraftstate: 1000,
+                randomkeys: true,
+                snapshot_chunk: Some(64),
+            },
+        )
+    });
+}

@@ -95,8 +95,9 @@ pub struct AppendEntriesReply {
     pub read_round: u64,
 }
 
-/// InstallSnapshot RPC arguments (Figure 13), sent whole (no chunking: `offset` and `done` of the
-/// paper are not needed).
+/// InstallSnapshot RPC arguments (Figure 13): one chunk of the snapshot, at `offset`, the last
+/// one with `done`. Chunks are at most `max_bytes_per_append` long, so a snapshot of any size
+/// travels in frames of a bounded size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstallSnapshotArgs {
     /// The leader's term.
@@ -107,7 +108,11 @@ pub struct InstallSnapshotArgs {
     pub last_included_index: u64,
     /// Term of the entry at `last_included_index`.
     pub last_included_term: u64,
-    /// The service's snapshot bytes.
+    /// Where this chunk starts in the snapshot, in bytes.
+    pub offset: u64,
+    /// This is the last chunk.
+    pub done: bool,
+    /// The chunk: the snapshot's bytes from `offset`.
     #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
@@ -121,8 +126,12 @@ pub struct InstallSnapshotReply {
     /// matches the leader's at least up to here (it installed the snapshot, or had already
     /// committed past it). 0 if the request was rejected for its stale term, so that a leader
     /// re-elected in the follower's current term never mistakes the answer to its older request
-    /// for an acknowledgement.
+    /// for an acknowledgement. Also 0 while the snapshot is still arriving.
     pub last_included_index: u64,
+    /// While the snapshot is arriving: the `last_included_index` of the snapshot the
+    /// follower is receiving (0: none) and how many of its bytes it holds, which is where the
+    /// leader's next chunk must start.
+    pub received: (u64, u64),
 }
 
 #[cfg(test)]
@@ -197,11 +206,14 @@ mod tests {
             leader_id: 0,
             last_included_index: 20,
             last_included_term: 4,
+            offset: 1 << 20,
+            done: true,
             data: vec![1, 2, 3],
         });
         round_trip(InstallSnapshotReply {
             term: 5,
             last_included_index: 20,
+            received: (0, 0),
         });
     }
 

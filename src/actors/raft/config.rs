@@ -21,7 +21,7 @@ pub struct RaftConfig {
     /// The most entries one AppendEntries carries.
     pub max_entries_per_append: usize,
     /// The most command bytes one AppendEntries carries (it always carries at least one
-    /// entry, however large).
+    /// entry, however large), and the most snapshot bytes one InstallSnapshot chunk carries.
     pub max_bytes_per_append: usize,
     /// Pre-vote (Raft thesis §9.6): a peer whose election timer fires first asks whether it
     /// could win, without raising its term; only with a majority's yes does it campaign. A

@@ -15,6 +15,7 @@
 //! Randomness (election timeouts) comes from a ChaCha8 generator seeded by the caller, and
 //! nothing iterates a hash map, so the same seed and the same inputs give the same outputs.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -127,6 +128,24 @@ impl fmt::Display for RestoreError {
 
 impl std::error::Error for RestoreError {}
 
+/// A snapshot a follower is receiving, chunk by chunk.
+#[derive(Debug)]
+struct IncomingSnapshot {
+    /// The sending leader's term, the snapshot's last included index and that entry's term:
+    /// a chunk of anything else starts over.
+    key: (u64, u64, u64),
+    /// The bytes gathered so far, in order from the start.
+    data: Vec<u8>,
+}
+
+/// A snapshot a leader is sending to one follower.
+#[derive(Debug)]
+struct OutgoingSnapshot {
+    index: u64,
+    term: u64,
+    data: Arc<Vec<u8>>,
+}
+
 /// A leadership transfer in progress (Raft thesis §3.10).
 #[derive(Debug, Clone, Copy)]
 struct Transfer {
@@ -180,6 +199,12 @@ pub struct RaftCore {
     reads: ReadOnly,
     /// A leadership transfer in progress.
     transfer: Option<Transfer>,
+    /// Follower: the snapshot arriving chunk by chunk (not saved: a restart starts it over).
+    incoming: Option<IncomingSnapshot>,
+    /// Leader: per follower, the snapshot being sent to it, kept until it is taken even if
+    /// a newer one replaces it here meanwhile (else a snapshot taken during every transfer
+    /// would restart every transfer).
+    outgoing: BTreeMap<usize, OutgoingSnapshot>,
 
     /// Term, role and leader as last reported through `Ready::role_changed`.
     reported_role: Option<RoleChanged>,
@@ -206,6 +231,8 @@ impl RaftCore {
             voted_for: None,
             log: RaftLog::new(),
             snapshot: Arc::new(Vec::new()),
+            incoming: None,
+            outgoing: BTreeMap::new(),
             unsaved: false,
             snapshot_unsaved: false,
             replicate_pending: false,
@@ -537,8 +564,9 @@ impl RaftCore {
             let advanced = pr.on_success(reply.match_index.min(last));
             match pr.state {
                 ProgressState::Probe => pr.become_replicate(),
-                ProgressState::Snapshot { pending } if pr.match_index >= pending => {
-                    pr.become_replicate()
+                ProgressState::Snapshot { pending, .. } if pr.match_index >= pending => {
+                    pr.become_replicate();
+                    self.outgoing.remove(&from);
                 }
                 _ => {}
             }
@@ -582,8 +610,11 @@ impl RaftCore {
     }
 
     /// InstallSnapshot RPC handler (Figure 13). Ignores snapshots not newer than the commit
-    /// index; keeps the log suffix if it holds the snapshot's last entry with the same term,
-    /// else drops the log; hands the snapshot to the service via [`ApplyMsg::Snapshot`].
+    /// index; gathers the chunks of a newer one in order (a chunk that does not start where
+    /// the gathered bytes end is answered with where they end; a chunk of another snapshot, or
+    /// of another leader's term, starts over); with the last chunk, keeps the log suffix if it
+    /// holds the snapshot's last entry with the same term, else drops the log, and hands the
+    /// snapshot to the service via [`ApplyMsg::Snapshot`].
     pub fn handle_install_snapshot(
         &mut self,
         from: usize,
@@ -591,13 +622,15 @@ impl RaftCore {
     ) -> InstallSnapshotReply {
         let index = args.last_included_index;
         let term = args.last_included_term;
+        let reply = |term, last_included_index, received| InstallSnapshotReply {
+            term,
+            last_included_index,
+            received,
+        };
         if args.term < self.current_term || !self.accept_leader(from, args.term, args.leader_id) {
             // Index 0 vouches for nothing: a leader re-elected in our current term must not take
             // this answer to its older request as an acknowledgement.
-            return InstallSnapshotReply {
-                term: self.current_term,
-                last_included_index: 0,
-            };
+            return reply(self.current_term, 0, (0, 0));
         }
         if index <= self.commit_index {
             trace!(
@@ -606,10 +639,38 @@ impl RaftCore {
                 index,
                 self.commit_index
             );
-            return InstallSnapshotReply {
-                term: self.current_term,
-                last_included_index: index,
-            };
+            self.incoming = None;
+            return reply(self.current_term, index, (0, 0));
+        }
+        let key = (args.term, index, term);
+        let incoming = match self.incoming.take() {
+            Some(incoming) if incoming.key == key => incoming,
+            _ => IncomingSnapshot {
+                key,
+                data: Vec::new(),
+            },
+        };
+        let mut incoming = incoming;
+        if args.offset == 0 {
+            incoming.data.clear();
+        }
+        let gathered = incoming.data.len() as u64;
+        if args.offset != gathered {
+            trace!(
+                "peer {}: snapshot chunk at {} of {}, expected at {}",
+                self.cfg.id,
+                args.offset,
+                index,
+                gathered
+            );
+            self.incoming = Some(incoming);
+            return reply(self.current_term, 0, (index, gathered));
+        }
+        incoming.data.extend_from_slice(&args.data);
+        if !args.done {
+            let gathered = incoming.data.len() as u64;
+            self.incoming = Some(incoming);
+            return reply(self.current_term, 0, (index, gathered));
         }
         debug!(
             "peer {}: installing snapshot at {} term {}",
@@ -620,7 +681,7 @@ impl RaftCore {
             self.durable_index = self.durable_index.min(index);
         }
         self.log.compact(index, term);
-        self.snapshot = Arc::new(args.data);
+        self.snapshot = Arc::new(incoming.data);
         self.commit_index = index;
         self.last_applied = index;
         self.unsaved = true;
@@ -630,14 +691,12 @@ impl RaftCore {
             term,
             data: Arc::clone(&self.snapshot),
         });
-        InstallSnapshotReply {
-            term: self.current_term,
-            last_included_index: index,
-        }
+        reply(self.current_term, index, (0, 0))
     }
 
-    /// Handles a follower's answer to InstallSnapshot: its log now matches up to the
-    /// snapshot's last index, so replication resumes from there.
+    /// Handles a follower's answer to InstallSnapshot: with the whole snapshot taken, its log
+    /// matches up to the snapshot's last index, so replication resumes from there; while the
+    /// snapshot is arriving, the next chunk goes out from where the follower's bytes end.
     pub fn handle_install_snapshot_reply(&mut self, from: usize, reply: InstallSnapshotReply) {
         if !self.reply_is_current(from, reply.term, Role::Leader) {
             return;
@@ -647,10 +706,25 @@ impl RaftCore {
         }
         let last = self.log.last_index();
         let pr = &mut self.progress[from];
+        if reply.last_included_index == 0 {
+            let (receiving, gathered) = reply.received;
+            if let ProgressState::Snapshot { pending, .. } = pr.state {
+                if receiving == pending {
+                    pr.state = ProgressState::Snapshot {
+                        pending,
+                        offset: gathered,
+                    };
+                    pr.paused = false;
+                    self.send_snapshot(from);
+                }
+            }
+            return;
+        }
         let advanced = pr.on_success(reply.last_included_index.min(last));
-        if let ProgressState::Snapshot { pending } = pr.state {
+        if let ProgressState::Snapshot { pending, .. } = pr.state {
             if pr.match_index >= pending {
                 pr.become_replicate();
+                self.outgoing.remove(&from);
             }
         }
         if advanced {
@@ -1158,6 +1232,7 @@ impl RaftCore {
         self.transfer = None;
         let last = self.log.last_index();
         self.progress = (0..self.cfg.peers).map(|_| Progress::new(last)).collect();
+        self.outgoing.clear();
         // Announce the term at once; no no-op entry (6.5840 expects exact indexes).
         for peer in self.other_peers() {
             self.send_append(peer, true);
@@ -1251,20 +1326,50 @@ impl RaftCore {
         candidates[..fits.max(1).min(candidates.len())].to_vec()
     }
 
+    /// Sends `peer` the chunk it needs next of the snapshot being sent to it, from where the
+    /// acknowledged bytes end; starts the current snapshot if none is being sent.
     fn send_snapshot(&mut self, peer: usize) {
-        let index = self.log.snapshot_index();
-        debug!(
-            "peer {}: InstallSnapshot to {} at {}",
-            self.cfg.id, peer, index
-        );
-        self.progress[peer].become_snapshot(index);
+        let resumed = match (self.progress[peer].state, self.outgoing.get(&peer)) {
+            (ProgressState::Snapshot { pending, offset }, Some(out)) if out.index == pending => {
+                Some(offset)
+            }
+            _ => None,
+        };
+        let offset = match resumed {
+            Some(offset) => offset,
+            None => {
+                let out = OutgoingSnapshot {
+                    index: self.log.snapshot_index(),
+                    term: self.log.snapshot_term(),
+                    data: Arc::clone(&self.snapshot),
+                };
+                debug!(
+                    "peer {}: InstallSnapshot to {} at {} ({} bytes)",
+                    self.cfg.id,
+                    peer,
+                    out.index,
+                    out.data.len()
+                );
+                self.outgoing.insert(peer, out);
+                0
+            }
+        };
+        let Some(out) = self.outgoing.get(&peer) else {
+            return;
+        };
+        let len = out.data.len();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(len);
+        let end = start.saturating_add(self.cfg.ticks.max_bytes).min(len);
         let args = InstallSnapshotArgs {
             term: self.current_term,
             leader_id: self.cfg.id,
-            last_included_index: index,
-            last_included_term: self.log.snapshot_term(),
-            data: self.snapshot.as_ref().clone(),
+            last_included_index: out.index,
+            last_included_term: out.term,
+            offset: start as u64,
+            done: end == len,
+            data: out.data[start..end].to_vec(),
         };
+        self.progress[peer].become_snapshot(out.index, start as u64);
         self.ready
             .messages
             .push((peer, Message::InstallSnapshot(args)));
@@ -2000,6 +2105,7 @@ mod tests {
             InstallSnapshotReply {
                 term,
                 last_included_index: 8,
+                received: (0, 0),
             },
         );
         assert_eq!(leader.progress[2].match_index, 8);
@@ -2014,8 +2120,170 @@ mod tests {
             leader_id: 1,
             last_included_index: index,
             last_included_term: snap_term,
+            offset: 0,
+            done: true,
             data: vec![index as u8],
         }
+    }
+
+    /// The InstallSnapshot chunks in `ready`, to `peer`.
+    fn chunks_to(ready: &Ready, peer: usize) -> Vec<InstallSnapshotArgs> {
+        ready
+            .messages
+            .iter()
+            .filter_map(|(to, m)| match m {
+                Message::InstallSnapshot(args) if *to == peer => Some(args.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_snapshot_travels_in_chunks_through_loss_duplication_reordering_and_a_restart() {
+        let mut leader = core(0, 3, 10);
+        leader.cfg.ticks.max_bytes = 4;
+        elect(&mut leader);
+        let term = leader.term();
+        for c in 0..10u8 {
+            leader.propose(vec![c]).expect("leader");
+        }
+        flush(&mut leader);
+        leader.handle_append_entries_reply(1, ok_reply(term, 10));
+        let data = b"0123456789abcdefghij".to_vec(); // five chunks of four bytes
+        leader.snapshot(8, data.clone());
+        flush(&mut leader);
+        let refused = AppendEntriesReply {
+            term,
+            success: false,
+            match_index: 0,
+            conflict_term: None,
+            conflict_index: 1,
+            read_round: 0,
+        };
+        leader.handle_append_entries_reply(2, refused);
+        let mut follower = core(2, 3, 11);
+        let mut sent = chunks_to(&flush(&mut leader), 2);
+        assert_eq!(sent.len(), 1);
+        let first = sent.remove(0);
+        assert_eq!(
+            (first.offset, first.done, &first.data[..]),
+            (0, false, &b"0123"[..])
+        );
+        // Chunk 0 arrives twice; the second copy's answer is the same.
+        let reply = follower.handle_install_snapshot(0, first.clone());
+        assert_eq!((reply.last_included_index, reply.received), (0, (8, 4)));
+        assert_eq!(
+            follower.handle_install_snapshot(0, first.clone()).received,
+            (8, 4)
+        );
+        leader.handle_install_snapshot_reply(2, reply);
+        let second = chunks_to(&flush(&mut leader), 2).remove(0);
+        assert_eq!((second.offset, &second.data[..]), (4, &b"4567"[..]));
+        // The second chunk is lost; a heartbeat sends it again.
+        for _ in 0..leader.cfg.ticks.heartbeat {
+            leader.tick();
+        }
+        let again = chunks_to(&leader.take_ready(), 2).remove(0);
+        assert_eq!(again, second);
+        let reply = follower.handle_install_snapshot(0, again);
+        leader.handle_install_snapshot_reply(2, reply);
+        let third = chunks_to(&flush(&mut leader), 2).remove(0);
+        // A chunk from the future (reordered) is answered with where the bytes end.
+        let mut early = third.clone();
+        early.offset += 4;
+        assert_eq!(follower.handle_install_snapshot(0, early).received, (8, 8));
+        // The follower restarts: it lost the chunks, and says so.
+        let mut follower = core(2, 3, 12);
+        let reply = follower.handle_install_snapshot(0, third);
+        assert_eq!(reply.received, (8, 0));
+        leader.handle_install_snapshot_reply(2, reply);
+        let mut next = chunks_to(&flush(&mut leader), 2).remove(0);
+        assert_eq!(next.offset, 0, "the leader starts over");
+        let installed = loop {
+            let reply = follower.handle_install_snapshot(0, next.clone());
+            if next.done {
+                break reply;
+            }
+            leader.handle_install_snapshot_reply(2, reply);
+            next = chunks_to(&flush(&mut leader), 2).remove(0);
+        };
+        assert_eq!(installed.last_included_index, 8);
+        assert_eq!(*follower.snapshot_data(), data);
+        leader.handle_install_snapshot_reply(2, installed);
+        assert_eq!(leader.progress[2].match_index, 8);
+    }
+
+    #[test]
+    fn a_newer_snapshot_does_not_restart_a_transfer() {
+        let mut leader = core(0, 3, 10);
+        leader.cfg.ticks.max_bytes = 4;
+        elect(&mut leader);
+        let term = leader.term();
+        for c in 0..10u8 {
+            leader.propose(vec![c]).expect("leader");
+        }
+        flush(&mut leader);
+        leader.handle_append_entries_reply(1, ok_reply(term, 10));
+        leader.snapshot(8, b"old-snapshot".to_vec());
+        flush(&mut leader);
+        let refused = AppendEntriesReply {
+            term,
+            success: false,
+            match_index: 0,
+            conflict_term: None,
+            conflict_index: 1,
+            read_round: 0,
+        };
+        leader.handle_append_entries_reply(2, refused);
+        let mut follower = core(2, 3, 11);
+        let first = chunks_to(&flush(&mut leader), 2).remove(0);
+        let reply = follower.handle_install_snapshot(0, first);
+        leader.snapshot(10, b"new".to_vec());
+        flush(&mut leader);
+        leader.handle_install_snapshot_reply(2, reply);
+        let mut next = chunks_to(&flush(&mut leader), 2).remove(0);
+        assert_eq!((next.last_included_index, next.offset), (8, 4));
+        let installed = loop {
+            let reply = follower.handle_install_snapshot(0, next.clone());
+            if next.done {
+                break reply;
+            }
+            leader.handle_install_snapshot_reply(2, reply);
+            next = chunks_to(&flush(&mut leader), 2).remove(0);
+        };
+        assert_eq!(*follower.snapshot_data(), b"old-snapshot".to_vec());
+        leader.handle_install_snapshot_reply(2, installed);
+        assert_eq!(leader.progress[2].match_index, 8);
+        // The entries after 8 are compacted too: the newer snapshot follows.
+        let newer = chunks_to(&flush(&mut leader), 2).remove(0);
+        assert_eq!((newer.last_included_index, newer.offset), (10, 0));
+    }
+
+    #[test]
+    fn chunks_of_another_leader_or_snapshot_start_over() {
+        let mut follower = core(1, 3, 1);
+        let chunk = |term, index, offset, data: &[u8], done| InstallSnapshotArgs {
+            term,
+            leader_id: 0,
+            last_included_index: index,
+            last_included_term: term,
+            offset,
+            done,
+            data: data.to_vec(),
+        };
+        assert_eq!(
+            follower
+                .handle_install_snapshot(0, chunk(2, 5, 0, b"old", false))
+                .received,
+            (5, 3)
+        );
+        // A new leader (term 3) sends its own snapshot: the old bytes are not kept.
+        let reply = follower.handle_install_snapshot(2, chunk(3, 5, 3, b"new", false));
+        assert_eq!(reply.received, (5, 0));
+        follower.handle_install_snapshot(2, chunk(3, 5, 0, b"NEW", false));
+        let done = follower.handle_install_snapshot(2, chunk(3, 5, 3, b"!", true));
+        assert_eq!(done.last_included_index, 5);
+        assert_eq!(*follower.snapshot_data(), b"NEW!".to_vec());
     }
 
     #[test]
@@ -2029,7 +2297,8 @@ mod tests {
             reply,
             InstallSnapshotReply {
                 term: 4,
-                last_included_index: 0
+                last_included_index: 0,
+                received: (0, 0),
             }
         );
         let mut leader = core_with_log(3, 4, &[1, 2, 2, 2, 2, 2, 2, 2, 2, 4]);
@@ -2053,7 +2322,8 @@ mod tests {
             reply,
             InstallSnapshotReply {
                 term: 2,
-                last_included_index: 3
+                last_included_index: 3,
+                received: (0, 0),
             }
         );
         assert_eq!((core.snapshot_index(), core.last_index()), (3, 5));

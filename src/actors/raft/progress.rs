@@ -11,8 +11,9 @@
 //!   AppendEntries and waits (`paused`) for the answer, backing up a whole term per rejected
 //!   round trip, and streams again after the first success. Meanwhile each heartbeat asks the
 //!   probe's question again, without the entries (the probe may have been lost).
-//! - **Snapshot**: the follower needs entries the leader has compacted; an InstallSnapshot is in
-//!   flight and nothing else is sent until it is answered (or a heartbeat resends it).
+//! - **Snapshot**: the follower needs entries the leader has compacted; the snapshot goes out
+//!   one chunk per round trip, and nothing else is sent until its last chunk is answered (a
+//!   heartbeat resends the chunk in flight, in case it was lost).
 
 /// Flow-control state of one follower, as seen by the leader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,10 +22,12 @@ pub(crate) enum ProgressState {
     Probe,
     /// Streaming new entries as they are proposed.
     Replicate,
-    /// Waiting for the answer to an InstallSnapshot of the given `last_included_index`.
+    /// Sending the snapshot of the given `last_included_index`, chunk by chunk.
     Snapshot {
-        /// `last_included_index` of the snapshot that was sent.
+        /// `last_included_index` of the snapshot being sent.
         pending: u64,
+        /// Where the chunk in flight starts: the bytes before it are acknowledged.
+        offset: u64,
     },
 }
 
@@ -81,9 +84,10 @@ impl Progress {
         self.paused = false;
     }
 
-    /// Switches to Snapshot after sending a snapshot ending at `pending`.
-    pub(crate) fn become_snapshot(&mut self, pending: u64) {
-        self.state = ProgressState::Snapshot { pending };
+    /// Switches to Snapshot after sending the chunk at `offset` of the snapshot ending at
+    /// `pending`.
+    pub(crate) fn become_snapshot(&mut self, pending: u64, offset: u64) {
+        self.state = ProgressState::Snapshot { pending, offset };
         self.paused = true;
     }
 
@@ -153,7 +157,7 @@ mod tests {
     #[test]
     fn snapshot_blocks_sending() {
         let mut pr = Progress::new(5);
-        pr.become_snapshot(20);
+        pr.become_snapshot(20, 0);
         assert!(!pr.can_send());
     }
 }

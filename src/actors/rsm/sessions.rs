@@ -68,12 +68,19 @@ impl SessionClock {
 /// One client's session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Session<O> {
-    /// Its last executed request (0: none yet).
-    seq: Seq,
-    /// That request's output.
-    output: Option<O>,
+    /// Its last executed request and that request's output (`None`: none yet).
+    last: Option<Executed<O>>,
     /// The log's time of its registration or last request.
     active: u64,
+}
+
+/// A request a session executed. A struct, not a bare `Option<O>` beside the number: an
+/// output that is itself `None` (a KV write's) must not read back from a snapshot as "no
+/// output", which would answer the request's retry with nothing, forever.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Executed<O> {
+    seq: Seq,
+    output: O,
 }
 
 /// What to do with a request, by its session.
@@ -133,8 +140,7 @@ impl<O: Clone> SessionTable<O> {
     /// Opens a session for `client`, dropping the least recently active ones past `max`.
     pub(crate) fn register(&mut self, client: ClientId, max: usize) {
         let session = Session {
-            seq: 0,
-            output: None,
+            last: None,
             active: self.clock,
         };
         if let Some(old) = self.sessions.insert(client, session) {
@@ -151,15 +157,15 @@ impl<O: Clone> SessionTable<O> {
 
     /// What to do with request `seq` of `client`.
     pub(crate) fn verdict(&self, client: ClientId, seq: Seq) -> Verdict<'_, O> {
-        match self.sessions.get(&client) {
-            None => Verdict::Expired,
-            Some(s) if seq == s.seq => match &s.output {
-                Some(output) => Verdict::Duplicate(output),
-                // Request 0 is the registration itself: nothing to repeat.
-                None => Verdict::Stale,
-            },
-            Some(s) if seq < s.seq => Verdict::Stale,
-            Some(_) => Verdict::Execute,
+        let Some(session) = self.sessions.get(&client) else {
+            return Verdict::Expired;
+        };
+        match &session.last {
+            Some(last) if seq == last.seq => Verdict::Duplicate(&last.output),
+            Some(last) if seq < last.seq => Verdict::Stale,
+            // Request 0 is the registration itself: nothing to execute or repeat.
+            None if seq == 0 => Verdict::Stale,
+            _ => Verdict::Execute,
         }
     }
 
@@ -170,14 +176,14 @@ impl<O: Clone> SessionTable<O> {
         };
         self.by_activity.remove(&(session.active, client));
         session.active = self.clock;
-        session.seq = seq;
-        session.output = Some(output);
+        session.last = Some(Executed { seq, output });
         self.by_activity.insert((self.clock, client));
     }
 
     /// The live sessions: client and last request number, by client.
     pub(crate) fn list(&self) -> Vec<(ClientId, Seq)> {
-        self.sessions.iter().map(|(c, s)| (*c, s.seq)).collect()
+        let seq = |s: &Session<O>| s.last.as_ref().map_or(0, |last| last.seq);
+        self.sessions.iter().map(|(c, s)| (*c, seq(s))).collect()
     }
 
     /// Live sessions.
@@ -261,5 +267,19 @@ mod tests {
         }
         assert_eq!(back.list(), t.list());
         assert_eq!(t.len(), 20);
+    }
+
+    #[test]
+    fn an_output_of_none_is_repeated_after_a_snapshot() {
+        let mut t: SessionTable<Option<u8>> = SessionTable::default();
+        t.register(3, 10);
+        t.executed(3, 1, None);
+        let bytes = rmp_serde::to_vec(&t).expect("encode");
+        let back = rmp_serde::from_slice::<SessionTable<Option<u8>>>(&bytes)
+            .expect("decode")
+            .reindexed();
+        assert_eq!(back.verdict(3, 1), Verdict::Duplicate(&None));
+        assert_eq!(back.verdict(3, 0), Verdict::Stale);
+        assert_eq!(back.verdict(3, 2), Verdict::Execute);
     }
 }
