@@ -50,6 +50,7 @@ pub async fn run() -> Result<String, String> {
             persister: MemPersister::new(),
             raft: RaftConfig::default(),
             max_raft_state: Some(MAX_RAFT_STATE),
+            proportional_snapshots: true,
             seed: rand::random(),
             sessions: SessionPolicy::default(),
         })

@@ -6,7 +6,8 @@
 //! [cluster]
 //! name = "rainkv-local"
 //! token = "change-me"
-//! # max_raft_state = 1048576    # snapshot when the Raft state reaches this many bytes
+//! # max_raft_state = 262144     # snapshot when the Raft state reaches this many bytes and at
+//! #                             # least the size of the last snapshot
 //!
 //! [[node]]
 //! id = 0

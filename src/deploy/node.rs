@@ -227,6 +227,7 @@ impl TcpNode {
             persister: store,
             raft,
             max_raft_state: Some(config.max_raft_state),
+            proportional_snapshots: true,
             seed: rand::random(),
             sessions: SessionPolicy::default(),
         })?;

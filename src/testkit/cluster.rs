@@ -434,6 +434,7 @@ impl<K: ServerKind> Cluster<K> {
             persister: store,
             raft: self.options.raft.clone(),
             max_raft_state: self.options.max_raft_state,
+            proportional_snapshots: false,
             seed: self.sim.derive(&format!("{me}-{incarnation}")),
             // Virtual time since the run started: every replica stamps with the same clock.
             sessions: SessionPolicy {

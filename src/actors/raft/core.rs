@@ -708,7 +708,13 @@ impl RaftCore {
         let pr = &mut self.progress[from];
         if reply.last_included_index == 0 {
             let (receiving, gathered) = reply.received;
-            if let ProgressState::Snapshot { pending, .. } = pr.state {
+            if let ProgressState::Snapshot { pending, offset } = pr.state {
+                if receiving == pending && gathered < offset {
+                    debug!(
+                        "peer {}: {} holds {} bytes of the snapshot at {}, not {}: resending from there",
+                        self.cfg.id, from, gathered, pending, offset
+                    );
+                }
                 if receiving == pending {
                     pr.state = ProgressState::Snapshot {
                         pending,
