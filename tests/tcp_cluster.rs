@@ -235,8 +235,9 @@ async fn a_cut_off_leader_is_replaced_and_rejoins_after_healing() {
 async fn a_lagging_node_gets_a_snapshot_over_the_bulk_lane() {
     bounded(async {
         // Tiny threshold: the leader compacts its log, so a node that missed it all must be
-        // sent a snapshot; 100 values of 1 KiB make that snapshot larger than the 64 KiB
-        // bulk threshold.
+        // sent a snapshot; 200 values of 1 KiB make that snapshot larger than the 64 KiB
+        // bulk threshold (snapshots are taken as the log since the last one outgrows it:
+        // at about 4, 8, ..., 128 KiB of state).
         let options = LocalOptions {
             max_raft_state: 4096,
             ..LocalOptions::default()
@@ -247,7 +248,7 @@ async fn a_lagging_node_gets_a_snapshot_over_the_bulk_lane() {
         let lagging = (leader + 1) % cluster.len();
         cluster.kill(lagging).await;
         let value = "v".repeat(1024);
-        for i in 0..100 {
+        for i in 0..200 {
             let key = format!("key-{i}");
             clerk.put(key, value.clone()).await.expect("put");
         }
@@ -277,7 +278,7 @@ async fn a_lagging_node_gets_a_snapshot_over_the_bulk_lane() {
         // The snapshot holds the data: with the leader gone, the lagging node is needed.
         cluster.kill(leader).await;
         assert_eq!(clerk.get_string("key-0").await, Ok(Some(value.clone())));
-        assert_eq!(clerk.get_string("key-99").await, Ok(Some(value)));
+        assert_eq!(clerk.get_string("key-199").await, Ok(Some(value)));
         cluster.shutdown().await;
     })
     .await;
