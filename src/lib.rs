@@ -22,7 +22,8 @@
 //! - Sharding: [`actors::ctrler`] (the shard controller) and [`actors::shardkv`] (replica
 //!   groups that hand shards to each other, a migrator actor each).
 //! - [`storage`]: what Raft saves: `MemPersister` for simulations, `FilePersister` (a
-//!   checksummed write-ahead log and snapshot files) for real disks.
+//!   checksummed write-ahead log and snapshot files) for real disks; `check_wal` (what
+//!   `rainkv wal check` prints) and `DataDirLock` (one process per data directory).
 //! - [`deploy`]: nodes on TCP, the cluster file, a client of a running cluster, a whole
 //!   cluster in one process, the demo and the benchmark (what the `rainkv` and `rainkv-ctl`
 //!   binaries run).

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 
 use actix::prelude::*;
 
-use crate::messages::apply::{ApplyBatch, ApplyMsg};
+use crate::messages::apply::{ApplyBatch, ApplyMsg, HaltCause};
 use crate::messages::lifecycle::Stop;
 
 /// The applier actor of one Raft peer.
@@ -43,10 +43,10 @@ impl Applier {
         }
     }
 
-    fn halt(&mut self, reason: String) {
+    fn halt(&mut self, cause: HaltCause, reason: String) {
         log::error!("applier: {reason}; the service is told to stop");
         self.halted = true;
-        self.queue.push_back(ApplyMsg::Halted { reason });
+        self.queue.push_back(ApplyMsg::Halted { cause, reason });
     }
 
     fn take(&mut self, msg: ApplyMsg) {
@@ -59,7 +59,8 @@ impl Applier {
             }
             ApplyMsg::Command { index, .. } if index > self.last_index + 1 => {
                 let last = self.last_index;
-                self.halt(format!("Raft committed index {index} right after {last}"));
+                let reason = format!("Raft committed index {index} right after {last}");
+                self.halt(HaltCause::Untrusted, reason);
             }
             ApplyMsg::Command { index, .. } => {
                 self.last_index = index;
@@ -74,7 +75,7 @@ impl Applier {
                 self.last_index = index;
                 self.queue.push_back(msg);
             }
-            ApplyMsg::Halted { reason } => self.halt(reason),
+            ApplyMsg::Halted { cause, reason } => self.halt(cause, reason),
         }
     }
 
@@ -170,7 +171,8 @@ mod tests {
         let got = got.borrow();
         assert_eq!(got[..2], [command(1), command(2)]);
         assert!(
-            matches!(&got[2], ApplyMsg::Halted { reason } if reason.contains("index 4 right after 2")),
+            matches!(&got[2], ApplyMsg::Halted { cause: HaltCause::Untrusted, reason }
+                if reason.contains("index 4 right after 2")),
             "{:?}",
             got[2]
         );

@@ -1,6 +1,7 @@
-//! `rainkv`: run one node of a cluster (`serve`), the one-command fault demo (`demo`), or the
-//! benchmark (`bench`). A thin shell over `rainkv::deploy`: argument parsing, logging set-up
-//! and what the user reads.
+//! `rainkv`: run one node of a cluster (`serve`), the one-command fault demo (`demo`), the
+//! benchmark (`bench`), or check a data directory's WAL (`wal check`). A thin shell over
+//! `rainkv::deploy` and `rainkv::storage`: argument parsing, logging set-up and what the user
+//! reads.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +16,9 @@ use rainkv::deploy::local::{LocalCluster, LocalOptions};
 use rainkv::deploy::node::{NodeSockets, TcpNode};
 use rainkv::deploy::stats::millis;
 use rainkv::deploy::store::open_store;
+use rainkv::messages::apply::HaltCause;
+use rainkv::messages::rsm::Halt;
+use rainkv::storage::{check_wal, DataDirLock};
 
 /// How long the benchmark waits for the cluster to elect a leader.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
@@ -32,8 +36,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one node of a cluster until SIGTERM or Ctrl-C; a leader hands its leadership to
-    /// the most up-to-date follower before it stops.
+    /// Run one node of a cluster until SIGTERM or Ctrl-C (a leader hands its leadership to the
+    /// most up-to-date follower before it stops), or until its disk fails: then it exits with
+    /// status 1.
     Serve {
         /// The cluster configuration file.
         #[arg(long)]
@@ -73,6 +78,21 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         workloads: Option<Vec<Workload>>,
     },
+    /// Inspect a node's write-ahead log.
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WalCommand {
+    /// Print each record of DIR/wal and the verdict (ok, a torn tail a restart would cut, or
+    /// corruption a restart refuses), changing nothing. Exit status 0 unless it is corrupt.
+    Check {
+        /// The node's data directory.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -80,7 +100,7 @@ fn main() -> ExitCode {
     // A server logs its life at info; the demo and the benchmark print their own progress.
     let level = match cli.command {
         Command::Serve { .. } => "info",
-        Command::Demo { .. } | Command::Bench { .. } => "error",
+        Command::Demo { .. } | Command::Bench { .. } | Command::Wal { .. } => "error",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let system = actix_rt::System::new();
@@ -106,6 +126,9 @@ fn main() -> ExitCode {
                 }
                 bench(config, options).await
             }
+            Command::Wal {
+                command: WalCommand::Check { dir },
+            } => wal_check(&dir),
         }
     });
     match outcome {
@@ -121,22 +144,60 @@ async fn serve(config: PathBuf, id: usize, data: Option<PathBuf>) -> Result<Exit
     let config = ClusterFile::load(&config).map_err(|e| e.to_string())?;
     let addrs = *config.node(id).map_err(|e| e.to_string())?;
     let data = data.unwrap_or_else(|| PathBuf::from(format!("rainkv-data-{id}")));
+    // Before anything else: a second process on the same directory stops here, before it
+    // binds a port or reads a file. Held until this process exits.
+    let _lock = DataDirLock::acquire(&data).map_err(|e| match e.kind() {
+        std::io::ErrorKind::ResourceBusy => e.to_string(),
+        _ => format!("cannot lock the data directory {}: {e}", data.display()),
+    })?;
+    let sockets = NodeSockets::bind(&addrs).await.map_err(|e| e.to_string())?;
     let store = open_store(&data)
         .map_err(|e| format!("cannot open the data directory {}: {e}", data.display()))?;
-    let sockets = NodeSockets::bind(&addrs).await.map_err(|e| e.to_string())?;
     let node = TcpNode::start(&config, id, sockets, store).map_err(|e| e.to_string())?;
     println!(
         "rainkv node {id} of cluster {:?}: peers on {}, clients on {}",
         config.name, addrs.peer, addrs.client
     );
-    let signal = shutdown_signal()
-        .await
-        .map_err(|e| format!("cannot wait for a shutdown signal: {e}"))?;
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let signal = tokio::select! {
+        signal = &mut signal => signal,
+        halt = node.halted() => match halt {
+            // Fail-stop: nothing more can be acknowledged; a supervisor sees the exit, and a
+            // restart recovers from what is on disk.
+            Some(Halt { cause: HaltCause::Storage, reason }) => {
+                log::error!("node {id}: its storage failed; exiting: {reason}");
+                node.shutdown().await;
+                return Err(format!("node {id} stopped because its storage failed: {reason}"));
+            }
+            // Something it cannot trust, which a restart would meet again: it stays up to say
+            // why in its status until it is stopped.
+            Some(Halt { cause: HaltCause::Untrusted, .. }) => (&mut signal).await,
+            None => return Err(format!("node {id}: its replica stopped")),
+        },
+    }
+    .map_err(|e| format!("cannot wait for a shutdown signal: {e}"))?;
     println!("{signal}: shutting down");
     // Logs what it did; a node that does not lead goes at once.
     node.hand_off_leadership().await;
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `rainkv wal check DIR`: the records and the verdict; exit status 1 if a restart would
+/// refuse the WAL.
+fn wal_check(dir: &std::path::Path) -> Result<ExitCode, String> {
+    let check = check_wal(dir).map_err(|e| format!("cannot check the WAL: {e}"))?;
+    println!("{}", check.summary());
+    for record in &check.records {
+        println!("{record}");
+    }
+    println!("verdict: {}", check.verdict);
+    Ok(if check.is_usable() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Waits for Ctrl-C or, on Unix, SIGTERM; returns which came.

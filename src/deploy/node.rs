@@ -29,6 +29,7 @@ use crate::messages::raft::{
     AppendEntriesArgs, GetState, InstallSnapshotArgs, RequestVoteArgs, TimeoutNowArgs,
     TransferError, TransferLeadership,
 };
+use crate::messages::rsm::{Halt, WaitHalt};
 use crate::messages::tcp::{
     GetLinkStatus, GetListenerStats, LinkStatus, ListenerStats, SetBlocked,
 };
@@ -264,6 +265,12 @@ impl TcpNode {
     /// Its KV server, RSM and Raft peer.
     pub fn kv(&self) -> &KvNode {
         &self.kv
+    }
+
+    /// Resolves when the node's replica halts, with why, or with `None` if it stops without
+    /// halting (the node was shut down).
+    pub async fn halted(&self) -> Option<Halt> {
+        self.kv.rsm.send(WaitHalt).await.ok().flatten()
     }
 
     /// The counters of both ports (zero for a port that has stopped).

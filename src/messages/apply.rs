@@ -30,9 +30,23 @@ pub enum ApplyMsg {
     /// Raft has stopped for good because an invariant broke or its state could not be saved;
     /// nothing more follows. The service must stop serving too.
     Halted {
+        /// Which kind of failure it was.
+        cause: HaltCause,
         /// What broke.
         reason: String,
     },
+}
+
+/// Why a replica stopped for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HaltCause {
+    /// Its disk failed: a save returned an error (no space, an I/O error, a failed fsync), so
+    /// nothing after it may be acknowledged. A process running the replica should exit, so that
+    /// whoever supervises it sees the failure; a restart recovers from what is on disk.
+    Storage,
+    /// It met something it cannot trust: a broken Raft invariant, a gap in the committed
+    /// indexes, a log entry or snapshot that does not decode. A restart would meet it again.
+    Untrusted,
 }
 
 /// Committed entries and snapshots from a Raft peer to its applier, in the order Raft produced

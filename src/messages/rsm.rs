@@ -9,6 +9,8 @@ use std::marker::PhantomData;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::messages::apply::HaltCause;
+
 /// Identifies a client session: the log index of its registration ([`RegisterSession`]).
 pub type ClientId = u64;
 /// A client's request number: each new operation takes the next one; retries reuse it.
@@ -64,6 +66,22 @@ pub enum Health {
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "Health")]
 pub struct GetHealth;
+
+/// Why a replica halted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Halt {
+    /// Which kind of failure.
+    pub cause: HaltCause,
+    /// What happened (as [`Health::Halted`] tells it).
+    pub reason: String,
+}
+
+/// Answered once the replica halts, with why (at once if it already has), or with `None` if
+/// it stops without halting (it was stopped). A process that runs a replica waits on it to
+/// exit when its storage fails.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Option<Halt>")]
+pub struct WaitHalt;
 
 /// Puts `command` in the log; answered with its output once it is applied at the index and
 /// term Raft gave it, or with [`SubmitError`] when that cannot happen.

@@ -1,18 +1,27 @@
 //! The durable persister: a checksummed write-ahead log plus a snapshot file in one directory.
 //!
-//! Layout of the data directory:
-//! - `wal`: records framed by [`super::wal`], each one [`StateUpdate`] (without the snapshot's
-//!   bytes: only its index and term). A save appends one record and fsyncs, so a save that
-//!   carries many entries costs one fsync (group commit).
-//! - `snapshot`: the latest snapshot, itself one framed record (index, term, data). It is
-//!   written to `snapshot.tmp`, fsynced, renamed over `snapshot` and the directory fsynced,
-//!   *before* the WAL record that refers to it; a crash in between leaves the old snapshot or
-//!   the new one, never a broken one.
+//! Layout of the data directory (both files framed by [`super::wal`], format 2):
+//! - `wal`: records, each one [`StateUpdate`] (without the snapshot's bytes: only its index and
+//!   term). A save appends one record and fsyncs, so a save that carries many entries costs one
+//!   fsync (group commit). The WAL is created whole (header written to `wal.tmp`, fsynced,
+//!   renamed), so its header is never torn.
+//! - `snapshot`: the latest snapshot, one record (index, term, data). It is written to
+//!   `snapshot.tmp`, fsynced, renamed over `snapshot` and the directory fsynced, *before* the
+//!   WAL record that refers to it; a crash in between leaves the old snapshot or the new one,
+//!   never a broken one.
 //! - After a snapshot the WAL is rewritten (to `wal.tmp`, fsync, rename) as one record holding
 //!   the whole current state, which truncates the log the snapshot covers.
+//! - `lock`: see [`super::DataDirLock`]; this module does not use it.
 //!
-//! On open, a torn last record of the WAL is cut off (and logged); a damaged record anywhere
-//! else refuses to start with an error naming the file and offset.
+//! On open, a torn final WAL record (what a crash during an append leaves; [`super::wal`] says
+//! exactly what that can look like) is cut off and logged; anything else that is wrong refuses
+//! to start with an error naming the file, the offset and what is wrong, and leaves the files
+//! as they are. A save that fails (no space, an I/O error, a failed fsync) leaves the store
+//! refusing every later save: the bytes on disk may be fewer than those written, and a failed
+//! fsync says nothing about which reached the disk, so nothing is retried as if it were safe.
+//!
+//! A test hook, [`FAIL_WRITES_AFTER_VAR`], makes writes fail once a number of bytes has been
+//! written, so tests can run a real process out of disk space.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -23,31 +32,22 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use serde_bytes::{ByteBuf, Bytes};
 
-use super::wal::{self, frame};
+use super::record::{read_wal, Record};
+use super::wal::{self, End, FileKind};
 use super::Persister;
-use crate::messages::raft::LogEntry;
 use crate::messages::storage::{NewSnapshot, SavedState, StateUpdate};
 
-const WAL: &str = "wal";
+/// The WAL's file name in a data directory.
+pub(crate) const WAL: &str = "wal";
 const WAL_TMP: &str = "wal.tmp";
 const SNAPSHOT: &str = "snapshot";
 const SNAPSHOT_TMP: &str = "snapshot.tmp";
 
-/// One WAL record.
-#[derive(Serialize, Deserialize)]
-enum Record {
-    /// A [`StateUpdate`]; a new snapshot is named by index and term, its bytes are in the
-    /// snapshot file.
-    Update {
-        term: u64,
-        voted_for: Option<usize>,
-        snapshot: Option<(u64, u64)>,
-        first_index: u64,
-        entries: Vec<LogEntry>,
-    },
-    /// The whole state: the first record of a rewritten WAL.
-    Checkpoint(SavedState),
-}
+/// A test hook: when set to a number of bytes N, every [`FilePersister`] this process opens
+/// fails its writes once it has written N bytes (the write that crosses N writes up to N, then
+/// fails as a full disk would). Never set it outside tests; a store that sees it logs a
+/// warning, and a value that is not a number refuses to open.
+pub const FAIL_WRITES_AFTER_VAR: &str = "RAINKV_TEST_FAIL_WRITES_AFTER_BYTES";
 
 /// The snapshot file's single record (`D`: `ByteBuf` to read, `&Bytes` to write without a
 /// copy).
@@ -82,16 +82,58 @@ impl Sizes {
     }
 }
 
+/// Writes to the files, through the test hook's budget if it is set.
+struct Writer {
+    /// Bytes that may still be written (`None`: no limit, the hook is off).
+    budget: Option<u64>,
+}
+
+impl Writer {
+    fn write(&mut self, file: &mut File, bytes: &[u8]) -> io::Result<()> {
+        let Some(budget) = self.budget else {
+            return file.write_all(bytes);
+        };
+        let allowed = budget.min(bytes.len() as u64);
+        self.budget = Some(budget - allowed);
+        file.write_all(&bytes[..allowed as usize])?;
+        if allowed < bytes.len() as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!(
+                    "no space left on device (injected by the test hook {FAIL_WRITES_AFTER_VAR})"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` to `dir/tmp`, fsyncs it, renames it to `dir/name` and fsyncs `dir`.
+    fn replace_file(&mut self, dir: &Path, tmp: &str, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let tmp = dir.join(tmp);
+        let mut file = File::create(&tmp).map_err(at(&tmp, "create"))?;
+        self.write(&mut file, bytes).map_err(at(&tmp, "write"))?;
+        file.sync_all().map_err(at(&tmp, "fsync"))?;
+        let path = dir.join(name);
+        fs::rename(&tmp, &path).map_err(at(&path, "rename into place"))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(at(dir, "fsync the directory"))
+    }
+}
+
 /// The open files and what they hold.
 struct Disk {
     dir: PathBuf,
     wal: File,
     wal_len: u64,
+    /// The WAL's file id, which each record's header checksum covers.
+    wal_id: u64,
     /// What the files hold, kept in memory for `load` and WAL rewrites.
     state: SavedState,
     snapshot: Arc<Vec<u8>>,
-    /// Set by [`FilePersister::close`]: every later save fails.
-    closed: bool,
+    writer: Writer,
+    /// Why every save now fails: the store was closed, or a write failed.
+    refusing: Option<String>,
 }
 
 fn invalid(path: &Path, why: impl std::fmt::Display) -> io::Error {
@@ -101,24 +143,44 @@ fn invalid(path: &Path, why: impl std::fmt::Display) -> io::Error {
     )
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+/// Adds the path and what was being done to an I/O error, keeping its kind.
+fn at<'a>(path: &'a Path, doing: &'a str) -> impl FnOnce(io::Error) -> io::Error + 'a {
+    move |e| io::Error::new(e.kind(), format!("{}: {doing}: {e}", path.display()))
 }
 
-/// Writes `bytes` to `dir/tmp`, fsyncs it, renames it to `dir/name` and fsyncs `dir`.
-fn replace_file(dir: &Path, tmp: &str, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(tmp);
-    let mut file = File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(&tmp, dir.join(name))?;
-    sync_dir(dir)
+/// The test hook's byte budget, if it is set.
+fn budget_from_env(dir: &Path) -> io::Result<Option<u64>> {
+    let Some(value) = std::env::var_os(FAIL_WRITES_AFTER_VAR) else {
+        return Ok(None);
+    };
+    let bytes = value
+        .to_str()
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{FAIL_WRITES_AFTER_VAR}={value:?} is not a number of bytes"),
+            )
+        })?;
+    log::warn!(
+        "{}: test hook {FAIL_WRITES_AFTER_VAR}={bytes}: writes fail after {bytes} bytes",
+        dir.display()
+    );
+    Ok(Some(bytes))
 }
 
 impl FilePersister {
-    /// Opens (or creates) the data directory `dir` and recovers its state.
+    /// Opens (or creates) the data directory `dir` and recovers its state: cuts a torn final
+    /// WAL record, and refuses (leaving the files as they are) anything else that is damaged,
+    /// from another format, or inconsistent.
     pub fn open(dir: impl AsRef<Path>) -> io::Result<FilePersister> {
-        let disk = Disk::open(dir.as_ref())?;
+        let dir = dir.as_ref();
+        Self::open_with(dir, budget_from_env(dir)?)
+    }
+
+    /// [`FilePersister::open`] with the test hook's byte budget given (`None`: off).
+    fn open_with(dir: &Path, budget: Option<u64>) -> io::Result<FilePersister> {
+        let disk = Disk::open(dir, Writer { budget })?;
         let sizes = Sizes::default();
         sizes.record(&disk);
         Ok(FilePersister {
@@ -130,7 +192,7 @@ impl FilePersister {
     /// Closes the store for every handle: later saves fail. A simulated crash uses it so that
     /// an instance still winding down can never write after its successor opened the files.
     pub fn close(&self) {
-        self.disk().closed = true;
+        self.disk().refusing = Some("the store was closed".into());
     }
 
     fn disk(&self) -> MutexGuard<'_, Disk> {
@@ -143,19 +205,35 @@ impl FilePersister {
 }
 
 impl Disk {
-    fn open(dir: &Path) -> io::Result<Disk> {
+    fn open(dir: &Path, mut writer: Writer) -> io::Result<Disk> {
         let dir = dir.to_path_buf();
-        fs::create_dir_all(&dir)?;
+        fs::create_dir_all(&dir).map_err(at(&dir, "create the data directory"))?;
+        let snapshot_file = Self::read_snapshot_file(&dir.join(SNAPSHOT))?;
+        let wal_path = dir.join(WAL);
+        let (mut state, wal_len, wal_id) = match fs::read(&wal_path) {
+            Ok(bytes) => Self::replay_wal(&wal_path, &bytes)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if snapshot_file.is_some() {
+                    // The WAL is created before any snapshot is taken: it was lost.
+                    return Err(invalid(
+                        &wal_path,
+                        "missing, but there is a snapshot file (the term, vote and log are lost)",
+                    ));
+                }
+                let (bytes, id) = wal::file_of(FileKind::Wal, [])?;
+                writer.replace_file(&dir, WAL_TMP, WAL, &bytes)?;
+                (SavedState::default(), bytes.len() as u64, id)
+            }
+            Err(e) => return Err(at(&wal_path, "read")(e)),
+        };
         // A leftover temporary file is a write that never took effect.
         for tmp in [WAL_TMP, SNAPSHOT_TMP] {
             match fs::remove_file(dir.join(tmp)) {
                 Ok(()) => log::info!("{}: removed unfinished {tmp}", dir.display()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(at(&dir.join(tmp), "remove")(e)),
             }
         }
-        let snapshot_file = Self::read_snapshot_file(&dir.join(SNAPSHOT))?;
-        let (mut state, wal_len) = Self::replay_wal(&dir.join(WAL))?;
         let snapshot = match snapshot_file {
             Some(file) if file.index < state.snapshot_index => {
                 return Err(invalid(
@@ -190,16 +268,18 @@ impl Disk {
             None => Arc::default(),
         };
         let wal = OpenOptions::new()
-            .create(true)
             .append(true)
-            .open(dir.join(WAL))?;
+            .open(&wal_path)
+            .map_err(at(&wal_path, "open"))?;
         Ok(Disk {
             dir,
             wal,
             wal_len,
+            wal_id,
             state,
             snapshot,
-            closed: false,
+            writer,
+            refusing: None,
         })
     }
 
@@ -207,15 +287,34 @@ impl Disk {
         let bytes = match fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+            Err(e) => return Err(at(path, "read")(e)),
         };
-        let scan = wal::scan(&bytes).map_err(|e| invalid(path, e))?;
-        // The file is renamed into place only once complete: a short one is damage, not a tear.
-        let (Some(payload), true) = (scan.records.first(), scan.valid_len == bytes.len()) else {
-            return Err(invalid(path, "damaged snapshot file at offset 0"));
+        let scan = wal::scan(FileKind::Snapshot, &bytes);
+        // The file is renamed into place only once complete: a torn one is damage too.
+        let payload = match (&scan.end, scan.records.as_slice()) {
+            (End::Clean, [record]) => &bytes[record.payload.clone()],
+            (End::Clean, records) => {
+                return Err(invalid(
+                    path,
+                    format!("{} records, where a snapshot file holds one", records.len()),
+                ))
+            }
+            (End::Torn { offset, reason } | End::Corrupt { offset, reason }, _) => {
+                return Err(invalid(
+                    path,
+                    format!("corrupt at offset {offset}: {reason}"),
+                ))
+            }
         };
-        let file: SnapshotFile<ByteBuf> =
-            rmp_serde::from_slice(payload).map_err(|e| invalid(path, format!("offset 0: {e}")))?;
+        let file: SnapshotFile<ByteBuf> = rmp_serde::from_slice(payload).map_err(|e| {
+            invalid(
+                path,
+                format!(
+                    "the record at offset {} does not decode: {e}",
+                    wal::FILE_HEADER_LEN
+                ),
+            )
+        })?;
         Ok(Some(NewSnapshot {
             index: file.index,
             term: file.term,
@@ -223,19 +322,40 @@ impl Disk {
         }))
     }
 
-    fn replay_wal(path: &Path) -> io::Result<(SavedState, u64)> {
-        let bytes = match fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((SavedState::default(), 0)),
-            Err(e) => return Err(e),
-        };
-        let scan = wal::scan(&bytes).map_err(|e| invalid(path, e))?;
+    /// The state the WAL `bytes` hold, the WAL's length and file id; a torn tail is cut off
+    /// the file, damage is refused.
+    fn replay_wal(path: &Path, bytes: &[u8]) -> io::Result<(SavedState, u64, u64)> {
+        let wal = read_wal(bytes);
+        match &wal.end {
+            End::Clean => {}
+            End::Corrupt { offset, reason } => {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "corrupt at offset {offset}: {reason} (the file is left as it is; \
+                         `rainkv wal check {}` lists its records)",
+                        path.parent().unwrap_or(path).display()
+                    ),
+                ))
+            }
+            End::Torn { offset, reason } => {
+                log::warn!(
+                    "{}: cutting off a torn final record at offset {offset} ({} bytes): {reason}",
+                    path.display(),
+                    bytes.len() - offset
+                );
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(at(path, "open to cut the torn tail"))?;
+                file.set_len(wal.valid_len as u64)
+                    .and_then(|()| file.sync_all())
+                    .map_err(at(path, "cut the torn tail"))?;
+            }
+        }
         let mut state = SavedState::default();
-        let mut offset = 0;
-        for payload in &scan.records {
-            let record: Record = rmp_serde::from_slice(payload)
-                .map_err(|e| invalid(path, format!("record at offset {offset}: {e}")))?;
-            match record {
+        for located in wal.records {
+            match located.record {
                 Record::Checkpoint(whole) => state = whole,
                 Record::Update {
                     term,
@@ -255,51 +375,55 @@ impl Disk {
                     entries,
                 }),
             }
-            offset += wal::HEADER_LEN + payload.len();
         }
-        if scan.valid_len < bytes.len() {
-            log::warn!(
-                "{}: cutting off a torn record at offset {} ({} bytes)",
-                path.display(),
-                scan.valid_len,
-                bytes.len() - scan.valid_len
-            );
-            let file = OpenOptions::new().write(true).open(path)?;
-            file.set_len(scan.valid_len as u64)?;
-            file.sync_all()?;
-        }
-        Ok((state, scan.valid_len as u64))
+        Ok((state, wal.valid_len as u64, wal.file_id))
     }
 
     fn append(&mut self, record: &Record) -> io::Result<()> {
-        let payload = rmp_serde::to_vec(record).map_err(|e| invalid(&self.dir.join(WAL), e))?;
-        let bytes = frame(&payload);
-        self.wal.write_all(&bytes)?;
-        self.wal.sync_data()?;
+        let path = self.dir.join(WAL);
+        let payload = rmp_serde::to_vec(record).map_err(|e| invalid(&path, e))?;
+        let bytes = wal::frame(self.wal_id, self.wal_len, &payload)?;
+        self.writer
+            .write(&mut self.wal, &bytes)
+            .map_err(at(&path, "append"))?;
+        self.wal.sync_data().map_err(at(&path, "fsync"))?;
         self.wal_len += bytes.len() as u64;
         Ok(())
     }
 
     /// Replaces the WAL by one checkpoint of the current state.
     fn rewrite_wal(&mut self) -> io::Result<()> {
+        let path = self.dir.join(WAL);
         let payload = rmp_serde::to_vec(&Record::Checkpoint(self.state.clone()))
-            .map_err(|e| invalid(&self.dir.join(WAL), e))?;
-        let bytes = frame(&payload);
-        replace_file(&self.dir, WAL_TMP, WAL, &bytes)?;
-        self.wal = OpenOptions::new().append(true).open(self.dir.join(WAL))?;
+            .map_err(|e| invalid(&path, e))?;
+        let (bytes, id) = wal::file_of(FileKind::Wal, [payload.as_slice()])?;
+        self.writer.replace_file(&self.dir, WAL_TMP, WAL, &bytes)?;
+        self.wal = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(at(&path, "open"))?;
         self.wal_len = bytes.len() as u64;
+        self.wal_id = id;
         Ok(())
     }
-}
 
-impl Disk {
+    /// Saves `update`, unless an earlier save failed or the store was closed; after a
+    /// failure, refuses every later save.
     fn save(&mut self, update: StateUpdate) -> io::Result<()> {
-        if self.closed {
-            return Err(io::Error::other(format!(
-                "{}: the store was closed",
-                self.dir.display()
-            )));
+        if let Some(why) = &self.refusing {
+            return Err(io::Error::other(format!("{}: {why}", self.dir.display())));
         }
+        let saved = self.write(update);
+        if let Err(e) = &saved {
+            self.refusing = Some(format!(
+                "an earlier save failed ({e}), and no save is retried after a failed write or \
+                 fsync: restart to recover from what is on disk"
+            ));
+        }
+        saved
+    }
+
+    fn write(&mut self, update: StateUpdate) -> io::Result<()> {
         let snapshot = update.snapshot.clone();
         if let Some(new) = &snapshot {
             let file = SnapshotFile {
@@ -309,7 +433,9 @@ impl Disk {
             };
             let payload =
                 rmp_serde::to_vec(&file).map_err(|e| invalid(&self.dir.join(SNAPSHOT), e))?;
-            replace_file(&self.dir, SNAPSHOT_TMP, SNAPSHOT, &frame(&payload))?;
+            let (bytes, _) = wal::file_of(FileKind::Snapshot, [payload.as_slice()])?;
+            self.writer
+                .replace_file(&self.dir, SNAPSHOT_TMP, SNAPSHOT, &bytes)?;
         }
         let record = Record::Update {
             term: update.term,
@@ -361,6 +487,7 @@ impl Persister for FilePersister {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::messages::raft::LogEntry;
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("rainkv-{name}-{}", std::process::id()));
@@ -437,14 +564,130 @@ mod tests {
         drop(p);
 
         let mut bytes = whole.clone();
-        bytes[wal::HEADER_LEN + 1] ^= 0xff; // inside the first record's payload
+        let first = wal::FILE_HEADER_LEN;
+        bytes[first + wal::RECORD_HEADER_LEN + 1] ^= 0xff; // inside the first record's payload
         fs::write(&wal_path, &bytes).unwrap();
         let err = FilePersister::open(&dir)
             .err()
             .expect("corruption is refused");
         let message = err.to_string();
         assert!(
-            message.contains("wal") && message.contains("offset 0"),
+            message.contains("wal") && message.contains(&format!("offset {first}")),
+            "{message}"
+        );
+        assert_eq!(
+            fs::read(&wal_path).unwrap(),
+            bytes,
+            "a refused WAL is left as it is"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The issue that brought format 2: a damaged length in the middle of the WAL was taken
+    /// for a torn tail, and every record after it (term and vote updates too) was cut.
+    #[test]
+    fn a_damaged_length_mid_file_is_refused_and_the_file_left_as_it_is() {
+        let dir = temp_dir("length");
+        let mut p = FilePersister::open(&dir).unwrap();
+        for i in 1..=50u8 {
+            let mut u = update(u64::from(i), vec![entry(u64::from(i), i)]);
+            u.term = u64::from(i);
+            p.save(u).unwrap();
+        }
+        drop(p);
+        let wal_path = dir.join(WAL);
+        let mut bytes = fs::read(&wal_path).unwrap();
+        let scan = wal::scan(FileKind::Wal, &bytes);
+        let tenth = scan.records[9].offset;
+        bytes[tenth..tenth + 4].copy_from_slice(&7u32.to_le_bytes());
+        fs::write(&wal_path, &bytes).unwrap();
+        let message = FilePersister::open(&dir)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            message.contains(&format!("corrupt at offset {tenth}"))
+                && message.contains("header fails its checksum"),
+            "{message}"
+        );
+        assert_eq!(fs::read(&wal_path).unwrap(), bytes, "nothing was cut");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_write_refuses_every_later_save_and_a_restart_cuts_the_torn_record() {
+        let dir = temp_dir("failed-write");
+        // Room for the WAL's header, one save and part of the next.
+        let mut p = FilePersister::open_with(&dir, Some(200)).unwrap();
+        p.save(update(1, vec![entry(1, 1)])).unwrap();
+        let err = p
+            .save(update(2, vec![entry(1, 2); 20]))
+            .expect_err("the disk is full");
+        assert_eq!(err.kind(), io::ErrorKind::StorageFull, "{err}");
+        assert!(err.to_string().contains("wal: append"), "{err}");
+        let wal_path = dir.join(WAL);
+        let len = fs::metadata(&wal_path).unwrap().len();
+        assert_eq!(len, 200, "the failed write left part of its record");
+        // A retry is refused before it writes anything, even a save that would fit.
+        let again = p.save(update(2, vec![])).expect_err("refused");
+        assert!(
+            again.to_string().contains("an earlier save failed"),
+            "{again}"
+        );
+        assert_eq!(fs::metadata(&wal_path).unwrap().len(), len);
+        drop(p);
+        let p = FilePersister::open_with(&dir, None).unwrap();
+        assert_eq!(p.load().unwrap().entries, vec![entry(1, 1)]);
+        assert!(
+            fs::metadata(&wal_path).unwrap().len() < len,
+            "the torn record was cut"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn old_formats_and_lost_files_are_refused() {
+        // A format-1 WAL: one record framed [length][CRC32][payload], no file header.
+        let dir = temp_dir("format-1");
+        fs::create_dir_all(&dir).unwrap();
+        let record = Record::Update {
+            term: 1,
+            voted_for: None,
+            snapshot: None,
+            first_index: 1,
+            entries: vec![],
+        };
+        let payload = rmp_serde::to_vec(&record).unwrap();
+        let mut old = (payload.len() as u32).to_le_bytes().to_vec();
+        old.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        old.extend_from_slice(&payload);
+        fs::write(dir.join(WAL), &old).unwrap();
+        let message = FilePersister::open(&dir)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(message.contains("format-1 WAL"), "{message}");
+        assert_eq!(fs::read(dir.join(WAL)).unwrap(), old);
+        fs::remove_dir_all(&dir).unwrap();
+
+        // A snapshot without its WAL: the term and vote are gone.
+        let dir = temp_dir("lost-wal");
+        let mut p = FilePersister::open(&dir).unwrap();
+        let mut u = update(2, vec![]);
+        u.snapshot = Some(NewSnapshot {
+            index: 1,
+            term: 1,
+            data: Arc::new(b"s".to_vec()),
+        });
+        p.save(u).unwrap();
+        drop(p);
+        fs::remove_file(dir.join(WAL)).unwrap();
+        let message = FilePersister::open(&dir)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            message.contains("missing, but there is a snapshot"),
             "{message}"
         );
         fs::remove_dir_all(&dir).unwrap();
@@ -478,11 +721,9 @@ mod tests {
             term: 1,
             data: Bytes::new(b"two"),
         };
-        fs::write(
-            dir.join(SNAPSHOT),
-            frame(&rmp_serde::to_vec(&file).unwrap()),
-        )
-        .unwrap();
+        let payload = rmp_serde::to_vec(&file).unwrap();
+        let (bytes, _) = wal::file_of(FileKind::Snapshot, [payload.as_slice()]).unwrap();
+        fs::write(dir.join(SNAPSHOT), bytes).unwrap();
         let p = FilePersister::open(&dir).unwrap();
         let state = p.load().unwrap();
         assert_eq!((state.snapshot_index, state.last_index()), (2, 3));

@@ -9,12 +9,24 @@
 //!
 //! [`MemPersister`] is the simulation's in-memory disk with 6.5840's crash semantics;
 //! [`FilePersister`] the durable one (checksummed write-ahead log, atomic snapshot files).
+//! Around the durable one: [`check_wal`] reports a WAL's records and what recovery would do
+//! with it (`rainkv wal check`), and [`DataDirLock`] keeps a second process out of a data
+//! directory.
+//!
+//! Files: `wal.rs` frames the files and tells a torn tail from damage; `record.rs` is what a
+//! WAL record holds and reads a WAL whole; `file.rs` the durable persister; `check.rs` the
+//! read-only check; `lock.rs` the lock; `mem.rs` the simulation's persister.
 
+mod check;
 mod file;
+mod lock;
 mod mem;
+mod record;
 mod wal;
 
-pub use file::FilePersister;
+pub use check::{check_wal, WalCheck, WalRecordInfo, WalVerdict};
+pub use file::{FilePersister, FAIL_WRITES_AFTER_VAR};
+pub use lock::DataDirLock;
 pub use mem::MemPersister;
 
 use std::sync::Arc;

@@ -1,140 +1,678 @@
-//! The write-ahead log's record framing: `[length u32 LE][crc32 u32 LE][payload]`.
+//! How the files of a data directory are framed (format 2), and how a file is read back so
+//! that it cannot lie: [`scan`] tells a torn final write, which a crash leaves and recovery
+//! cuts, from damage anywhere else, which it refuses with the offset and what is wrong.
 //!
-//! [`scan`] reads records back and tells a torn tail (the last record cut short by a crash,
-//! which is expected and cut off) from corruption in the middle of the file (which is not, and
-//! refuses with the file's offset): a record that fails its checksum or length check but is
-//! followed by more bytes cannot have been torn by a crash during an append.
+//! A file is a 20-byte header `[magic 6][format version u16][file id u64][CRC32 u32]` (the
+//! magic names the file's kind, `RKVWAL` or `RKVSNP`; the file id is drawn at random when the
+//! file is created; the CRC covers the 16 bytes before it) followed by records. A record is a
+//! 20-byte header `[payload length u32][payload CRC32 u32][offset u64][header CRC32 u32]` and
+//! the payload (integers little-endian). The header CRC covers the file id and the header's
+//! first 16 bytes, so a damaged length is caught before it is believed; the offset is where the
+//! record was written, so a record found anywhere else (moved, duplicated) is refused; the file
+//! id keeps a stale record of an older file, which a crash may expose in a torn tail, from
+//! passing as one of this file. Format 1 had neither file header nor header CRC: a damaged
+//! length read as a torn tail, and recovery cut every record after it.
+//!
+//! ## What a torn tail is
+//!
+//! A file is created whole: written to a temporary name, fsynced and renamed, so its header is
+//! never torn. The WAL then grows by one record per save: one `write` of the framed record,
+//! then an fsync, and the next save starts only once that fsync has succeeded (after a failed
+//! one the store takes no more writes). So a crash can only leave the last record unfinished:
+//! the bytes after the last complete record are part of that one record, some of which never
+//! reached the disk (they are missing, or read as zeros where the file's size got there before
+//! its data). What follows the last valid record is cut as a torn tail exactly when it is one
+//! of:
+//!
+//! 1. fewer bytes than a record header;
+//! 2. a header whose CRC holds, whose payload runs past the end of the file;
+//! 3. a header whose CRC holds, whose payload ends exactly at the end of the file but fails
+//!    its CRC;
+//! 4. a header whose CRC fails, with no complete valid record anywhere after it (a torn
+//!    header leaves the length unknown, but no save can have completed after the torn one).
+//!
+//! Everything else is refused: a short, damaged or foreign file header, a payload that fails
+//! its CRC with bytes after it, a header that fails its CRC with a valid record of the file
+//! anywhere after it, a record that says it was written at another offset. A damaged
+//! *final* record (a flipped bit in the last save) cannot be told from a torn one and is cut
+//! too: at most the last record, never one before it.
 
 use std::fmt;
+use std::io;
+use std::ops::Range;
 
-/// Bytes before each payload: length and checksum.
-pub(crate) const HEADER_LEN: usize = 8;
-/// Largest payload accepted; a bigger length prefix is corruption, not a record.
-pub(crate) const MAX_RECORD_LEN: usize = 256 << 20;
+/// The format this build writes and reads.
+pub(crate) const FORMAT_VERSION: u16 = 2;
+/// Bytes of the file header: magic, format version, file id, CRC.
+pub(crate) const FILE_HEADER_LEN: usize = 20;
+/// Bytes before each payload: length, payload CRC, offset, header CRC.
+pub(crate) const RECORD_HEADER_LEN: usize = 20;
 
-/// Frames `payload` as one record.
-pub(crate) fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut record = Vec::with_capacity(HEADER_LEN + payload.len());
-    record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    record.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    record.extend_from_slice(payload);
-    record
+/// Which file a header announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileKind {
+    /// The write-ahead log.
+    Wal,
+    /// A snapshot file (exactly one record).
+    Snapshot,
 }
 
-/// The records of a log file, and where the valid part ends.
-#[derive(Debug)]
-pub(crate) struct Scan<'a> {
-    /// Payloads of the valid records, in order.
-    pub records: Vec<&'a [u8]>,
-    /// Length of the valid prefix; anything after it is a torn tail.
-    pub valid_len: usize,
+impl FileKind {
+    fn magic(self) -> &'static [u8; 6] {
+        match self {
+            FileKind::Wal => b"RKVWAL",
+            FileKind::Snapshot => b"RKVSNP",
+        }
+    }
+
+    /// The header of a file of this kind whose id is `file_id`.
+    pub(crate) fn header(self, file_id: u64) -> [u8; FILE_HEADER_LEN] {
+        let mut header = [0; FILE_HEADER_LEN];
+        header[..6].copy_from_slice(self.magic());
+        header[6..8].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        header[8..16].copy_from_slice(&file_id.to_le_bytes());
+        let crc = crc32fast::hash(&header[..16]);
+        header[16..].copy_from_slice(&crc.to_le_bytes());
+        header
+    }
 }
 
-/// A record that is damaged and not at the end of the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Corruption {
-    /// Offset of the damaged record's header.
-    pub offset: usize,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
-impl fmt::Display for Corruption {
+impl fmt::Display for FileKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "corrupt record at offset {}: {}",
-            self.offset, self.reason
-        )
+        f.write_str(match self {
+            FileKind::Wal => "WAL",
+            FileKind::Snapshot => "snapshot file",
+        })
     }
 }
 
-/// Splits `bytes` into records. A damaged final record is a torn tail (`valid_len` stops before
-/// it); a damaged record with more data after it is an error.
-pub(crate) fn scan(bytes: &[u8]) -> Result<Scan<'_>, Corruption> {
-    let mut records = Vec::new();
-    let mut offset = 0;
-    while offset < bytes.len() {
-        let rest = &bytes[offset..];
-        if rest.len() < HEADER_LEN {
-            break; // torn header
-        }
-        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
-        if len > MAX_RECORD_LEN {
-            return Err(Corruption {
-                offset,
-                reason: format!("length {len} exceeds the {MAX_RECORD_LEN}-byte limit"),
-            });
-        }
-        let end = HEADER_LEN + len;
-        if rest.len() < end {
-            break; // torn payload: the file ends inside this record
-        }
-        let payload = &rest[HEADER_LEN..end];
-        if crc32fast::hash(payload) != crc {
-            if rest.len() == end {
-                break; // the last record, partly written
-            }
-            return Err(Corruption {
-                offset,
-                reason: "checksum mismatch".to_string(),
-            });
-        }
-        records.push(payload);
-        offset += end;
+/// The CRC of a record header: over the file id and the header's first 16 bytes.
+fn header_crc(file_id: u64, header: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&file_id.to_le_bytes());
+    hasher.update(&header[..16]);
+    hasher.finalize()
+}
+
+/// Frames `payload` as the record that starts at `offset` of the file whose id is `file_id`.
+/// Fails for a payload of 4 GiB or more, which a length field cannot hold.
+pub(crate) fn frame(file_id: u64, offset: u64, payload: &[u8]) -> io::Result<Vec<u8>> {
+    let len = u32::try_from(payload.len()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a record of {} bytes does not fit a WAL record",
+                payload.len()
+            ),
+        )
+    })?;
+    let mut record = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
+    record.extend_from_slice(&len.to_le_bytes());
+    record.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    record.extend_from_slice(&offset.to_le_bytes());
+    let crc = header_crc(file_id, &record);
+    record.extend_from_slice(&crc.to_le_bytes());
+    record.extend_from_slice(payload);
+    Ok(record)
+}
+
+/// A whole new file of `kind` (with a fresh random id) holding the records `payloads`, in
+/// order; returns its bytes and its id.
+pub(crate) fn file_of<'a>(
+    kind: FileKind,
+    payloads: impl IntoIterator<Item = &'a [u8]>,
+) -> io::Result<(Vec<u8>, u64)> {
+    let file_id = rand::random();
+    let mut bytes = kind.header(file_id).to_vec();
+    for payload in payloads {
+        let record = frame(file_id, bytes.len() as u64, payload)?;
+        bytes.extend_from_slice(&record);
     }
-    Ok(Scan {
+    Ok((bytes, file_id))
+}
+
+/// One valid record of a scanned file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RecordSpan {
+    /// Offset of its header.
+    pub offset: usize,
+    /// Where its payload is in the file.
+    pub payload: Range<usize>,
+}
+
+impl RecordSpan {
+    /// Offset just past the record.
+    pub(crate) fn end(&self) -> usize {
+        self.payload.end
+    }
+}
+
+/// How a scanned file ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum End {
+    /// After its last valid record.
+    Clean,
+    /// With a torn final write from `offset` to the end of the file, which recovery cuts.
+    Torn {
+        /// Where the torn record starts.
+        offset: usize,
+        /// What it looks like.
+        reason: String,
+    },
+    /// With damage at `offset` that no crash during an append can leave: the file is refused.
+    Corrupt {
+        /// Where the damaged header or record starts.
+        offset: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The valid records of a file and how it ends (they stop where a torn tail or damage
+/// starts).
+#[derive(Debug)]
+pub(crate) struct Scan {
+    /// The file's id (0 if its header is damaged).
+    pub file_id: u64,
+    /// The valid records, in order.
+    pub records: Vec<RecordSpan>,
+    /// How the file ends.
+    pub end: End,
+}
+
+impl Scan {
+    /// Length of the valid part: the end of the last valid record, or of the file header.
+    pub(crate) fn valid_len(&self) -> usize {
+        self.records.last().map_or(FILE_HEADER_LEN, RecordSpan::end)
+    }
+}
+
+/// A record header: `(payload length, payload CRC, offset, header CRC)`.
+type RecordHeader = (u32, u32, u64, u32);
+
+/// The record header at `offset`, if `bytes` holds a whole one there.
+fn read_header(bytes: &[u8], offset: usize) -> Option<RecordHeader> {
+    let h = bytes.get(offset..offset.checked_add(RECORD_HEADER_LEN)?)?;
+    let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+    let at = u64::from(word(8)) | (u64::from(word(12)) << 32);
+    Some((word(0), word(4), at, word(16)))
+}
+
+/// The complete record at `offset` whose header and payload pass their CRCs as records of
+/// file `file_id` (wherever they say they were written), if there is one.
+fn valid_record_at(bytes: &[u8], file_id: u64, offset: usize) -> Option<RecordSpan> {
+    let (len, payload_crc, _, crc) = read_header(bytes, offset)?;
+    if crc != header_crc(file_id, &bytes[offset..]) {
+        return None;
+    }
+    let start = offset + RECORD_HEADER_LEN;
+    let payload = start..start.checked_add(len as usize)?;
+    (crc32fast::hash(bytes.get(payload.clone())?) == payload_crc)
+        .then_some(RecordSpan { offset, payload })
+}
+
+/// The file's id, or what is wrong with its header.
+fn check_file_header(kind: FileKind, bytes: &[u8]) -> Result<u64, String> {
+    if bytes.len() < FILE_HEADER_LEN {
+        return Err(format!(
+            "the file is {} bytes, shorter than its {FILE_HEADER_LEN}-byte header; a {kind} \
+             is created whole with its header, so this is damage (or a format-1 {kind} that \
+             never held a record), not a torn write",
+            bytes.len()
+        ));
+    }
+    if &bytes[..6] != kind.magic() {
+        return Err(if looks_like_format_1(bytes) {
+            format!(
+                "a format-1 {kind} (no file header: written by RainKV before format \
+                 {FORMAT_VERSION}); this build reads format {FORMAT_VERSION} only"
+            )
+        } else {
+            format!(
+                "not a RainKV {kind}: it starts with {:02x?}, not the magic {:?}",
+                &bytes[..6],
+                String::from_utf8_lossy(kind.magic())
+            )
+        });
+    }
+    let crc = u32::from_le_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
+    if crc != crc32fast::hash(&bytes[..16]) {
+        return Err("the file header fails its checksum".into());
+    }
+    let version = u16::from_le_bytes([bytes[6], bytes[7]]);
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "format version {version}; this build reads format {FORMAT_VERSION} only"
+        ));
+    }
+    let mut id = [0; 8];
+    id.copy_from_slice(&bytes[8..16]);
+    Ok(u64::from_le_bytes(id))
+}
+
+/// Whether `bytes` start with a whole format-1 record (`[length u32][CRC32 u32][payload]`).
+fn looks_like_format_1(bytes: &[u8]) -> bool {
+    let Some(word) = bytes.get(..8) else {
+        return false;
+    };
+    let len = u32::from_le_bytes([word[0], word[1], word[2], word[3]]) as usize;
+    let crc = u32::from_le_bytes([word[4], word[5], word[6], word[7]]);
+    bytes
+        .get(8..8 + len)
+        .is_some_and(|payload| crc32fast::hash(payload) == crc)
+}
+
+/// Reads a file of `kind` (see the module docs for what is cut and what is refused).
+pub(crate) fn scan(kind: FileKind, bytes: &[u8]) -> Scan {
+    let mut records = Vec::new();
+    let file_id = match check_file_header(kind, bytes) {
+        Ok(id) => id,
+        Err(reason) => {
+            let end = End::Corrupt { offset: 0, reason };
+            return Scan {
+                file_id: 0,
+                records,
+                end,
+            };
+        }
+    };
+    let mut offset = FILE_HEADER_LEN;
+    let end = loop {
+        let rest = bytes.len() - offset;
+        if rest == 0 {
+            break End::Clean;
+        }
+        let Some((len, payload_crc, written_at, crc)) = read_header(bytes, offset) else {
+            break End::Torn {
+                offset,
+                reason: format!(
+                    "{rest} of a record header's {RECORD_HEADER_LEN} bytes before the end of \
+                     the file"
+                ),
+            };
+        };
+        if crc != header_crc(file_id, &bytes[offset..]) {
+            break damaged_header(bytes, file_id, offset);
+        }
+        if written_at != offset as u64 {
+            break End::Corrupt {
+                offset,
+                reason: format!(
+                    "a record written at offset {written_at} is found here (moved or \
+                     duplicated data)"
+                ),
+            };
+        }
+        let start = offset + RECORD_HEADER_LEN;
+        let end = start + len as usize;
+        if end > bytes.len() {
+            break End::Torn {
+                offset,
+                reason: format!(
+                    "the record's header says {len} payload bytes, the file ends after {}",
+                    bytes.len() - start
+                ),
+            };
+        }
+        if crc32fast::hash(&bytes[start..end]) != payload_crc {
+            let after = bytes.len() - end;
+            break if after == 0 {
+                End::Torn {
+                    offset,
+                    reason: "the final record's payload fails its checksum (a write cut short)"
+                        .into(),
+                }
+            } else {
+                End::Corrupt {
+                    offset,
+                    reason: format!(
+                        "the record's payload ({len} bytes) fails its checksum, and {after} \
+                         bytes follow it: not a torn final write"
+                    ),
+                }
+            };
+        }
+        records.push(RecordSpan {
+            offset,
+            payload: start..end,
+        });
+        offset = end;
+    };
+    Scan {
+        file_id,
         records,
-        valid_len: offset,
-    })
+        end,
+    }
+}
+
+/// A header at `offset` that fails its checksum: torn if no valid record of the file follows
+/// it anywhere (wherever it says it was written, so data shifted by lost or added bytes counts).
+fn damaged_header(bytes: &[u8], file_id: u64, offset: usize) -> End {
+    let rest = bytes.len() - offset;
+    let later = (offset + 1..bytes.len()).find_map(|at| valid_record_at(bytes, file_id, at));
+    match later {
+        Some(record) => End::Corrupt {
+            offset,
+            reason: format!(
+                "the record header fails its checksum (so its length cannot be trusted), and a \
+                 valid record follows at offset {}: not a torn final write",
+                record.offset
+            ),
+        },
+        None => {
+            let zeros = bytes[offset..].iter().all(|&b| b == 0);
+            End::Torn {
+                offset,
+                reason: format!(
+                    "a record header that fails its checksum, then no valid record in the \
+                     remaining {rest} bytes{}",
+                    if zeros {
+                        " (all zeros: the file's size reached the disk, its data did not)"
+                    } else {
+                        ""
+                    }
+                ),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn log_of(payloads: &[&[u8]]) -> Vec<u8> {
-        payloads.iter().flat_map(|p| frame(p)).collect()
+    /// 20 records of varying sizes (0 to a few KiB).
+    fn payloads() -> Vec<Vec<u8>> {
+        (0..20u8)
+            .map(|i| {
+                let len = [0, 1, 7, 12, 100, 300, 2000][usize::from(i) % 7] + usize::from(i);
+                (0..len).map(|j| (j as u8).wrapping_mul(31) ^ i).collect()
+            })
+            .collect()
+    }
+
+    fn wal_of(payloads: &[Vec<u8>]) -> Vec<u8> {
+        file_of(FileKind::Wal, payloads.iter().map(Vec::as_slice))
+            .unwrap()
+            .0
+    }
+
+    fn payloads_of<'a>(bytes: &'a [u8], scan: &Scan) -> Vec<&'a [u8]> {
+        scan.records
+            .iter()
+            .map(|r| &bytes[r.payload.clone()])
+            .collect()
+    }
+
+    /// Offsets of each record of `wal_of(payloads)`, and the file's length last.
+    fn boundaries(payloads: &[Vec<u8>]) -> Vec<usize> {
+        let mut at = vec![FILE_HEADER_LEN];
+        for p in payloads {
+            at.push(at[at.len() - 1] + RECORD_HEADER_LEN + p.len());
+        }
+        at
+    }
+
+    /// Asserts that `bytes` (damaged `what`) is refused, or cut at the start of the last
+    /// record with every other record intact: never accepted with a record lost before it.
+    /// Returns whether it was refused.
+    fn refused_or_cut_at_the_last(bytes: &[u8], payloads: &[Vec<u8>], what: &str) -> bool {
+        let s = scan(FileKind::Wal, bytes);
+        let last = boundaries(payloads)[payloads.len() - 1];
+        match &s.end {
+            End::Corrupt { .. } => true,
+            End::Torn { offset, reason } => {
+                assert_eq!(*offset, last, "{what}: torn at {offset} ({reason})");
+                let n = payloads.len() - 1;
+                let expected: Vec<&[u8]> = payloads[..n].iter().map(Vec::as_slice).collect();
+                assert_eq!(payloads_of(bytes, &s), expected, "{what}");
+                false
+            }
+            End::Clean => panic!("{what}: accepted as clean"),
+        }
     }
 
     #[test]
     fn round_trips_records() {
-        let bytes = log_of(&[b"one", b"", b"three"]);
-        let scan = scan(&bytes).unwrap();
-        assert_eq!(scan.records, vec![&b"one"[..], b"", b"three"]);
-        assert_eq!(scan.valid_len, bytes.len());
+        let payloads = payloads();
+        let bytes = wal_of(&payloads);
+        let s = scan(FileKind::Wal, &bytes);
+        assert_eq!(s.end, End::Clean);
+        let expected: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        assert_eq!(payloads_of(&bytes, &s), expected);
+        assert_eq!(s.valid_len(), bytes.len());
+        let empty = wal_of(&[]);
+        assert_eq!(empty.len(), FILE_HEADER_LEN);
+        let s = scan(FileKind::Wal, &empty);
+        assert_eq!(
+            (s.records.len(), &s.end, s.valid_len()),
+            (0, &End::Clean, FILE_HEADER_LEN)
+        );
     }
 
     #[test]
-    fn a_torn_tail_is_cut_off() {
-        let mut bytes = log_of(&[b"one", b"two"]);
-        let whole = bytes.len();
-        bytes.truncate(whole - 1);
-        let s = scan(&bytes).unwrap();
-        assert_eq!(s.records, vec![&b"one"[..]]);
-        assert_eq!(s.valid_len, HEADER_LEN + 3);
-        // A torn header.
-        let mut bytes = log_of(&[b"one"]);
-        bytes.extend_from_slice(&[5, 0, 0]);
-        assert_eq!(scan(&bytes).unwrap().records.len(), 1);
-        // A complete last record with a bad checksum: written partly, then the crash.
-        let mut bytes = log_of(&[b"one", b"two"]);
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0xff;
-        assert_eq!(scan(&bytes).unwrap().records.len(), 1);
+    fn every_single_byte_flip_is_refused_or_cuts_only_the_last_record() {
+        let payloads = payloads();
+        let bytes = wal_of(&payloads);
+        let last = boundaries(&payloads)[payloads.len() - 1];
+        let mut flips = 0;
+        for at in 0..bytes.len() {
+            for mask in [0x01, 0x80, 0xff] {
+                let mut damaged = bytes.clone();
+                damaged[at] ^= mask;
+                let refused =
+                    refused_or_cut_at_the_last(&damaged, &payloads, &format!("{at} ^ {mask:#x}"));
+                // Only damage inside the last record may be taken for a torn write.
+                assert!(refused || at >= last, "byte {at} ^ {mask:#x} was cut");
+                flips += 1;
+            }
+        }
+        assert_eq!(flips, bytes.len() * 3);
+        eprintln!("{flips} flips of a {}-byte WAL of 20 records", bytes.len());
     }
 
     #[test]
-    fn corruption_in_the_middle_is_refused_with_its_offset() {
-        let mut bytes = log_of(&[b"one", b"two", b"three"]);
-        let second = HEADER_LEN + 3;
-        bytes[second + HEADER_LEN] ^= 0xff;
-        let err = scan(&bytes).unwrap_err();
-        assert_eq!(err.offset, second);
-        assert!(err.to_string().contains("checksum"));
-        let mut bytes = log_of(&[b"one", b"two"]);
-        bytes[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(scan(&bytes).unwrap_err().offset, 0);
+    fn multi_byte_damage_is_refused_or_cuts_only_the_last_record() {
+        let payloads = payloads();
+        let bytes = wal_of(&payloads);
+        let at = boundaries(&payloads);
+        let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
+        for (k, &offset) in at[..payloads.len()].iter().enumerate() {
+            for (name, fill) in [("zeroed", 0x00u8), ("all ones", 0xff)] {
+                let mut d = bytes.clone();
+                d[offset..offset + RECORD_HEADER_LEN].fill(fill);
+                cases.push((format!("record {k}'s header {name}"), d));
+            }
+            let mut d = bytes.clone();
+            d[offset + 4..offset + 8].fill(0);
+            cases.push((format!("record {k}'s payload CRC zeroed"), d));
+        }
+        // Runs of 2, 3 and 9 bytes flipped, and a 512-byte sector zeroed, everywhere.
+        for width in [2, 3, 9] {
+            for start in (0..bytes.len() - width).step_by(5) {
+                let mut d = bytes.clone();
+                d[start..start + width].iter_mut().for_each(|b| *b ^= 0x5a);
+                cases.push((format!("{width} bytes at {start} flipped"), d));
+            }
+        }
+        for sector in (0..bytes.len()).step_by(512) {
+            let mut d = bytes.clone();
+            let end = (sector + 512).min(bytes.len());
+            d[sector..end].fill(0);
+            cases.push((format!("sector at {sector} zeroed"), d));
+        }
+        // (Zeroing the CRC of the empty payload, whose CRC is 0, changes nothing.)
+        cases.retain(|(_, damaged)| *damaged != bytes);
+        assert!(cases.len() > 3000, "{} cases", cases.len());
+        eprintln!(
+            "{} multi-byte damages of a {}-byte WAL",
+            cases.len(),
+            bytes.len()
+        );
+        for (what, damaged) in &cases {
+            refused_or_cut_at_the_last(damaged, &payloads, what);
+        }
+    }
+
+    #[test]
+    fn a_damaged_length_in_the_middle_is_refused() {
+        let payloads = payloads();
+        let bytes = wal_of(&payloads);
+        let at = boundaries(&payloads);
+        for k in [0, 5, 10, payloads.len() - 2] {
+            let offset = at[k];
+            let len = payloads[k].len() as u32;
+            // Shorter, longer, past the end of the file, and zero.
+            for wrong in [len.wrapping_sub(1), len + 1, u32::MAX, 0] {
+                if wrong == len {
+                    continue;
+                }
+                let mut d = bytes.clone();
+                d[offset..offset + 4].copy_from_slice(&wrong.to_le_bytes());
+                let s = scan(FileKind::Wal, &d);
+                let End::Corrupt {
+                    offset: bad,
+                    reason,
+                } = &s.end
+                else {
+                    panic!("length {wrong} of record {k}: {:?}", s.end);
+                };
+                assert_eq!(*bad, offset);
+                assert!(reason.contains("header fails its checksum"), "{reason}");
+                assert!(
+                    reason.contains(&format!("offset {}", at[k + 1])),
+                    "{reason}"
+                );
+                assert_eq!(s.records.len(), k, "the records before it are listed");
+            }
+        }
+    }
+
+    #[test]
+    fn a_truncation_at_every_length_leaves_a_prefix() {
+        let payloads = payloads();
+        let bytes = wal_of(&payloads);
+        let at = boundaries(&payloads);
+        for len in FILE_HEADER_LEN..=bytes.len() {
+            let s = scan(FileKind::Wal, &bytes[..len]);
+            let whole = at.iter().filter(|&&b| b <= len).count() - 1;
+            let expected: Vec<&[u8]> = payloads[..whole].iter().map(Vec::as_slice).collect();
+            assert_eq!(payloads_of(&bytes, &s), expected, "cut at {len}");
+            match s.end {
+                End::Clean => assert_eq!(at[whole], len, "clean only at a boundary"),
+                End::Torn { offset, .. } => assert_eq!(offset, at[whole], "cut at {len}"),
+                End::Corrupt { offset, reason } => panic!("cut at {len}: {offset}: {reason}"),
+            }
+        }
+        // A file is created whole with its header: shorter is damage, not a tear.
+        for len in 0..FILE_HEADER_LEN {
+            let s = scan(FileKind::Wal, &bytes[..len]);
+            assert!(matches!(s.end, End::Corrupt { offset: 0, .. }), "{len}");
+        }
+    }
+
+    #[test]
+    fn a_final_record_zeroed_from_any_point_is_torn() {
+        // The file's size reached the disk, the end of its data did not.
+        let payloads = payloads();
+        let bytes = wal_of(&payloads);
+        let last = boundaries(&payloads)[payloads.len() - 1];
+        for from in last..bytes.len() {
+            let mut d = bytes.clone();
+            d[from..].fill(0);
+            assert!(
+                !refused_or_cut_at_the_last(&d, &payloads, &format!("zeros from {from}")),
+                "zeros from {from} refused"
+            );
+        }
+        // Zeros after a complete last record: the size of a next record got there, its data
+        // did not.
+        let mut d = bytes.clone();
+        d.extend_from_slice(&[0; 4096]);
+        let s = scan(FileKind::Wal, &d);
+        assert!(matches!(s.end, End::Torn { offset, ref reason }
+            if offset == bytes.len() && reason.contains("all zeros")));
+        assert_eq!(s.records.len(), payloads.len());
+    }
+
+    #[test]
+    fn moved_records_and_shifted_data_are_refused() {
+        let payloads = payloads();
+        let bytes = wal_of(&payloads);
+        let at = boundaries(&payloads);
+        // Record 3 in place of record 2: valid, but written for another offset.
+        let mut d = bytes.clone();
+        d.splice(at[2]..at[3], bytes[at[3]..at[4]].to_vec());
+        let End::Corrupt { offset, reason } = scan(FileKind::Wal, &d).end else {
+            panic!("a moved record accepted");
+        };
+        assert_eq!(offset, at[2]);
+        assert!(
+            reason.contains(&format!("written at offset {}", at[3])),
+            "{reason}"
+        );
+        // Bytes lost or added in the middle: every later record sits at the wrong offset, but
+        // they are still found, so the damage is no torn tail.
+        for (what, range, insert) in [
+            ("lost", at[4] + 5..at[4] + 9, vec![]),
+            ("added", at[4] + 5..at[4] + 5, vec![7; 3]),
+        ] {
+            let mut d = bytes.clone();
+            d.splice(range, insert);
+            let s = scan(FileKind::Wal, &d);
+            assert!(
+                matches!(s.end, End::Corrupt { .. }),
+                "bytes {what}: {:?}",
+                s.end
+            );
+        }
+    }
+
+    #[test]
+    fn a_stale_record_of_another_file_is_not_taken_for_one_of_this_file() {
+        let payloads = payloads();
+        let bytes = wal_of(&payloads);
+        let at = boundaries(&payloads);
+        // An older WAL with the same records: a crash may show its blocks in a torn tail.
+        let older = wal_of(&payloads);
+        let last = at[payloads.len() - 1];
+        let mut d = bytes[..last].to_vec();
+        d.extend_from_slice(&older[last..]);
+        assert!(!refused_or_cut_at_the_last(
+            &d,
+            &payloads,
+            "a stale last record"
+        ));
+    }
+
+    #[test]
+    fn foreign_files_are_refused_with_what_they_are() {
+        let bytes = wal_of(&payloads());
+        let snap = file_of(FileKind::Snapshot, [&b"state"[..]]).unwrap().0;
+        let refusal = |kind, bytes: &[u8]| match scan(kind, bytes).end {
+            End::Corrupt { offset: 0, reason } => reason,
+            other => panic!("accepted: {other:?}"),
+        };
+        assert!(refusal(FileKind::Wal, &snap).contains("not a RainKV WAL"));
+        assert!(refusal(FileKind::Snapshot, &bytes).contains("not a RainKV snapshot file"));
+
+        // Another format version, with a header otherwise right.
+        let mut header = FileKind::Wal.header(5);
+        header[6..8].copy_from_slice(&3u16.to_le_bytes());
+        let crc = crc32fast::hash(&header[..16]);
+        header[16..].copy_from_slice(&crc.to_le_bytes());
+        let reason = refusal(FileKind::Wal, &header);
+        assert!(reason.contains("format version 3"), "{reason}");
+
+        // Format 1: records framed [length][CRC32][payload], no file header.
+        let mut old = Vec::new();
+        for p in [&b"one"[..], b"two"] {
+            old.extend_from_slice(&(p.len() as u32).to_le_bytes());
+            old.extend_from_slice(&crc32fast::hash(p).to_le_bytes());
+            old.extend_from_slice(p);
+        }
+        let reason = refusal(FileKind::Wal, &old);
+        assert!(reason.contains("format-1 WAL"), "{reason}");
+        assert!(refusal(FileKind::Wal, &[]).contains("0 bytes"));
     }
 }

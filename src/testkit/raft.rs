@@ -157,7 +157,7 @@ impl Handler<ApplyMsg> for TesterApplier {
         let i = self.me;
         let mut applied = self.applied.borrow_mut();
         match msg {
-            ApplyMsg::Halted { reason } => applied.fail(format!("server {i} halted: {reason}")),
+            ApplyMsg::Halted { reason, .. } => applied.fail(format!("server {i} halted: {reason}")),
             ApplyMsg::Snapshot { index, data, .. } => {
                 if self.snapshots {
                     applied.ingest_snapshot(i, &data, Some(index));

@@ -34,7 +34,7 @@ use super::core::{Message, RaftCore, Ready, RestoreError};
 use crate::actors::applier::Applier;
 use crate::actors::client_end::ClientEnd;
 use crate::actors::storage::StorageHandle;
-use crate::messages::apply::{ApplyBatch, ApplyMsg};
+use crate::messages::apply::{ApplyBatch, ApplyMsg, HaltCause};
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::{encode, Dispatch, Rpc, RpcError};
 use crate::messages::raft::*;
@@ -161,7 +161,7 @@ impl RaftPeer {
             reads,
         } = self.core.take_ready();
         if let Some(reason) = fault {
-            return self.halt(reason, ctx);
+            return self.halt(HaltCause::Untrusted, reason, ctx);
         }
         // A read index depends on no state of this peer's disk: answer at once.
         for (read, result) in reads {
@@ -246,8 +246,10 @@ impl RaftPeer {
             Err(e) => Some(format!("the storage actor is gone ({e})")),
         };
         if let Some(error) = error {
-            // Answering anything now could acknowledge state that is not durable.
-            return self.halt(format!("cannot save the Raft state: {error}"), ctx);
+            // Answering anything now could acknowledge state that is not durable, and the
+            // store refuses every later save: the peer never retries.
+            let reason = format!("cannot save the Raft state: {error}");
+            return self.halt(HaltCause::Storage, reason, ctx);
         }
         self.durable = number;
         self.core.saved();
@@ -258,11 +260,11 @@ impl RaftPeer {
 
     /// Stops this peer for good because it cannot go on safely, and has its service told why
     /// (after the entries already committed).
-    fn halt(&mut self, reason: String, ctx: &mut Context<Self>) {
+    fn halt(&mut self, cause: HaltCause, reason: String, ctx: &mut Context<Self>) {
         log::error!("peer {}: {reason}; halting", self.me);
         self.halted = true;
         self.applier
-            .do_send(ApplyBatch(vec![ApplyMsg::Halted { reason }]));
+            .do_send(ApplyBatch(vec![ApplyMsg::Halted { cause, reason }]));
         ctx.stop();
     }
 

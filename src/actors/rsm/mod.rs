@@ -18,12 +18,14 @@
 //! at it (the shard migrator).
 //!
 //! A replica that meets something it cannot trust (an undecodable snapshot or log entry, or
-//! [`ApplyMsg::Halted`] from Raft) halts: it stops its peer, fails what is pending, refuses
-//! what comes, and says why through [`GetHealth`].
+//! [`ApplyMsg::Halted`] from Raft: a failed save, a broken invariant) halts: it stops its
+//! peer, fails what is pending, refuses what comes, says why through [`GetHealth`], and answers
+//! whoever waits for it to halt ([`WaitHalt`]: `rainkv serve`, which exits when the cause is
+//! its storage).
 //!
 //! Handles: [`Submit`], [`RegisterSession`], [`LinearizableRead`], [`Read`], [`GetSessions`],
-//! [`GetHealth`], [`ApplyMsg`] (from the peer's applier), [`RoleChanged`] (from the peer),
-//! [`Stop`]. Sends: [`SubscribeRoles`],
+//! [`GetHealth`], [`WaitHalt`], [`ApplyMsg`] (from the peer's applier), [`RoleChanged`] (from
+//! the peer), [`Stop`]. Sends: [`SubscribeRoles`],
 //! [`Propose`], [`ReadIndex`], [`Snapshot`] and [`Stop`] to its Raft peer.
 
 mod sessions;
@@ -40,12 +42,12 @@ use tokio::time::Instant;
 
 use crate::actors::client_end::ClientEnd;
 use crate::actors::raft::{PeerSetup, RaftConfig, RaftPeer, RestoreError};
-use crate::messages::apply::ApplyMsg;
+use crate::messages::apply::{ApplyMsg, HaltCause};
 use crate::messages::lifecycle::Stop;
 use crate::messages::raft::{Propose, ReadIndex, RoleChanged, Snapshot, SubscribeRoles};
 use crate::messages::rsm::{
-    ClientId, GetHealth, GetSessions, Halted, Health, LinearizableRead, Read, RegisterSession,
-    Session, Submit, SubmitError,
+    ClientId, GetHealth, GetSessions, Halt, Halted, Health, LinearizableRead, Read,
+    RegisterSession, Session, Submit, SubmitError, WaitHalt,
 };
 use crate::storage::Persister;
 pub use sessions::{SessionClock, SessionPolicy};
@@ -130,7 +132,9 @@ pub struct Rsm<S: StateMachine> {
     /// The peer's term and role as last reported (`None` before its first report).
     role: Option<RoleChanged>,
     /// Why the replica halted, once it has.
-    halted: Option<String>,
+    halted: Option<Halt>,
+    /// Who waits to hear that it halted.
+    halt_waiters: Vec<oneshot::Sender<Halt>>,
     /// Linearizable reads confirmed by the leader, waiting until their read index is applied.
     reads: BTreeMap<u64, Vec<PendingRead<S>>>,
     /// A snapshot was handed to Raft and not yet taken.
@@ -204,6 +208,7 @@ impl<S: StateMachine> Rsm<S> {
             deadline_timer: false,
             role: None,
             halted: None,
+            halt_waiters: Vec::new(),
             reads: BTreeMap::new(),
             snapshot_in_flight: false,
             noop_term: None,
@@ -216,7 +221,10 @@ impl<S: StateMachine> Rsm<S> {
             Ok(entry) => entry,
             // Every replica has the same entry: skipping it would hide a bug, and applying
             // anything after it could build a state no one can explain.
-            Err(e) => return self.halt(format!("log entry {index} does not decode: {e}")),
+            Err(e) => {
+                let reason = format!("log entry {index} does not decode: {e}");
+                return self.halt(HaltCause::Untrusted, reason);
+            }
         };
         self.last_applied = index;
         let applied = self.execute(index, entry);
@@ -275,18 +283,26 @@ impl<S: StateMachine> Rsm<S> {
             }
             // Raft already replaced its log with this snapshot: without it the state cannot
             // catch up, and serving the old one would be serving a lie.
-            Err(e) => self.halt(format!("the snapshot at {index} does not decode: {e}")),
+            Err(e) => {
+                let reason = format!("the snapshot at {index} does not decode: {e}");
+                self.halt(HaltCause::Untrusted, reason);
+            }
         }
     }
 
-    /// Stops serving for good: the Raft peer is stopped, pending requests fail, and
-    /// [`GetHealth`] tells why from now on.
-    fn halt(&mut self, reason: String) {
+    /// Stops serving for good: the Raft peer is stopped, pending requests fail, whoever waits
+    /// for a halt hears of it, and [`GetHealth`] tells why from now on.
+    fn halt(&mut self, cause: HaltCause, reason: String) {
         if self.halted.is_some() {
             return;
         }
         log::error!("replica halted: {reason}");
-        self.halted = Some(reason);
+        let halt = Halt { cause, reason };
+        for waiter in self.halt_waiters.drain(..) {
+            // A waiter that gave up is no one to tell.
+            let _ = waiter.send(halt.clone());
+        }
+        self.halted = Some(halt);
         self.raft.do_send(Stop);
         self.fail_pending(|_, _| true);
         // Their callers see the channel close: a failure.
@@ -599,10 +615,26 @@ impl<S: StateMachine> Handler<GetHealth> for Rsm<S> {
     fn handle(&mut self, _: GetHealth, _: &mut Self::Context) -> Self::Result {
         MessageResult(match &self.halted {
             None => Health::Serving,
-            Some(reason) => Health::Halted {
-                reason: reason.clone(),
+            Some(halt) => Health::Halted {
+                reason: halt.reason.clone(),
             },
         })
+    }
+}
+
+impl<S: StateMachine> Handler<WaitHalt> for Rsm<S> {
+    // Awaited outside the actor's context: when the replica stops without halting, the
+    // waiter's sender is dropped and the answer is `None`.
+    type Result = ResponseFuture<Option<Halt>>;
+
+    fn handle(&mut self, _: WaitHalt, _: &mut Self::Context) -> Self::Result {
+        if let Some(halt) = &self.halted {
+            let halt = halt.clone();
+            return Box::pin(async move { Some(halt) });
+        }
+        let (tell, told) = oneshot::channel();
+        self.halt_waiters.push(tell);
+        Box::pin(async move { told.await.ok() })
     }
 }
 
@@ -632,7 +664,9 @@ impl<S: StateMachine> Handler<ApplyMsg> for Rsm<S> {
                     self.serve_reads();
                 }
             }
-            ApplyMsg::Halted { reason } => self.halt(format!("Raft halted: {reason}")),
+            ApplyMsg::Halted { cause, reason } => {
+                self.halt(cause, format!("Raft halted: {reason}"));
+            }
         }
     }
 }
