@@ -24,6 +24,10 @@
 //! # pre_vote = true
 //! # check_quorum = true
 //! # lease_reads = false         # needs check_quorum and clocks that drift under 10 %
+//!
+//! # [sessions]                  # optional: client sessions (see SessionPolicy)
+//! # ttl_secs = 3600             # a session with no write for this long expires
+//! # max_sessions = 100000       # past this many, the least recently active expires
 //! ```
 
 use std::collections::BTreeSet;
@@ -39,6 +43,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::actors::raft::RaftConfig;
+use crate::actors::rsm::SessionPolicy;
 use crate::actors::tcp::{TcpSettings, HELLO_MAX_FRAME};
 
 /// Snapshot threshold when the file names none: the Raft state is re-encoded on every save,
@@ -60,6 +65,8 @@ pub struct ClusterFile {
     pub transport: TransportOverrides,
     /// Raft timing and features.
     pub raft: RaftOverrides,
+    /// Client sessions' lifetime and cap.
+    pub sessions: SessionOverrides,
 }
 
 /// Where one node listens.
@@ -157,6 +164,33 @@ impl RaftOverrides {
     }
 }
 
+/// The `[sessions]` section: what differs from [`SessionPolicy::default`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionOverrides {
+    /// A session with no write for this many seconds expires.
+    pub ttl_secs: Option<u64>,
+    /// Most live sessions.
+    pub max_sessions: Option<usize>,
+}
+
+impl SessionOverrides {
+    /// True if nothing is overridden.
+    pub fn is_empty(&self) -> bool {
+        *self == SessionOverrides::default()
+    }
+
+    /// [`SessionPolicy::default`] (the wall clock) with these overrides.
+    pub fn policy(&self) -> SessionPolicy {
+        let mut policy = SessionPolicy::default();
+        if let Some(secs) = self.ttl_secs {
+            policy.ttl = Duration::from_secs(secs);
+        }
+        policy.max_sessions = self.max_sessions.unwrap_or(policy.max_sessions);
+        policy
+    }
+}
+
 /// What is wrong with a cluster file.
 #[derive(Debug)]
 pub enum ClusterFileError {
@@ -214,6 +248,8 @@ struct RawClusterFile {
     transport: TransportOverrides,
     #[serde(default, skip_serializing_if = "RaftOverrides::is_empty")]
     raft: RaftOverrides,
+    #[serde(default, skip_serializing_if = "SessionOverrides::is_empty")]
+    sessions: SessionOverrides,
 }
 
 #[cfg(feature = "cli")]
@@ -276,6 +312,7 @@ impl ClusterFile {
             nodes,
             transport: raw.transport,
             raft: raw.raft,
+            sessions: raw.sessions,
         };
         config.validate().map_err(invalid)?;
         Ok(config)
@@ -356,6 +393,9 @@ impl ClusterFile {
             return Err(format!(
                 "transport.max_buffered_bytes must be at least the maximum frame ({max_frame} bytes)"
             ));
+        }
+        if self.sessions.ttl_secs == Some(0) || self.sessions.max_sessions == Some(0) {
+            return Err("[sessions]: ttl_secs and max_sessions must be positive".into());
         }
         self.raft
             .config()
@@ -441,6 +481,7 @@ impl ClusterFile {
                 .collect(),
             transport: self.transport.clone(),
             raft: self.raft.clone(),
+            sessions: self.sessions.clone(),
         };
         toml::to_string(&raw).map_err(|e| e.to_string())
     }
@@ -568,6 +609,25 @@ call_timeout_ms = 500
             e.contains("[raft]") && e.contains("lease_reads needs check_quorum"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_sessions_section_overrides_the_defaults_and_is_checked() {
+        let config = ClusterFile::parse(GOOD, "cluster.toml").expect("valid");
+        assert_eq!(config.sessions.policy().ttl, SessionPolicy::default().ttl);
+        let text = format!("{GOOD}\n[sessions]\nttl_secs = 60\nmax_sessions = 10\n");
+        let config = ClusterFile::parse(&text, "cluster.toml").expect("valid");
+        let policy = config.sessions.policy();
+        assert_eq!(
+            (policy.ttl, policy.max_sessions),
+            (Duration::from_secs(60), 10)
+        );
+        let again = ClusterFile::parse(&config.to_toml().expect("toml"), "again").expect("valid");
+        assert_eq!(again, config);
+        let e = error_of(&format!("{GOOD}\n[sessions]\nttl_secs = 0\n"));
+        assert!(e.contains("[sessions]"), "{e}");
+        let e = error_of(&format!("{GOOD}\n[sessions]\nttl = 5\n"));
+        assert!(e.contains("ttl"), "{e}");
     }
 
     #[test]

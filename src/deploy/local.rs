@@ -13,7 +13,8 @@ use tokio::sync::oneshot;
 
 use super::client::ClusterClient;
 use super::cluster_file::{
-    ClusterFile, NodeAddrs, RaftOverrides, TransportOverrides, DEFAULT_MAX_RAFT_STATE,
+    ClusterFile, NodeAddrs, RaftOverrides, SessionOverrides, TransportOverrides,
+    DEFAULT_MAX_RAFT_STATE,
 };
 use super::node::{NodeError, NodeSockets, TcpNode};
 use super::store::{open_store, NodeStore};
@@ -122,6 +123,7 @@ impl LocalCluster {
             nodes,
             transport: options.transport,
             raft: RaftOverrides::default(),
+            sessions: SessionOverrides::default(),
         };
         let cluster = NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed);
         let data_dirs: Vec<PathBuf> = (0..options.nodes)

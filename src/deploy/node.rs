@@ -19,7 +19,7 @@ use super::store::NodeStore;
 use crate::actors::admin::Admin;
 use crate::actors::kv_server::KvNode;
 use crate::actors::raft::RestoreError;
-use crate::actors::rsm::{ReplicaSetup, SessionPolicy};
+use crate::actors::rsm::ReplicaSetup;
 use crate::actors::tcp::{client_end, Link, Listener, MethodTable};
 use crate::messages::admin::{StatusArgs, TransferLeaderArgs};
 use crate::messages::kv::{GetArgs, PutAppendArgs, RegisterArgs};
@@ -230,7 +230,7 @@ impl TcpNode {
             max_raft_state: Some(config.max_raft_state),
             proportional_snapshots: true,
             seed: rand::random(),
-            sessions: SessionPolicy::default(),
+            sessions: config.sessions.policy(),
         })?;
         let admin = Admin::new(id, kv.rsm.clone().recipient(), kv.raft.clone()).start();
         let peer_services = Server::new().with_service("Raft", kv.raft.clone().recipient());

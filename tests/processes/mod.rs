@@ -8,7 +8,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use rainkv::deploy::cluster_file::{
-    ClusterFile, NodeAddrs, RaftOverrides, TransportOverrides, DEFAULT_MAX_RAFT_STATE,
+    ClusterFile, NodeAddrs, RaftOverrides, SessionOverrides, TransportOverrides,
+    DEFAULT_MAX_RAFT_STATE,
 };
 
 /// The `serve` processes, one slot per node id; dropping it kills and reaps any still running.
@@ -80,6 +81,7 @@ fn cluster_file(token: &str, ports: &[u16]) -> ClusterFile {
             .collect(),
         transport: TransportOverrides::default(),
         raft: RaftOverrides::default(),
+        sessions: SessionOverrides::default(),
     }
 }
 
