@@ -66,7 +66,7 @@ impl Actor for ClerkActor {
 /// waited for alone: the next one is tried meanwhile, and whichever answers first counts (a
 /// frozen or cut-off leader costs the wait for a new leader, not a call timeout per round). A
 /// server is never sent a second attempt while one is pending there.
-async fn until_accepted<A: Rpc, T>(
+pub(crate) async fn until_accepted<A: Rpc, T>(
     servers: &[ClientEnd],
     server: &mut usize,
     args: &A,

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::actors::clerk::until_accepted;
 use crate::actors::client_end::ClientEnd;
 use crate::messages::ctrler::*;
 use crate::messages::net::RpcError;
@@ -97,24 +98,6 @@ pub(crate) async fn one_round(
     None
 }
 
-/// A new session, from whichever server leads; with the server that opened it.
-async fn register(servers: &[ClientEnd], first: usize) -> (usize, ClientId) {
-    let n = servers.len().max(1);
-    let mut server = first;
-    loop {
-        for _ in 0..n {
-            let Some(end) = servers.get(server) else {
-                break;
-            };
-            if let Ok(Ok(client)) = end.call(&RegisterArgs).await {
-                return (server, client);
-            }
-            server = (server + 1) % n;
-        }
-        tokio::time::sleep(ROUND_PAUSE).await;
-    }
-}
-
 /// Where a clerk's operation ended: the server that answered, the session after it, and the
 /// answer.
 type Outcome = (usize, Option<(ClientId, Seq)>, CtrlerResult);
@@ -133,8 +116,8 @@ async fn run(
             _ if !change => (0, 0),
             Some((client, last)) => (client, last + 1),
             None => {
-                let (server, client) = register(&servers, first).await;
-                first = server;
+                let opened = |reply: Result<ClientId, CtrlerError>| reply.ok();
+                let (client, _) = until_accepted(&servers, &mut first, &RegisterArgs, opened).await;
                 (client, 1)
             }
         };
