@@ -643,14 +643,13 @@ impl RaftCore {
             return reply(self.current_term, index, (0, 0));
         }
         let key = (args.term, index, term);
-        let incoming = match self.incoming.take() {
+        let mut incoming = match self.incoming.take() {
             Some(incoming) if incoming.key == key => incoming,
             _ => IncomingSnapshot {
                 key,
                 data: Vec::new(),
             },
         };
-        let mut incoming = incoming;
         if args.offset == 0 {
             incoming.data.clear();
         }
