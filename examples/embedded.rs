@@ -7,6 +7,7 @@
 
 use std::process::ExitCode;
 
+use rainkv::trace::Tracer;
 use rainkv::{
     Clerk, ClientEnd, KvNode, MemPersister, NetworkHandle, RaftConfig, ReplicaSetup, SessionPolicy,
 };
@@ -53,6 +54,8 @@ pub async fn run() -> Result<String, String> {
             proportional_snapshots: true,
             seed: rand::random(),
             sessions: SessionPolicy::default(),
+            // No trace events (see the README's "Trace" section for recording them).
+            trace: Tracer::off(),
         })
         .map_err(|e| format!("server {i} did not start: {e}"))?;
         net.add_server(&me, node.server());

@@ -28,6 +28,8 @@
 //!   cluster in one process, the demo and the benchmark (what the `rainkv` and `rainkv-ctl`
 //!   binaries run).
 //! - [`check`]: the linearizability checker, used by the testkit and by the demo.
+//! - [`trace`]: structured events of a run (messages, Raft state, faults, client operations),
+//!   off unless asked for, written as JSON Lines.
 //! - `testkit` (feature `testkit`, off by default): the deterministic harness. A scenario runs
 //!   inside an actix `System` on a current-thread tokio runtime with paused time, so a
 //!   30-second scenario takes milliseconds; every random choice derives from one seed
@@ -36,8 +38,8 @@
 //!   thin layers over it.
 //!
 //! Which module may use which: `deploy` → `actors` → `storage` → `messages`, and `actors` →
-//! `messages`; `testkit` → `actors`, `storage`, `messages`, `check`; `check` and `messages` use
-//! nothing of ours (`tests/architecture.rs` checks it).
+//! `messages`; `testkit` → `actors`, `storage`, `messages`, `check`; `actors`, `deploy` and
+//! `testkit` may use `trace`; `check`, `trace` and `messages` use nothing of ours (`tests/architecture.rs` checks it).
 //!
 //! The types most programs need are re-exported here: [`KvNode`], [`Clerk`], [`RaftPeer`],
 //! [`RaftConfig`], [`Rsm`], [`StateMachine`], [`ReplicaSetup`], ...
@@ -54,6 +56,7 @@ pub mod messages;
 pub mod storage;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod trace;
 
 // The types most programs need, at the crate root.
 pub use actors::clerk::Clerk;

@@ -12,10 +12,17 @@ use std::path::{Path, PathBuf};
 const MAY_USE: &[(&str, &[&str])] = &[
     ("check", &[]),
     ("messages", &[]),
+    ("trace", &[]),
     ("storage", &["messages"]),
-    ("actors", &["messages", "storage"]),
-    ("deploy", &["actors", "messages", "storage", "check"]),
-    ("testkit", &["actors", "messages", "storage", "check"]),
+    ("actors", &["messages", "storage", "trace"]),
+    (
+        "deploy",
+        &["actors", "messages", "storage", "check", "trace"],
+    ),
+    (
+        "testkit",
+        &["actors", "messages", "storage", "check", "trace"],
+    ),
 ];
 
 fn source_files(dir: &Path, files: &mut Vec<PathBuf>) {

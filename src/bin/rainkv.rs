@@ -1,5 +1,6 @@
 //! `rainkv`: run one node of a cluster (`serve`), the one-command fault demo (`demo`), the
-//! benchmark (`bench`), or check a data directory's WAL (`wal check`). A thin shell over
+//! benchmark (`bench`), check a data directory's WAL (`wal check`), or turn a trace into an
+//! HTML timeline (`timeline`). A thin shell over
 //! `rainkv::deploy` and `rainkv::storage`: argument parsing, logging set-up and what the user
 //! reads.
 
@@ -83,6 +84,14 @@ enum Command {
         #[command(subcommand)]
         command: WalCommand,
     },
+    /// Turn a JSON Lines trace (RAINKV_TRACE=PATH) into one self-contained HTML timeline.
+    Timeline {
+        /// The trace file.
+        trace: PathBuf,
+        /// The HTML file to write.
+        #[arg(short, long, default_value = "timeline.html")]
+        output: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -100,7 +109,10 @@ fn main() -> ExitCode {
     // A server logs its life at info; the demo and the benchmark print their own progress.
     let level = match cli.command {
         Command::Serve { .. } => "info",
-        Command::Demo { .. } | Command::Bench { .. } | Command::Wal { .. } => "error",
+        Command::Demo { .. }
+        | Command::Bench { .. }
+        | Command::Wal { .. }
+        | Command::Timeline { .. } => "error",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let system = actix_rt::System::new();
@@ -129,6 +141,7 @@ fn main() -> ExitCode {
             Command::Wal {
                 command: WalCommand::Check { dir },
             } => wal_check(&dir),
+            Command::Timeline { trace, output } => timeline(&trace, &output),
         }
     });
     match outcome {
@@ -186,6 +199,21 @@ async fn serve(config: PathBuf, id: usize, data: Option<PathBuf>) -> Result<Exit
 
 /// `rainkv wal check DIR`: the records and the verdict; exit status 1 if a restart would
 /// refuse the WAL.
+fn timeline(trace: &std::path::Path, output: &std::path::Path) -> Result<ExitCode, String> {
+    let jsonl = std::fs::read_to_string(trace)
+        .map_err(|e| format!("cannot read {}: {e}", trace.display()))?;
+    let title = trace.display().to_string();
+    let page = rainkv::trace::timeline::render(&jsonl, &title);
+    std::fs::write(output, &page).map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+    println!(
+        "{}: {} events, {} KiB",
+        output.display(),
+        jsonl.lines().filter(|l| !l.trim().is_empty()).count(),
+        page.len() / 1024
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn wal_check(dir: &std::path::Path) -> Result<ExitCode, String> {
     let check = check_wal(dir).map_err(|e| format!("cannot check the WAL: {e}"))?;
     println!("{}", check.summary());

@@ -33,6 +33,7 @@ use crate::messages::rsm::{Halt, WaitHalt};
 use crate::messages::tcp::{
     GetLinkStatus, GetListenerStats, LinkStatus, ListenerStats, SetBlocked,
 };
+use crate::trace::Tracer;
 
 /// The methods served on the peer port: every RPC a Raft peer handles.
 pub(crate) fn peer_methods() -> MethodTable {
@@ -231,6 +232,7 @@ impl TcpNode {
             proportional_snapshots: true,
             seed: rand::random(),
             sessions: config.sessions.policy(),
+            trace: Tracer::off(),
         })?;
         let admin = Admin::new(id, kv.rsm.clone().recipient(), kv.raft.clone()).start();
         let peer_services = Server::new().with_service("Raft", kv.raft.clone().recipient());

@@ -43,6 +43,7 @@ use crate::messages::raft::GetState;
 use crate::messages::storage::{SavedState, StateUpdate};
 use crate::messages::storage::{SetDiskLatency, StallDisk};
 use crate::storage::{FilePersister, MemPersister, Persister};
+use crate::trace::EventKind;
 
 /// Where the servers of a cluster keep their state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -370,6 +371,9 @@ impl<K: ServerKind> Cluster<K> {
     /// Crashes server i: cuts it off, removes it from the network, keeps what it last saved
     /// and stops it. Nothing it does afterwards reaches anyone or its storage.
     pub fn crash(&self, i: usize) {
+        self.sim.trace().emit(|| EventKind::Crash {
+            node: self.server_name(i),
+        });
         self.disconnect(i);
         let net = self.sim.network();
         net.delete_server(&self.server_name(i));
@@ -441,6 +445,7 @@ impl<K: ServerKind> Cluster<K> {
                 clock: SessionClock::Since(self.sim.started()),
                 ..self.options.sessions.clone()
             },
+            trace: self.sim.trace().for_node(&me),
         };
         let mut ctx = ServerContext {
             name: me.clone(),
@@ -460,6 +465,9 @@ impl<K: ServerKind> Cluster<K> {
             services = services.with_service("Raft", tap.recipient());
         }
         net.add_server(&me, services);
+        self.sim
+            .trace()
+            .emit(|| EventKind::Restart { node: me.clone() });
         {
             let mut state = self.state.borrow_mut();
             let slot = &mut state.slots[i];
@@ -487,6 +495,14 @@ impl<K: ServerKind> Cluster<K> {
         {
             let mut state = self.state.borrow_mut();
             for &j in others {
+                if i != j && state.links[i][j] != up {
+                    self.sim.trace().emit(|| EventKind::Link {
+                        a: self.server_name(i),
+                        b: self.server_name(j),
+                        up,
+                        one_way: false,
+                    });
+                }
                 state.links[i][j] = up;
                 state.links[j][i] = up;
             }
@@ -544,6 +560,12 @@ impl<K: ServerKind> Cluster<K> {
     /// calls to it are handled but their replies are lost. The other direction is untouched,
     /// and the cut is independent of [`Cluster::connect`] and [`Cluster::disconnect`].
     pub fn set_one_way(&self, from: usize, to: usize, up: bool) {
+        self.sim.trace().emit(|| EventKind::Link {
+            a: self.server_name(from),
+            b: self.server_name(to),
+            up,
+            one_way: true,
+        });
         let net = self.sim.network();
         net.set_link(&self.server_name(from), &self.server_name(to), up);
     }

@@ -28,6 +28,7 @@ use crate::check::{
 };
 use crate::messages::kv::KvCommand;
 use crate::messages::net::Server;
+use crate::trace::{self, EventKind, Tracer};
 
 /// A recorded history of KV operations.
 pub type KvHistory = Vec<Operation<KvInput, KvOutput>>;
@@ -57,6 +58,18 @@ impl OpLog {
     pub fn check_linearizable(&self, test: &str, timeout: Duration) {
         let history = self.snapshot();
         let result = check_operations::<KvModel>(&history, timeout);
+        trace::current().emit(|| match &result {
+            CheckResult::Illegal(violation) => EventKind::Verdict {
+                ok: false,
+                text: violation.to_string(),
+                ops: violation.stuck.iter().map(|stuck| stuck.op.call).collect(),
+            },
+            other => EventKind::Verdict {
+                ok: matches!(other, CheckResult::Ok),
+                text: other.to_string(),
+                ops: Vec::new(),
+            },
+        });
         match &result {
             CheckResult::Ok => {}
             CheckResult::Illegal(violation) => {
@@ -84,6 +97,8 @@ pub struct OpRecorder {
     /// Last reading of [`OpRecorder::now`].
     clock: Cell<u64>,
     ops: Cell<u64>,
+    /// Where each operation's call and return are traced: the run's tracer when it was made.
+    trace: Tracer,
 }
 
 impl Default for OpRecorder {
@@ -93,12 +108,13 @@ impl Default for OpRecorder {
 }
 
 impl OpRecorder {
-    /// A recorder whose clock starts now.
+    /// A recorder whose clock starts now; it traces to the run's tracer ([`trace::current`]).
     pub fn new() -> Self {
         OpRecorder {
             created: Instant::now(),
             clock: Cell::new(0),
             ops: Cell::new(0),
+            trace: trace::current(),
         }
     }
 
@@ -119,6 +135,18 @@ impl OpRecorder {
 
     async fn run(&self, ck: &Clerk, input: KvInput, log: Option<&OpLog>, client: u64) -> String {
         let call = self.now();
+        self.trace.emit(|| EventKind::Invoke {
+            op: call,
+            client,
+            kind: match input.op {
+                KvOp::Get => "get",
+                KvOp::Put => "put",
+                KvOp::Append => "append",
+            }
+            .to_string(),
+            key: input.key.clone(),
+            value: input.value.clone(),
+        });
         let key = Bytes::from(input.key.clone());
         let command = match input.op {
             KvOp::Get => KvCommand::Get { key },
@@ -139,6 +167,11 @@ impl OpRecorder {
             Err(e) => panic!("client {client}: {:?} of {:?}: {e}", input.op, input.key),
         };
         let return_time = self.now();
+        self.trace.emit(|| EventKind::Return {
+            op: call,
+            client,
+            value: value.clone(),
+        });
         self.ops.set(self.ops.get() + 1);
         if let Some(log) = log {
             let output = KvOutput {

@@ -11,6 +11,7 @@
 //! | `RAINKV_SEEDS=<n>` | run each test for `n` consecutive seeds |
 //! | `RAINKV_REALTIME=1` | run on the real clock instead of virtual time |
 //! | `RAINKV_TRACE_HASH=1` | print `trace-hash: <hex>` over every network event of each run |
+//! | `RAINKV_TRACE=<path>` | write each run's trace events to `path` (`path.<seed>` for several) |
 
 pub mod cluster;
 pub mod ctrler;

@@ -220,6 +220,7 @@ impl ServerKind for RaftServers {
             persister: Box::new(setup.persister),
             service: applier.address().recipient(),
             seed: setup.seed,
+            trace: setup.trace,
         });
         if let Ok(raft) = &raft {
             applier.run(TesterApplier {

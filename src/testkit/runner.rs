@@ -1,12 +1,17 @@
 //! Runs one scenario per seed inside a fresh actix `System` on a paused-clock runtime.
 //!
 //! A failure (a panic in the scenario, a panic in any actor, or the virtual time limit) is
-//! reported with the seed and the command that replays it.
+//! reported with the seed and the command that replays it, and the seed is run once more with
+//! trace recording on (a run replays exactly, so this is the same run): the failure message
+//! names the trace it wrote under `target/`. Passing runs record nothing unless asked
+//! (`RAINKV_TRACE=PATH` or [`TestOptions::trace`]).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Once;
 use std::time::Duration;
 
@@ -19,6 +24,7 @@ use actix::Addr;
 use crate::actors::network::{Network, NetworkHandle};
 use crate::actors::raft::RaftPeer;
 use crate::messages::raft::GetState;
+use crate::trace::{self, Tracer};
 
 /// What one scenario run gets: its seed, its network and its clock.
 #[derive(Clone)]
@@ -26,6 +32,7 @@ pub struct Sim {
     seed: u64,
     network: NetworkHandle,
     started: Instant,
+    trace: Tracer,
 }
 
 impl Sim {
@@ -58,6 +65,11 @@ impl Sim {
     pub fn started(&self) -> Instant {
         self.started
     }
+
+    /// Where this run's trace events go (off unless the run records a trace).
+    pub fn trace(&self) -> &Tracer {
+        &self.trace
+    }
 }
 
 /// Per-test settings.
@@ -67,6 +79,9 @@ pub struct TestOptions {
     pub time_limit: Duration,
     /// Run on the real clock instead of virtual time (default: `RAINKV_REALTIME`).
     pub realtime: bool,
+    /// Record the run's trace events and write them to this file as JSON Lines; a run over
+    /// several seeds writes `PATH.<seed>` for each (default: `RAINKV_TRACE`).
+    pub trace: Option<PathBuf>,
 }
 
 /// 6.5840's per-test limit, counted from the test's configuration.
@@ -99,6 +114,9 @@ impl Default for TestOptions {
         TestOptions {
             time_limit: TIME_LIMIT,
             realtime: env_flag("RAINKV_REALTIME"),
+            trace: std::env::var_os("RAINKV_TRACE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
         }
     }
 }
@@ -175,14 +193,40 @@ where
 {
     install_panic_hook();
     let _ = env_logger::builder().is_test(true).try_init();
-    for seed in seeds() {
+    let seeds = seeds();
+    let several = seeds.len() > 1;
+    for seed in seeds {
         PANICKED.with(|p| p.set(false));
+        let options = TestOptions {
+            trace: options.trace.as_ref().map(|path| match several {
+                true => seed_path(path, seed),
+                false => path.clone(),
+            }),
+            ..options.clone()
+        };
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| run_seed(seed, &options, &scenario)));
         let actor_panicked = PANICKED.with(|p| p.get());
         if outcome.is_err() || actor_panicked {
             announce(&format!(
                 "test {name} FAILED with RAINKV_SEED={seed}; replay: RAINKV_SEED={seed} cargo test --release {name}"
             ));
+            let (trace, html) = match &options.trace {
+                Some(path) => {
+                    let mut html = path.as_os_str().to_owned();
+                    html.push(".html");
+                    (path.clone(), PathBuf::from(html))
+                }
+                None => record_failure(name, seed, &options, &scenario),
+            };
+            let title = format!("{name}, RAINKV_SEED={seed} (failed)");
+            match write_timeline(&trace, &html, &title) {
+                Ok(()) => announce(&format!(
+                    "test {name}: timeline: {} (trace: {})",
+                    html.display(),
+                    trace.display()
+                )),
+                Err(e) => announce(&format!("test {name}: no timeline ({e})")),
+            }
         }
         match outcome {
             Err(cause) => panic::resume_unwind(cause),
@@ -192,13 +236,86 @@ where
     }
 }
 
+/// `PATH.<seed>`.
+fn seed_path(path: &Path, seed: u64) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{seed}"));
+    PathBuf::from(name)
+}
+
+/// The directory for files a failing test leaves: `CARGO_TARGET_DIR` or `target`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("target"), PathBuf::from)
+}
+
+/// The timeline page of the trace in `trace`, written to `html`.
+fn write_timeline(trace: &Path, html: &Path, title: &str) -> std::io::Result<()> {
+    let jsonl = std::fs::read_to_string(trace)?;
+    std::fs::write(html, trace::timeline::render(&jsonl, title))
+}
+
+/// Runs the failed seed again with recording on and returns where its trace will go and
+/// where its timeline page should. The run replays exactly (same seed, same code), and
+/// recording does not change it, so this trace is the failed run's.
+fn record_failure<F, Fut>(
+    name: &str,
+    seed: u64,
+    options: &TestOptions,
+    scenario: &F,
+) -> (PathBuf, PathBuf)
+where
+    F: Fn(Sim) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let file = name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "-");
+    let path = target_dir().join(format!("trace-{file}-{seed}.jsonl"));
+    let html = target_dir().join(format!("timeline-{file}-{seed}.html"));
+    let options = TestOptions {
+        trace: Some(path.clone()),
+        ..options.clone()
+    };
+    log::info!("running seed {seed} of {name} again to record its trace");
+    let _ = panic::catch_unwind(AssertUnwindSafe(|| run_seed(seed, &options, scenario)));
+    (path, html)
+}
+
+/// Writes the run's trace when dropped, so a run that panics leaves its trace too.
+struct TraceFile {
+    path: PathBuf,
+    tracer: Rc<RefCell<Tracer>>,
+}
+
+impl Drop for TraceFile {
+    fn drop(&mut self) {
+        trace::set_current(Tracer::off());
+        let events = self.tracer.borrow().events();
+        match trace::write_jsonl(&events, &self.path) {
+            Ok(()) => log::info!("{} trace events in {}", events.len(), self.path.display()),
+            Err(e) => announce(&format!(
+                "cannot write the trace to {}: {e}",
+                self.path.display()
+            )),
+        }
+    }
+}
+
 /// Runs `scenario` once with `seed` in a fresh System and returns its output and the network's
-/// trace hash. It panics when the scenario panics or exceeds the time limit.
+/// trace hash. It panics when the scenario panics or exceeds the time limit. With
+/// [`TestOptions::trace`] set it records the run's trace events and writes them there, also
+/// when the run fails.
 pub fn run_seed<F, Fut, T>(seed: u64, options: &TestOptions, scenario: F) -> (T, u64)
 where
     F: FnOnce(Sim) -> Fut,
     Fut: Future<Output = T>,
 {
+    let tracer = Rc::new(RefCell::new(Tracer::off()));
+    let _trace_file = options.trace.as_ref().map(|path| TraceFile {
+        path: path.clone(),
+        tracer: tracer.clone(),
+    });
+    let recording = options.trace.is_some();
     let realtime = options.realtime;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -212,12 +329,22 @@ where
     };
     let system = actix_rt::System::with_tokio_rt(|| runtime);
     system.block_on(async {
+        // Made inside the runtime, so its clock is the run's (virtual) one.
+        let trace = match recording {
+            true => Tracer::recording(),
+            false => Tracer::off(),
+        };
+        *tracer.borrow_mut() = trace.clone();
+        trace::set_current(trace.clone());
         let sim = Sim {
             seed,
             network: NetworkHandle::from_actor(
-                Network::new(derive_seed(seed, "network")).with_latency(latency),
+                Network::new(derive_seed(seed, "network"))
+                    .with_latency(latency)
+                    .with_trace(trace.clone()),
             ),
             started: Instant::now(),
+            trace,
         };
         let limit = options.time_limit;
         let output = match tokio::time::timeout(limit, scenario(sim.clone())).await {

@@ -18,6 +18,9 @@
 //! outcome through its oneshot channel. All timing goes through one deadline queue
 //! (`timers.rs`) with a single armed timer; handlers run as separate tasks so a slow handler
 //! never blocks the network.
+//!
+//! With a recording [`Tracer`] (see [`Network::with_trace`]) it also emits a trace event for
+//! every send, delivery, reply and drop.
 
 mod handle;
 mod timers;
@@ -36,6 +39,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::messages::net::*;
+use crate::trace::{EventKind, NetStep, Tracer};
 use timers::DeadlineQueue;
 use trace::TraceHash;
 
@@ -118,6 +122,8 @@ pub struct Network {
     rng: ChaCha8Rng,
     trace: TraceHash,
     started: Instant,
+    /// Structured events, when recording.
+    tracer: Tracer,
 }
 
 impl Network {
@@ -143,6 +149,62 @@ impl Network {
             rng: ChaCha8Rng::seed_from_u64(seed),
             trace: TraceHash::new(),
             started: Instant::now(),
+            tracer: Tracer::off(),
+        }
+    }
+
+    /// Emits a structured event for every send, delivery, reply and drop to `tracer`.
+    pub fn with_trace(mut self, tracer: Tracer) -> Self {
+        self.tracer = tracer;
+        self
+    }
+
+    /// The names of the calling and the called server of `call` (for an undeliverable call,
+    /// the server its end points at).
+    fn parties(&self, call: &PendingCall) -> (String, String) {
+        let end = self.ends.get(&call.end);
+        let from = end
+            .and_then(|end| end.owner.clone())
+            .unwrap_or_else(|| "client".to_string());
+        let to = match call.server.is_empty() {
+            true => end.and_then(|end| end.server.clone()).unwrap_or_default(),
+            false => call.server.clone(),
+        };
+        (from, to)
+    }
+
+    /// Emits one step of `call` to the tracer, if it records.
+    fn trace_step(&self, step: NetStep, call: CallId, dup: bool) {
+        if !self.tracer.is_on() {
+            return;
+        }
+        if let Some(pending) = self.calls.get(&call) {
+            let (from, to) = self.parties(pending);
+            self.tracer.emit(|| EventKind::Net {
+                step,
+                id: call,
+                kind: pending.method.to_string(),
+                from,
+                to,
+                dup,
+            });
+        }
+    }
+
+    /// Emits the loss of `call` to the tracer, if it records.
+    fn trace_drop(&self, call: CallId, why: &'static str) {
+        if !self.tracer.is_on() {
+            return;
+        }
+        if let Some(pending) = self.calls.get(&call) {
+            let (from, to) = self.parties(pending);
+            self.tracer.emit(|| EventKind::Drop {
+                id: call,
+                kind: pending.method.to_string(),
+                from,
+                to,
+                why,
+            });
         }
     }
 
@@ -203,6 +265,7 @@ impl Network {
         self.next_call += 1;
         self.calls.insert(id, copy);
         self.record("duplicate", id);
+        self.trace_step(NetStep::Send, id, true);
         let delay = self.latency + self.ms(SHORT_DELAY_MS);
         self.schedule(delay, Event::Dispatch(id), ctx);
     }
@@ -279,8 +342,14 @@ impl Network {
         }
     }
 
-    fn fail(&mut self, call: CallId, why: &str) {
+    fn fail(&mut self, call: CallId, why: &'static str) {
         self.record(why, call);
+        match why {
+            // The loss was traced when it was decided.
+            "fail" => {}
+            "drop-reply" => self.trace_drop(call, "lost-reply"),
+            why => self.trace_drop(call, why),
+        }
         if let Some(pending) = self.calls.remove(&call) {
             // The caller may have given up waiting; that is fine.
             let _ = pending.reply_to.send(Err(RpcError::Unreachable));
@@ -305,6 +374,7 @@ impl Network {
             }
         }
         self.record("dispatch", call);
+        self.trace_step(NetStep::Deliver, call, false);
         let network = ctx.address();
         actix::spawn(async move {
             let result = handler.send(message).await;
@@ -314,6 +384,7 @@ impl Network {
 
     fn deliver_reply(&mut self, call: CallId) {
         self.record("reply", call);
+        self.trace_step(NetStep::Reply, call, false);
         if let Some(pending) = self.calls.remove(&call) {
             if let Stage::Replying(bytes) = pending.stage {
                 self.total_bytes += bytes.len() as u64;
@@ -378,6 +449,7 @@ impl Handler<Call> for Network {
                 reply_to: msg.reply_to,
             },
         );
+        self.trace_step(NetStep::Send, call, false);
 
         if target.is_none() {
             let bound = if self.long_delays {
@@ -387,12 +459,14 @@ impl Handler<Call> for Network {
             };
             let delay = self.ms(bound);
             self.record("undeliverable", call);
+            self.trace_drop(call, "unreachable");
             self.schedule(delay, Event::Fail(call), ctx);
             return;
         }
         let Some(handler) = handler else {
             log::error!("no service for method {} on the called server", msg.method);
             self.record("unknown-method", call);
+            self.trace_drop(call, "unknown-method");
             if let Some(pending) = self.calls.remove(&call) {
                 let _ = pending
                     .reply_to
@@ -405,6 +479,7 @@ impl Handler<Call> for Network {
             delay += self.ms(SHORT_DELAY_MS);
             if self.lose() {
                 self.record("drop-request", call);
+                self.trace_drop(call, "lost-request");
                 self.schedule(delay, Event::Fail(call), ctx);
                 return;
             }
@@ -451,6 +526,7 @@ impl Handler<HandlerDone> for Network {
             self.latency
         };
         self.record("replying", call);
+        self.trace_step(NetStep::Respond, call, false);
         if let Some(pending) = self.calls.get_mut(&call) {
             pending.stage = Stage::Replying(reply);
         }

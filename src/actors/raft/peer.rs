@@ -22,7 +22,8 @@
 //! [`SubscribeRoles`], [`Snapshot`], [`SetDiskLatency`] and [`StallDisk`] (passed to its
 //! storage), [`Stop`], and [`PeerReply`] (replies to its own calls). Sends: Raft RPCs
 //! through its [`ClientEnd`]s, [`Save`] to its storage, [`ApplyBatch`] to its applier,
-//! [`RoleChanged`] to its subscribers.
+//! [`RoleChanged`] to its subscribers. With a recording [`Tracer`] it emits a `raft` trace
+//! event whenever its role, term, leader, commit, applied or last index changed.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -40,6 +41,7 @@ use crate::messages::net::{encode, Dispatch, Rpc, RpcError};
 use crate::messages::raft::*;
 use crate::messages::storage::{Save, SetDiskLatency, StallDisk};
 use crate::storage::Persister;
+use crate::trace::{EventKind, Tracer};
 
 type Reply = Result<Vec<u8>, RpcError>;
 
@@ -57,6 +59,8 @@ pub struct PeerSetup {
     pub service: Recipient<ApplyMsg>,
     /// Seed for its randomness (election timeouts).
     pub seed: u64,
+    /// Where its state changes are traced; events carry the tracer's node name.
+    pub trace: Tracer,
 }
 
 /// Something that may leave only once a save is durable.
@@ -95,6 +99,9 @@ pub struct RaftPeer {
     /// Read-index requests in flight, by the id the core knows them by.
     reads: BTreeMap<u64, oneshot::Sender<Result<u64, NotLeader>>>,
     next_read: u64,
+    tracer: Tracer,
+    /// The state last traced: role, term, leader, commit, applied, last index.
+    traced: Option<(Role, u64, Option<usize>, u64, u64, u64)>,
 }
 
 impl RaftPeer {
@@ -108,6 +115,7 @@ impl RaftPeer {
             persister,
             service,
             seed,
+            trace: tracer,
         } = setup;
         let saved = persister
             .load()
@@ -134,6 +142,8 @@ impl RaftPeer {
             halted: false,
             reads: BTreeMap::new(),
             next_read: 0,
+            tracer,
+            traced: None,
         };
         Ok(peer.start())
     }
@@ -192,6 +202,36 @@ impl RaftPeer {
                 subscriber.do_send(role);
             }
         }
+        if self.tracer.is_on() {
+            self.trace_state();
+        }
+    }
+
+    /// Emits a `raft` event if anything traced changed since the last one.
+    fn trace_state(&mut self) {
+        let core = &self.core;
+        let state = (
+            core.role(),
+            core.term(),
+            core.leader_id(),
+            core.commit_index(),
+            core.last_applied(),
+            core.last_index(),
+        );
+        if self.traced == Some(state) {
+            return;
+        }
+        self.traced = Some(state);
+        let (role, term, leader, commit, applied, last) = state;
+        self.tracer.emit(|| EventKind::Raft {
+            node: self.tracer.node().to_string(),
+            role: role.to_string(),
+            term,
+            leader,
+            commit,
+            applied,
+            last,
+        });
     }
 
     fn hold(&mut self, save: u64, item: Held) {

@@ -50,6 +50,7 @@ use crate::messages::rsm::{
     RegisterSession, Session, Submit, SubmitError, WaitHalt,
 };
 use crate::storage::Persister;
+use crate::trace::Tracer;
 pub use sessions::{SessionClock, SessionPolicy};
 use sessions::{SessionTable, Verdict};
 
@@ -165,6 +166,8 @@ pub struct ReplicaSetup<P> {
     pub seed: u64,
     /// How long client sessions live, how many there may be, and which clock stamps them.
     pub sessions: SessionPolicy,
+    /// Where the Raft peer's state changes are traced (off: [`Tracer::off`]).
+    pub trace: Tracer,
 }
 
 impl<S: StateMachine> Rsm<S> {
@@ -192,6 +195,7 @@ impl<S: StateMachine> Rsm<S> {
             persister: Box::new(setup.persister.clone()),
             service: context.address().recipient(),
             seed: setup.seed,
+            trace: setup.trace,
         })?;
         let rsm = Rsm {
             state: restored.state,
