@@ -5,6 +5,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use rainkv::deploy::cluster_file::{
@@ -43,16 +44,39 @@ impl Drop for Scratch {
     }
 }
 
-/// Six free loopback ports (bound, read and released; nothing else on this machine is
-/// expected to grab them in the moment before the servers bind them).
+/// The next port [`free_ports`] tries, shared by the tests of one binary (which run at once).
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// Six free loopback ports, each bound once to check it is free, then released. They come
+/// from below the kernel's ephemeral range (32768 and up), so no outgoing connection of a
+/// running node is ever given one before its server binds it, and no two calls in this process
+/// hand out the same port (a port the kernel picks for `bind(0)` and the test releases may be
+/// picked again, for another test's node or for a node's outgoing connection, before the
+/// server it was meant for binds it).
 pub fn free_ports() -> Vec<u16> {
-    let sockets: Vec<TcpListener> = (0..6)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind loopback"))
-        .collect();
-    sockets
-        .iter()
-        .map(|s| s.local_addr().expect("local addr").port())
-        .collect()
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    // A start of its own per test process, so consecutive binaries do not reuse ports that
+    // may still be in TIME_WAIT.
+    let start = (std::process::id() % u32::from(SPAN)) as u16;
+    let _ = NEXT_PORT.compare_exchange(0, start.max(1), Ordering::SeqCst, Ordering::SeqCst);
+    let mut ports = Vec::new();
+    for _ in 0..u32::from(SPAN) {
+        if ports.len() == 6 {
+            break;
+        }
+        let port = FIRST + NEXT_PORT.fetch_add(1, Ordering::SeqCst) % SPAN;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    assert_eq!(
+        ports.len(),
+        6,
+        "no six free ports in {FIRST}..{}",
+        FIRST + SPAN
+    );
+    ports
 }
 
 /// The config of a three-node cluster on `ports` (peer ports first, then client ports),
