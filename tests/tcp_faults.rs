@@ -136,6 +136,12 @@ fn a_second_serve_on_a_data_directory_in_use_is_refused_at_once() {
     // Node 1's ports are free: only the lock can refuse it. Node 0's are busy: the lock is
     // checked before they are bound, so the message is about the directory, not a port.
     for id in [1, 0] {
+        // Else a failure below would blame the lock for a first node that is gone.
+        let first_status = nodes.servers.0[0].try_wait().expect("poll the first");
+        assert!(
+            first_status.is_none(),
+            "the first node exited: {first_status:?}"
+        );
         let started = Instant::now();
         let mut second = serve_command(&nodes.config, id, &data)
             .stdout(Stdio::null())
