@@ -2143,8 +2143,10 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_snapshot_travels_in_chunks_through_loss_duplication_reordering_and_a_restart() {
+    /// A leader of 3 with 4-byte snapshot chunks whose log up to 8 is compacted into `data`
+    /// (follower 1 has it all); follower 2 has just refused with an empty log. Returns the
+    /// leader and the chunks it sent follower 2.
+    fn leader_sending_snapshot(data: &[u8]) -> (RaftCore, Vec<InstallSnapshotArgs>) {
         let mut leader = core(0, 3, 10);
         leader.cfg.ticks.max_bytes = 4;
         elect(&mut leader);
@@ -2154,8 +2156,7 @@ mod tests {
         }
         flush(&mut leader);
         leader.handle_append_entries_reply(1, ok_reply(term, 10));
-        let data = b"0123456789abcdefghij".to_vec(); // five chunks of four bytes
-        leader.snapshot(8, data.clone());
+        leader.snapshot(8, data.to_vec());
         flush(&mut leader);
         let refused = AppendEntriesReply {
             term,
@@ -2166,8 +2167,32 @@ mod tests {
             read_round: 0,
         };
         leader.handle_append_entries_reply(2, refused);
+        let sent = chunks_to(&flush(&mut leader), 2);
+        (leader, sent)
+    }
+
+    /// Delivers `next` and every following chunk to follower 2 until the last; returns the
+    /// follower's answer to the last one (not yet delivered to the leader).
+    fn send_until_done(
+        leader: &mut RaftCore,
+        follower: &mut RaftCore,
+        mut next: InstallSnapshotArgs,
+    ) -> InstallSnapshotReply {
+        loop {
+            let reply = follower.handle_install_snapshot(0, next.clone());
+            if next.done {
+                return reply;
+            }
+            leader.handle_install_snapshot_reply(2, reply);
+            next = chunks_to(&flush(leader), 2).remove(0);
+        }
+    }
+
+    #[test]
+    fn a_snapshot_travels_in_chunks_through_loss_duplication_reordering_and_a_restart() {
+        let data = b"0123456789abcdefghij".to_vec(); // five chunks of four bytes
+        let (mut leader, mut sent) = leader_sending_snapshot(&data);
         let mut follower = core(2, 3, 11);
-        let mut sent = chunks_to(&flush(&mut leader), 2);
         assert_eq!(sent.len(), 1);
         let first = sent.remove(0);
         assert_eq!(
@@ -2202,16 +2227,9 @@ mod tests {
         let reply = follower.handle_install_snapshot(0, third);
         assert_eq!(reply.received, (8, 0));
         leader.handle_install_snapshot_reply(2, reply);
-        let mut next = chunks_to(&flush(&mut leader), 2).remove(0);
+        let next = chunks_to(&flush(&mut leader), 2).remove(0);
         assert_eq!(next.offset, 0, "the leader starts over");
-        let installed = loop {
-            let reply = follower.handle_install_snapshot(0, next.clone());
-            if next.done {
-                break reply;
-            }
-            leader.handle_install_snapshot_reply(2, reply);
-            next = chunks_to(&flush(&mut leader), 2).remove(0);
-        };
+        let installed = send_until_done(&mut leader, &mut follower, next);
         assert_eq!(installed.last_included_index, 8);
         assert_eq!(*follower.snapshot_data(), data);
         leader.handle_install_snapshot_reply(2, installed);
@@ -2220,42 +2238,16 @@ mod tests {
 
     #[test]
     fn a_newer_snapshot_does_not_restart_a_transfer() {
-        let mut leader = core(0, 3, 10);
-        leader.cfg.ticks.max_bytes = 4;
-        elect(&mut leader);
-        let term = leader.term();
-        for c in 0..10u8 {
-            leader.propose(vec![c]).expect("leader");
-        }
-        flush(&mut leader);
-        leader.handle_append_entries_reply(1, ok_reply(term, 10));
-        leader.snapshot(8, b"old-snapshot".to_vec());
-        flush(&mut leader);
-        let refused = AppendEntriesReply {
-            term,
-            success: false,
-            match_index: 0,
-            conflict_term: None,
-            conflict_index: 1,
-            read_round: 0,
-        };
-        leader.handle_append_entries_reply(2, refused);
+        let (mut leader, mut sent) = leader_sending_snapshot(b"old-snapshot");
         let mut follower = core(2, 3, 11);
-        let first = chunks_to(&flush(&mut leader), 2).remove(0);
+        let first = sent.remove(0);
         let reply = follower.handle_install_snapshot(0, first);
         leader.snapshot(10, b"new".to_vec());
         flush(&mut leader);
         leader.handle_install_snapshot_reply(2, reply);
-        let mut next = chunks_to(&flush(&mut leader), 2).remove(0);
+        let next = chunks_to(&flush(&mut leader), 2).remove(0);
         assert_eq!((next.last_included_index, next.offset), (8, 4));
-        let installed = loop {
-            let reply = follower.handle_install_snapshot(0, next.clone());
-            if next.done {
-                break reply;
-            }
-            leader.handle_install_snapshot_reply(2, reply);
-            next = chunks_to(&flush(&mut leader), 2).remove(0);
-        };
+        let installed = send_until_done(&mut leader, &mut follower, next);
         assert_eq!(*follower.snapshot_data(), b"old-snapshot".to_vec());
         leader.handle_install_snapshot_reply(2, installed);
         assert_eq!(leader.progress[2].match_index, 8);
