@@ -198,14 +198,6 @@ impl<S: StateMachine> Cluster<S> {
         panic!("no replica registered a session within 10 s");
     }
 
-    /// Replica i's live sessions: client and last request number.
-    async fn sessions(&self, i: usize) -> Vec<(ClientId, u64)> {
-        match self.rsm(i).send(GetSessions).await {
-            Ok(sessions) => sessions,
-            Err(e) => panic!("replica {i} did not answer GetSessions: {e}"),
-        }
-    }
-
     /// Replica i's health.
     async fn health(&self, i: usize) -> Health {
         match self.rsm(i).send(GetHealth).await {
@@ -725,13 +717,20 @@ fn session_policy(ttl: Duration, max_sessions: usize) -> SessionPolicy {
     }
 }
 
-/// Waits (up to 5 s) until every replica lists the same sessions, and returns them.
-async fn agreed_sessions(cluster: &Cluster<Journal>) -> Vec<(ClientId, u64)> {
+/// Waits (up to 5 s) until every replica `replica(i)` of `n` lists the same sessions, and
+/// returns them (asked anew each time: a restarted replica has a new address).
+async fn agreed_sessions<S: StateMachine>(
+    n: usize,
+    replica: impl Fn(usize) -> Addr<Rsm<S>>,
+) -> Vec<(ClientId, u64)> {
     let started = Instant::now();
     loop {
         let mut lists = Vec::new();
-        for i in 0..cluster.n {
-            lists.push(cluster.sessions(i).await);
+        for i in 0..n {
+            match replica(i).send(GetSessions).await {
+                Ok(list) => lists.push(list),
+                Err(e) => panic!("replica {i} did not answer GetSessions: {e}"),
+            }
         }
         if lists.windows(2).all(|pair| pair[0] == pair[1]) {
             return lists.swap_remove(0);
@@ -742,6 +741,11 @@ async fn agreed_sessions(cluster: &Cluster<Journal>) -> Vec<(ClientId, u64)> {
         );
         sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// [`agreed_sessions`] of the RSM test cluster.
+async fn cluster_sessions(cluster: &Cluster<Journal>) -> Vec<(ClientId, u64)> {
+    agreed_sessions(cluster.n, |i| cluster.rsm(i)).await
 }
 
 /// Three clients write; one keeps writing for longer than the session ttl while a replica is
@@ -778,7 +782,7 @@ fn idle_sessions_expire_alike_on_every_replica_across_restarts_and_snapshots() {
                 "replica {victim} got no snapshot"
             );
             let active = cluster.client(1).await;
-            assert_eq!(agreed_sessions(&cluster).await, vec![(active, 13)]);
+            assert_eq!(cluster_sessions(&cluster).await, vec![(active, 13)]);
 
             let idle = cluster.client(2).await;
             let leader = cluster.check_one_leader().await;
@@ -790,7 +794,7 @@ fn idle_sessions_expire_alike_on_every_replica_across_restarts_and_snapshots() {
             cluster.restart_all().await;
             cluster.check_one_leader().await;
             cluster.wait_all_applied(&expected).await;
-            assert_eq!(agreed_sessions(&cluster).await, vec![(active, 13)]);
+            assert_eq!(cluster_sessions(&cluster).await, vec![(active, 13)]);
             cluster.cleanup();
         },
     );
@@ -818,7 +822,7 @@ fn the_session_table_keeps_at_most_the_cap() {
             for client in 16..=20 {
                 kept.push((cluster.client(client).await, 1));
             }
-            assert_eq!(agreed_sessions(&cluster).await, kept);
+            assert_eq!(cluster_sessions(&cluster).await, kept);
             let (dropped, last) = (cluster.client(1).await, cluster.client(20).await);
             let leader = cluster.check_one_leader().await;
             assert_eq!(
@@ -833,26 +837,9 @@ fn the_session_table_keeps_at_most_the_cap() {
     );
 }
 
-/// The sessions of a KV harness's servers, once they agree (up to 5 s).
+/// [`agreed_sessions`] of a KV harness's servers.
 async fn kv_sessions(cfg: &KvHarness) -> Vec<(ClientId, u64)> {
-    let started = Instant::now();
-    loop {
-        let mut lists = Vec::new();
-        for i in 0..cfg.n() {
-            match cfg.cluster().running(i).rsm.send(GetSessions).await {
-                Ok(list) => lists.push(list),
-                Err(e) => panic!("server {i} did not answer GetSessions: {e}"),
-            }
-        }
-        if lists.windows(2).all(|pair| pair[0] == pair[1]) {
-            return lists.swap_remove(0);
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the servers' sessions still differ after 5 s: {lists:?}"
-        );
-        sleep(Duration::from_millis(20)).await;
-    }
+    agreed_sessions(cfg.n(), |i| cfg.cluster().running(i).rsm).await
 }
 
 /// A KV clerk that only reads opens no session; its first write opens one; idle past the ttl,
