@@ -513,6 +513,27 @@ impl Writer {
     }
 }
 
+/// Reads back the first `count` writes of a [`Writer`] (`w<i>` = `v<i>`); fails the test
+/// naming any that are missing or wrong.
+fn assert_acknowledged_writes_kept(cluster: &ClusterFile, count: usize) {
+    let cluster = cluster.clone();
+    let lost: Vec<usize> = actix_rt::System::new().block_on(async move {
+        let client = ClusterClient::connect(&cluster);
+        let clerk = client.clerk();
+        let mut lost = Vec::new();
+        for i in 0..count {
+            let read = tokio::time::timeout(WRITE_LIMIT, clerk.get_string(format!("w{i}"))).await;
+            match read {
+                Ok(Ok(Some(value))) if value == format!("v{i}") => {}
+                _ => lost.push(i),
+            }
+        }
+        client.close();
+        lost
+    });
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+}
+
 /// The longest time between two consecutive acknowledgements that spans part of `from..to`.
 fn longest_gap(acked: &[Instant], from: Instant, to: Instant) -> Duration {
     acked
@@ -593,21 +614,7 @@ fn sigterm_hands_leadership_over_in_a_rolling_restart() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let lost: Vec<usize> = actix_rt::System::new().block_on(async move {
-        let client = ClusterClient::connect(&cluster);
-        let clerk = client.clerk();
-        let mut lost = Vec::new();
-        for i in 0..acked.len() {
-            let read = tokio::time::timeout(WRITE_LIMIT, clerk.get_string(format!("w{i}"))).await;
-            match read {
-                Ok(Ok(Some(value))) if value == format!("v{i}") => {}
-                _ => lost.push(i),
-            }
-        }
-        client.close();
-        lost
-    });
-    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert_acknowledged_writes_kept(&cluster, acked.len());
 }
 
 fn send_signal(child: &Child, signal: &str) {
@@ -669,19 +676,5 @@ fn a_frozen_leader_costs_writers_about_one_election() {
         "node {new} leads term {new_term}, as before the freeze"
     );
 
-    let lost: Vec<usize> = actix_rt::System::new().block_on(async move {
-        let client = ClusterClient::connect(&cluster);
-        let clerk = client.clerk();
-        let mut lost = Vec::new();
-        for i in 0..acked.len() {
-            let read = tokio::time::timeout(WRITE_LIMIT, clerk.get_string(format!("w{i}"))).await;
-            match read {
-                Ok(Ok(Some(value))) if value == format!("v{i}") => {}
-                _ => lost.push(i),
-            }
-        }
-        client.close();
-        lost
-    });
-    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert_acknowledged_writes_kept(&cluster, acked.len());
 }
