@@ -6,20 +6,21 @@
 //! leader in the same term. At the end the caught-up follower is made leader and every value
 //! is read back from it.
 
+#[path = "processes/logged.rs"]
+mod logged;
 mod processes;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use processes::{free_ports, serve_command, wait_bounded, write_config, Scratch, Servers};
+use logged::{log_path, spawn_logged, write_slow_election_config, LogsOnFailure};
+use processes::{wait_bounded, Scratch, Servers};
 use rainkv::deploy::client::ClusterClient;
-use rainkv::deploy::cluster_file::{ClusterFile, RaftOverrides};
+use rainkv::deploy::cluster_file::ClusterFile;
 use rainkv::messages::raft::Role;
 
 /// Values loaded, of [`VALUE_BYTES`] each.
@@ -35,36 +36,11 @@ fn value(i: usize) -> Vec<u8> {
     vec![b'a' + (i % 26) as u8; VALUE_BYTES]
 }
 
-/// `rainkv serve` for node `id`, logging to `node-<id>.log` in `dir`.
-fn spawn(config: &Path, dir: &Path, id: usize) -> Child {
-    let log = File::options()
-        .create(true)
-        .append(true)
-        .open(dir.join(format!("node-{id}.log")))
-        .expect("open node log");
-    serve_command(config, id, &data_dir(dir, id))
-        .env("RUST_LOG", "info,rainkv::actors::raft=debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("start rainkv serve")
-}
-
-fn data_dir(dir: &Path, id: usize) -> PathBuf {
-    dir.join(format!("node-{id}"))
-}
-
 /// The cluster file, with elections after 1–2 s: loading 200 MiB makes fsyncs slow on a
 /// shared machine, and the test is about the leader keeping its place through a catch-up.
 fn write_cluster(dir: &Path) -> (PathBuf, ClusterFile) {
-    let path = write_config(dir, "big-state", &free_ports());
-    let mut cluster = ClusterFile::load(&path).expect("load config");
-    cluster.raft = RaftOverrides {
-        election_timeout_min_ms: Some(1000),
-        election_timeout_max_ms: Some(2000),
-        ..RaftOverrides::default()
-    };
-    std::fs::write(&path, cluster.to_toml().expect("config as TOML")).expect("write config");
+    let path = write_slow_election_config(dir, "big-state");
+    let cluster = ClusterFile::load(&path).expect("load config");
     (path, cluster)
 }
 
@@ -154,30 +130,16 @@ impl Writer {
     }
 }
 
-/// Prints the end of every node's log if the test fails while it lives (declare it after the
-/// scratch directory, so that it goes first).
-struct LogsOnFailure<'a>(&'a Path);
-
-impl Drop for LogsOnFailure<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for id in 0..3 {
-                let path = self.0.join(format!("node-{id}.log"));
-                let log = std::fs::read_to_string(path).unwrap_or_default();
-                let lines: Vec<&str> = log.lines().collect();
-                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-                eprintln!("--- node {id} log (last 40 lines) ---\n{tail}");
-            }
-        }
-    }
-}
-
 #[test]
 fn a_lagging_follower_catches_up_200_mib_by_chunked_snapshot() {
     let scratch = Scratch::new("big-state");
     let _logs = LogsOnFailure(&scratch.0);
     let (config, cluster) = write_cluster(&scratch.0);
-    let mut servers = Servers((0..3).map(|id| spawn(&config, &scratch.0, id)).collect());
+    let mut servers = Servers(
+        (0..3)
+            .map(|id| spawn_logged(&config, &scratch.0, id))
+            .collect(),
+    );
     let (first_leader, _) = leader(&cluster);
     let follower = (first_leader + 1) % 3;
     let _ = servers.0[follower].kill();
@@ -210,20 +172,21 @@ fn a_lagging_follower_catches_up_200_mib_by_chunked_snapshot() {
     let (leader_id, term) = leader(&cluster);
     let writer = Writer::start(&cluster);
     let target = roles(&cluster)[leader_id].map_or(0, |(_, _, applied)| applied);
-    let leader_log = scratch.0.join(format!("node-{leader_id}.log"));
+    let leader_log = log_path(&scratch.0, leader_id);
     let started = format!("InstallSnapshot to {follower} at");
     let transfers = || {
         let log = std::fs::read_to_string(&leader_log).unwrap_or_default();
         log.lines().filter(|line| line.contains(&started)).count()
     };
     let before = transfers();
-    servers.0[follower] = spawn(&config, &scratch.0, follower);
+    servers.0[follower] = spawn_logged(&config, &scratch.0, follower);
     // Killed in the middle of the transfer: 20 ms after it started (200 MiB take longer).
     let deadline = Instant::now() + OP_LIMIT;
     while transfers() == before {
         assert!(
             Instant::now() < deadline,
-            "no snapshot transfer to node {follower} started"
+            "node {leader_id} started no snapshot transfer to node {follower}; the nodes now: {:?}",
+            roles(&cluster)
         );
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -232,7 +195,7 @@ fn a_lagging_follower_catches_up_200_mib_by_chunked_snapshot() {
     assert!(wait_bounded(&mut servers.0[follower], OP_LIMIT).is_some());
     let interrupted = roles(&cluster);
     let restarted = Instant::now();
-    servers.0[follower] = spawn(&config, &scratch.0, follower);
+    servers.0[follower] = spawn_logged(&config, &scratch.0, follower);
     let caught_up = loop {
         let now = roles(&cluster);
         if let Some((_, _, applied)) = now[follower] {
