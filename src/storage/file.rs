@@ -22,8 +22,9 @@
 //! the bytes on disk may be fewer than those written, and a failed fsync says nothing about
 //! which reached the disk, so nothing is retried as if it were safe.
 //!
-//! A test hook, [`FAIL_WRITES_AFTER_VAR`], makes writes fail once a number of bytes has been
-//! written, so tests can run a real process out of disk space.
+//! Two test hooks, [`FAIL_WRITES_AFTER_VAR`] and [`FAIL_FSYNC_VAR`], make writes fail once a
+//! number of bytes has been written, or make one fsync fail, so tests can run a real process
+//! out of disk space or onto a failing disk.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -44,6 +45,14 @@ use crate::messages::storage::{SavedState, StateUpdate};
 /// fails as a full disk would). Never set it outside tests; a store that sees it logs a
 /// warning, and a value that is not a number refuses to open.
 pub const FAIL_WRITES_AFTER_VAR: &str = "RAINKV_TEST_FAIL_WRITES_AFTER_BYTES";
+
+/// A test hook: when set to N (from 1), the Nth fsync of every [`FilePersister`] this process
+/// opens fails with an I/O error, after the data it should have made durable was written, as a
+/// failing disk's fsync would. Every fsync counts, of a file or of the directory: opening a new
+/// data directory takes two, each save one, a snapshot five. Never set it outside tests; a
+/// store that sees it logs a warning, and a value that is not a positive number refuses to
+/// open.
+pub const FAIL_FSYNC_VAR: &str = "RAINKV_TEST_FAIL_FSYNC";
 
 /// A [`Persister`] on disk; clones share the same files (the service reads sizes through one).
 #[derive(Clone)]
@@ -69,19 +78,56 @@ impl Sizes {
     }
 }
 
-/// Writes to the files, through the test hook's budget if it is set.
+/// What the test hooks inject (all `None`: nothing, the hooks are off).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Faults {
+    /// Bytes that may still be written before writes fail ([`FAIL_WRITES_AFTER_VAR`]).
+    write_budget: Option<u64>,
+    /// Which fsync fails, from 1 ([`FAIL_FSYNC_VAR`]).
+    failing_fsync: Option<u64>,
+}
+
+impl Faults {
+    /// The hooks as the environment sets them.
+    fn from_env(dir: &Path) -> io::Result<Faults> {
+        let number = |var: &str, min: u64| -> io::Result<Option<u64>> {
+            let Some(value) = std::env::var_os(var) else {
+                return Ok(None);
+            };
+            let n = value
+                .to_str()
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|&n| n >= min)
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("test hook {var}={value:?} is not a number of at least {min}"),
+                    )
+                })?;
+            log::warn!("{}: test hook {var}={n} is set", dir.display());
+            Ok(Some(n))
+        };
+        Ok(Faults {
+            write_budget: number(FAIL_WRITES_AFTER_VAR, 0)?,
+            failing_fsync: number(FAIL_FSYNC_VAR, 1)?,
+        })
+    }
+}
+
+/// Writes and fsyncs the files, failing them as the test hooks say.
 struct Writer {
-    /// Bytes that may still be written (`None`: no limit, the hook is off).
-    budget: Option<u64>,
+    faults: Faults,
+    /// Fsyncs done so far.
+    fsyncs: u64,
 }
 
 impl Writer {
     fn write(&mut self, file: &mut File, bytes: &[u8]) -> io::Result<()> {
-        let Some(budget) = self.budget else {
+        let Some(budget) = self.faults.write_budget else {
             return file.write_all(bytes);
         };
         let allowed = budget.min(bytes.len() as u64);
-        self.budget = Some(budget - allowed);
+        self.faults.write_budget = Some(budget - allowed);
         file.write_all(&bytes[..allowed as usize])?;
         if allowed < bytes.len() as u64 {
             return Err(io::Error::new(
@@ -94,16 +140,42 @@ impl Writer {
         Ok(())
     }
 
+    /// Fsyncs `file` (a file or a directory), data and metadata.
+    fn sync_all(&mut self, file: &File) -> io::Result<()> {
+        self.count_fsync()?;
+        file.sync_all()
+    }
+
+    /// Fsyncs `file`'s data and what is needed to read it back (its size): enough for an
+    /// append.
+    fn sync_data(&mut self, file: &File) -> io::Result<()> {
+        self.count_fsync()?;
+        file.sync_data()
+    }
+
+    /// Counts an fsync about to be done; fails the one [`FAIL_FSYNC_VAR`] names.
+    fn count_fsync(&mut self) -> io::Result<()> {
+        self.fsyncs += 1;
+        let n = self.fsyncs;
+        if self.faults.failing_fsync != Some(n) {
+            return Ok(());
+        }
+        log::error!("test hook {FAIL_FSYNC_VAR}: failing fsync {n}");
+        Err(io::Error::other(format!(
+            "input/output error (fsync {n} failed, injected by the test hook {FAIL_FSYNC_VAR})"
+        )))
+    }
+
     /// Writes `bytes` to `dir/tmp`, fsyncs it, renames it to `dir/name` and fsyncs `dir`.
     fn replace_file(&mut self, dir: &Path, tmp: &str, name: &str, bytes: &[u8]) -> io::Result<()> {
         let tmp = dir.join(tmp);
         let mut file = File::create(&tmp).map_err(at(&tmp, "create"))?;
         self.write(&mut file, bytes).map_err(at(&tmp, "write"))?;
-        file.sync_all().map_err(at(&tmp, "fsync"))?;
+        self.sync_all(&file).map_err(at(&tmp, "fsync"))?;
         let path = dir.join(name);
         fs::rename(&tmp, &path).map_err(at(&path, "rename into place"))?;
         File::open(dir)
-            .and_then(|d| d.sync_all())
+            .and_then(|d| self.sync_all(&d))
             .map_err(at(dir, "fsync the directory"))
     }
 }
@@ -123,39 +195,19 @@ struct Disk {
     refusing: Option<String>,
 }
 
-/// The test hook's byte budget, if it is set.
-fn budget_from_env(dir: &Path) -> io::Result<Option<u64>> {
-    let Some(value) = std::env::var_os(FAIL_WRITES_AFTER_VAR) else {
-        return Ok(None);
-    };
-    let bytes = value
-        .to_str()
-        .and_then(|v| v.parse::<u64>().ok())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{FAIL_WRITES_AFTER_VAR}={value:?} is not a number of bytes"),
-            )
-        })?;
-    log::warn!(
-        "{}: test hook {FAIL_WRITES_AFTER_VAR}={bytes}: writes fail after {bytes} bytes",
-        dir.display()
-    );
-    Ok(Some(bytes))
-}
-
 impl FilePersister {
     /// Opens (or creates) the data directory `dir` and recovers its state: cuts a torn final
     /// WAL record, and refuses (leaving the files as they are) anything else that is damaged,
     /// from another format, or inconsistent.
     pub fn open(dir: impl AsRef<Path>) -> io::Result<FilePersister> {
         let dir = dir.as_ref();
-        Self::open_with(dir, budget_from_env(dir)?)
+        Self::open_with(dir, Faults::from_env(dir)?)
     }
 
-    /// [`FilePersister::open`] with the test hook's byte budget given (`None`: off).
-    fn open_with(dir: &Path, budget: Option<u64>) -> io::Result<FilePersister> {
-        let disk = Disk::open(dir, Writer { budget })?;
+    /// [`FilePersister::open`] with the test hooks' faults given.
+    fn open_with(dir: &Path, faults: Faults) -> io::Result<FilePersister> {
+        let writer = Writer { faults, fsyncs: 0 };
+        let disk = Disk::open(dir, writer)?;
         let sizes = Sizes::default();
         sizes.record(&disk);
         Ok(FilePersister {
@@ -199,7 +251,7 @@ impl Disk {
                 .open(&wal_path)
                 .map_err(at(&wal_path, "open to cut the torn tail"))?;
             file.set_len(torn.offset)
-                .and_then(|()| file.sync_all())
+                .and_then(|()| writer.sync_all(&file))
                 .map_err(at(&wal_path, "cut the torn tail"))?;
         }
         // A leftover temporary file is a write that never took effect.
@@ -239,7 +291,9 @@ impl Disk {
         self.writer
             .write(&mut self.wal, &bytes)
             .map_err(at(&path, "append"))?;
-        self.wal.sync_data().map_err(at(&path, "fsync"))?;
+        self.writer
+            .sync_data(&self.wal)
+            .map_err(at(&path, "fsync"))?;
         self.wal_len += bytes.len() as u64;
         Ok(())
     }
@@ -532,7 +586,14 @@ mod tests {
     fn a_failed_write_refuses_every_later_save_and_a_restart_cuts_the_torn_record() {
         let dir = temp_dir("failed-write");
         // Room for the WAL's header, one save and part of the next.
-        let mut p = FilePersister::open_with(&dir, Some(200)).unwrap();
+        let mut p = FilePersister::open_with(
+            &dir,
+            Faults {
+                write_budget: Some(200),
+                ..Faults::default()
+            },
+        )
+        .unwrap();
         p.save(update(1, vec![entry(1, 1)])).unwrap();
         let err = p
             .save(update(2, vec![entry(1, 2); 20]))
@@ -550,12 +611,50 @@ mod tests {
         );
         assert_eq!(fs::metadata(&wal_path).unwrap().len(), len);
         drop(p);
-        let p = FilePersister::open_with(&dir, None).unwrap();
+        let p = FilePersister::open_with(&dir, Faults::default()).unwrap();
         assert_eq!(p.load().unwrap().entries, vec![entry(1, 1)]);
         assert!(
             fs::metadata(&wal_path).unwrap().len() < len,
             "the torn record was cut"
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_fsync_refuses_every_later_save() {
+        let dir = temp_dir("failed-fsync");
+        // Opening a new directory fsyncs twice (the new WAL, the directory); then one per save.
+        let faults = Faults {
+            failing_fsync: Some(4),
+            ..Faults::default()
+        };
+        let mut p = FilePersister::open_with(&dir, faults).unwrap();
+        p.save(update(1, vec![entry(1, 1)])).unwrap();
+        let err = p
+            .save(update(2, vec![entry(1, 2)]))
+            .expect_err("the fsync fails");
+        let message = err.to_string();
+        assert!(
+            message.contains("wal: fsync: input/output error (fsync 4 failed"),
+            "{message}"
+        );
+        let wal_path = dir.join(WAL);
+        let len = fs::metadata(&wal_path).unwrap().len();
+        let again = p.save(update(2, vec![])).expect_err("refused");
+        assert!(
+            again.to_string().contains("an earlier save failed"),
+            "{again}"
+        );
+        assert_eq!(
+            fs::metadata(&wal_path).unwrap().len(),
+            len,
+            "nothing written"
+        );
+        drop(p);
+        // The record whose fsync failed was written whole: whether a real disk kept it is
+        // unknown, and either is safe, since nothing that depends on it was acknowledged.
+        let p = FilePersister::open_with(&dir, Faults::default()).unwrap();
+        assert_eq!(p.load().unwrap().entries, vec![entry(1, 1), entry(1, 2)]);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -27,7 +27,7 @@ mod recover;
 mod wal;
 
 pub use check::{check_wal, RecoveredState, WalCheck, WalRecordInfo, WalVerdict};
-pub use file::{FilePersister, FAIL_WRITES_AFTER_VAR};
+pub use file::{FilePersister, FAIL_FSYNC_VAR, FAIL_WRITES_AFTER_VAR};
 pub use lock::DataDirLock;
 pub use mem::MemPersister;
 
