@@ -96,8 +96,10 @@ enum Command {
 
 #[derive(Subcommand)]
 enum WalCommand {
-    /// Print each record of DIR/wal and the verdict (ok, a torn tail a restart would cut, or
-    /// corruption a restart refuses), changing nothing. Exit status 0 unless it is corrupt.
+    /// Print each record of DIR/wal, the state a restart would start from (term, vote, last
+    /// index and term, snapshot point) and the verdict (ok, a torn tail a restart would cut,
+    /// or damage a restart refuses), changing nothing. Exit status 0 unless a restart would
+    /// refuse the directory.
     Check {
         /// The node's data directory.
         dir: PathBuf,
@@ -197,8 +199,7 @@ async fn serve(config: PathBuf, id: usize, data: Option<PathBuf>) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-/// `rainkv wal check DIR`: the records and the verdict; exit status 1 if a restart would
-/// refuse the WAL.
+/// `rainkv timeline TRACE -o PAGE`: the trace as one HTML page.
 fn timeline(trace: &std::path::Path, output: &std::path::Path) -> Result<ExitCode, String> {
     let jsonl = std::fs::read_to_string(trace)
         .map_err(|e| format!("cannot read {}: {e}", trace.display()))?;
@@ -214,11 +215,16 @@ fn timeline(trace: &std::path::Path, output: &std::path::Path) -> Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
+/// `rainkv wal check DIR`: the records, the state a restart starts from, and the verdict;
+/// exit status 1 if a restart would refuse the directory.
 fn wal_check(dir: &std::path::Path) -> Result<ExitCode, String> {
     let check = check_wal(dir).map_err(|e| format!("cannot check the WAL: {e}"))?;
     println!("{}", check.summary());
     for record in &check.records {
         println!("{record}");
+    }
+    if let Some(state) = &check.state {
+        println!("state after a restart: {state}");
     }
     println!("verdict: {}", check.verdict);
     Ok(if check.is_usable() {

@@ -1,16 +1,19 @@
-//! Checking a data directory's WAL without touching it: what `rainkv wal check DIR` prints.
+//! Checking a data directory without touching it: what `rainkv wal check DIR` prints.
 //!
-//! [`check_wal`] reads the WAL exactly as recovery does (the same framing and decoding) and
-//! reports each valid record and the verdict: ok, a torn final write that a restart would cut,
-//! or damage that a restart refuses. It never writes.
+//! [`check_wal`] reads the directory exactly as recovery does (the same framing, decoding and
+//! consistency checks of the WAL and the snapshot file) and reports each valid WAL record, the
+//! state a restart would start from (term, vote, last index and term, snapshot point) and the
+//! verdict: ok, a torn final write that a restart would cut, or damage that a restart refuses.
+//! It never writes. Meant for a directory no process is using: a node appending meanwhile may
+//! be seen in the middle of a write.
 
 use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::file::WAL;
 use super::record::read_wal;
+use super::recover::{read_dir, WAL};
 use super::wal::{End, FORMAT_VERSION};
 
 /// One valid record of a checked WAL.
@@ -36,12 +39,13 @@ impl fmt::Display for WalRecordInfo {
     }
 }
 
-/// What recovery would do with a WAL.
+/// What recovery would do with a data directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WalVerdict {
-    /// Every byte belongs to a valid record: it is read as it is.
+    /// Every byte of the WAL belongs to a valid record, and the directory is consistent: it is
+    /// read as it is.
     Ok,
-    /// It ends with a torn final write, which a restart cuts off.
+    /// The WAL ends with a torn final write, which a restart cuts off.
     TornTail {
         /// Where the torn record starts (the file's valid length).
         offset: u64,
@@ -50,11 +54,17 @@ pub enum WalVerdict {
         /// What the torn record looks like.
         reason: String,
     },
-    /// It is damaged where no crash can have torn it: a restart refuses it.
+    /// The WAL is damaged where no crash can have torn it: a restart refuses it.
     Corrupt {
         /// Where the damage is (a record's or the file header's offset).
         offset: u64,
         /// What is wrong.
+        reason: String,
+    },
+    /// The WAL reads, but a restart refuses the directory: the snapshot file is damaged or
+    /// does not fit the WAL.
+    Refused {
+        /// Why, naming the file.
         reason: String,
     },
 }
@@ -74,27 +84,68 @@ impl fmt::Display for WalVerdict {
             WalVerdict::Corrupt { offset, reason } => {
                 write!(f, "corrupt at offset {offset}: {reason}")
             }
+            WalVerdict::Refused { reason } => write!(f, "refused: {reason}"),
         }
     }
 }
 
-/// A WAL's records and verdict.
+/// The Raft state a restart would start from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredState {
+    /// The current term.
+    pub term: u64,
+    /// The vote in that term.
+    pub voted_for: Option<usize>,
+    /// Index of the last log entry (the snapshot's if the log after it is empty).
+    pub last_index: u64,
+    /// Term of that entry.
+    pub last_term: u64,
+    /// Last index the snapshot covers (0: no snapshot).
+    pub snapshot_index: u64,
+    /// Term of that entry.
+    pub snapshot_term: u64,
+    /// Size of the snapshot's state in bytes.
+    pub snapshot_bytes: u64,
+}
+
+impl fmt::Display for RecoveredState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let vote = self.voted_for.map_or("none".to_string(), |v| v.to_string());
+        write!(
+            f,
+            "term {}, vote {vote}, last index {} (term {}), ",
+            self.term, self.last_index, self.last_term
+        )?;
+        match self.snapshot_index {
+            0 => write!(f, "no snapshot"),
+            index => write!(
+                f,
+                "snapshot at {index} (term {}, {} bytes)",
+                self.snapshot_term, self.snapshot_bytes
+            ),
+        }
+    }
+}
+
+/// A data directory's WAL records, recovered state and verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalCheck {
-    /// The file checked.
+    /// The WAL checked.
     pub path: PathBuf,
     /// Its length in bytes.
     pub len: u64,
     /// Its valid records, in order (up to a torn tail or the damage).
     pub records: Vec<WalRecordInfo>,
-    /// What recovery would do with it.
+    /// What a restart would start from (`None` if it refuses the directory).
+    pub state: Option<RecoveredState>,
+    /// What recovery would do with the directory.
     pub verdict: WalVerdict,
 }
 
 impl WalCheck {
-    /// Whether a restart would accept the WAL (as it is, or with its torn tail cut).
+    /// Whether a restart would accept the directory (as it is, or with its torn tail cut).
     pub fn is_usable(&self) -> bool {
-        !matches!(self.verdict, WalVerdict::Corrupt { .. })
+        self.state.is_some()
     }
 
     /// The first line of a report: which file, its format and size.
@@ -108,8 +159,8 @@ impl WalCheck {
     }
 }
 
-/// Checks the WAL of the data directory `dir` without changing anything. Fails only if the
-/// file cannot be read.
+/// Checks the data directory `dir` without changing anything. Fails only if its WAL cannot be
+/// read (or there is none).
 pub fn check_wal(dir: &Path) -> io::Result<WalCheck> {
     let path = dir.join(WAL);
     let bytes = fs::read(&path)
@@ -126,22 +177,40 @@ pub fn check_wal(dir: &Path) -> io::Result<WalCheck> {
             description: located.record.describe(),
         })
         .collect();
-    let verdict = match wal.end {
-        End::Clean => WalVerdict::Ok,
-        End::Torn { offset, reason } => WalVerdict::TornTail {
+    let found = read_dir(dir);
+    let verdict = match (wal.end, &found) {
+        (End::Corrupt { offset, reason }, _) => WalVerdict::Corrupt {
+            offset: offset as u64,
+            reason,
+        },
+        (_, Err(e)) => WalVerdict::Refused {
+            reason: e.to_string(),
+        },
+        (End::Torn { offset, reason }, Ok(_)) => WalVerdict::TornTail {
             offset: offset as u64,
             bytes: (bytes.len() - offset) as u64,
             reason,
         },
-        End::Corrupt { offset, reason } => WalVerdict::Corrupt {
-            offset: offset as u64,
-            reason,
-        },
+        (End::Clean, Ok(_)) => WalVerdict::Ok,
     };
+    // A WAL that is corrupt is refused by recovery too: a state comes only with a usable one.
+    let state = found.ok().map(|found| {
+        let saved = found.state;
+        RecoveredState {
+            term: saved.term,
+            voted_for: saved.voted_for,
+            last_index: saved.last_index(),
+            last_term: saved.entries.last().map_or(saved.snapshot_term, |e| e.term),
+            snapshot_index: saved.snapshot_index,
+            snapshot_term: saved.snapshot_term,
+            snapshot_bytes: found.snapshot.len() as u64,
+        }
+    });
     Ok(WalCheck {
         path,
         len: bytes.len() as u64,
         records,
+        state,
         verdict,
     })
 }
@@ -209,6 +278,10 @@ mod tests {
             check.records[0].offset + check.records[0].size
         );
         assert_eq!(
+            check.state.as_ref().map(ToString::to_string).as_deref(),
+            Some("term 2, vote 1, last index 3 (term 2), no snapshot")
+        );
+        assert_eq!(
             check.summary(),
             format!(
                 "{}: {} bytes, 3 valid records (this build reads WAL format 2)",
@@ -226,6 +299,29 @@ mod tests {
             check.records[0].description,
             "checkpoint: term 2, vote 1, snapshot at 1 (term 2), 2 entries at 2..=3"
         );
+        assert_eq!(
+            check.state.as_ref().map(ToString::to_string).as_deref(),
+            Some("term 2, vote 1, last index 3 (term 2), snapshot at 1 (term 2, 1 bytes)")
+        );
+
+        // A damaged snapshot file: the WAL reads, the directory is refused.
+        let snapshot = dir2.join("snapshot");
+        let mut bytes = fs::read(&snapshot).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&snapshot, &bytes).unwrap();
+        let check = check_wal(&dir2).unwrap();
+        assert_eq!((check.records.len(), &check.state), (1, &None));
+        assert!(!check.is_usable());
+        let verdict = check.verdict.to_string();
+        assert!(
+            verdict.starts_with(&format!(
+                "refused: {}: corrupt at offset 20: ",
+                snapshot.display()
+            )),
+            "{verdict}"
+        );
+        assert_eq!(fs::read(&snapshot).unwrap(), bytes, "nothing changed");
         fs::remove_dir_all(&dir).unwrap();
         fs::remove_dir_all(&dir2).unwrap();
     }
@@ -246,6 +342,7 @@ mod tests {
         };
         assert_eq!((*offset, *bytes), (third, whole.len() as u64 - 2 - third));
         assert!(check.is_usable());
+        assert_eq!(check.state.as_ref().map(|s| s.last_index), Some(2));
         assert!(check
             .verdict
             .to_string()
@@ -261,7 +358,7 @@ mod tests {
         fs::write(&path, &damaged).unwrap();
         let check = check_wal(&dir).unwrap();
         assert!(!check.is_usable());
-        assert_eq!(check.records.len(), 1);
+        assert_eq!((check.records.len(), &check.state), (1, &None));
         let verdict = check.verdict.to_string();
         assert!(
             verdict.starts_with(&format!(

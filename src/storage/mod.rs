@@ -14,18 +14,20 @@
 //! directory.
 //!
 //! Files: `wal.rs` frames the files and tells a torn tail from damage; `record.rs` is what a
-//! WAL record holds and reads a WAL whole; `file.rs` the durable persister; `check.rs` the
-//! read-only check; `lock.rs` the lock; `mem.rs` the simulation's persister.
+//! record holds and reads a WAL whole; `recover.rs` reads a data directory without changing
+//! it (what a restart starts from, or why it refuses); `file.rs` the durable persister;
+//! `check.rs` the read-only check; `lock.rs` the lock; `mem.rs` the simulation's persister.
 
 mod check;
 mod file;
 mod lock;
 mod mem;
 mod record;
+mod recover;
 mod wal;
 
-pub use check::{check_wal, WalCheck, WalRecordInfo, WalVerdict};
-pub use file::{FilePersister, FAIL_WRITES_AFTER_VAR};
+pub use check::{check_wal, RecoveredState, WalCheck, WalRecordInfo, WalVerdict};
+pub use file::{FilePersister, FAIL_FSYNC_VAR, FAIL_WRITES_AFTER_VAR};
 pub use lock::DataDirLock;
 pub use mem::MemPersister;
 

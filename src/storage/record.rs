@@ -1,7 +1,7 @@
-//! What the WAL's records hold, and a WAL file read whole: framed by [`super::wal`], each
-//! payload decoded into a [`Record`]. Recovery ([`super::FilePersister::open`]) and
-//! [`super::check_wal`] read a WAL through [`read_wal`], so `rainkv wal check` says exactly
-//! what a restart would do with the file.
+//! What the files' records hold (a WAL record, the snapshot file's one record), and a WAL
+//! file read whole: framed by [`super::wal`], each payload decoded into a [`Record`].
+//! Recovery ([`super::FilePersister::open`]) and [`super::check_wal`] read a WAL through
+//! [`read_wal`], so `rainkv wal check` says exactly what a restart would do with the file.
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +23,18 @@ pub(crate) enum Record {
     },
     /// The whole state: the first record of a rewritten WAL.
     Checkpoint(SavedState),
+}
+
+/// The snapshot file's single record (`D`: `ByteBuf` to read, `&Bytes` to write without a
+/// copy).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct SnapshotFile<D> {
+    /// Last log index the snapshot covers.
+    pub index: u64,
+    /// Term of that entry.
+    pub term: u64,
+    /// The service's encoded state.
+    pub data: D,
 }
 
 fn vote(voted_for: Option<usize>) -> String {
