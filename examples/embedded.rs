@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use rainkv::trace::Tracer;
 use rainkv::{
-    Clerk, ClientEnd, KvNode, MemPersister, NetworkHandle, RaftConfig, ReplicaSetup, SessionPolicy,
+    Clerk, ClientEnd, KvNode, MemPersister, Membership, NetworkHandle, RaftConfig, ReplicaSetup,
+    SessionPolicy,
 };
 
 /// Servers in the cluster.
@@ -48,6 +49,7 @@ pub async fn run() -> Result<String, String> {
         let node = KvNode::start(ReplicaSetup {
             id: i,
             peers,
+            initial_members: Membership::with_voters(SERVERS),
             persister: MemPersister::new(),
             raft: RaftConfig::default(),
             max_raft_state: Some(MAX_RAFT_STATE),

@@ -70,5 +70,6 @@ pub use actors::shardkv::{ShardKvNode, ShardKvSetup};
 pub use deploy::cluster_file::ClusterFile;
 pub use deploy::node::TcpNode;
 pub use messages::kv::{ClerkError, KvCommand};
+pub use messages::raft::{ChangeMembership, Membership, MembershipChange, MembershipError};
 pub use messages::rsm::{Health, Read, Submit, SubmitError};
 pub use storage::{FilePersister, MemPersister, Persister};

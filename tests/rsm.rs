@@ -976,6 +976,7 @@ fn an_undecodable_snapshot_halts_the_replica() {
                     leader_id: leader,
                     last_included_index: state.commit_index + 100,
                     last_included_term: state.term + 100,
+                    membership: rainkv::Membership::with_voters(3),
                     offset: 0,
                     done: true,
                     data: b"not a snapshot".to_vec(),

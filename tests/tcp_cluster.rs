@@ -337,6 +337,7 @@ async fn a_halted_node_says_why_in_its_status() {
                 leader_id: leader,
                 last_included_index: state.commit_index + 100,
                 last_included_term: state.term + 100,
+                membership: rainkv::Membership::with_voters(3),
                 offset: 0,
                 done: true,
                 data: b"not a snapshot".to_vec(),

@@ -459,10 +459,7 @@ fn saved_data_dir(data: &Path) -> PathBuf {
     let mut first_index = 1;
     for i in 1..=10u64 {
         let entries: Vec<LogEntry> = (0..i)
-            .map(|_| LogEntry {
-                term: i,
-                command: vec![i as u8; 16],
-            })
+            .map(|_| LogEntry::command(i, vec![i as u8; 16]))
             .collect();
         let count = entries.len() as u64;
         store

@@ -54,15 +54,19 @@ impl Applier {
             return;
         }
         match msg {
-            ApplyMsg::Command { index, .. } if index <= self.last_index => {
-                log::trace!("applier skips stale command {index}");
+            ApplyMsg::Command { index, .. } | ApplyMsg::Membership { index, .. }
+                if index <= self.last_index =>
+            {
+                log::trace!("applier skips stale entry {index}");
             }
-            ApplyMsg::Command { index, .. } if index > self.last_index + 1 => {
+            ApplyMsg::Command { index, .. } | ApplyMsg::Membership { index, .. }
+                if index > self.last_index + 1 =>
+            {
                 let last = self.last_index;
                 let reason = format!("Raft committed index {index} right after {last}");
                 self.halt(HaltCause::Untrusted, reason);
             }
-            ApplyMsg::Command { index, .. } => {
+            ApplyMsg::Command { index, .. } | ApplyMsg::Membership { index, .. } => {
                 self.last_index = index;
                 self.queue.push_back(msg);
             }

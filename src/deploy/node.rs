@@ -26,7 +26,7 @@ use crate::messages::kv::{GetArgs, PutAppendArgs, RegisterArgs};
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::Server;
 use crate::messages::raft::{
-    AppendEntriesArgs, GetState, InstallSnapshotArgs, RequestVoteArgs, TimeoutNowArgs,
+    AppendEntriesArgs, GetState, InstallSnapshotArgs, Membership, RequestVoteArgs, TimeoutNowArgs,
     TransferError, TransferLeadership,
 };
 use crate::messages::rsm::{Halt, WaitHalt};
@@ -223,9 +223,11 @@ impl TcpNode {
         let raft = config.raft.config();
         let handoff_limit = 2 * raft.election_timeout.end;
         let transfer_retry = raft.election_timeout.start;
+        let voters = config.nodes.len();
         let kv = KvNode::start(ReplicaSetup {
             id,
             peers,
+            initial_members: Membership::with_voters(voters),
             persister: store,
             raft,
             max_raft_state: Some(config.max_raft_state),

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use crate::messages::raft::Membership;
+
 /// One committed command, one snapshot to install, or the end.
 #[derive(Message, Debug, Clone, PartialEq)]
 #[rtype(result = "()")]
@@ -17,6 +19,16 @@ pub enum ApplyMsg {
         term: u64,
         /// The service's encoded command.
         command: Vec<u8>,
+    },
+    /// A committed membership entry (see [`crate::messages::raft::ChangeMembership`]): it has
+    /// no command, but it takes its index, so the service counts it as applied.
+    Membership {
+        /// Its log index.
+        index: u64,
+        /// The term it was created in.
+        term: u64,
+        /// The cluster's members from this index on.
+        membership: Membership,
     },
     /// A snapshot received from the leader: the service replaces its state with it.
     Snapshot {

@@ -6,20 +6,66 @@
 //! and an InstallSnapshot reply names the snapshot it answers. That keeps the leader correct when
 //! replies are delayed, duplicated or reordered by the network.
 
+use std::collections::BTreeMap;
+
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::messages::net::Rpc;
 
-/// One entry of the replicated log: the term in which a leader received it and the service's
-/// opaque command.
+/// One entry of the replicated log: the term in which a leader received it and either the
+/// service's opaque command or a new cluster membership.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogEntry {
     /// Term of the leader that first appended this entry.
     pub term: u64,
-    /// The service's command, opaque to Raft.
+    /// The service's command, opaque to Raft (empty in a membership entry).
     #[serde(with = "serde_bytes")]
     pub command: Vec<u8>,
+    /// A membership entry: the cluster's members from this entry on (Raft thesis §4.1: a
+    /// peer uses the latest membership in its log, committed or not). Absent from the encoding
+    /// of a command entry, so logs written before membership change decode unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub membership: Option<Membership>,
+}
+
+impl LogEntry {
+    /// An entry carrying the service's `command`.
+    pub fn command(term: u64, command: Vec<u8>) -> Self {
+        LogEntry {
+            term,
+            command,
+            membership: None,
+        }
+    }
+}
+
+/// Who is in the cluster (Raft thesis chapter 4). Voters elect leaders and count towards
+/// commits; learners receive the log and snapshots but do neither. Each member carries its
+/// *contact*: how the deployment reaches it (its addresses), empty in a simulation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// Voting members, by id.
+    pub voters: BTreeMap<usize, String>,
+    /// Non-voting members, by id.
+    pub learners: BTreeMap<usize, String>,
+}
+
+/// One change of membership: the cluster changes one server at a time (thesis §4.1), so any
+/// majority of the old voters overlaps any majority of the new.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipChange {
+    /// A new non-voting member, reached through `contact`.
+    AddLearner {
+        /// Its id, not yet a member.
+        id: usize,
+        /// How the deployment reaches it.
+        contact: String,
+    },
+    /// A learner becomes a voter.
+    Promote(usize),
+    /// A member (voter or learner) leaves.
+    Remove(usize),
 }
 
 /// RequestVote RPC arguments, sent by a candidate to gather votes, or by a pre-candidate to
@@ -108,6 +154,8 @@ pub struct InstallSnapshotArgs {
     pub last_included_index: u64,
     /// Term of the entry at `last_included_index`.
     pub last_included_term: u64,
+    /// The membership at `last_included_index`: the snapshot replaces the entries that set it.
+    pub membership: Membership,
     /// Where this chunk starts in the snapshot, in bytes.
     pub offset: u64,
     /// This is the last chunk.
@@ -148,14 +196,8 @@ mod tests {
     #[test]
     fn every_message_round_trips_through_rmp_serde() {
         let entries = vec![
-            LogEntry {
-                term: 1,
-                command: b"put x 1".to_vec(),
-            },
-            LogEntry {
-                term: 3,
-                command: vec![],
-            },
+            LogEntry::command(1, b"put x 1".to_vec()),
+            LogEntry::command(3, vec![]),
         ];
         round_trip(entries[0].clone());
         round_trip(RequestVoteArgs {
@@ -206,6 +248,7 @@ mod tests {
             leader_id: 0,
             last_included_index: 20,
             last_included_term: 4,
+            membership: Membership::with_voters(3),
             offset: 1 << 20,
             done: true,
             data: vec![1, 2, 3],
@@ -220,10 +263,7 @@ mod tests {
     #[test]
     fn commands_are_encoded_as_msgpack_bin_not_arrays() {
         // serde_bytes keeps a 100-byte command at ~100 bytes instead of up to 200.
-        let entry = LogEntry {
-            term: 1,
-            command: vec![0xff; 100],
-        };
+        let entry = LogEntry::command(1, vec![0xff; 100]);
         let bytes = rmp_serde::to_vec(&entry).expect("encode");
         assert!(bytes.len() < 110, "encoded {} bytes", bytes.len());
     }
@@ -315,6 +355,8 @@ pub struct RaftState {
     /// A leader's `match_index` (Figure 2): for each peer, the highest log index known to be
     /// replicated on it; its own entry is its last log index. Empty unless it leads.
     pub match_index: Vec<u64>,
+    /// The latest membership in its log (committed or not).
+    pub membership: Membership,
 }
 
 impl RaftState {
@@ -432,3 +474,53 @@ impl std::fmt::Display for TransferError {
 }
 
 impl std::error::Error for TransferError {}
+
+/// Asks the leader to change the cluster's membership by one server (Raft thesis §4.1):
+/// answered once the change is committed, with the index of its entry.
+///
+/// The leader takes one change at a time, and only once an entry of its own term is committed
+/// (the fix to the single-server change bug of 2015): before that it commits a membership
+/// entry that restates the current members, then the change.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<u64, MembershipError>")]
+pub struct ChangeMembership(pub MembershipChange);
+
+/// Why a membership change was refused or did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipError {
+    /// This peer is not the leader (or stopped leading before the change committed: it may
+    /// still commit under the next leader).
+    NotLeader(NotLeader),
+    /// Another change is in flight.
+    Busy,
+    /// The change does not apply to the current members (an unknown id, an existing one, the
+    /// last voter, ...); the reason says which.
+    Invalid(String),
+    /// The learner to promote is too far behind the leader's log.
+    Lagging {
+        /// The learner's last replicated index as the leader knows it.
+        matched: u64,
+        /// The leader's last index.
+        last: u64,
+    },
+}
+
+impl std::fmt::Display for MembershipError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MembershipError::NotLeader(n) => write!(
+                f,
+                "not the leader (term {}, leader {:?}); a change already proposed may still commit",
+                n.term, n.leader
+            ),
+            MembershipError::Busy => write!(f, "another membership change is in progress"),
+            MembershipError::Invalid(why) => write!(f, "invalid change: {why}"),
+            MembershipError::Lagging { matched, last } => write!(
+                f,
+                "the learner has {matched} of the leader's {last} entries; promote it once it has caught up"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MembershipError {}

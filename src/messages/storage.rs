@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::messages::raft::LogEntry;
+use crate::messages::raft::{LogEntry, Membership};
 
 /// Saves one state update atomically; answered once it is durable (or with the I/O error that
 /// stopped it).
@@ -41,6 +41,10 @@ pub struct SavedState {
     pub snapshot_term: u64,
     /// The log after the snapshot: indexes `snapshot_index + 1 ..`.
     pub entries: Vec<LogEntry>,
+    /// The membership at `snapshot_index` (`None`: the peer's initial membership; states
+    /// saved before membership change have none).
+    #[serde(default)]
+    pub snapshot_membership: Option<Membership>,
 }
 
 /// A snapshot to save: the service's state up to and including `index`.
@@ -52,6 +56,8 @@ pub struct NewSnapshot {
     pub term: u64,
     /// The service's encoded state.
     pub data: Arc<Vec<u8>>,
+    /// The membership at `index` (`None`: not known here; the saved one stays).
+    pub membership: Option<Membership>,
 }
 
 /// What changed since the previous save; applied in field order.
@@ -86,6 +92,9 @@ impl SavedState {
                 self.snapshot_index = snapshot.index;
                 self.snapshot_term = snapshot.term;
             }
+            if snapshot.index >= self.snapshot_index && snapshot.membership.is_some() {
+                self.snapshot_membership = snapshot.membership;
+            }
         }
         let keep = update.first_index.saturating_sub(self.snapshot_index + 1) as usize;
         self.entries.truncate(keep);
@@ -104,10 +113,7 @@ mod tests {
     use super::*;
 
     fn entry(term: u64, c: u8) -> LogEntry {
-        LogEntry {
-            term,
-            command: vec![c],
-        }
+        LogEntry::command(term, vec![c])
     }
 
     fn update(first_index: u64, entries: Vec<LogEntry>) -> StateUpdate {
@@ -132,6 +138,7 @@ mod tests {
             index: 2,
             term: 1,
             data: Arc::new(vec![7]),
+            membership: None,
         });
         s.apply(u);
         assert_eq!((s.snapshot_index, s.snapshot_term), (2, 1));
@@ -148,6 +155,7 @@ mod tests {
             index: 10,
             term: 3,
             data: Arc::new(vec![]),
+            membership: None,
         });
         s.apply(u);
         assert_eq!((s.snapshot_index, s.last_index()), (10, 10));

@@ -233,10 +233,7 @@ mod tests {
     /// rewrites the WAL as a checkpoint) and one more entry.
     fn three_saves(dir: &Path, snapshot: bool) {
         let mut p = FilePersister::open(dir).unwrap();
-        let entry = |c| LogEntry {
-            term: 2,
-            command: vec![c; 5],
-        };
+        let entry = |c| LogEntry::command(2, vec![c; 5]);
         let update = |first_index, entries| StateUpdate {
             term: 2,
             voted_for: Some(1),
@@ -252,6 +249,7 @@ mod tests {
                 index: 1,
                 term: 2,
                 data: Arc::new(vec![9]),
+                membership: None,
             });
         }
         p.save(last).unwrap();

@@ -337,6 +337,7 @@ impl Disk {
                 index: new.index,
                 term: new.term,
                 data: Bytes::new(new.data.as_slice()),
+                membership: new.membership.clone(),
             };
             let payload =
                 rmp_serde::to_vec(&file).map_err(|e| invalid(&self.dir.join(SNAPSHOT), e))?;
@@ -404,10 +405,7 @@ mod tests {
     }
 
     fn entry(term: u64, c: u8) -> LogEntry {
-        LogEntry {
-            term,
-            command: vec![c; 10],
-        }
+        LogEntry::command(term, vec![c; 10])
     }
 
     fn update(first_index: u64, entries: Vec<LogEntry>) -> StateUpdate {
@@ -446,6 +444,7 @@ mod tests {
             index: 18,
             term: 1,
             data: Arc::new(b"state".to_vec()),
+            membership: None,
         });
         p.save(u).unwrap();
         assert!(p.raft_state_size() < before / 2);
@@ -669,6 +668,7 @@ mod tests {
             index: 2,
             term: 1,
             data: Arc::new(b"two".to_vec()),
+            membership: None,
         });
         p.save(u).unwrap();
         p.save(update(4, vec![entry(1, 4)])).unwrap();
@@ -737,6 +737,7 @@ mod tests {
             index: 1,
             term: 1,
             data: Arc::new(b"s".to_vec()),
+            membership: None,
         });
         p.save(u).unwrap();
         drop(p);
@@ -779,6 +780,7 @@ mod tests {
             index: 2,
             term: 1,
             data: Bytes::new(b"two"),
+            membership: None,
         };
         let payload = rmp_serde::to_vec(&file).unwrap();
         let (bytes, _) = wal::file_of(FileKind::Snapshot, [payload.as_slice()]).unwrap();

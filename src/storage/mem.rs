@@ -88,10 +88,7 @@ mod tests {
             voted_for: None,
             snapshot: None,
             first_index,
-            entries: vec![LogEntry {
-                term,
-                command: vec![1],
-            }],
+            entries: vec![LogEntry::command(term, vec![1])],
         };
         p.save(update(1, 1)).unwrap();
         let copy = p.copy();

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::wal::{self, End, FileKind};
-use crate::messages::raft::LogEntry;
+use crate::messages::raft::{LogEntry, Membership};
 use crate::messages::storage::SavedState;
 
 /// One WAL record.
@@ -35,6 +35,9 @@ pub(crate) struct SnapshotFile<D> {
     pub term: u64,
     /// The service's encoded state.
     pub data: D,
+    /// The membership at `index` (absent in files written before membership change).
+    #[serde(default)]
+    pub membership: Option<Membership>,
 }
 
 fn vote(voted_for: Option<usize>) -> String {

@@ -184,6 +184,7 @@ fn read_snapshot_file(path: &Path) -> io::Result<Option<NewSnapshot>> {
         index: file.index,
         term: file.term,
         data: Arc::new(file.data.into_vec()),
+        membership: file.membership,
     }))
 }
 
@@ -226,6 +227,7 @@ fn read_wal_file(path: &Path, bytes: &[u8]) -> io::Result<(SavedState, FoundWal)
                     index,
                     term,
                     data: Arc::default(),
+                    membership: None,
                 }),
                 first_index,
                 entries,

@@ -39,7 +39,7 @@ use crate::actors::client_end::ClientEnd;
 use crate::actors::raft::{RaftConfig, RaftPeer, RestoreError};
 use crate::actors::rsm::{ReplicaSetup, SessionClock, SessionPolicy};
 use crate::messages::net::Server;
-use crate::messages::raft::GetState;
+use crate::messages::raft::{GetState, Membership};
 use crate::messages::storage::{SavedState, StateUpdate};
 use crate::messages::storage::{SetDiskLatency, StallDisk};
 use crate::storage::{FilePersister, MemPersister, Persister};
@@ -79,6 +79,10 @@ pub struct ClusterOptions {
     pub raft: RaftConfig,
     /// Client sessions' lifetime and cap (the clock is always the run's virtual time).
     pub sessions: SessionPolicy,
+    /// How many of the servers are the cluster's first voters (`None`: all of them). The
+    /// others start with no members, as nodes that join a running cluster do, and take part
+    /// once a membership change adds them.
+    pub initial_voters: Option<usize>,
 }
 
 impl Default for ClusterOptions {
@@ -102,6 +106,7 @@ impl Default for ClusterOptions {
             connected: true,
             raft,
             sessions: SessionPolicy::default(),
+            initial_voters: None,
         }
     }
 }
@@ -432,9 +437,15 @@ impl<K: ServerKind> Cluster<K> {
             slot.store = Some(store.clone());
             (store, slot.incarnation)
         };
+        let voters = self.options.initial_voters.unwrap_or(n).min(n);
         let setup = ReplicaSetup {
             id: i,
             peers,
+            initial_members: if i < voters {
+                Membership::with_voters(voters)
+            } else {
+                Membership::default()
+            },
             persister: store,
             raft: self.options.raft.clone(),
             max_raft_state: self.options.max_raft_state,

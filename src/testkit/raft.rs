@@ -28,7 +28,7 @@ use crate::actors::rsm::ReplicaSetup;
 use crate::messages::apply::ApplyMsg;
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::Server;
-use crate::messages::raft::{GetState, Propose, Proposed, RaftState, Snapshot};
+use crate::messages::raft::{GetState, Membership, Propose, Proposed, RaftState, Snapshot};
 use crate::storage::Persister;
 
 /// 6.5840's `RaftElectionTimeout`: elections are allowed a second.
@@ -75,6 +75,16 @@ impl Cmd {
     fn encode(&self) -> Vec<u8> {
         rmp_serde::to_vec(self).unwrap_or_default()
     }
+}
+
+/// How the tester records a membership entry among the commands:
+/// `membership voters [..] learners [..]`, so the servers' logs are compared entry by entry.
+pub fn membership_cmd(membership: &Membership) -> Cmd {
+    Cmd::Str(format!(
+        "membership voters {:?} learners {:?}",
+        membership.voters.keys().collect::<Vec<_>>(),
+        membership.learners.keys().collect::<Vec<_>>()
+    ))
 }
 
 /// What the tester's appliers record, shared by all of them (6.5840's `cfg.logs` and friends).
@@ -163,9 +173,21 @@ impl Handler<ApplyMsg> for TesterApplier {
                     applied.ingest_snapshot(i, &data, Some(index));
                 }
             }
-            ApplyMsg::Command { index, command, .. } => {
-                let Ok(cmd) = rmp_serde::from_slice::<Cmd>(&command) else {
-                    return applied.fail(format!("server {i}: command {index} does not decode"));
+            ApplyMsg::Command { .. } | ApplyMsg::Membership { .. } => {
+                let (index, cmd) = match msg {
+                    ApplyMsg::Command { index, command, .. } => {
+                        match rmp_serde::from_slice::<Cmd>(&command) {
+                            Ok(cmd) => (index, cmd),
+                            Err(_) => {
+                                let why = format!("server {i}: command {index} does not decode");
+                                return applied.fail(why);
+                            }
+                        }
+                    }
+                    ApplyMsg::Membership {
+                        index, membership, ..
+                    } => (index, membership_cmd(&membership)),
+                    _ => return,
                 };
                 if self.snapshots && index != applied.last_applied[i] + 1 {
                     let expected = applied.last_applied[i] + 1;
@@ -221,6 +243,7 @@ impl ServerKind for RaftServers {
             service: applier.address().recipient(),
             seed: setup.seed,
             trace: setup.trace,
+            initial_members: setup.initial_members,
         });
         if let Ok(raft) = &raft {
             applier.run(TesterApplier {

@@ -161,13 +161,7 @@ mod tests {
             leader_id: 1,
             prev_log_index: 7,
             prev_log_term: 2,
-            entries: vec![
-                LogEntry {
-                    term: 3,
-                    command: vec![1; 100],
-                };
-                5
-            ],
+            entries: vec![LogEntry::command(3, vec![1; 100]); 5],
             leader_commit: 6,
             read_round: 0,
         };

@@ -41,12 +41,16 @@ pub struct RaftConfig {
     /// leader's. A paused process (a VM migration, a long GC-like stall) breaks this, so the
     /// default is off.
     pub lease_reads: bool,
+    /// A learner is promoted to voter only while it is at most this many entries behind the
+    /// leader's log: a voter far behind would make commits wait for it.
+    pub promote_lag: u64,
 }
 
 impl Default for RaftConfig {
     /// A 10 ms tick, elections after 300–600 ms of silence, heartbeats every 100 ms (6.5840
     /// allows at most 10 per second and wants a new leader within 5 s), at most 256 entries
-    /// and 1 MiB of commands per AppendEntries; pre-vote and check-quorum on, lease reads off.
+    /// and 1 MiB of commands per AppendEntries; pre-vote and check-quorum on, lease reads off;
+    /// learners promoted within 1 000 entries of the leader.
     fn default() -> Self {
         RaftConfig {
             tick: Duration::from_millis(10),
@@ -57,6 +61,7 @@ impl Default for RaftConfig {
             pre_vote: true,
             check_quorum: true,
             lease_reads: false,
+            promote_lag: 1000,
         }
     }
 }
@@ -85,6 +90,7 @@ pub(crate) struct Ticks {
     /// How long a leader's lease lasts, from the start of a heartbeat round a majority
     /// answered (`None`: no lease reads).
     pub lease: Option<u64>,
+    pub promote_lag: u64,
 }
 
 impl RaftConfig {
@@ -136,6 +142,7 @@ impl RaftConfig {
             pre_vote: self.pre_vote,
             check_quorum: self.check_quorum,
             lease,
+            promote_lag: self.promote_lag,
         })
     }
 

@@ -15,7 +15,7 @@
 //! Randomness (election timeouts) comes from a ChaCha8 generator seeded by the caller, and
 //! nothing iterates a hash map, so the same seed and the same inputs give the same outputs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -25,39 +25,40 @@ use rand_chacha::ChaCha8Rng;
 
 use super::config::{RaftConfig, Ticks};
 use super::log::RaftLog;
-use super::majority;
 use super::progress::{Progress, ProgressState};
 use super::read_only::ReadOnly;
 use crate::messages::apply::ApplyMsg;
 use crate::messages::raft::{
     AppendEntriesArgs, AppendEntriesReply, InstallSnapshotArgs, InstallSnapshotReply, LogEntry,
-    NotLeader, Proposed, RequestVoteArgs, RequestVoteReply, Role, RoleChanged, TimeoutNowArgs,
-    TimeoutNowReply, TransferError,
+    Membership, MembershipChange, MembershipError, NotLeader, Proposed, RequestVoteArgs,
+    RequestVoteReply, Role, RoleChanged, TimeoutNowArgs, TimeoutNowReply, TransferError,
 };
 use crate::messages::storage::{NewSnapshot, SavedState, StateUpdate};
 
 /// Who a peer is and how it is timed, as the core uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Params {
-    /// This peer's id, in `0..peers`.
+    /// This peer's id.
     id: usize,
-    /// Number of peers in the cluster (ids `0..peers`).
-    peers: usize,
+    /// The membership the cluster started with, until a snapshot or a log entry says
+    /// otherwise (empty for a peer joining a running cluster: it learns from the leader).
+    initial: Membership,
     /// The configuration in ticks of [`RaftCore::tick`].
     ticks: Ticks,
 }
 
 impl Params {
-    fn new(id: usize, peers: usize, config: &RaftConfig) -> Result<Params, RestoreError> {
-        if id >= peers {
+    fn new(id: usize, initial: Membership, config: &RaftConfig) -> Result<Params, RestoreError> {
+        if !initial.voters.is_empty() && !initial.contains(id) {
             return Err(RestoreError::InvalidConfig(format!(
-                "id {id} is not in 0..{peers}"
+                "id {id} is not a member of the initial membership {:?}",
+                initial.ids().collect::<Vec<_>>()
             )));
         }
         let ticks = config
             .ticks()
             .map_err(|e| RestoreError::InvalidConfig(e.0))?;
-        Ok(Params { id, peers, ticks })
+        Ok(Params { id, initial, ticks })
     }
 }
 
@@ -90,6 +91,9 @@ pub struct Ready {
     /// Answers to [`RaftCore::read_index`]: the read index for the caller's `ctx` (serve the
     /// read once that index is applied), or why there is none.
     pub reads: Vec<(u64, Result<u64, NotLeader>)>,
+    /// Outcomes of [`RaftCore::change_membership`]: the index of the committed change for the
+    /// caller's `ctx`, or why it failed.
+    pub changes: Vec<(u64, Result<u64, MembershipError>)>,
 }
 
 impl Ready {
@@ -100,6 +104,7 @@ impl Ready {
             && self.fault.is_none()
             && self.role_changed.is_none()
             && self.reads.is_empty()
+            && self.changes.is_empty()
     }
 }
 
@@ -143,7 +148,18 @@ struct IncomingSnapshot {
 struct OutgoingSnapshot {
     index: u64,
     term: u64,
+    membership: Membership,
     data: Arc<Vec<u8>>,
+}
+
+/// A membership change the leader took and has not seen committed.
+#[derive(Debug)]
+struct PendingChange {
+    /// The caller's id for it.
+    ctx: u64,
+    change: MembershipChange,
+    /// Its entry's index, once appended (it waits for an entry of the term to commit first).
+    index: Option<u64>,
 }
 
 /// A leadership transfer in progress (Raft thesis §3.10).
@@ -168,6 +184,8 @@ pub struct RaftCore {
     voted_for: Option<usize>,
     log: RaftLog,
     snapshot: Arc<Vec<u8>>,
+    /// The membership at the snapshot's index.
+    snapshot_membership: Membership,
     /// Term, vote or log changed since the last `take_ready`.
     unsaved: bool,
     /// The snapshot changed since the last `take_ready`.
@@ -188,17 +206,24 @@ pub struct RaftCore {
     /// Ticks since the peer started: the clock leases are measured on.
     now: u64,
 
+    /// The latest membership in the log (committed or not), and the index of the entry that
+    /// set it (the snapshot's index if the log holds none).
+    membership: Membership,
+    membership_index: u64,
+
     // (Pre-)candidate state: who granted a (pre-)vote in this round.
-    votes: Vec<bool>,
-    // Leader state: one entry per peer (our own slot is unused).
-    progress: Vec<Progress>,
+    votes: BTreeSet<usize>,
+    // Leader state: one entry per other member.
+    progress: BTreeMap<usize, Progress>,
     /// Check-quorum: who answered since the last check, and ticks since it.
-    recently_heard: Vec<bool>,
+    recently_heard: BTreeSet<usize>,
     quorum_elapsed: u32,
     /// Reads waiting for their heartbeat round.
     reads: ReadOnly,
     /// A leadership transfer in progress.
     transfer: Option<Transfer>,
+    /// The membership change in progress, if this leader took one.
+    change: Option<PendingChange>,
     /// Follower: the snapshot arriving chunk by chunk (not saved: a restart starts it over).
     incoming: Option<IncomingSnapshot>,
     /// Leader: per follower, the snapshot being sent to it, kept until it is taken even if
@@ -216,21 +241,27 @@ pub struct RaftCore {
 }
 
 impl RaftCore {
-    /// A fresh peer `id` of `peers`: term 0, empty log, follower. Fails on an invalid
-    /// configuration (see [`RaftConfig::validate`]) or an id outside `0..peers`.
+    /// A fresh peer `id` whose cluster starts with the `initial` members: term 0, empty log,
+    /// follower. An empty `initial` makes a peer that joins a running cluster: it learns the
+    /// members from the leader, and campaigns only once it is a voter. Fails on an invalid
+    /// configuration (see [`RaftConfig::validate`]) or an id that is not an initial member.
     pub fn new(
         id: usize,
-        peers: usize,
+        initial: Membership,
         config: &RaftConfig,
         seed: u64,
     ) -> Result<Self, RestoreError> {
-        let cfg = Params::new(id, peers, config)?;
+        let cfg = Params::new(id, initial, config)?;
         let mut core = RaftCore {
             rng: ChaCha8Rng::seed_from_u64(seed),
             current_term: 0,
             voted_for: None,
             log: RaftLog::new(),
             snapshot: Arc::new(Vec::new()),
+            snapshot_membership: cfg.initial.clone(),
+            membership: cfg.initial.clone(),
+            membership_index: 0,
+            change: None,
             incoming: None,
             outgoing: BTreeMap::new(),
             unsaved: false,
@@ -244,11 +275,11 @@ impl RaftCore {
             election_timeout: 0,
             heartbeat_elapsed: 0,
             now: 0,
-            votes: vec![false; cfg.peers],
-            progress: Vec::new(),
-            recently_heard: Vec::new(),
+            votes: BTreeSet::new(),
+            progress: BTreeMap::new(),
+            recently_heard: BTreeSet::new(),
             quorum_elapsed: 0,
-            reads: ReadOnly::new(cfg.peers),
+            reads: ReadOnly::default(),
             transfer: None,
             reported_role: None,
             durable_index: 0,
@@ -266,19 +297,15 @@ impl RaftCore {
     /// no [`ApplyMsg::Snapshot`] is emitted.
     pub fn restore(
         id: usize,
-        peers: usize,
+        initial: Membership,
         config: &RaftConfig,
         seed: u64,
         saved: SavedState,
         snapshot: Arc<Vec<u8>>,
     ) -> Result<Self, RestoreError> {
-        let mut core = Self::new(id, peers, config, seed)?;
-        if let Some(v) = saved.voted_for {
-            if v >= peers {
-                return Err(RestoreError::Invalid(format!(
-                    "voted for peer {v} of {peers}"
-                )));
-            }
+        let mut core = Self::new(id, initial, config, seed)?;
+        if let Some(m) = saved.snapshot_membership {
+            core.snapshot_membership = m;
         }
         let log = RaftLog::from_saved(saved.snapshot_index, saved.snapshot_term, saved.entries);
         log.validate(saved.term).map_err(RestoreError::Invalid)?;
@@ -290,6 +317,7 @@ impl RaftCore {
         core.durable_index = log.last_index();
         core.log = log;
         core.snapshot = snapshot;
+        core.refresh_membership();
         debug!(
             "peer {}: restored term {} voted_for {:?} log {}..={}",
             core.cfg.id,
@@ -331,7 +359,10 @@ impl RaftCore {
             Role::Follower | Role::PreCandidate | Role::Candidate => {
                 self.election_elapsed += 1;
                 if self.election_elapsed >= self.election_timeout {
-                    if self.cfg.ticks.pre_vote {
+                    if !self.membership.is_voter(self.cfg.id) {
+                        // A learner, a peer still joining or one removed: never campaigns.
+                        self.reset_election_timer();
+                    } else if self.cfg.ticks.pre_vote {
                         self.pre_campaign();
                     } else {
                         self.campaign(false);
@@ -356,7 +387,7 @@ impl RaftCore {
             });
         }
         let term = self.current_term;
-        let index = self.log.append(LogEntry { term, command });
+        let index = self.log.append(LogEntry::command(term, command));
         self.unsaved = true;
         trace!(
             "peer {}: proposed index {} term {}",
@@ -380,12 +411,12 @@ impl RaftCore {
         // Leader stickiness: while a live leader is heard, nobody else is helped to win
         // (unless that leader handed over), and its term is not even adopted.
         let sticky = self.in_lease() && !args.leadership_transfer;
+        // Only voters vote, and only for voters (as this peer's log knows them).
+        let eligible =
+            self.membership.is_voter(self.cfg.id) && self.membership.is_voter(args.candidate_id);
         if args.pre_vote {
             // Changes nothing here: only says whether the vote would be granted.
-            let vote_granted = args.term > self.current_term
-                && args.candidate_id < self.cfg.peers
-                && up_to_date
-                && !sticky;
+            let vote_granted = args.term > self.current_term && eligible && up_to_date && !sticky;
             debug!(
                 "peer {}: pre-vote for {} in term {}: {vote_granted}",
                 self.cfg.id, args.candidate_id, args.term
@@ -413,10 +444,7 @@ impl RaftCore {
         }
         self.observe_term(args.term);
         let free = self.voted_for.is_none_or(|v| v == args.candidate_id);
-        let vote_granted = args.term == self.current_term
-            && args.candidate_id < self.cfg.peers
-            && free
-            && up_to_date;
+        let vote_granted = args.term == self.current_term && eligible && free && up_to_date;
         if vote_granted {
             if self.voted_for.is_none() {
                 self.voted_for = Some(args.candidate_id);
@@ -445,9 +473,8 @@ impl RaftCore {
             return;
         }
         if reply.vote_granted {
-            self.votes[from] = true;
-            let granted = self.votes.iter().filter(|v| **v).count();
-            if granted >= majority::quorum(self.cfg.peers) {
+            self.votes.insert(from);
+            if self.membership.has_majority(&self.votes) {
                 self.become_leader();
             }
         }
@@ -500,6 +527,7 @@ impl RaftCore {
         }
 
         let match_index = prev + args.entries.len() as u64;
+        let mut membership_changed = false;
         for (offset, entry) in args.entries.into_iter().enumerate() {
             let index = prev + 1 + offset as u64;
             if index <= self.log.snapshot_index() {
@@ -519,13 +547,16 @@ impl RaftCore {
                     debug!("peer {}: truncating log from {}", self.cfg.id, index);
                     self.log.truncate(index);
                     self.durable_index = self.durable_index.min(index - 1);
-                    self.log.append(entry);
+                    membership_changed |= index <= self.membership_index;
                 }
-                None => {
-                    self.log.append(entry);
-                }
+                None => {}
             }
+            membership_changed |= entry.membership.is_some();
+            self.log.append(entry);
             self.unsaved = true;
+        }
+        if membership_changed {
+            self.refresh_membership();
         }
 
         if args.leader_commit > self.commit_index {
@@ -553,14 +584,14 @@ impl RaftCore {
             return;
         }
         // Any answer in our term says the follower still takes us for its leader.
-        if let Some(heard) = self.recently_heard.get_mut(from) {
-            *heard = true;
-        }
+        self.recently_heard.insert(from);
         self.reads.ack(from, reply.read_round);
         self.release_reads();
         let last = self.log.last_index();
         if reply.success {
-            let pr = &mut self.progress[from];
+            let Some(pr) = self.progress.get_mut(&from) else {
+                return;
+            };
             let advanced = pr.on_success(reply.match_index.min(last));
             match pr.state {
                 ProgressState::Probe => pr.become_replicate(),
@@ -585,7 +616,9 @@ impl RaftCore {
                     .map_or(reply.conflict_index, |i| i + 1),
                 None => reply.conflict_index,
             };
-            let pr = &mut self.progress[from];
+            let Some(pr) = self.progress.get_mut(&from) else {
+                return;
+            };
             if next <= pr.match_index || matches!(pr.state, ProgressState::Snapshot { .. }) {
                 trace!("peer {}: stale rejection from {}", self.cfg.id, from);
                 return;
@@ -681,6 +714,8 @@ impl RaftCore {
         }
         self.log.compact(index, term);
         self.snapshot = Arc::new(incoming.data);
+        self.snapshot_membership = args.membership;
+        self.refresh_membership();
         self.commit_index = index;
         self.last_applied = index;
         self.unsaved = true;
@@ -700,11 +735,11 @@ impl RaftCore {
         if !self.reply_is_current(from, reply.term, Role::Leader) {
             return;
         }
-        if let Some(heard) = self.recently_heard.get_mut(from) {
-            *heard = true;
-        }
+        self.recently_heard.insert(from);
         let last = self.log.last_index();
-        let pr = &mut self.progress[from];
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
         if reply.last_included_index == 0 {
             let (receiving, gathered) = reply.received;
             if let ProgressState::Snapshot { pending, offset } = pr.state {
@@ -771,7 +806,7 @@ impl RaftCore {
 
     /// Moves the reads a majority has confirmed to [`Ready::reads`].
     fn release_reads(&mut self) {
-        for read in self.reads.take_confirmed(self.cfg.id) {
+        for read in self.reads.take_confirmed(self.cfg.id, &self.membership) {
             self.ready.reads.push((read.ctx, Ok(read.index)));
         }
     }
@@ -783,7 +818,7 @@ impl RaftCore {
         if self.role != Role::Leader {
             return Err(TransferError::NotLeader(self.not_leader()));
         }
-        if !self.is_peer(to) {
+        if to == self.cfg.id || !self.membership.is_voter(to) {
             return Err(TransferError::NoSuchPeer(to));
         }
         debug!("peer {}: handing leadership to {to}", self.cfg.id);
@@ -803,7 +838,7 @@ impl RaftCore {
         let Some(transfer) = self.transfer.as_mut() else {
             return;
         };
-        if self.progress[transfer.to].match_index == last {
+        if self.progress.get(&transfer.to).map(|pr| pr.match_index) == Some(last) {
             transfer.told = true;
             let args = TimeoutNowArgs {
                 term: self.current_term,
@@ -835,6 +870,155 @@ impl RaftCore {
         self.observe_term(reply.term);
     }
 
+    /// Changes the membership by one server on behalf of the caller's `ctx` (Raft thesis §4.1);
+    /// the outcome comes in a later [`Ready::changes`], once the change is committed (or this
+    /// peer stops leading first). Refused at once if this peer does not lead, if a change is
+    /// in flight (its own, or an uncommitted one it inherited), if the change does not apply,
+    /// or if a learner to promote lags more than `promote_lag` entries behind.
+    ///
+    /// A change is appended only once an entry of the leader's term is committed: otherwise a
+    /// change by a previous leader that never committed could combine with this one into two
+    /// disjoint majorities (the single-server change bug found in 2015). If none is, the leader
+    /// first appends a membership entry that restates the current members.
+    pub fn change_membership(
+        &mut self,
+        ctx: u64,
+        change: MembershipChange,
+    ) -> Result<(), MembershipError> {
+        if self.role != Role::Leader {
+            return Err(MembershipError::NotLeader(self.not_leader()));
+        }
+        if let Some(transfer) = self.transfer {
+            return Err(MembershipError::NotLeader(NotLeader {
+                term: self.current_term,
+                leader: Some(transfer.to),
+            }));
+        }
+        if self.change.is_some() || self.membership_index > self.commit_index {
+            return Err(MembershipError::Busy);
+        }
+        self.membership
+            .apply(&change)
+            .map_err(MembershipError::Invalid)?;
+        if let MembershipChange::Promote(id) = change {
+            let matched = self.progress.get(&id).map_or(0, |pr| pr.match_index);
+            let last = self.log.last_index();
+            if matched.saturating_add(self.cfg.ticks.promote_lag) < last {
+                return Err(MembershipError::Lagging { matched, last });
+            }
+        }
+        debug!("peer {}: membership change {change:?}", self.cfg.id);
+        self.change = Some(PendingChange {
+            ctx,
+            change,
+            index: None,
+        });
+        if !self.serves_reads() && self.log.last_term() != self.current_term {
+            // Nothing of this term to wait for: commit a restatement of the members first.
+            self.append_membership(self.membership.clone());
+        }
+        self.advance_change();
+        Ok(())
+    }
+
+    /// Moves the change in progress on: appends it once an entry of the term is committed,
+    /// reports it once its own entry is.
+    fn advance_change(&mut self) {
+        let Some(mut pending) = self.change.take() else {
+            return;
+        };
+        match pending.index {
+            None if self.serves_reads() => match self.membership.apply(&pending.change) {
+                Ok(next) => pending.index = Some(self.append_membership(next)),
+                Err(why) => {
+                    let outcome = Err(MembershipError::Invalid(why));
+                    return self.ready.changes.push((pending.ctx, outcome));
+                }
+            },
+            Some(index) if index <= self.commit_index => {
+                debug!(
+                    "peer {}: membership change at {index} committed",
+                    self.cfg.id
+                );
+                return self.ready.changes.push((pending.ctx, Ok(index)));
+            }
+            _ => {}
+        }
+        self.change = Some(pending);
+    }
+
+    /// Leader: appends a membership entry, which takes effect at once; returns its index.
+    fn append_membership(&mut self, membership: Membership) -> u64 {
+        let index = self.log.append(LogEntry {
+            term: self.current_term,
+            command: Vec::new(),
+            membership: Some(membership.clone()),
+        });
+        self.unsaved = true;
+        self.replicate_pending = true;
+        self.set_membership(membership, index);
+        index
+    }
+
+    /// Acts on `membership`, set by the entry at `index`: a leader starts replicating to new
+    /// members and stops for removed ones.
+    fn set_membership(&mut self, membership: Membership, index: u64) {
+        if membership != self.membership {
+            debug!(
+                "peer {}: membership at {index}: voters {:?} learners {:?}",
+                self.cfg.id,
+                membership.voters.keys().collect::<Vec<_>>(),
+                membership.learners.keys().collect::<Vec<_>>()
+            );
+        }
+        self.membership = membership;
+        self.membership_index = index;
+        if self.role != Role::Leader {
+            return;
+        }
+        // A new member gets the log from this entry at once; its answer says where to start.
+        for peer in self.other_peers() {
+            self.progress
+                .entry(peer)
+                .or_insert_with(|| Progress::new(index.saturating_sub(1)));
+        }
+        let members = &self.membership;
+        self.progress.retain(|p, _| members.contains(*p));
+        self.outgoing.retain(|p, _| members.contains(*p));
+        if self.transfer.is_some_and(|t| !members.is_voter(t.to)) {
+            self.transfer = None;
+        }
+    }
+
+    /// The membership at `index`: set by the last membership entry at or before it, else the
+    /// snapshot's.
+    fn membership_at(&self, index: u64) -> Membership {
+        let mut i = index.min(self.log.last_index());
+        while i > self.log.snapshot_index() {
+            if let Some(m) = self.log.entry(i).and_then(|e| e.membership.as_ref()) {
+                return m.clone();
+            }
+            i -= 1;
+        }
+        self.snapshot_membership.clone()
+    }
+
+    /// Recomputes the membership from the log after it changed under a follower.
+    fn refresh_membership(&mut self) {
+        let last = self.log.last_index();
+        let mut index = self.log.snapshot_index();
+        let mut i = last;
+        while i > self.log.snapshot_index() {
+            if self.log.entry(i).is_some_and(|e| e.membership.is_some()) {
+                index = i;
+                break;
+            }
+            i -= 1;
+        }
+        let membership = self.membership_at(index);
+        self.set_membership(membership, index);
+    }
+
     /// The service has applied everything up to `index` and saved it in `data`: compact the log
     /// up to there. Ignored if `index` is not past the current snapshot or not yet applied.
     pub fn snapshot(&mut self, index: u64, data: Vec<u8>) {
@@ -851,6 +1035,7 @@ impl RaftCore {
         let Some(term) = self.log.term_at(index) else {
             return;
         };
+        self.snapshot_membership = self.membership_at(index);
         self.log.compact(index, term);
         self.snapshot = Arc::new(data);
         self.unsaved = true;
@@ -880,19 +1065,31 @@ impl RaftCore {
 
     /// A leader's `match_index` (Figure 2): for each peer, the highest log index known to be
     /// replicated on it; its own entry is its last log index. Empty unless it leads.
+    /// Ids that are not members read 0.
     pub fn match_index(&self) -> Vec<u64> {
         if self.role != Role::Leader {
             return Vec::new();
         }
-        (0..self.cfg.peers)
+        let ids = self
+            .membership
+            .ids()
+            .chain([self.cfg.id])
+            .max()
+            .unwrap_or(0);
+        (0..=ids)
             .map(|p| {
                 if p == self.cfg.id {
                     self.log.last_index()
                 } else {
-                    self.progress.get(p).map_or(0, |pr| pr.match_index)
+                    self.progress.get(&p).map_or(0, |pr| pr.match_index)
                 }
             })
             .collect()
+    }
+
+    /// The latest membership in the log, committed or not: the one this peer acts on.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
     }
 
     /// The candidate voted for in the current term, if any.
@@ -929,6 +1126,7 @@ impl RaftCore {
             snapshot_index: self.log.snapshot_index(),
             snapshot_term: self.log.snapshot_term(),
             entries: self.log.slice(0, u64::MAX).to_vec(),
+            snapshot_membership: Some(self.snapshot_membership.clone()),
         }
     }
 
@@ -1007,6 +1205,7 @@ impl RaftCore {
             index: self.log.snapshot_index(),
             term: self.log.snapshot_term(),
             data: Arc::clone(&self.snapshot),
+            membership: Some(self.snapshot_membership.clone()),
         });
         let first_index = self
             .log
@@ -1027,13 +1226,14 @@ impl RaftCore {
 
     // ---- internals -----------------------------------------------------------------------
 
-    fn other_peers(&self) -> impl Iterator<Item = usize> {
+    /// Every other member, voter or learner, ascending. (Collected: callers mutate `self`.)
+    fn other_peers(&self) -> Vec<usize> {
         let id = self.cfg.id;
-        (0..self.cfg.peers).filter(move |p| *p != id)
+        self.membership.ids().filter(|p| *p != id).collect()
     }
 
     fn is_peer(&self, peer: usize) -> bool {
-        peer < self.cfg.peers && peer != self.cfg.id
+        peer != self.cfg.id && self.membership.contains(peer)
     }
 
     fn reset_election_timer(&mut self) {
@@ -1076,6 +1276,11 @@ impl RaftCore {
             for ctx in self.reads.drain() {
                 self.ready.reads.push((ctx, Err(not_leader)));
             }
+            if let Some(change) = self.change.take() {
+                self.ready
+                    .changes
+                    .push((change.ctx, Err(MembershipError::NotLeader(not_leader))));
+            }
             self.transfer = None;
         }
         if self.role != Role::Follower {
@@ -1107,15 +1312,14 @@ impl RaftCore {
     /// Pre-vote (Raft thesis §9.6): ask whether a majority would vote for us in the next
     /// term, without raising ours; campaign only if so.
     fn pre_campaign(&mut self) {
-        if majority::quorum(self.cfg.peers) == 1 {
+        if self.membership.has_majority(&BTreeSet::from([self.cfg.id])) {
             return self.campaign(false);
         }
         self.role = Role::PreCandidate;
         // Forget the leader we knew: we no longer hear it, and peers judge our pre-vote by
         // their own view of the leader, not by ours.
         self.leader_id = None;
-        self.votes = vec![false; self.cfg.peers];
-        self.votes[self.cfg.id] = true;
+        self.votes = BTreeSet::from([self.cfg.id]);
         self.reset_election_timer();
         debug!(
             "peer {}: pre-campaigning for term {}",
@@ -1141,8 +1345,8 @@ impl RaftCore {
         if reply.term != self.current_term + 1 {
             return;
         }
-        self.votes[from] = true;
-        if self.votes.iter().filter(|v| **v).count() >= majority::quorum(self.cfg.peers) {
+        self.votes.insert(from);
+        if self.membership.has_majority(&self.votes) {
             self.campaign(false);
         }
     }
@@ -1155,14 +1359,13 @@ impl RaftCore {
         self.voted_for = Some(self.cfg.id);
         self.leader_id = None;
         self.unsaved = true;
-        self.votes = vec![false; self.cfg.peers];
-        self.votes[self.cfg.id] = true;
+        self.votes = BTreeSet::from([self.cfg.id]);
         self.reset_election_timer();
         debug!(
             "peer {}: campaigning in term {}",
             self.cfg.id, self.current_term
         );
-        if majority::quorum(self.cfg.peers) == 1 {
+        if self.membership.has_majority(&self.votes) {
             self.become_leader();
             return;
         }
@@ -1178,7 +1381,8 @@ impl RaftCore {
             pre_vote,
             leadership_transfer,
         };
-        for peer in self.other_peers() {
+        let voters: Vec<usize> = self.membership.voters.keys().copied().collect();
+        for peer in voters.into_iter().filter(|p| *p != self.cfg.id) {
             self.ready
                 .messages
                 .push((peer, Message::RequestVote(args.clone())));
@@ -1201,14 +1405,14 @@ impl RaftCore {
     /// Check-quorum: a leader that heard from no majority during the last election timeout
     /// steps down, so clients cut off with it stop waiting on it.
     fn check_quorum(&mut self) {
-        let heard = (0..self.cfg.peers)
-            .filter(|&p| p == self.cfg.id || self.recently_heard.get(p) == Some(&true))
-            .count();
-        self.recently_heard = vec![false; self.cfg.peers];
-        if self.cfg.ticks.check_quorum && heard < majority::quorum(self.cfg.peers) {
+        let mut heard = std::mem::take(&mut self.recently_heard);
+        heard.insert(self.cfg.id);
+        if self.cfg.ticks.check_quorum && !self.membership.has_majority(&heard) {
             debug!(
-                "peer {}: heard from {heard} of {} peers in term {}: stepping down",
-                self.cfg.id, self.cfg.peers, self.current_term
+                "peer {}: heard from no majority of the voters {:?} in term {}: stepping down",
+                self.cfg.id,
+                self.membership.voters.keys().collect::<Vec<_>>(),
+                self.current_term
             );
             self.become_follower(self.current_term, None);
         }
@@ -1232,11 +1436,16 @@ impl RaftCore {
         self.leader_id = Some(self.cfg.id);
         self.heartbeat_elapsed = 0;
         self.quorum_elapsed = 0;
-        self.recently_heard = vec![false; self.cfg.peers];
-        self.reads = ReadOnly::new(self.cfg.peers);
+        self.recently_heard = BTreeSet::new();
+        self.reads = ReadOnly::default();
         self.transfer = None;
+        self.change = None;
         let last = self.log.last_index();
-        self.progress = (0..self.cfg.peers).map(|_| Progress::new(last)).collect();
+        self.progress = self
+            .other_peers()
+            .into_iter()
+            .map(|p| (p, Progress::new(last)))
+            .collect();
         self.outgoing.clear();
         // Announce the term at once; no no-op entry (6.5840 expects exact indexes).
         for peer in self.other_peers() {
@@ -1259,7 +1468,9 @@ impl RaftCore {
     /// probe's question again without its entries: if the probe was lost, this answer gets the
     /// follower going; if it was not, its entries are not sent twice.
     fn send_append(&mut self, peer: usize, heartbeat: bool) {
-        let pr = &self.progress[peer];
+        let Some(pr) = self.progress.get(&peer) else {
+            return;
+        };
         if let ProgressState::Snapshot { .. } = pr.state {
             if heartbeat {
                 self.send_snapshot(peer);
@@ -1286,7 +1497,9 @@ impl RaftCore {
         if entries.is_empty() && !heartbeat {
             return;
         }
-        let pr = &mut self.progress[peer];
+        let Some(pr) = self.progress.get_mut(&peer) else {
+            return;
+        };
         match pr.state {
             ProgressState::Replicate => pr.next_index = hi + 1,
             ProgressState::Probe => pr.paused = true,
@@ -1334,7 +1547,10 @@ impl RaftCore {
     /// Sends `peer` the chunk it needs next of the snapshot being sent to it, from where the
     /// acknowledged bytes end; starts the current snapshot if none is being sent.
     fn send_snapshot(&mut self, peer: usize) {
-        let resumed = match (self.progress[peer].state, self.outgoing.get(&peer)) {
+        let Some(state) = self.progress.get(&peer).map(|pr| pr.state) else {
+            return;
+        };
+        let resumed = match (state, self.outgoing.get(&peer)) {
             (ProgressState::Snapshot { pending, offset }, Some(out)) if out.index == pending => {
                 Some(offset)
             }
@@ -1346,6 +1562,7 @@ impl RaftCore {
                 let out = OutgoingSnapshot {
                     index: self.log.snapshot_index(),
                     term: self.log.snapshot_term(),
+                    membership: self.snapshot_membership.clone(),
                     data: Arc::clone(&self.snapshot),
                 };
                 debug!(
@@ -1370,11 +1587,14 @@ impl RaftCore {
             leader_id: self.cfg.id,
             last_included_index: out.index,
             last_included_term: out.term,
+            membership: out.membership.clone(),
             offset: start as u64,
             done: end == len,
             data: out.data[start..end].to_vec(),
         };
-        self.progress[peer].become_snapshot(out.index, start as u64);
+        if let Some(pr) = self.progress.get_mut(&peer) {
+            pr.become_snapshot(out.index, start as u64);
+        }
         self.ready
             .messages
             .push((peer, Message::InstallSnapshot(args)));
@@ -1386,16 +1606,14 @@ impl RaftCore {
         if self.role != Role::Leader {
             return;
         }
-        let matches: Vec<u64> = (0..self.cfg.peers)
-            .map(|p| {
-                if p == self.cfg.id {
-                    self.durable_index.min(self.log.last_index())
-                } else {
-                    self.progress[p].match_index
-                }
-            })
-            .collect();
-        let candidate = majority::committed_index(&matches);
+        let own = self.durable_index.min(self.log.last_index());
+        let candidate = self.membership.committed_index(|p| {
+            if p == self.cfg.id {
+                own
+            } else {
+                self.progress.get(&p).map_or(0, |pr| pr.match_index)
+            }
+        });
         if candidate > self.commit_index && self.log.term_at(candidate) == Some(self.current_term) {
             trace!(
                 "peer {}: commit {} -> {}",
@@ -1405,6 +1623,15 @@ impl RaftCore {
             );
             self.commit_index = candidate;
             self.apply_committed();
+            self.advance_change();
+            if self.membership_index <= self.commit_index && !self.membership.is_voter(self.cfg.id)
+            {
+                debug!(
+                    "peer {}: no longer a voter from index {}: stepping down",
+                    self.cfg.id, self.membership_index
+                );
+                self.become_follower(self.current_term, None);
+            }
         }
     }
 
@@ -1416,10 +1643,17 @@ impl RaftCore {
                 self.fail(format!("committed index {index} is not in the log"));
                 return;
             };
-            self.ready.apply.push(ApplyMsg::Command {
-                index,
-                term: entry.term,
-                command: entry.command.clone(),
+            self.ready.apply.push(match &entry.membership {
+                Some(membership) => ApplyMsg::Membership {
+                    index,
+                    term: entry.term,
+                    membership: membership.clone(),
+                },
+                None => ApplyMsg::Command {
+                    index,
+                    term: entry.term,
+                    command: entry.command.clone(),
+                },
             });
             self.last_applied = index;
         }
@@ -1441,14 +1675,11 @@ mod tests {
     }
 
     fn core(id: usize, peers: usize, seed: u64) -> RaftCore {
-        RaftCore::new(id, peers, &classic(), seed).expect("valid config")
+        RaftCore::new(id, Membership::with_voters(peers), &classic(), seed).expect("valid config")
     }
 
     fn entry(term: u64, c: u8) -> LogEntry {
-        LogEntry {
-            term,
-            command: vec![c],
-        }
+        LogEntry::command(term, vec![c])
     }
 
     /// A core of `peers` with id 0, in `term`, whose log holds entries of the given terms.
@@ -1480,7 +1711,7 @@ mod tests {
         }
         assert_eq!(core.role(), Role::Candidate);
         let term = core.term();
-        for peer in 1..core.cfg.peers {
+        for peer in core.other_peers() {
             core.handle_request_vote_reply(
                 peer,
                 RequestVoteReply {
@@ -1538,7 +1769,7 @@ mod tests {
     fn invalid_configs_are_rejected() {
         let config = RaftConfig::default();
         assert!(matches!(
-            RaftCore::new(3, 3, &config, 1),
+            RaftCore::new(3, Membership::with_voters(3), &config, 1),
             Err(RestoreError::InvalidConfig(_))
         ));
         let bad = RaftConfig {
@@ -1546,11 +1777,18 @@ mod tests {
             ..config.clone()
         };
         assert!(matches!(
-            RaftCore::new(0, 3, &bad, 1),
+            RaftCore::new(0, Membership::with_voters(3), &bad, 1),
             Err(RestoreError::InvalidConfig(_))
         ));
         assert!(matches!(
-            RaftCore::restore(5, 3, &config, 1, SavedState::default(), Arc::default()),
+            RaftCore::restore(
+                5,
+                Membership::with_voters(3),
+                &config,
+                1,
+                SavedState::default(),
+                Arc::default()
+            ),
             Err(RestoreError::InvalidConfig(_))
         ));
     }
@@ -1739,10 +1977,7 @@ mod tests {
         );
         assert_eq!(
             sent[0].1.entries,
-            vec![LogEntry {
-                term,
-                command: b"a".to_vec()
-            }]
+            vec![LogEntry::command(term, b"a".to_vec())]
         );
         core.handle_append_entries_reply(1, ok_reply(term, 1));
         assert_eq!(core.commit_index(), 1);
@@ -1858,7 +2093,7 @@ mod tests {
         let mut leader = core_with_log(2, 6, &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6]);
         leader.current_term = 7;
         leader.role = Role::Leader;
-        leader.progress = vec![Progress::new(10), Progress::new(10)];
+        leader.progress = [(1, Progress::new(10)), (2, Progress::new(10))].into();
         let mut follower = core_with_log(2, 6, &[1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3]);
         follower.cfg.id = 1;
         leader.send_append(1, true);
@@ -1872,7 +2107,7 @@ mod tests {
             let reply = follower.handle_append_entries(0, args);
             let done = reply.success;
             leader.handle_append_entries_reply(1, reply);
-            if done && leader.progress[1].match_index == 10 {
+            if done && leader.progress[&1].match_index == 10 {
                 break;
             }
             assert!(round_trips < 10);
@@ -1881,7 +2116,7 @@ mod tests {
         assert!(round_trips <= 3, "{} round trips", round_trips);
         assert_eq!(follower.last_index(), 10);
         assert_eq!(follower.log.term_at(10), Some(6));
-        assert_eq!(leader.progress[1].state, ProgressState::Replicate);
+        assert_eq!(leader.progress[&1].state, ProgressState::Replicate);
     }
 
     #[test]
@@ -1889,7 +2124,7 @@ mod tests {
         // The leader of term 4 holds an entry of term 2 at index 2 that is on a majority.
         let mut leader = core_with_log(3, 4, &[1, 2]);
         leader.role = Role::Leader;
-        leader.progress = (0..3).map(|_| Progress::new(2)).collect();
+        leader.progress = (1..3).map(|p| (p, Progress::new(2))).collect();
         leader.handle_append_entries_reply(1, ok_reply(4, 2));
         assert_eq!(
             leader.commit_index(),
@@ -1919,7 +2154,7 @@ mod tests {
         flush(&mut leader);
         // Delayed success for an earlier message.
         leader.handle_append_entries_reply(1, ok_reply(term, 2));
-        assert_eq!(leader.progress[1].match_index, 5);
+        assert_eq!(leader.progress[&1].match_index, 5);
         // Delayed rejection from the election heartbeat (the follower then had nothing).
         leader.handle_append_entries_reply(
             1,
@@ -1932,12 +2167,12 @@ mod tests {
                 read_round: 0,
             },
         );
-        assert_eq!(leader.progress[1].match_index, 5);
-        assert_eq!(leader.progress[1].state, ProgressState::Replicate);
+        assert_eq!(leader.progress[&1].match_index, 5);
+        assert_eq!(leader.progress[&1].state, ProgressState::Replicate);
         assert!(flush(&mut leader).messages.is_empty());
         // A reply from an older term is ignored.
         leader.handle_append_entries_reply(2, ok_reply(term - 1, 5));
-        assert_eq!(leader.progress[2].match_index, 0);
+        assert_eq!(leader.progress[&2].match_index, 0);
     }
 
     #[test]
@@ -1975,7 +2210,7 @@ mod tests {
         let reply = follower.handle_append_entries(0, sent[0].1.clone());
         leader.handle_append_entries_reply(1, reply);
         assert_eq!(leader.commit_index(), 2);
-        assert_eq!(leader.progress[1].state, ProgressState::Replicate);
+        assert_eq!(leader.progress[&1].state, ProgressState::Replicate);
     }
 
     #[test]
@@ -2020,7 +2255,7 @@ mod tests {
         leader.handle_append_entries_reply(1, probe_reply);
         leader.handle_append_entries_reply(1, heartbeat_reply);
         assert!(appends(&flush(&mut leader)).is_empty());
-        assert_eq!(leader.progress[1].state, ProgressState::Replicate);
+        assert_eq!(leader.progress[&1].state, ProgressState::Replicate);
         assert_eq!(leader.commit_index(), 5);
     }
 
@@ -2028,7 +2263,7 @@ mod tests {
     fn duplicate_rejections_do_not_multiply_probes() {
         let mut leader = core_with_log(3, 3, &[1, 1, 1, 1]);
         leader.role = Role::Leader;
-        leader.progress = (0..3).map(|_| Progress::new(4)).collect();
+        leader.progress = (1..3).map(|p| (p, Progress::new(4))).collect();
         let reject = AppendEntriesReply {
             term: 3,
             success: false,
@@ -2113,7 +2348,7 @@ mod tests {
                 received: (0, 0),
             },
         );
-        assert_eq!(leader.progress[2].match_index, 8);
+        assert_eq!(leader.progress[&2].match_index, 8);
         let sent = appends(&flush(&mut leader));
         assert_eq!(sent.len(), 1);
         assert_eq!((sent[0].1.prev_log_index, sent[0].1.entries.len()), (8, 2));
@@ -2125,6 +2360,7 @@ mod tests {
             leader_id: 1,
             last_included_index: index,
             last_included_term: snap_term,
+            membership: Membership::with_voters(3),
             offset: 0,
             done: true,
             data: vec![index as u8],
@@ -2233,7 +2469,7 @@ mod tests {
         assert_eq!(installed.last_included_index, 8);
         assert_eq!(*follower.snapshot_data(), data);
         leader.handle_install_snapshot_reply(2, installed);
-        assert_eq!(leader.progress[2].match_index, 8);
+        assert_eq!(leader.progress[&2].match_index, 8);
     }
 
     #[test]
@@ -2250,7 +2486,7 @@ mod tests {
         let installed = send_until_done(&mut leader, &mut follower, next);
         assert_eq!(*follower.snapshot_data(), b"old-snapshot".to_vec());
         leader.handle_install_snapshot_reply(2, installed);
-        assert_eq!(leader.progress[2].match_index, 8);
+        assert_eq!(leader.progress[&2].match_index, 8);
         // The entries after 8 are compacted too: the newer snapshot follows.
         let newer = chunks_to(&flush(&mut leader), 2).remove(0);
         assert_eq!((newer.last_included_index, newer.offset), (10, 0));
@@ -2264,6 +2500,7 @@ mod tests {
             leader_id: 0,
             last_included_index: index,
             last_included_term: term,
+            membership: Membership::with_voters(3),
             offset,
             done,
             data: data.to_vec(),
@@ -2300,15 +2537,15 @@ mod tests {
         );
         let mut leader = core_with_log(3, 4, &[1, 2, 2, 2, 2, 2, 2, 2, 2, 4]);
         leader.role = Role::Leader;
-        leader.progress = (0..3).map(|_| Progress::new(10)).collect();
+        leader.progress = (1..3).map(|p| (p, Progress::new(10))).collect();
         leader.handle_install_snapshot_reply(1, reply);
-        assert_eq!(leader.progress[1].match_index, 0);
+        assert_eq!(leader.progress[&1].match_index, 0);
         // Likewise a rejected AppendEntries of an older term.
         let reply = follower.handle_append_entries(0, ae(3, 0, 0, vec![], 0));
         assert!(!reply.success);
         leader.handle_append_entries_reply(1, reply);
-        assert_eq!(leader.progress[1].match_index, 0);
-        assert_eq!(leader.progress[1].state, ProgressState::Replicate);
+        assert_eq!(leader.progress[&1].match_index, 0);
+        assert_eq!(leader.progress[&1].state, ProgressState::Replicate);
     }
 
     #[test]
@@ -2373,8 +2610,15 @@ mod tests {
         core.last_applied = 4;
         core.snapshot(2, b"two".to_vec());
         let state = core.saved_state();
-        let back = RaftCore::restore(0, 3, &RaftConfig::default(), 1, state, core.snapshot_data())
-            .expect("restore");
+        let back = RaftCore::restore(
+            0,
+            Membership::with_voters(3),
+            &RaftConfig::default(),
+            1,
+            state,
+            core.snapshot_data(),
+        )
+        .expect("restore");
         assert_eq!(
             (back.term(), back.voted_for(), back.role()),
             (4, Some(2), Role::Follower)
@@ -2403,7 +2647,7 @@ mod tests {
     fn restore_from_empty_state_is_a_fresh_peer() {
         let core = RaftCore::restore(
             1,
-            3,
+            Membership::with_voters(3),
             &RaftConfig::default(),
             1,
             SavedState::default(),
@@ -2418,24 +2662,12 @@ mod tests {
 
     #[test]
     fn inconsistent_state_is_a_clear_error() {
-        // Votes for a peer that does not exist in a 3-peer cluster.
-        let mut odd = core_with_log(5, 4, &[1]);
-        odd.voted_for = Some(4);
-        let err = RaftCore::restore(
-            0,
-            3,
-            &RaftConfig::default(),
-            1,
-            odd.saved_state(),
-            Arc::default(),
-        )
-        .expect_err("unknown peer");
-        assert!(matches!(err, RestoreError::Invalid(_)));
-        // The log's terms go backwards.
+        // (A vote for a peer that is no member is not inconsistent: the peer may have been
+        // removed since.) The log's terms go backwards.
         let bad = core_with_log(3, 4, &[3, 1]);
         let err = RaftCore::restore(
             0,
-            3,
+            Membership::with_voters(3),
             &RaftConfig::default(),
             1,
             bad.saved_state(),
@@ -2449,7 +2681,13 @@ mod tests {
     // ---- pre-vote, check-quorum, ReadIndex, leadership transfer --------------------------
 
     fn modern(id: usize, peers: usize, seed: u64) -> RaftCore {
-        RaftCore::new(id, peers, &RaftConfig::default(), seed).expect("valid config")
+        RaftCore::new(
+            id,
+            Membership::with_voters(peers),
+            &RaftConfig::default(),
+            seed,
+        )
+        .expect("valid config")
     }
 
     /// Ticks until `core` asks for (pre-)votes and returns the requests.
@@ -2636,7 +2874,7 @@ mod tests {
             lease_reads: true,
             ..RaftConfig::default()
         };
-        let mut leader = RaftCore::new(0, 3, &config, 9).expect("valid");
+        let mut leader = RaftCore::new(0, Membership::with_voters(3), &config, 9).expect("valid");
         time_out(&mut leader);
         leader.handle_request_vote_reply(1, grant(1, true));
         leader.handle_request_vote_reply(1, grant(1, false));

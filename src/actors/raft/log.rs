@@ -204,10 +204,7 @@ mod tests {
     fn log_with_terms(terms: &[u64]) -> RaftLog {
         let mut log = RaftLog::new();
         for (i, &term) in terms.iter().enumerate() {
-            log.append(LogEntry {
-                term,
-                command: vec![i as u8 + 1],
-            });
+            log.append(LogEntry::command(term, vec![i as u8 + 1]));
         }
         log
     }
@@ -274,13 +271,7 @@ mod tests {
             (log.snapshot_index(), log.last_index(), log.last_term()),
             (10, 10, 4)
         );
-        assert_eq!(
-            log.append(LogEntry {
-                term: 4,
-                command: vec![]
-            }),
-            11
-        );
+        assert_eq!(log.append(LogEntry::command(4, vec![])), 11);
     }
 
     #[test]

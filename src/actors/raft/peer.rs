@@ -18,7 +18,8 @@
 //! majority only as far as it is durable.
 //!
 //! Handles: [`Dispatch`] (`Raft.RequestVote`, `Raft.AppendEntries`, `Raft.InstallSnapshot`,
-//! `Raft.TimeoutNow`), [`Propose`], [`ReadIndex`], [`TransferLeadership`], [`GetState`],
+//! `Raft.TimeoutNow`), [`Propose`], [`ReadIndex`], [`ChangeMembership`] (answered once the
+//! change commits), [`TransferLeadership`], [`GetState`],
 //! [`SubscribeRoles`], [`Snapshot`], [`SetDiskLatency`] and [`StallDisk`] (passed to its
 //! storage), [`Stop`], and [`PeerReply`] (replies to its own calls). Sends: Raft RPCs
 //! through its [`ClientEnd`]s, [`Save`] to its storage, [`ApplyBatch`] to its applier,
@@ -38,6 +39,7 @@ use crate::actors::storage::StorageHandle;
 use crate::messages::apply::{ApplyBatch, ApplyMsg, HaltCause};
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::{encode, Dispatch, Rpc, RpcError};
+use crate::messages::raft::Membership;
 use crate::messages::raft::*;
 use crate::messages::storage::{Save, SetDiskLatency, StallDisk};
 use crate::storage::Persister;
@@ -51,6 +53,10 @@ pub struct PeerSetup {
     pub id: usize,
     /// Ends to every peer's Raft service (index = peer id; the peer's own is unused).
     pub peers: Vec<ClientEnd>,
+    /// The cluster's first members (usually [`Membership::with_voters`]`(peers.len())`), used
+    /// until the peer's storage holds a membership. Empty for a peer that joins a running
+    /// cluster: it learns the members from the leader, once it was added as a learner.
+    pub initial_members: Membership,
     /// Timing and message sizes.
     pub config: RaftConfig,
     /// Where its state is saved; what it holds is restored first.
@@ -99,6 +105,9 @@ pub struct RaftPeer {
     /// Read-index requests in flight, by the id the core knows them by.
     reads: BTreeMap<u64, oneshot::Sender<Result<u64, NotLeader>>>,
     next_read: u64,
+    /// Membership changes in flight, by the id the core knows them by.
+    changes: BTreeMap<u64, oneshot::Sender<Result<u64, MembershipError>>>,
+    next_change: u64,
     tracer: Tracer,
     /// The state last traced: role, term, leader, commit, applied, last index.
     traced: Option<(Role, u64, Option<usize>, u64, u64, u64)>,
@@ -111,6 +120,7 @@ impl RaftPeer {
         let PeerSetup {
             id,
             peers,
+            initial_members,
             config,
             persister,
             service,
@@ -121,7 +131,7 @@ impl RaftPeer {
             .load()
             .map_err(|e| RestoreError::Decode(format!("cannot load Raft state: {e}")))?;
         let snapshot = persister.read_snapshot();
-        let core = RaftCore::restore(id, peers.len(), &config, seed, saved, snapshot)?;
+        let core = RaftCore::restore(id, initial_members, &config, seed, saved, snapshot)?;
         let storage = StorageHandle::start(persister)
             .map_err(|e| RestoreError::Decode(format!("cannot start the storage thread: {e}")))?;
         let applier = Applier::new(service, core.last_applied()).start();
@@ -142,6 +152,8 @@ impl RaftPeer {
             halted: false,
             reads: BTreeMap::new(),
             next_read: 0,
+            changes: BTreeMap::new(),
+            next_change: 0,
             tracer,
             traced: None,
         };
@@ -169,6 +181,7 @@ impl RaftPeer {
             role_changed,
             fault,
             reads,
+            changes,
         } = self.core.take_ready();
         if let Some(reason) = fault {
             return self.halt(HaltCause::Untrusted, reason, ctx);
@@ -176,6 +189,12 @@ impl RaftPeer {
         // A read index depends on no state of this peer's disk: answer at once.
         for (read, result) in reads {
             if let Some(reply_to) = self.reads.remove(&read) {
+                let _ = reply_to.send(result);
+            }
+        }
+        // A change's outcome comes with its commit, which is durable on a majority.
+        for (change, result) in changes {
+            if let Some(reply_to) = self.changes.remove(&change) {
                 let _ = reply_to.send(result);
             }
         }
@@ -440,6 +459,26 @@ impl Handler<ReadIndex> for RaftPeer {
     }
 }
 
+impl Handler<ChangeMembership> for RaftPeer {
+    type Result = ResponseFuture<Result<u64, MembershipError>>;
+
+    fn handle(&mut self, msg: ChangeMembership, ctx: &mut Self::Context) -> Self::Result {
+        let change = self.next_change;
+        self.next_change += 1;
+        if let Err(refused) = self.core.change_membership(change, msg.0) {
+            return Box::pin(async move { Err(refused) });
+        }
+        let (reply_to, answer) = oneshot::channel();
+        self.changes.insert(change, reply_to);
+        self.schedule_flush(ctx);
+        let stopped = MembershipError::NotLeader(NotLeader {
+            term: self.core.term(),
+            leader: None,
+        });
+        Box::pin(async move { answer.await.unwrap_or(Err(stopped)) })
+    }
+}
+
 impl Handler<TransferLeadership> for RaftPeer {
     type Result = MessageResult<TransferLeadership>;
 
@@ -476,6 +515,7 @@ impl Handler<GetState> for RaftPeer {
             commit_index: self.core.commit_index(),
             last_applied: self.core.last_applied(),
             match_index: self.core.match_index(),
+            membership: self.core.membership().clone(),
         })
     }
 }

@@ -9,9 +9,9 @@
 //! its read index. Later rounds confirm earlier ones, so reads that arrive while a round is out
 //! share the next one, and ordinary replication traffic confirms rounds too.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
-use super::majority;
+use crate::messages::raft::Membership;
 
 /// A read the leader has confirmed: serve it once the index is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +28,7 @@ pub(crate) struct ReadOnly {
     /// Tick at which each unconfirmed round was started, oldest first (for leases).
     started: VecDeque<(u64, u64)>,
     /// Per peer, the highest round it has answered.
-    acked: Vec<u64>,
+    acked: BTreeMap<usize, u64>,
     /// Reads not yet in a round.
     waiting: Vec<u64>,
     /// Reads in a round: (ctx, read index, round).
@@ -38,14 +38,6 @@ pub(crate) struct ReadOnly {
 }
 
 impl ReadOnly {
-    /// Fresh bookkeeping for a new leader of `peers` peers.
-    pub(crate) fn new(peers: usize) -> Self {
-        ReadOnly {
-            acked: vec![0; peers],
-            ..ReadOnly::default()
-        }
-    }
-
     /// The round the next AppendEntries carries.
     pub(crate) fn round(&self) -> u64 {
         self.round
@@ -72,18 +64,20 @@ impl ReadOnly {
 
     /// Records that `peer` answered an AppendEntries of `round` in the leader's term.
     pub(crate) fn ack(&mut self, peer: usize, round: u64) {
-        if let Some(acked) = self.acked.get_mut(peer) {
-            *acked = (*acked).max(round);
-        }
+        let acked = self.acked.entry(peer).or_default();
+        *acked = (*acked).max(round);
     }
 
-    /// The reads confirmed by a majority, in the order they were registered; `me` is the
-    /// leader's own id (it always confirms its own rounds).
-    pub(crate) fn take_confirmed(&mut self, me: usize) -> Vec<ConfirmedRead> {
-        let rounds: Vec<u64> = (0..self.acked.len())
-            .map(|p| if p == me { self.round } else { self.acked[p] })
-            .collect();
-        let confirmed = majority::committed_index(&rounds);
+    /// The reads confirmed by a majority of `members`' voters, in the order they were
+    /// registered; `me` is the leader's own id (it always confirms its own rounds).
+    pub(crate) fn take_confirmed(&mut self, me: usize, members: &Membership) -> Vec<ConfirmedRead> {
+        let confirmed = members.committed_index(|p| {
+            if p == me {
+                self.round
+            } else {
+                self.acked.get(&p).copied().unwrap_or(0)
+            }
+        });
         while self.started.front().is_some_and(|(r, _)| *r <= confirmed) {
             if let Some((_, tick)) = self.started.pop_front() {
                 self.confirmed_at = Some(tick);
@@ -123,15 +117,16 @@ mod tests {
 
     #[test]
     fn a_round_confirms_the_reads_before_it_once_a_majority_answered() {
-        let mut reads = ReadOnly::new(3);
+        let three = Membership::with_voters(3);
+        let mut reads = ReadOnly::default();
         reads.add(7);
         reads.add(8);
         reads.start_round(5, 100);
         reads.add(9); // arrives after the round went out: waits for the next
-        assert!(reads.take_confirmed(0).is_empty());
+        assert!(reads.take_confirmed(0, &three).is_empty());
         reads.ack(1, 1);
         assert_eq!(
-            reads.take_confirmed(0),
+            reads.take_confirmed(0, &three),
             vec![
                 ConfirmedRead { ctx: 7, index: 5 },
                 ConfirmedRead { ctx: 8, index: 5 }
@@ -141,21 +136,22 @@ mod tests {
         assert!(reads.has_waiting());
         reads.start_round(6, 110);
         reads.ack(2, 1); // an answer to the old round confirms nothing new
-        assert!(reads.take_confirmed(0).is_empty());
+        assert!(reads.take_confirmed(0, &three).is_empty());
         reads.ack(2, 2);
         assert_eq!(
-            reads.take_confirmed(0),
+            reads.take_confirmed(0, &three),
             vec![ConfirmedRead { ctx: 9, index: 6 }]
         );
     }
 
     #[test]
     fn stepping_down_fails_every_read_in_flight() {
-        let mut reads = ReadOnly::new(3);
+        let three = Membership::with_voters(3);
+        let mut reads = ReadOnly::default();
         reads.add(1);
         reads.start_round(3, 0);
         reads.add(2);
         assert_eq!(reads.drain(), vec![2, 1]);
-        assert!(reads.take_confirmed(0).is_empty());
+        assert!(reads.take_confirmed(0, &three).is_empty());
     }
 }

@@ -44,7 +44,9 @@ use crate::actors::client_end::ClientEnd;
 use crate::actors::raft::{PeerSetup, RaftConfig, RaftPeer, RestoreError};
 use crate::messages::apply::{ApplyMsg, HaltCause};
 use crate::messages::lifecycle::Stop;
-use crate::messages::raft::{Propose, ReadIndex, RoleChanged, Snapshot, SubscribeRoles};
+use crate::messages::raft::{
+    Membership, Propose, ReadIndex, RoleChanged, Snapshot, SubscribeRoles,
+};
 use crate::messages::rsm::{
     ClientId, GetHealth, GetSessions, Halt, Halted, Health, LinearizableRead, Read,
     RegisterSession, Session, Submit, SubmitError, WaitHalt,
@@ -151,6 +153,8 @@ pub struct ReplicaSetup<P> {
     pub id: usize,
     /// Ends to every peer's Raft service (index = peer id; the replica's own is unused).
     pub peers: Vec<ClientEnd>,
+    /// The cluster's first members (see [`PeerSetup::initial_members`]).
+    pub initial_members: Membership,
     /// Its storage; clones must share it (the RSM reads sizes through its own handle).
     pub persister: P,
     /// The Raft peer's timing and message sizes.
@@ -196,6 +200,7 @@ impl<S: StateMachine> Rsm<S> {
             service: context.address().recipient(),
             seed: setup.seed,
             trace: setup.trace,
+            initial_members: setup.initial_members,
         })?;
         let rsm = Rsm {
             state: restored.state,
@@ -659,6 +664,18 @@ impl<S: StateMachine> Handler<ApplyMsg> for Rsm<S> {
                     return;
                 }
                 self.apply_command(index, term, &command);
+                self.serve_reads();
+                self.maybe_snapshot(ctx);
+            }
+            ApplyMsg::Membership { index, .. } => {
+                if index <= self.last_applied {
+                    return;
+                }
+                // No command of the service's: whatever waited at this index lost its place.
+                self.last_applied = index;
+                if let Some(waiter) = self.pending.remove(&index) {
+                    let _ = waiter.reply.send(Err(SubmitError::WrongLeader));
+                }
                 self.serve_reads();
                 self.maybe_snapshot(ctx);
             }
