@@ -395,7 +395,7 @@ impl Persister for FilePersister {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::messages::raft::LogEntry;
+    use crate::messages::raft::{LogEntry, Membership};
     use crate::messages::storage::NewSnapshot;
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -444,7 +444,7 @@ mod tests {
             index: 18,
             term: 1,
             data: Arc::new(b"state".to_vec()),
-            membership: None,
+            membership: Some(Membership::with_voters(5)),
         });
         p.save(u).unwrap();
         assert!(p.raft_state_size() < before / 2);
@@ -452,6 +452,7 @@ mod tests {
         let p = FilePersister::open(&dir).unwrap();
         let state = p.load().unwrap();
         assert_eq!((state.snapshot_index, state.last_index()), (18, 20));
+        assert_eq!(state.snapshot_membership, Some(Membership::with_voters(5)));
         assert_eq!(*p.read_snapshot(), b"state".to_vec());
         fs::remove_dir_all(&dir).unwrap();
     }
