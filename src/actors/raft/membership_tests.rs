@@ -362,3 +362,64 @@ fn the_membership_survives_a_restart_and_a_snapshot_and_travels_in_one() {
         .any(|m| matches!(m, ApplyMsg::Snapshot { index, .. } if *index == applied)));
     assert_eq!(pump.learners(4), vec![3, 4]);
 }
+
+/// The scenario that breaks single-server changes without the rule that a leader first
+/// commits an entry of its own term (Ongaro, raft-dev, 2015). Leader `l1` of four voters
+/// promotes learner 4, which only 4 receives; cut off, `l1` loses leadership to `l2`, which
+/// removes `l1` while `c` is cut off. Without the rule, the removal commits on `l2` and one
+/// other voter (a majority of the three left), and then `l1`, 4 and `c` — a majority of the
+/// five in `l1`'s membership — elect `l1`, whose log lacks the committed removal. With the
+/// rule, `l2` must first commit an entry of its term, which needs `c`: nothing commits, and
+/// no committed entry is ever overwritten (the pump fails on any invariant a core reports).
+#[test]
+fn a_change_waits_for_an_entry_of_the_leaders_term() {
+    let mut pump = Pump::new(4, 5);
+    pump.commit(b"x");
+    pump.change(add_learner(4)).expect("added");
+    pump.commit(b"y");
+    let l1 = pump.elect();
+    let others: Vec<usize> = (0..4).filter(|id| *id != l1).collect();
+    // Only learner 4 hears of its promotion.
+    pump.cut.extend(others.iter().copied());
+    pump.core(l1)
+        .change_membership(7, MembershipChange::Promote(4))
+        .expect("taken");
+    for _ in 0..5 {
+        pump.tick();
+    }
+    assert!(pump.core(4).membership().is_voter(4));
+    assert!(!pump.core(others[0]).membership().is_voter(4));
+    // l1 and 4 are cut off; the other three elect l2, which starts removing l1 while c is cut.
+    pump.cut = BTreeSet::from([l1, 4]);
+    let l2 = pump.elect();
+    let c = *others.iter().find(|id| **id != l2).expect("a follower");
+    pump.cut.insert(c);
+    pump.core(l2)
+        .change_membership(8, MembershipChange::Remove(l1))
+        .expect("taken");
+    for _ in 0..200 {
+        pump.tick();
+    }
+    assert!(
+        !matches!(pump.changes.get(&8), Some(Ok(_))),
+        "the removal committed without c"
+    );
+    // l2's side is cut off; l1, 4 and c form a majority of l1's five voters.
+    pump.cut = others.iter().copied().filter(|id| *id != c).collect();
+    let leader = pump.elect();
+    assert_eq!(leader, l1);
+    // Everyone back: the log converges on l1's, with nothing committed lost.
+    pump.cut.clear();
+    pump.commit(b"z");
+    // Both callers heard "not leader" (each leader stepped down when it heard no majority);
+    // l1's change committed later, as the error says it may.
+    for ctx in [7, 8] {
+        assert!(matches!(
+            pump.changes.remove(&ctx),
+            Some(Err(MembershipError::NotLeader(_)))
+        ));
+    }
+    for id in 0..5 {
+        assert_eq!(pump.voters(id), vec![0, 1, 2, 3, 4]);
+    }
+}
