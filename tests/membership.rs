@@ -1,8 +1,11 @@
-//! Membership change under load in the simulation (Raft thesis chapter 4): a KV cluster of
-//! three voters takes two new servers as learners, promotes them and removes two of the
-//! original voters, one server at a time, on an unreliable network while servers crash and
-//! restart and clients keep writing. Every history is checked for linearizability, and at the
-//! end the removed servers are shut down for good: the new members alone serve.
+//! Membership change in the simulation (Raft thesis chapter 4). A KV cluster of three voters
+//! takes two new servers as learners, promotes them and removes two of the original voters,
+//! one server at a time, on an unreliable network while servers crash and restart, clients
+//! keep writing and servers snapshot every 2 000 bytes of log; at the end the removed servers
+//! are shut down for good and the new members alone serve. Five voters lose two the same
+//! way. Two changes asked for at once: one is refused. A removed server cut off before it
+//! heard of its removal campaigns in vain once back. Every history is checked for
+//! linearizability.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -12,15 +15,14 @@ use futures_util::future::join_all;
 use rainkv::messages::raft::GetState;
 use rainkv::testkit::kv::{KvHarness, OpLog};
 use rainkv::testkit::{run_test, ClusterOptions, Sim};
-use rainkv::{ChangeMembership, Membership, MembershipChange};
+use rainkv::{ChangeMembership, Membership, MembershipChange, MembershipError};
 use rand::Rng;
 use tokio::time::{sleep, Instant};
 
 /// How long the checker may search (wall time).
 const LINEARIZABILITY_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
-/// Servers in the test; the first `VOTERS` are the cluster's first members.
+/// Servers in every test (not all of them members at first).
 const SERVERS: usize = 5;
-const VOTERS: usize = 3;
 
 /// The membership the leader with the highest term holds, and that leader.
 async fn leader_membership(cfg: &KvHarness) -> Option<(usize, Membership)> {
@@ -67,111 +69,244 @@ fn learner(id: usize) -> MembershipChange {
     }
 }
 
+/// Clients on three random keys, appending and reading until `done`; every operation goes
+/// into `op_log`.
+async fn start_clients(
+    cfg: &KvHarness,
+    sim: &Sim,
+    op_log: &OpLog,
+    done: &Rc<Cell<bool>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut clients = Vec::new();
+    for cli in 0..5u64 {
+        let ck = cfg.make_client(&cfg.all()).await;
+        let (cfg, op_log, done) = (cfg.clone(), op_log.clone(), done.clone());
+        let mut rng = sim.rng(&format!("client-{cli}"));
+        clients.push(actix::spawn(async move {
+            let mut j = 0;
+            while !done.get() {
+                let key = rng.gen_range(0..3).to_string();
+                if rng.gen_bool(0.6) {
+                    let value = format!("x {cli} {j} y");
+                    cfg.append(&ck, &key, &value, Some(&op_log), cli).await;
+                    j += 1;
+                } else {
+                    cfg.get(&ck, &key, Some(&op_log), cli).await;
+                }
+            }
+            cfg.delete_client(&ck);
+        }));
+    }
+    clients
+}
+
+/// Crashes one server at a time among `servers` and restarts it soon after, until `done`.
+fn start_crasher(
+    cfg: &KvHarness,
+    sim: &Sim,
+    servers: Vec<usize>,
+    done: &Rc<Cell<bool>>,
+) -> tokio::task::JoinHandle<()> {
+    let (cfg, done) = (cfg.clone(), done.clone());
+    let mut rng = sim.rng("crasher");
+    actix::spawn(async move {
+        while !done.get() {
+            sleep(Duration::from_millis(rng.gen_range(200..900))).await;
+            let victim = servers[rng.gen_range(0..servers.len())];
+            cfg.shutdown_server(victim);
+            sleep(Duration::from_millis(rng.gen_range(100..800))).await;
+            cfg.start_server(victim).await;
+            cfg.connect_all();
+        }
+    })
+}
+
+/// Stops the load, shuts the `removed` servers down for good, has the rest serve a write and
+/// agree on `voters`, and checks the whole history.
+async fn finish(
+    cfg: &KvHarness,
+    name: &str,
+    op_log: &OpLog,
+    done: &Rc<Cell<bool>>,
+    load: Vec<tokio::task::JoinHandle<()>>,
+    removed: &[usize],
+    voters: &[usize],
+) {
+    done.set(true);
+    for task in join_all(load).await {
+        task.expect("a client or the crasher failed");
+    }
+    cfg.connect_all();
+    for &gone in removed {
+        cfg.shutdown_server(gone);
+    }
+    let ck = cfg.make_client(&cfg.all()).await;
+    cfg.put(&ck, "after", "removal", Some(op_log), 99).await;
+    cfg.check(&ck, "after", "removal").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for &i in voters {
+        loop {
+            let raft = cfg.cluster().raft(i).expect("a member is up");
+            let state = raft.send(GetState).await.expect("alive");
+            let now: Vec<usize> = state.membership.voters.keys().copied().collect();
+            if now == voters && state.membership.learners.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server {i} still has voters {now:?}"
+            );
+            sleep(Duration::from_millis(100)).await;
+        }
+    }
+    cfg.end().await;
+    op_log.check_linearizable(name, LINEARIZABILITY_CHECK_TIMEOUT);
+    cfg.cleanup();
+}
+
+fn options(servers: usize, voters: usize) -> ClusterOptions {
+    ClusterOptions {
+        servers,
+        reliable: false,
+        max_raft_state: Some(2000),
+        initial_voters: Some(voters),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn replace_two_voters_under_load_unreliable_crashes_linearizable() {
     let name = "replace_two_voters_under_load_unreliable_crashes_linearizable";
     run_test(name, |sim: Sim| async move {
-        let cfg = KvHarness::new(
-            &sim,
-            ClusterOptions {
-                servers: SERVERS,
-                reliable: false,
-                max_raft_state: Some(2000),
-                initial_voters: Some(VOTERS),
-                ..Default::default()
-            },
-        )
-        .await;
-        cfg.begin("Test: membership change under load, unreliable net, restarts")
+        let cfg = KvHarness::new(&sim, options(SERVERS, 3)).await;
+        cfg.begin("Test: replace two of three voters, unreliable net, restarts")
             .await;
-        let op_log = OpLog::new();
-        let done = Rc::new(Cell::new(false));
-
-        let mut clients = Vec::new();
-        for cli in 0..5u64 {
-            let ck = cfg.make_client(&cfg.all()).await;
-            let (cfg, op_log, done) = (cfg.clone(), op_log.clone(), done.clone());
-            let mut rng = sim.rng(&format!("client-{cli}"));
-            clients.push(actix::spawn(async move {
-                let mut j = 0;
-                while !done.get() {
-                    let key = rng.gen_range(0..3).to_string();
-                    if rng.gen_bool(0.6) {
-                        let value = format!("x {cli} {j} y");
-                        cfg.append(&ck, &key, &value, Some(&op_log), cli).await;
-                        j += 1;
-                    } else {
-                        cfg.get(&ck, &key, Some(&op_log), cli).await;
-                    }
-                }
-                cfg.delete_client(&ck);
-            }));
-        }
-
-        // Crash and restart one server at a time, never two at once.
-        let crasher = {
-            let (cfg, done) = (cfg.clone(), done.clone());
-            let mut rng = sim.rng("crasher");
-            actix::spawn(async move {
-                while !done.get() {
-                    sleep(Duration::from_millis(rng.gen_range(200..900))).await;
-                    let victim = rng.gen_range(0..SERVERS);
-                    cfg.shutdown_server(victim);
-                    sleep(Duration::from_millis(rng.gen_range(100..800))).await;
-                    cfg.start_server(victim).await;
-                    cfg.connect_all();
-                }
-            })
-        };
+        let (op_log, done) = (OpLog::new(), Rc::new(Cell::new(false)));
+        let mut load = start_clients(&cfg, &sim, &op_log, &done).await;
+        load.push(start_crasher(&cfg, &sim, (0..5).collect(), &done));
 
         sleep(Duration::from_secs(1)).await;
-        change(&cfg, learner(3), |m| {
-            m.learners.contains_key(&3) || m.is_voter(3)
-        })
-        .await;
+        change(&cfg, learner(3), |m| m.contains(3)).await;
         change(&cfg, MembershipChange::Promote(3), |m| m.is_voter(3)).await;
-        change(&cfg, learner(4), |m| {
-            m.learners.contains_key(&4) || m.is_voter(4)
-        })
-        .await;
+        change(&cfg, learner(4), |m| m.contains(4)).await;
         change(&cfg, MembershipChange::Promote(4), |m| m.is_voter(4)).await;
         change(&cfg, MembershipChange::Remove(0), |m| !m.contains(0)).await;
         change(&cfg, MembershipChange::Remove(1), |m| !m.contains(1)).await;
         sleep(Duration::from_secs(1)).await;
+        finish(&cfg, name, &op_log, &done, load, &[0, 1], &[2, 3, 4]).await;
+    });
+}
 
-        done.set(true);
-        crasher.await.expect("crasher");
-        for client in join_all(clients).await {
-            client.expect("client");
-        }
-        cfg.connect_all();
+#[test]
+fn remove_two_of_five_under_load_unreliable_crashes_linearizable() {
+    let name = "remove_two_of_five_under_load_unreliable_crashes_linearizable";
+    run_test(name, |sim: Sim| async move {
+        let cfg = KvHarness::new(&sim, options(SERVERS, SERVERS)).await;
+        cfg.begin("Test: remove two of five voters, unreliable net, restarts")
+            .await;
+        let (op_log, done) = (OpLog::new(), Rc::new(Cell::new(false)));
+        let mut load = start_clients(&cfg, &sim, &op_log, &done).await;
+        load.push(start_crasher(&cfg, &sim, (0..5).collect(), &done));
 
-        // The removed servers go for good; the new members alone serve a write.
-        for gone in [0, 1] {
-            cfg.shutdown_server(gone);
-        }
-        let ck = cfg.make_client(&cfg.all()).await;
-        cfg.put(&ck, "after", "removal", Some(&op_log), 99).await;
-        cfg.check(&ck, "after", "removal").await;
-        let expected: Vec<usize> = vec![2, 3, 4];
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for i in 2..SERVERS {
-            loop {
-                let raft = cfg.cluster().raft(i).expect("a member is up");
-                let state = raft.send(GetState).await.expect("alive");
-                let voters: Vec<usize> = state.membership.voters.keys().copied().collect();
-                if voters == expected && state.membership.learners.is_empty() {
-                    break;
+        sleep(Duration::from_secs(1)).await;
+        // Whoever leads may be removed: it steps down once its removal commits.
+        let (first, _) = leader_membership(&cfg)
+            .await
+            .unwrap_or((0, Membership::default()));
+        let second = (first + 2) % 5;
+        change(&cfg, MembershipChange::Remove(first), |m| {
+            !m.contains(first)
+        })
+        .await;
+        change(&cfg, MembershipChange::Remove(second), |m| {
+            !m.contains(second)
+        })
+        .await;
+        sleep(Duration::from_secs(1)).await;
+        let voters: Vec<usize> = (0..5).filter(|i| ![first, second].contains(i)).collect();
+        finish(&cfg, name, &op_log, &done, load, &[first, second], &voters).await;
+    });
+}
+
+#[test]
+fn of_two_changes_asked_at_once_one_is_refused() {
+    run_test(
+        "of_two_changes_asked_at_once_one_is_refused",
+        |sim: Sim| async move {
+            let cfg = KvHarness::new(&sim, options(SERVERS, 3)).await;
+            let leader = loop {
+                if let Some((leader, _)) = leader_membership(&cfg).await {
+                    break leader;
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "server {i} still has voters {voters:?}"
-                );
-                sleep(Duration::from_millis(100)).await;
+                sleep(Duration::from_millis(50)).await;
+            };
+            let raft = cfg.cluster().raft(leader).expect("up");
+            let (a, b) = futures_util::join!(
+                raft.send(ChangeMembership(learner(3))),
+                raft.send(ChangeMembership(learner(4)))
+            );
+            let outcomes = [a.expect("alive"), b.expect("alive")];
+            assert!(
+                matches!(
+                    outcomes,
+                    [Ok(_), Err(MembershipError::Busy)] | [Err(MembershipError::Busy), Ok(_)]
+                ),
+                "{outcomes:?}"
+            );
+            cfg.cleanup();
+        },
+    );
+}
+
+#[test]
+fn a_removed_server_cut_off_before_it_knew_campaigns_in_vain() {
+    let name = "a_removed_server_cut_off_before_it_knew_campaigns_in_vain";
+    run_test(name, |sim: Sim| async move {
+        let cfg = KvHarness::new(
+            &sim,
+            ClusterOptions {
+                reliable: true,
+                ..options(5, 5)
+            },
+        )
+        .await;
+        cfg.begin("Test: a removed server that never heard of it")
+            .await;
+        let (leader, _) = loop {
+            if let Some(found) = leader_membership(&cfg).await {
+                break found;
             }
-        }
-        cfg.end().await;
-        op_log.check_linearizable(name, LINEARIZABILITY_CHECK_TIMEOUT);
-        cfg.cleanup();
+            sleep(Duration::from_millis(50)).await;
+        };
+        let gone = (leader + 1) % 5;
+        let rest: Vec<usize> = (0..5).filter(|i| *i != gone).collect();
+        cfg.partition(&rest, &[gone]);
+        change(&cfg, MembershipChange::Remove(gone), |m| !m.contains(gone)).await;
+        // Long enough for it to time out many times while cut off, then back.
+        sleep(Duration::from_secs(3)).await;
+        let before = cfg
+            .cluster()
+            .raft(leader)
+            .expect("up")
+            .send(GetState)
+            .await
+            .expect("alive");
+        cfg.connect_all();
+        let (op_log, done) = (OpLog::new(), Rc::new(Cell::new(false)));
+        let load = start_clients(&cfg, &sim, &op_log, &done).await;
+        sleep(Duration::from_secs(5)).await;
+        let after = cfg
+            .cluster()
+            .raft(leader)
+            .expect("up")
+            .send(GetState)
+            .await
+            .expect("alive");
+        assert!(after.is_leader(), "the leader lost its place");
+        assert_eq!(
+            after.term, before.term,
+            "the removed server forced a new term"
+        );
+        finish(&cfg, name, &op_log, &done, load, &[gone], &rest).await;
     });
 }
