@@ -50,6 +50,7 @@ pub async fn run() -> Result<String, String> {
             id: i,
             peers,
             initial_members: Membership::with_voters(SERVERS),
+            connect: None,
             persister: MemPersister::new(),
             raft: RaftConfig::default(),
             max_raft_state: Some(MAX_RAFT_STATE),

@@ -10,26 +10,23 @@
 #[path = "processes/logged.rs"]
 mod logged;
 mod processes;
+#[path = "processes/writer.rs"]
+mod writer;
 
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use logged::{log_path, spawn_logged, write_slow_election_config, LogsOnFailure};
 use processes::{free_ports, serve_command, wait_bounded, write_config, Scratch, Servers};
-use rainkv::deploy::client::ClusterClient;
 use rainkv::deploy::cluster_file::ClusterFile;
+use writer::{assert_acknowledged_writes_kept, Writer};
 
 /// How long the cluster may take to come up and elect a leader.
 const STARTUP_LIMIT: Duration = Duration::from_secs(15);
 /// How long a node may take to exit after SIGTERM.
 const EXIT_LIMIT: Duration = Duration::from_secs(10);
-/// A write not acknowledged within this fails the test.
-const WRITE_LIMIT: Duration = Duration::from_secs(10);
 /// How long a restarted node may take to catch up and take the lead.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(10);
 
@@ -417,69 +414,6 @@ fn transfer_leader_moves_leadership() {
         "{}",
         text(&out.stderr)
     );
-}
-
-/// Puts `w<i>` = `v<i>`, one at a time, on a thread (and actix system) of its own until told
-/// to stop; returns when each write was acknowledged, in order. A write not acknowledged
-/// within [`WRITE_LIMIT`] fails it.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<Vec<Instant>>,
-}
-
-impl Writer {
-    fn start(config: ClusterFile) -> Writer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let thread = std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let client = ClusterClient::connect(&config);
-                let clerk = client.clerk();
-                let mut acked = Vec::new();
-                while !stopped.load(Ordering::Relaxed) {
-                    let i = acked.len();
-                    let put = clerk.put(format!("w{i}"), format!("v{i}"));
-                    match tokio::time::timeout(WRITE_LIMIT, put).await {
-                        Ok(Ok(())) => acked.push(Instant::now()),
-                        Ok(Err(e)) => panic!("put w{i}: {e}"),
-                        Err(_) => panic!(
-                            "put w{i} not acknowledged within {WRITE_LIMIT:?}; the nodes: {:?}",
-                            client.status(Duration::from_millis(500)).await
-                        ),
-                    }
-                }
-                client.close();
-                acked
-            })
-        });
-        Writer { stop, thread }
-    }
-
-    fn stop(self) -> Vec<Instant> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("the writer failed")
-    }
-}
-
-/// Reads back the first `count` writes of a [`Writer`] (`w<i>` = `v<i>`); fails the test
-/// naming any that are missing or wrong.
-fn assert_acknowledged_writes_kept(cluster: &ClusterFile, count: usize) {
-    let cluster = cluster.clone();
-    let lost: Vec<usize> = actix_rt::System::new().block_on(async move {
-        let client = ClusterClient::connect(&cluster);
-        let clerk = client.clerk();
-        let mut lost = Vec::new();
-        for i in 0..count {
-            let read = tokio::time::timeout(WRITE_LIMIT, clerk.get_string(format!("w{i}"))).await;
-            match read {
-                Ok(Ok(Some(value))) if value == format!("v{i}") => {}
-                _ => lost.push(i),
-            }
-        }
-        client.close();
-        lost
-    });
-    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
 }
 
 /// The longest time between two consecutive acknowledgements that spans part of `from..to`.

@@ -1,5 +1,8 @@
-//! `rainkv-ctl`: talk to a running RainKV cluster: `get`, `put`, `append`, `status` and
-//! `transfer-leader`.
+//! `rainkv-ctl`: talk to a running RainKV cluster: `get`, `put`, `append`, `status`,
+//! `transfer-leader` and `member` (`list`, `add`, `promote`, `remove`).
+//!
+//! The cluster file names the first members; members added since are found by asking the
+//! nodes (`Admin.Members`), so every command reaches them too.
 //!
 //! Keys and values are text by default. With `--hex`, keys and values on the command line are
 //! hex (`00ff41`, either case) and `get` prints the value as lowercase hex. A value argument
@@ -30,10 +33,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use rainkv::actors::clerk::Clerk;
-use rainkv::deploy::client::{ClusterClient, TransferFailure, Transferred};
-use rainkv::deploy::cluster_file::ClusterFile;
+use rainkv::deploy::client::{ChangeFailure, ClusterClient, TransferFailure, Transferred};
+use rainkv::deploy::cluster_file::{ClusterFile, NodeAddrs};
 use rainkv::messages::admin::NodeStatus;
 use rainkv::messages::kv::ClerkError;
+use rainkv::messages::raft::{MembershipChange, Role};
 use rainkv::messages::rsm::Health;
 
 #[derive(Parser)]
@@ -91,6 +95,47 @@ enum Command {
         #[arg(long, value_name = "ID")]
         to: usize,
     },
+    /// List or change the cluster's members, one node at a time.
+    ///
+    /// To replace a node: `member add NEW --peer ADDR --client ADDR --learner`, start the new
+    /// node with `rainkv serve --join`, wait until `member list` shows it caught up, then
+    /// `member promote NEW` and `member remove OLD`.
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemberCommand {
+    /// Print each member: id, voter or learner, addresses, and (from the leader) how far it
+    /// has the log.
+    List,
+    /// Add node ID as a learner: it gets the log but neither votes nor counts for commits.
+    Add {
+        /// The new node's id (not a member yet).
+        id: usize,
+        /// Its peer port's address.
+        #[arg(long)]
+        peer: std::net::SocketAddr,
+        /// Its client port's address.
+        #[arg(long)]
+        client: std::net::SocketAddr,
+        /// Add it as a learner (the only way a node joins; promote it once it caught up).
+        #[arg(long, required = true)]
+        learner: bool,
+    },
+    /// Make learner ID a voter; refused while it lags the leader's log by more than the
+    /// cluster's promote_lag entries.
+    Promote {
+        /// The learner's id.
+        id: usize,
+    },
+    /// Remove member ID (a removed leader steps down once its removal commits).
+    Remove {
+        /// The member's id.
+        id: usize,
+    },
 }
 
 /// Failure to serve the request (exit 1) or a usage error (exit 2).
@@ -118,7 +163,9 @@ impl Request {
             Command::Get { key: k } => Request::Get(key(k)?),
             Command::Put { key: k, value: v } => Request::Put(key(k)?, value(v)?),
             Command::Append { key: k, value: v } => Request::Append(key(k)?, value(v)?),
-            Command::Status | Command::TransferLeader { .. } => return Ok(None),
+            Command::Status | Command::TransferLeader { .. } | Command::Member { .. } => {
+                return Ok(None)
+            }
         }))
     }
 
@@ -237,10 +284,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             ))
         })?;
     let request = Request::from_command(&cli.command, cli.hex)?;
-    let client = ClusterClient::connect(&config);
+    let client = ClusterClient::connect_members(&config, limit).await;
     let outcome = match (request, &cli.command) {
         (Some(request), _) => kv(&client, &config, request, cli.hex, limit).await,
         (None, Command::TransferLeader { to }) => transfer_leader(&client, *to, limit).await,
+        (None, Command::Member { command }) => member(&client, command, limit).await,
         (None, _) => status(&client, &config, limit).await,
     };
     client.close();
@@ -287,6 +335,75 @@ async fn kv(
             Err(Failure::Unavailable(message))
         }
     }
+}
+
+async fn member(
+    client: &ClusterClient,
+    command: &MemberCommand,
+    limit: Duration,
+) -> Result<(), Failure> {
+    let change = match command {
+        MemberCommand::List => return member_list(client, limit).await,
+        MemberCommand::Add {
+            id, peer, client, ..
+        } => MembershipChange::AddLearner {
+            id: *id,
+            contact: NodeAddrs {
+                id: *id,
+                peer: *peer,
+                client: *client,
+            }
+            .contact(),
+        },
+        MemberCommand::Promote { id } => MembershipChange::Promote(*id),
+        MemberCommand::Remove { id } => MembershipChange::Remove(*id),
+    };
+    match client.change_member(change.clone(), limit).await {
+        Ok(index) => {
+            println!("done: {change:?} committed at index {index}");
+            Ok(())
+        }
+        Err(e @ ChangeFailure::Refused(_)) => Err(Failure::Usage(e.to_string())),
+        Err(e) => Err(Failure::Unavailable(e.to_string())),
+    }
+}
+
+async fn member_list(client: &ClusterClient, limit: Duration) -> Result<(), Failure> {
+    let report = client
+        .members(limit)
+        .await
+        .map_err(|why| Failure::Unavailable(format!("no node told its members: {why}")))?;
+    let leader = report
+        .raft
+        .filter(|r| r.role == Role::Leader)
+        .map(|_| report.id);
+    let last = leader.and_then(|l| report.members.iter().find(|m| m.id == l)?.match_index);
+    println!(
+        "{:<5} {:<8} {:<40} {:>10} {:>8}",
+        "id", "role", "addresses", "match", "lag"
+    );
+    for m in &report.members {
+        let role = if m.voter { "voter" } else { "learner" };
+        let (matched, lag) = match (m.match_index, last) {
+            (Some(matched), Some(last)) => (
+                matched.to_string(),
+                last.saturating_sub(matched).to_string(),
+            ),
+            _ => ("-".to_string(), "-".to_string()),
+        };
+        println!(
+            "{:<5} {:<8} {:<40} {:>10} {:>8}",
+            m.id, role, m.contact, matched, lag
+        );
+    }
+    match leader {
+        Some(l) => println!("(as node {l}, the leader, knows it)"),
+        None => println!(
+            "(as node {} knows it; no leader answered, so no match or lag)",
+            report.id
+        ),
+    }
+    Ok(())
 }
 
 async fn transfer_leader(

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use rainkv::deploy::bench::{run_bench, BenchOptions, Workload};
 use rainkv::deploy::client::ClusterClient;
-use rainkv::deploy::cluster_file::ClusterFile;
+use rainkv::deploy::cluster_file::{ClusterFile, NodeAddrs};
 use rainkv::deploy::demo::{run_demo, DemoOptions, Verdict};
 use rainkv::deploy::local::{LocalCluster, LocalOptions};
 use rainkv::deploy::node::{NodeSockets, TcpNode};
@@ -44,12 +44,23 @@ enum Command {
         /// The cluster configuration file.
         #[arg(long)]
         config: PathBuf,
-        /// This node's id in the configuration.
+        /// This node's id in the configuration (with --join: a new id, not in the file).
         #[arg(long)]
         id: usize,
         /// The node's data directory (default: rainkv-data-<id>).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Join the running cluster as a new node, with an empty data directory, after
+        /// `rainkv-ctl member add ID --peer ADDR --client ADDR --learner`: the leader sends it
+        /// the state. Needs --peer and --client (the addresses given to member add).
+        #[arg(long, requires_all = ["peer", "client"])]
+        join: bool,
+        /// With --join: the address this node's peer port listens on.
+        #[arg(long, requires = "join")]
+        peer: Option<std::net::SocketAddr>,
+        /// With --join: the address this node's client port listens on.
+        #[arg(long, requires = "join")]
+        client: Option<std::net::SocketAddr>,
     },
     /// Start 3 nodes on loopback in this process, run clients while the leader is killed and
     /// restarted and a node is cut off, and check the history for linearizability.
@@ -120,7 +131,20 @@ fn main() -> ExitCode {
     let system = actix_rt::System::new();
     let outcome = system.block_on(async move {
         match cli.command {
-            Command::Serve { config, id, data } => serve(config, id, data).await,
+            Command::Serve {
+                config,
+                id,
+                data,
+                join,
+                peer,
+                client,
+            } => {
+                let joining = match (join, peer, client) {
+                    (true, Some(peer), Some(client)) => Some(NodeAddrs { id, peer, client }),
+                    _ => None,
+                };
+                serve(config, id, data, joining).await
+            }
             Command::Demo { seconds, clients } => demo(seconds, clients).await,
             Command::Bench {
                 config,
@@ -155,9 +179,18 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: PathBuf, id: usize, data: Option<PathBuf>) -> Result<ExitCode, String> {
+/// `rainkv serve`: node `id` of the file, or the new node `joining`.
+async fn serve(
+    config: PathBuf,
+    id: usize,
+    data: Option<PathBuf>,
+    joining: Option<NodeAddrs>,
+) -> Result<ExitCode, String> {
     let config = ClusterFile::load(&config).map_err(|e| e.to_string())?;
-    let addrs = *config.node(id).map_err(|e| e.to_string())?;
+    let addrs = match joining {
+        Some(addrs) => addrs,
+        None => *config.node(id).map_err(|e| e.to_string())?,
+    };
     let data = data.unwrap_or_else(|| PathBuf::from(format!("rainkv-data-{id}")));
     // Before anything else: a second process on the same directory stops here, before it
     // binds a port or reads a file. Held until this process exits.
@@ -168,7 +201,11 @@ async fn serve(config: PathBuf, id: usize, data: Option<PathBuf>) -> Result<Exit
     let sockets = NodeSockets::bind(&addrs).await.map_err(|e| e.to_string())?;
     let store = open_store(&data)
         .map_err(|e| format!("cannot open the data directory {}: {e}", data.display()))?;
-    let node = TcpNode::start(&config, id, sockets, store).map_err(|e| e.to_string())?;
+    let node = match joining {
+        Some(me) => TcpNode::join(&config, me, sockets, store),
+        None => TcpNode::start(&config, id, sockets, store),
+    }
+    .map_err(|e| e.to_string())?;
     println!(
         "rainkv node {id} of cluster {:?}: peers on {}, clients on {}",
         config.name, addrs.peer, addrs.client

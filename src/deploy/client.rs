@@ -12,12 +12,15 @@ use futures_util::future::join_all;
 use super::cluster_file::{ClusterFile, NodeAddrs};
 use crate::actors::clerk::Clerk;
 use crate::actors::client_end::ClientEnd;
+use crate::actors::tcp::TcpSettings;
 use crate::actors::tcp::{client_end, Link};
 use crate::messages::admin::{
-    NodeStatus, RaftStatus, StatusArgs, TransferLeaderArgs, TransferRefused,
+    ChangeMemberArgs, ChangeRefused, MembersArgs, MembersReport, NodeStatus, RaftStatus,
+    StatusArgs, TransferLeaderArgs, TransferRefused,
 };
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::RpcError;
+use crate::messages::raft::MembershipChange;
 use crate::messages::rsm::Health;
 use crate::messages::tcp::GetLinkStatus;
 
@@ -132,7 +135,31 @@ pub struct NodeReport {
 pub struct ClusterClient {
     nodes: Vec<NodeAddrs>,
     links: Vec<Addr<Link>>,
+    settings: Arc<TcpSettings>,
 }
+
+/// Why [`ClusterClient::change_member`] did not change the members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeFailure {
+    /// The leader refused it for good (an invalid change, a lagging learner).
+    Refused(ChangeRefused),
+    /// No leader took it within the time limit (the last refusal or error says why).
+    TimedOut(String),
+}
+
+impl fmt::Display for ChangeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChangeFailure::Refused(why) => write!(f, "the leader refused: {why}"),
+            ChangeFailure::TimedOut(last) => write!(
+                f,
+                "no leader made the change in time (last: {last}); it may still be made"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ChangeFailure {}
 
 impl ClusterClient {
     /// Links to the client ports of `config`'s nodes (nothing connects until the first call).
@@ -146,6 +173,97 @@ impl ClusterClient {
         ClusterClient {
             nodes: config.nodes.clone(),
             links,
+            settings,
+        }
+    }
+
+    /// Links to `config`'s nodes and to every member the cluster's log names besides them
+    /// (nodes that joined since the file was written), asked within `limit`. The added nodes
+    /// come after the file's, in id order.
+    pub async fn connect_members(config: &ClusterFile, limit: Duration) -> ClusterClient {
+        let mut client = ClusterClient::connect(config);
+        if let Ok(report) = client.members(limit).await {
+            for member in report.members {
+                if client.nodes.iter().any(|node| node.id == member.id) {
+                    continue;
+                }
+                match NodeAddrs::from_contact(member.id, &member.contact) {
+                    Ok(node) => {
+                        client
+                            .links
+                            .push(Link::start(node.client, client.settings.clone()));
+                        client.nodes.push(node);
+                    }
+                    Err(why) => log::warn!("member {} cannot be reached: {why}", member.id),
+                }
+            }
+        }
+        client
+    }
+
+    /// The members as the cluster's log says, asked of every node within `timeout`: a
+    /// leader's answer (with how far each member has the log) if one leads, else the
+    /// answer of the node with the highest term.
+    pub async fn members(&self, timeout: Duration) -> Result<MembersReport, String> {
+        let ends = self.ends();
+        let asks = ends
+            .iter()
+            .map(|end| tokio::time::timeout(timeout, end.call(&MembersArgs)));
+        let mut best: Option<MembersReport> = None;
+        let mut last_error = String::from("no node answered");
+        for answer in join_all(asks).await {
+            match answer {
+                Ok(Ok(report)) => {
+                    let rank = |r: &MembersReport| {
+                        r.raft
+                            .map(|s| (s.role == crate::messages::raft::Role::Leader, s.term))
+                    };
+                    if best.as_ref().is_none_or(|b| rank(&report) > rank(b)) {
+                        best = Some(report);
+                    }
+                }
+                Ok(Err(e)) => last_error = e.to_string(),
+                Err(_) => last_error = "no answer in time".to_string(),
+            }
+        }
+        best.ok_or(last_error)
+    }
+
+    /// Changes the members by one node (`Admin.ChangeMember`), within `limit`: asks whichever
+    /// node leads, again when leadership moves or another change is in progress, and returns
+    /// the index of the committed change.
+    pub async fn change_member(
+        &self,
+        change: MembershipChange,
+        limit: Duration,
+    ) -> Result<u64, ChangeFailure> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let ends = self.ends();
+        let mut last = String::from("no node leads");
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if let Some((leader, _)) = self.wait_for_leader(left).await {
+                let position = self.nodes.iter().position(|node| node.id == leader);
+                if let Some(end) = position.and_then(|p| ends.get(p)) {
+                    let args = ChangeMemberArgs(change.clone());
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    match tokio::time::timeout(left, end.call(&args)).await {
+                        Ok(Ok(Ok(index))) => return Ok(index),
+                        Ok(Ok(Err(
+                            why @ (ChangeRefused::Invalid(_) | ChangeRefused::Lagging { .. }),
+                        ))) => return Err(ChangeFailure::Refused(why)),
+                        Ok(Ok(Err(why))) => last = why.to_string(),
+                        Ok(Err(e)) => last = e.to_string(),
+                        Err(_) => last = "no answer in time".to_string(),
+                    }
+                } else {
+                    last = format!("node {leader} leads but cannot be reached from here");
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ChangeFailure::TimedOut(last));
+            }
+            tokio::time::sleep(STATUS_POLL_INTERVAL).await;
         }
     }
 

@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use crate::actors::raft::RaftConfig;
 use crate::actors::rsm::SessionPolicy;
 use crate::actors::tcp::{TcpSettings, HELLO_MAX_FRAME};
+use crate::messages::raft::Membership;
 
 /// Snapshot threshold when the file names none: the Raft state is re-encoded on every save,
 /// so it is kept small.
@@ -78,6 +79,38 @@ pub struct NodeAddrs {
     pub peer: SocketAddr,
     /// The port clerks and `rainkv-ctl` call.
     pub client: SocketAddr,
+}
+
+impl NodeAddrs {
+    /// How a membership names this node's addresses: `peer=ADDR client=ADDR`.
+    pub fn contact(&self) -> String {
+        format!("peer={} client={}", self.peer, self.client)
+    }
+
+    /// Node `id` at the addresses of `contact` (as [`NodeAddrs::contact`] writes it), or what
+    /// is wrong with it.
+    pub fn from_contact(id: usize, contact: &str) -> Result<NodeAddrs, String> {
+        let (mut peer, mut client) = (None, None);
+        for part in contact.split_whitespace() {
+            let (name, addr) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?} in contact {contact:?} is not NAME=ADDR"))?;
+            let addr: SocketAddr = addr
+                .parse()
+                .map_err(|e| format!("{name} address {addr:?} of node {id}: {e}"))?;
+            match name {
+                "peer" => peer = Some(addr),
+                "client" => client = Some(addr),
+                other => return Err(format!("unknown address {other:?} in {contact:?}")),
+            }
+        }
+        match (peer, client) {
+            (Some(peer), Some(client)) => Ok(NodeAddrs { id, peer, client }),
+            _ => Err(format!(
+                "contact {contact:?} of node {id} lacks a peer or a client address"
+            )),
+        }
+    }
 }
 
 /// Optional transport tuning (the `[transport]` table); unset fields keep the defaults of
@@ -271,6 +304,19 @@ struct RawNode {
 }
 
 impl ClusterFile {
+    /// The cluster's first membership: every node of the file a voter, with its addresses.
+    /// Once the cluster runs, its log is the truth, and the file seeds nothing more.
+    pub fn initial_members(&self) -> Membership {
+        Membership {
+            voters: self
+                .nodes
+                .iter()
+                .map(|node| (node.id, node.contact()))
+                .collect(),
+            learners: Default::default(),
+        }
+    }
+
     /// Reads and validates the file at `path` (with the `cli` feature, which brings `toml`).
     #[cfg(feature = "cli")]
     pub fn load(path: &Path) -> Result<ClusterFile, ClusterFileError> {

@@ -7,8 +7,10 @@
 //! the cluster then has a new leader after one election started at once, instead of after
 //! its followers' election timeouts, and clients barely notice the node leave.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -18,10 +20,10 @@ use super::cluster_file::{ClusterFile, NodeAddrs};
 use super::store::NodeStore;
 use crate::actors::admin::Admin;
 use crate::actors::kv_server::KvNode;
-use crate::actors::raft::RestoreError;
+use crate::actors::raft::{Connector, RestoreError};
 use crate::actors::rsm::ReplicaSetup;
-use crate::actors::tcp::{client_end, Link, Listener, MethodTable};
-use crate::messages::admin::{StatusArgs, TransferLeaderArgs};
+use crate::actors::tcp::{client_end, Link, Listener, MethodTable, TcpSettings};
+use crate::messages::admin::{ChangeMemberArgs, MembersArgs, StatusArgs, TransferLeaderArgs};
 use crate::messages::kv::{GetArgs, PutAppendArgs, RegisterArgs};
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::Server;
@@ -52,6 +54,8 @@ pub(crate) fn client_methods() -> MethodTable {
         .with::<RegisterArgs>()
         .with::<StatusArgs>()
         .with::<TransferLeaderArgs>()
+        .with::<MembersArgs>()
+        .with::<ChangeMemberArgs>()
 }
 
 /// How often [`TcpNode::hand_off_leadership`] looks whether the new leader has taken over.
@@ -89,6 +93,41 @@ impl fmt::Display for Handoff {
     }
 }
 
+/// A node's links to other nodes' peer ports, by id, shared with the [`Connector`] that
+/// opens links to members added while the node runs.
+#[derive(Clone, Default)]
+struct PeerLinks(Arc<Mutex<BTreeMap<usize, Addr<Link>>>>);
+
+impl PeerLinks {
+    /// The link to node `id` at `addr`, opened now unless it is open already.
+    fn open(&self, id: usize, addr: SocketAddr, settings: &Arc<TcpSettings>) -> Addr<Link> {
+        let mut links = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        links
+            .entry(id)
+            .or_insert_with(|| Link::start(addr, settings.clone()))
+            .clone()
+    }
+
+    fn get(&self, id: usize) -> Option<Addr<Link>> {
+        let links = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        links.get(&id).cloned()
+    }
+
+    fn all(&self) -> Vec<(usize, Addr<Link>)> {
+        let links = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        links.iter().map(|(id, link)| (*id, link.clone())).collect()
+    }
+}
+
 /// Why a node could not start.
 #[derive(Debug)]
 pub enum NodeError {
@@ -105,6 +144,9 @@ pub enum NodeError {
     Storage(String),
     /// The configuration has no such node.
     NoSuchNode(usize),
+    /// A node asked to join has the id of a node of the cluster file (which is a first
+    /// member, not a joining node).
+    JoinsWithFileId(usize),
     /// The node's thread or event loop could not be started.
     Runtime(String),
 }
@@ -117,6 +159,10 @@ impl fmt::Display for NodeError {
             }
             NodeError::Storage(why) => write!(f, "cannot restore the stored state: {why}"),
             NodeError::NoSuchNode(id) => write!(f, "no node {id} in the cluster config"),
+            NodeError::JoinsWithFileId(id) => write!(
+                f,
+                "node {id} is in the cluster file, so it is a first member: a joining node needs a new id"
+            ),
             NodeError::Runtime(why) => write!(f, "cannot run the node: {why}"),
         }
     }
@@ -193,7 +239,9 @@ pub struct TcpNode {
     /// timeout.
     transfer_retry: Duration,
     kv: KvNode,
-    peer_links: Vec<Addr<Link>>,
+    /// Links to the other nodes' peer ports, by id: the file's nodes from the start, members
+    /// added since once the Raft peer first calls them.
+    peer_links: PeerLinks,
     peer_listener: Addr<Listener>,
     client_listener: Addr<Listener>,
 }
@@ -206,28 +254,68 @@ impl TcpNode {
         sockets: NodeSockets,
         store: NodeStore,
     ) -> Result<TcpNode, NodeError> {
-        if id >= config.nodes.len() {
-            return Err(NodeError::NoSuchNode(id));
+        let me = *config.nodes.get(id).ok_or(NodeError::NoSuchNode(id))?;
+        Self::run(config, me, config.initial_members(), sockets, store)
+    }
+
+    /// Starts node `me`, which is not in `config`'s file, to join the running cluster: it
+    /// has no members until the leader, which an operator asked to add it as a learner
+    /// (`rainkv-ctl member add`), sends it the log or a snapshot. Restarted from a data
+    /// directory that holds a membership, it is whatever that membership says.
+    pub fn join(
+        config: &ClusterFile,
+        me: NodeAddrs,
+        sockets: NodeSockets,
+        store: NodeStore,
+    ) -> Result<TcpNode, NodeError> {
+        if config.nodes.iter().any(|node| node.id == me.id) {
+            return Err(NodeError::JoinsWithFileId(me.id));
         }
+        Self::run(config, me, Membership::default(), sockets, store)
+    }
+
+    fn run(
+        config: &ClusterFile,
+        me: NodeAddrs,
+        initial_members: Membership,
+        sockets: NodeSockets,
+        store: NodeStore,
+    ) -> Result<TcpNode, NodeError> {
+        let id = me.id;
         let settings = Arc::new(config.tcp_settings());
-        let peer_links: Vec<Addr<Link>> = config
+        let peer_links = PeerLinks::default();
+        let mut peers = Vec::new();
+        for node in config
             .nodes
             .iter()
-            .map(|node| Link::start(node.peer, settings.clone()))
-            .collect();
-        let peers = peer_links
-            .iter()
-            .enumerate()
-            .map(|(j, link)| client_end(&format!("node-{id}-to-{j}"), link))
-            .collect();
+            .filter(|_| !initial_members.voters.is_empty())
+        {
+            let link = peer_links.open(node.id, node.peer, &settings);
+            peers.push(client_end(&format!("node-{id}-to-{}", node.id), &link));
+        }
+        let connect: Connector = {
+            let (peer_links, settings) = (peer_links.clone(), settings.clone());
+            Box::new(
+                move |to, contact| match NodeAddrs::from_contact(to, contact) {
+                    Ok(addrs) => {
+                        let link = peer_links.open(to, addrs.peer, &settings);
+                        Some(client_end(&format!("node-{id}-to-{to}"), &link))
+                    }
+                    Err(why) => {
+                        log::error!("node {id}: cannot reach member {to}: {why}");
+                        None
+                    }
+                },
+            )
+        };
         let raft = config.raft.config();
         let handoff_limit = 2 * raft.election_timeout.end;
         let transfer_retry = raft.election_timeout.start;
-        let voters = config.nodes.len();
         let kv = KvNode::start(ReplicaSetup {
             id,
             peers,
-            initial_members: Membership::with_voters(voters),
+            initial_members,
+            connect: Some(connect),
             persister: store,
             raft,
             max_raft_state: Some(config.max_raft_state),
@@ -241,7 +329,7 @@ impl TcpNode {
         let client_services = Server::new()
             .with_service("KVServer", kv.kv.clone().recipient())
             .with_service("Admin", admin.recipient());
-        let addrs = config.nodes[id];
+        let addrs = me;
         let listen = |socket: TcpListener, services, methods, port: &'static str| {
             let addr = if port == "peer" {
                 addrs.peer
@@ -301,7 +389,7 @@ impl TcpNode {
     /// Cuts the node off from (`true`) or reconnects it to (`false`) the other nodes' peer
     /// ports, on its side only: calls it makes fail at once.
     pub fn block_peers(&self, blocked: bool) {
-        for (j, link) in self.peer_links.iter().enumerate() {
+        for (j, link) in self.peer_links.all() {
             if j != self.id {
                 link.do_send(SetBlocked(blocked));
             }
@@ -422,7 +510,7 @@ impl TcpNode {
             // An already stopped listener has closed its port: nothing to wait for.
             let _ = listener.send(Stop).await;
         }
-        for link in &self.peer_links {
+        for (_, link) in self.peer_links.all() {
             link.do_send(Stop);
         }
         self.kv.kill();

@@ -446,6 +446,8 @@ impl<K: ServerKind> Cluster<K> {
             } else {
                 Membership::default()
             },
+            // Every server's ends are made up front, joining ones included.
+            connect: None,
             persister: store,
             raft: self.options.raft.clone(),
             max_raft_state: self.options.max_raft_state,

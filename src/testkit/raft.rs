@@ -244,6 +244,7 @@ impl ServerKind for RaftServers {
             seed: setup.seed,
             trace: setup.trace,
             initial_members: setup.initial_members,
+            connect: setup.connect,
         });
         if let Ok(raft) = &raft {
             applier.run(TesterApplier {

@@ -1,6 +1,6 @@
 //! Three-node `rainkv serve` clusters whose nodes log to files: for the process tests that
 //! read node logs and time pauses against the election timeout (`tcp_processes.rs`,
-//! `tcp_snapshot.rs`). Included with `#[path]` by those alone, so that the other process
+//! `tcp_snapshot.rs`, `tcp_membership.rs`). Included with `#[path]` by those alone, so that the other process
 //! tests do not compile helpers they never call.
 
 use std::fs::File;
@@ -37,9 +37,11 @@ pub struct LogsOnFailure<'a>(pub &'a Path);
 impl Drop for LogsOnFailure<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for id in 0..3 {
-                let log = std::fs::read_to_string(log_path(self.0, id)).unwrap_or_default();
-                eprintln!("--- node {id} log ---\n{log}");
+            // Every node that ran, joined ones included.
+            for id in 0..16 {
+                if let Ok(log) = std::fs::read_to_string(log_path(self.0, id)) {
+                    eprintln!("--- node {id} log ---\n{log}");
+                }
             }
         }
     }
@@ -48,12 +50,18 @@ impl Drop for LogsOnFailure<'_> {
 /// `rainkv serve` for node `id` with its data under `dir`, its stderr (the log, with Raft's
 /// elections and each node's leadership handoff) appended to `node-<id>.log` there.
 pub fn spawn_logged(config: &Path, dir: &Path, id: usize) -> Child {
+    spawn_logged_with(config, dir, id, &[])
+}
+
+/// [`spawn_logged`] with more arguments for `rainkv serve` (`--join ...`).
+pub fn spawn_logged_with(config: &Path, dir: &Path, id: usize, args: &[&str]) -> Child {
     let log = File::options()
         .create(true)
         .append(true)
         .open(log_path(dir, id))
         .expect("open node log");
     serve_command(config, id, &dir.join(format!("node-{id}")))
+        .args(args)
         .env("RUST_LOG", "info,rainkv::actors::raft=debug")
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))

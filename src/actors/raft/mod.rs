@@ -18,6 +18,6 @@ mod read_only;
 
 pub use self::config::{InvalidConfig, RaftConfig};
 pub use self::core::{Message, RaftCore, Ready, RestoreError};
-pub use self::peer::{PeerSetup, RaftPeer};
+pub use self::peer::{Connector, PeerSetup, RaftPeer};
 #[cfg(test)]
 mod membership_tests;

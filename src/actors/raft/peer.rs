@@ -47,6 +47,9 @@ use crate::trace::{EventKind, Tracer};
 
 type Reply = Result<Vec<u8>, RpcError>;
 
+/// Makes an end to member `id` from its contact (see [`PeerSetup::connect`]).
+pub type Connector = Box<dyn FnMut(usize, &str) -> Option<ClientEnd>>;
+
 /// Everything needed to start one Raft peer.
 pub struct PeerSetup {
     /// This peer's id: its index among the peers.
@@ -57,6 +60,10 @@ pub struct PeerSetup {
     /// until the peer's storage holds a membership. Empty for a peer that joins a running
     /// cluster: it learns the members from the leader, once it was added as a learner.
     pub initial_members: Membership,
+    /// Makes an end to a member that `peers` has none for (one added since), from its id and
+    /// its contact in the membership; `None` when there is no way (a simulation, whose ends
+    /// are all made up front).
+    pub connect: Option<Connector>,
     /// Timing and message sizes.
     pub config: RaftConfig,
     /// Where its state is saved; what it holds is restored first.
@@ -84,7 +91,9 @@ pub struct RaftPeer {
     /// The length of one core tick.
     tick: std::time::Duration,
     /// `peers[j]` reaches peer j; `peers[me]` is never used.
-    peers: Vec<ClientEnd>,
+    peers: BTreeMap<usize, ClientEnd>,
+    /// Makes the ends of members added later.
+    connect: Option<Connector>,
     storage: StorageHandle,
     applier: Addr<Applier>,
     /// A flush is scheduled for the end of the current mailbox batch.
@@ -121,6 +130,7 @@ impl RaftPeer {
             id,
             peers,
             initial_members,
+            connect,
             config,
             persister,
             service,
@@ -139,7 +149,8 @@ impl RaftPeer {
             core,
             me: id,
             tick: config.tick,
-            peers,
+            peers: peers.into_iter().enumerate().collect(),
+            connect,
             storage,
             applier,
             flush_scheduled: false,
@@ -327,8 +338,25 @@ impl RaftPeer {
         ctx.stop();
     }
 
-    fn send(&self, to: usize, message: Message, ctx: &mut Context<Self>) {
-        let Some(end) = self.peers.get(to).cloned() else {
+    /// The end to peer `to`, made from its contact if it is a member added since the start.
+    fn end(&mut self, to: usize) -> Option<ClientEnd> {
+        if let Some(end) = self.peers.get(&to) {
+            return Some(end.clone());
+        }
+        let members = self.core.membership();
+        let contact = members
+            .voters
+            .get(&to)
+            .or(members.learners.get(&to))?
+            .clone();
+        let end = (self.connect.as_mut()?)(to, &contact)?;
+        log::info!("peer {}: reaches new member {to} at {contact:?}", self.me);
+        self.peers.insert(to, end.clone());
+        Some(end)
+    }
+
+    fn send(&mut self, to: usize, message: Message, ctx: &mut Context<Self>) {
+        let Some(end) = self.end(to) else {
             log::error!("peer {}: message to unknown peer {to}", self.me);
             return;
         };

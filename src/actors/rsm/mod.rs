@@ -41,7 +41,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::actors::client_end::ClientEnd;
-use crate::actors::raft::{PeerSetup, RaftConfig, RaftPeer, RestoreError};
+use crate::actors::raft::{Connector, PeerSetup, RaftConfig, RaftPeer, RestoreError};
 use crate::messages::apply::{ApplyMsg, HaltCause};
 use crate::messages::lifecycle::Stop;
 use crate::messages::raft::{
@@ -155,6 +155,8 @@ pub struct ReplicaSetup<P> {
     pub peers: Vec<ClientEnd>,
     /// The cluster's first members (see [`PeerSetup::initial_members`]).
     pub initial_members: Membership,
+    /// Makes ends to members added later (see [`PeerSetup::connect`]).
+    pub connect: Option<Connector>,
     /// Its storage; clones must share it (the RSM reads sizes through its own handle).
     pub persister: P,
     /// The Raft peer's timing and message sizes.
@@ -201,6 +203,7 @@ impl<S: StateMachine> Rsm<S> {
             seed: setup.seed,
             trace: setup.trace,
             initial_members: setup.initial_members,
+            connect: setup.connect,
         })?;
         let rsm = Rsm {
             state: restored.state,

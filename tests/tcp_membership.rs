@@ -1,0 +1,188 @@
+//! Replacing a dead node, as the README's runbook does it, with the binaries: three
+//! `rainkv serve` processes under a writer; one follower is SIGKILLed and its data directory
+//! wiped (a lost machine); `rainkv-ctl member add 3 --learner`, a fresh `rainkv serve --join`,
+//! `member promote 3` once it caught up, `member remove` of the dead one. No acknowledged
+//! write is lost, the cluster is back to three voters, and the new node can lead.
+
+#[path = "processes/logged.rs"]
+mod logged;
+mod processes;
+#[path = "processes/writer.rs"]
+mod writer;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use logged::{spawn_logged, spawn_logged_with, write_slow_election_config, LogsOnFailure};
+use processes::{free_ports, wait_bounded, Scratch, Servers};
+use rainkv::deploy::client::ClusterClient;
+use rainkv::deploy::cluster_file::ClusterFile;
+use writer::{assert_acknowledged_writes_kept, Writer};
+
+/// How long the cluster may take to come up and elect a leader.
+const STARTUP_LIMIT: Duration = Duration::from_secs(15);
+/// How long the new node may take to catch up.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
+/// A learner is caught up once it lags the leader by at most this many entries.
+const CAUGHT_UP_LAG: u64 = 100;
+
+fn ctl(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rainkv-ctl"))
+        .arg("--config")
+        .arg(config)
+        .args(["--timeout", "5"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rainkv-ctl")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The leader's id, asked through the nodes' status.
+fn leader(config: &ClusterFile) -> Option<usize> {
+    let config = config.clone();
+    actix_rt::System::new().block_on(async move {
+        let client = ClusterClient::connect_members(&config, Duration::from_secs(2)).await;
+        let leader = client
+            .wait_for_leader(STARTUP_LIMIT)
+            .await
+            .map(|(id, _)| id);
+        client.close();
+        leader
+    })
+}
+
+/// `member list` as (id, role, lag) rows.
+fn members(config: &Path) -> Vec<(usize, String, Option<u64>)> {
+    let out = ctl(config, &["member", "list"]);
+    assert!(out.status.success(), "member list: {}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let id = fields.first()?.parse().ok()?;
+            let lag = fields.last()?.parse().ok();
+            Some((id, fields.get(1)?.to_string(), lag))
+        })
+        .collect()
+}
+
+/// Runs `rainkv-ctl member ARGS` until it succeeds or `limit` passes.
+fn member_until_done(config: &Path, args: &[&str], limit: Duration) -> Duration {
+    let started = Instant::now();
+    let mut args_all = vec!["member"];
+    args_all.extend_from_slice(args);
+    loop {
+        let out = ctl(config, &args_all);
+        if out.status.success() {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "member {args:?} failed for {limit:?}: {}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_dead_node_is_replaced_by_a_learner_promoted_while_writes_go_on() {
+    let scratch = Scratch::new("membership");
+    let _logs = LogsOnFailure(&scratch.0);
+    let config_path = write_slow_election_config(&scratch.0, "member-token");
+    let config = ClusterFile::load(&config_path).expect("the config");
+    let spare = free_ports();
+    let (peer3, client3) = (
+        format!("127.0.0.1:{}", spare[0]),
+        format!("127.0.0.1:{}", spare[1]),
+    );
+
+    let mut servers = Servers(
+        (0..3)
+            .map(|id| spawn_logged(&config_path, &scratch.0, id))
+            .collect(),
+    );
+    let first = leader(&config).expect("a leader");
+    let writer = Writer::start(config.clone());
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A follower's machine is lost: killed, its disk gone.
+    let dead = (first + 1) % 3;
+    servers.0[dead].kill().expect("SIGKILL");
+    wait_bounded(&mut servers.0[dead], Duration::from_secs(10)).expect("reaped");
+    std::fs::remove_dir_all(scratch.0.join(format!("node-{dead}"))).expect("wipe");
+
+    // Its replacement: a learner first, on a new machine (new addresses), fed by the leader.
+    let started = Instant::now();
+    let add = ctl(
+        &config_path,
+        &[
+            "member",
+            "add",
+            "3",
+            "--peer",
+            &peer3,
+            "--client",
+            &client3,
+            "--learner",
+        ],
+    );
+    assert!(add.status.success(), "member add: {}", text(&add.stderr));
+    let join = ["--join", "--peer", &peer3, "--client", &client3];
+    servers
+        .0
+        .push(spawn_logged_with(&config_path, &scratch.0, 3, &join));
+    let caught_up = loop {
+        let rows = members(&config_path);
+        if let Some((_, role, Some(lag))) = rows.iter().find(|(id, ..)| *id == 3) {
+            assert_eq!(role, "learner");
+            if *lag <= CAUGHT_UP_LAG {
+                break started.elapsed();
+            }
+        }
+        assert!(
+            started.elapsed() < CATCH_UP_LIMIT,
+            "node 3 did not catch up: {rows:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    member_until_done(&config_path, &["promote", "3"], CATCH_UP_LIMIT);
+    let promoted = started.elapsed();
+    member_until_done(&config_path, &["remove", &dead.to_string()], CATCH_UP_LIMIT);
+    let replaced = started.elapsed();
+    println!(
+        "node {dead} replaced by node 3: caught up {caught_up:?}, promoted {promoted:?}, \
+         old one removed {replaced:?} after member add"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let acked = writer.stop();
+    assert!(!acked.is_empty(), "no write acknowledged");
+    assert_acknowledged_writes_kept(&config, acked.len());
+
+    // Three voters again, the dead one gone; the new node takes the lead and serves.
+    let mut voters: Vec<usize> = members(&config_path)
+        .into_iter()
+        .filter(|(_, role, _)| role == "voter")
+        .map(|(id, ..)| id)
+        .collect();
+    voters.sort_unstable();
+    let mut expected: Vec<usize> = [0, 1, 2, 3].into_iter().filter(|id| *id != dead).collect();
+    expected.sort_unstable();
+    assert_eq!(voters, expected);
+    let moved = ctl(&config_path, &["transfer-leader", "--to", "3"]);
+    assert!(
+        moved.status.success(),
+        "transfer-leader: {}",
+        text(&moved.stderr)
+    );
+    let put = ctl(&config_path, &["put", "after", "replacement"]);
+    assert!(put.status.success(), "put: {}", text(&put.stderr));
+    let get = ctl(&config_path, &["get", "w0"]);
+    assert_eq!(text(&get.stdout), "v0\n", "{}", text(&get.stderr));
+}
