@@ -360,7 +360,7 @@ async fn member(
     };
     match client.change_member(change.clone(), limit).await {
         Ok(index) => {
-            println!("done: {change:?} committed at index {index}");
+            println!("done: {change}, committed at index {index}");
             Ok(())
         }
         Err(e @ ChangeFailure::Refused(_)) => Err(Failure::Usage(e.to_string())),

@@ -475,6 +475,21 @@ impl std::fmt::Display for TransferError {
 
 impl std::error::Error for TransferError {}
 
+impl std::fmt::Display for MembershipChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MembershipChange::AddLearner { id, contact } if contact.is_empty() => {
+                write!(f, "add learner {id}")
+            }
+            MembershipChange::AddLearner { id, contact } => {
+                write!(f, "add learner {id} ({contact})")
+            }
+            MembershipChange::Promote(id) => write!(f, "promote {id}"),
+            MembershipChange::Remove(id) => write!(f, "remove {id}"),
+        }
+    }
+}
+
 /// Asks the leader to change the cluster's membership by one server (Raft thesis §4.1):
 /// answered once the change is committed, with the index of its entry.
 ///
