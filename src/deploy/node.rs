@@ -54,6 +54,11 @@ pub(crate) fn client_methods() -> MethodTable {
         .with::<TransferLeaderArgs>()
 }
 
+/// Node `id`'s name in a trace (its lane in the timeline): `node<id>`.
+pub fn trace_name(id: usize) -> String {
+    format!("node{id}")
+}
+
 /// How often [`TcpNode::hand_off_leadership`] looks whether the new leader has taken over.
 const HANDOFF_POLL: Duration = Duration::from_millis(2);
 
@@ -206,6 +211,19 @@ impl TcpNode {
         sockets: NodeSockets,
         store: NodeStore,
     ) -> Result<TcpNode, NodeError> {
+        TcpNode::start_traced(config, id, sockets, store, &Tracer::off())
+    }
+
+    /// As [`TcpNode::start`], tracing to `trace`: its Raft peer's state changes, the calls its
+    /// peer links make and the requests its ports serve, under the name [`trace_name`]`(id)`.
+    pub fn start_traced(
+        config: &ClusterFile,
+        id: usize,
+        sockets: NodeSockets,
+        store: NodeStore,
+        trace: &Tracer,
+    ) -> Result<TcpNode, NodeError> {
+        let trace = trace.for_node(&trace_name(id));
         if id >= config.nodes.len() {
             return Err(NodeError::NoSuchNode(id));
         }
@@ -213,7 +231,10 @@ impl TcpNode {
         let peer_links: Vec<Addr<Link>> = config
             .nodes
             .iter()
-            .map(|node| Link::start(node.peer, settings.clone()))
+            .map(|node| {
+                let to = trace_name(node.id);
+                Link::start_traced(node.peer, settings.clone(), trace.clone(), &to)
+            })
             .collect();
         let peers = peer_links
             .iter()
@@ -232,7 +253,7 @@ impl TcpNode {
             proportional_snapshots: true,
             seed: rand::random(),
             sessions: config.sessions.policy(),
-            trace: Tracer::off(),
+            trace: trace.clone(),
         })?;
         let admin = Admin::new(id, kv.rsm.clone().recipient(), kv.raft.clone()).start();
         let peer_services = Server::new().with_service("Raft", kv.raft.clone().recipient());
@@ -247,8 +268,15 @@ impl TcpNode {
                 addrs.client
             };
             let label = format!("node {id} {port} port");
-            Listener::start(socket, services, methods, settings.clone(), &label)
-                .map_err(|source| NodeError::Bind { port, addr, source })
+            Listener::start_traced(
+                socket,
+                services,
+                methods,
+                settings.clone(),
+                &label,
+                trace.clone(),
+            )
+            .map_err(|source| NodeError::Bind { port, addr, source })
         };
         let peer_listener = listen(sockets.peer, peer_services, peer_methods(), "peer")?;
         let client_listener = listen(sockets.client, client_services, client_methods(), "client")?;

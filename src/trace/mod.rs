@@ -17,6 +17,7 @@ pub mod timeline;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
@@ -161,6 +162,8 @@ pub struct Event {
 struct Sink {
     started: Instant,
     events: Mutex<Vec<Event>>,
+    /// The next id [`Tracer::next_id`] hands out.
+    next_id: AtomicU64,
 }
 
 /// A handle that records trace events, or does nothing when off. Clones share the buffer.
@@ -192,6 +195,7 @@ impl Tracer {
             sink: Some(Arc::new(Sink {
                 started: Instant::now(),
                 events: Mutex::new(Vec::new()),
+                next_id: AtomicU64::new(1),
             })),
             node: Arc::from(""),
         }
@@ -226,6 +230,14 @@ impl Tracer {
                 events.push(Event { at, kind });
             }
         }
+    }
+
+    /// An id no other caller of this recording gets (from 1), for a transport whose calls
+    /// must be told apart across all its connections; `None` when off.
+    pub fn next_id(&self) -> Option<u64> {
+        self.sink
+            .as_ref()
+            .map(|sink| sink.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     /// A copy of the events recorded so far (none when off).
