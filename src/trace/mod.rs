@@ -96,6 +96,25 @@ pub enum EventKind {
         /// The last index of its log.
         last: u64,
     },
+    /// A replica applied a command its service marks as worth noting (a new configuration of
+    /// the shard controller, shards a group installed or deleted).
+    Apply {
+        /// The server.
+        node: String,
+        /// The log index of the command.
+        index: u64,
+        /// What it did, in a few words.
+        what: String,
+    },
+    /// A replica took a snapshot of its state, or installed one from its leader.
+    Snapshot {
+        /// The server.
+        node: String,
+        /// The last log index the snapshot covers.
+        index: u64,
+        /// Installed from the leader (`true`) or taken by the replica itself.
+        install: bool,
+    },
     /// A server crashed (the test stopped it).
     Crash {
         /// The server.
@@ -349,6 +368,21 @@ pub fn to_json(event: &Event) -> String {
                 ",\"commit\":{commit},\"applied\":{applied},\"last\":{last}"
             );
         }
+        EventKind::Apply { node, index, what } => {
+            field_str(&mut out, "ev", "apply");
+            field_str(&mut out, "node", node);
+            let _ = write!(out, ",\"index\":{index}");
+            field_str(&mut out, "what", what);
+        }
+        EventKind::Snapshot {
+            node,
+            index,
+            install,
+        } => {
+            field_str(&mut out, "ev", "snapshot");
+            field_str(&mut out, "node", node);
+            let _ = write!(out, ",\"index\":{index},\"install\":{install}");
+        }
         EventKind::Crash { node } => {
             field_str(&mut out, "ev", "crash");
             field_str(&mut out, "node", node);
@@ -415,6 +449,34 @@ mod tests {
         let tracer = Tracer::off();
         tracer.emit(|| unreachable!("an off tracer must not build events"));
         assert!(tracer.events().is_empty());
+    }
+
+    #[test]
+    fn apply_and_snapshot_events_as_json() {
+        let apply = Event {
+            at: 5,
+            kind: EventKind::Apply {
+                node: "ctrler1".into(),
+                index: 12,
+                what: "config 2: shards 1 1 1 1 1 2 2 2 2 2".into(),
+            },
+        };
+        assert_eq!(
+            to_json(&apply),
+            r#"{"t":5,"ev":"apply","node":"ctrler1","index":12,"what":"config 2: shards 1 1 1 1 1 2 2 2 2 2"}"#
+        );
+        let snapshot = Event {
+            at: 9,
+            kind: EventKind::Snapshot {
+                node: "node0".into(),
+                index: 40,
+                install: true,
+            },
+        };
+        assert_eq!(
+            to_json(&snapshot),
+            r#"{"t":9,"ev":"snapshot","node":"node0","index":40,"install":true}"#
+        );
     }
 
     #[test]
