@@ -314,7 +314,7 @@ async fn demo(
         ..DemoOptions::default()
     };
     println!("RainKV demo: 3 nodes on loopback TCP, {clients} clients, {seconds} s of faults");
-    let bar = progress_bar("[{elapsed_precise}] {bar:30.cyan/blue} {pos:>3}/{len}s  {msg}");
+    let bar = progress_bar("{elapsed_precise} {bar:20.cyan/blue} {pos:>3}/{len}s {wide_msg}");
     if let Some(bar) = &bar {
         bar.set_length(seconds);
     }
@@ -322,11 +322,9 @@ async fn demo(
         (DemoProgress::Note(line), bar) => say(bar.as_ref(), line),
         (DemoProgress::Tick(tick), Some(bar)) => {
             bar.set_position(tick.elapsed.as_secs());
-            let leader = tick
-                .leader
-                .map_or("none".to_string(), |l| format!("node {l}"));
+            let leader = tick.leader.map_or("none".to_string(), |l| l.to_string());
             bar.set_message(format!(
-                "{} ops, {} ops/s, {} faults, leader {leader}, {}/{} up",
+                "{} ops {}/s  faults {}  leader {leader}  up {}/{}",
                 tick.ops, tick.ops_last_second, tick.faults, tick.up, tick.nodes
             ));
         }
@@ -413,7 +411,7 @@ async fn bench(config: Option<PathBuf>, options: BenchOptions) -> Result<ExitCod
         return Err(why);
     }
     let bar =
-        progress_bar("{prefix:>10} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} ops  {msg}");
+        progress_bar("{prefix:>9} {elapsed_precise} {bar:20.cyan/blue} {pos}/{len} ops {wide_msg}");
     run_bench(&client, &options, &mut |progress| match (progress, &bar) {
         (BenchProgress::Done(result), bar) => say(bar.as_ref(), &result.line()),
         (
