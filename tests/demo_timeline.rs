@@ -6,6 +6,7 @@
 
 mod browser;
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -51,6 +52,18 @@ fn the_demo_writes_its_timeline() {
         let needle = format!(r#""ev":"{ev}""#);
         assert!(count(&jsonl, &needle) > 0, "no {ev} event in the trace");
     }
+    // The serving side's deliver pairs with the calling side's send by id.
+    let ids = |ev: &str| -> BTreeSet<u64> {
+        let tag = format!(r#""ev":"{ev}","id":"#);
+        jsonl
+            .lines()
+            .filter_map(|line| line.split_once(&tag))
+            .filter_map(|(_, rest)| rest.split(',').next()?.parse().ok())
+            .collect()
+    };
+    let (sent, delivered) = (ids("send"), ids("deliver"));
+    assert!(!delivered.is_empty() && delivered.is_subset(&sent));
+    assert!(ids("reply").is_subset(&ids("respond")));
     assert!(jsonl.contains(r#""kind":"Raft.AppendEntries""#));
     assert!(jsonl.contains(r#""from":"client""#), "no client calls");
     assert!(html.contains(r#""ev":"verdict","ok":true"#), "no verdict");
