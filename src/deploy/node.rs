@@ -58,6 +58,11 @@ pub(crate) fn client_methods() -> MethodTable {
         .with::<ChangeMemberArgs>()
 }
 
+/// Node `id`'s name in a trace (its lane in the timeline): `node<id>`.
+pub fn trace_name(id: usize) -> String {
+    format!("node{id}")
+}
+
 /// How often [`TcpNode::hand_off_leadership`] looks whether the new leader has taken over.
 const HANDOFF_POLL: Duration = Duration::from_millis(2);
 
@@ -99,15 +104,24 @@ impl fmt::Display for Handoff {
 struct PeerLinks(Arc<Mutex<BTreeMap<usize, Addr<Link>>>>);
 
 impl PeerLinks {
-    /// The link to node `id` at `addr`, opened now unless it is open already.
-    fn open(&self, id: usize, addr: SocketAddr, settings: &Arc<TcpSettings>) -> Addr<Link> {
+    /// The link to node `id` at `addr`, opened now (tracing its calls to `trace`) unless it
+    /// is open already.
+    fn open(
+        &self,
+        id: usize,
+        addr: SocketAddr,
+        settings: &Arc<TcpSettings>,
+        trace: &Tracer,
+    ) -> Addr<Link> {
         let mut links = self
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         links
             .entry(id)
-            .or_insert_with(|| Link::start(addr, settings.clone()))
+            .or_insert_with(|| {
+                Link::start_traced(addr, settings.clone(), trace.clone(), &trace_name(id))
+            })
             .clone()
     }
 
@@ -254,8 +268,20 @@ impl TcpNode {
         sockets: NodeSockets,
         store: NodeStore,
     ) -> Result<TcpNode, NodeError> {
+        TcpNode::start_traced(config, id, sockets, store, &Tracer::off())
+    }
+
+    /// As [`TcpNode::start`], tracing to `trace`: its Raft peer's state changes, the calls its
+    /// peer links make and the requests its ports serve, under the name [`trace_name`]`(id)`.
+    pub fn start_traced(
+        config: &ClusterFile,
+        id: usize,
+        sockets: NodeSockets,
+        store: NodeStore,
+        trace: &Tracer,
+    ) -> Result<TcpNode, NodeError> {
         let me = *config.nodes.get(id).ok_or(NodeError::NoSuchNode(id))?;
-        Self::run(config, me, config.initial_members(), sockets, store)
+        Self::run(config, me, config.initial_members(), sockets, store, trace)
     }
 
     /// Starts node `me`, which is not in `config`'s file, to join the running cluster: it
@@ -271,7 +297,14 @@ impl TcpNode {
         if config.nodes.iter().any(|node| node.id == me.id) {
             return Err(NodeError::JoinsWithFileId(me.id));
         }
-        Self::run(config, me, Membership::default(), sockets, store)
+        Self::run(
+            config,
+            me,
+            Membership::default(),
+            sockets,
+            store,
+            &Tracer::off(),
+        )
     }
 
     fn run(
@@ -280,8 +313,10 @@ impl TcpNode {
         initial_members: Membership,
         sockets: NodeSockets,
         store: NodeStore,
+        trace: &Tracer,
     ) -> Result<TcpNode, NodeError> {
         let id = me.id;
+        let trace = trace.for_node(&trace_name(id));
         let settings = Arc::new(config.tcp_settings());
         let peer_links = PeerLinks::default();
         let mut peers = Vec::new();
@@ -290,15 +325,16 @@ impl TcpNode {
             .iter()
             .filter(|_| !initial_members.voters.is_empty())
         {
-            let link = peer_links.open(node.id, node.peer, &settings);
+            let link = peer_links.open(node.id, node.peer, &settings, &trace);
             peers.push(client_end(&format!("node-{id}-to-{}", node.id), &link));
         }
         let connect: Connector = {
-            let (peer_links, settings) = (peer_links.clone(), settings.clone());
+            let (peer_links, settings, trace) =
+                (peer_links.clone(), settings.clone(), trace.clone());
             Box::new(
                 move |to, contact| match NodeAddrs::from_contact(to, contact) {
                     Ok(addrs) => {
-                        let link = peer_links.open(to, addrs.peer, &settings);
+                        let link = peer_links.open(to, addrs.peer, &settings, &trace);
                         Some(client_end(&format!("node-{id}-to-{to}"), &link))
                     }
                     Err(why) => {
@@ -322,7 +358,7 @@ impl TcpNode {
             proportional_snapshots: true,
             seed: rand::random(),
             sessions: config.sessions.policy(),
-            trace: Tracer::off(),
+            trace: trace.clone(),
         })?;
         let admin = Admin::new(id, kv.rsm.clone().recipient(), kv.raft.clone()).start();
         let peer_services = Server::new().with_service("Raft", kv.raft.clone().recipient());
@@ -337,8 +373,15 @@ impl TcpNode {
                 addrs.client
             };
             let label = format!("node {id} {port} port");
-            Listener::start(socket, services, methods, settings.clone(), &label)
-                .map_err(|source| NodeError::Bind { port, addr, source })
+            Listener::start_traced(
+                socket,
+                services,
+                methods,
+                settings.clone(),
+                &label,
+                trace.clone(),
+            )
+            .map_err(|source| NodeError::Bind { port, addr, source })
         };
         let peer_listener = listen(sockets.peer, peer_services, peer_methods(), "peer")?;
         let client_listener = listen(sockets.client, client_services, client_methods(), "client")?;

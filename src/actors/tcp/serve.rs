@@ -7,6 +7,8 @@
 //! oversized frame, sends bytes that are not a frame or stalls in the middle of one is logged
 //! and closed, and only that connection.
 //!
+//! Traces each request's `deliver` and `respond` when its listener records a trace.
+//!
 //! Sends: [`Dispatch`] to the services; [`ConnectionEvent`]s (opened, accepted, refused,
 //! dropped, closed) to the recipient in [`Inbound`], the listener's counters.
 
@@ -29,6 +31,7 @@ use super::settings::TcpSettings;
 use super::task::TaskGuard;
 use crate::messages::net::{service_of, Dispatch, RpcError, Server};
 use crate::messages::tcp::ConnectionEvent;
+use crate::trace::{EventKind, NetStep, Tracer};
 
 /// Replies that may wait for the writer of one connection.
 const REPLY_QUEUE: usize = 1024;
@@ -51,9 +54,24 @@ pub(crate) struct Inbound {
     pub label: String,
     /// The listener's counters. Weak: the listener owns the tasks that hold this.
     pub events: WeakRecipient<ConnectionEvent>,
+    /// Where requests' delivery and response are traced, named after the serving node.
+    pub trace: Tracer,
 }
 
 impl Inbound {
+    /// Traces step `step` of request `id`. The caller's name is not on the wire: `from` is
+    /// left empty, and the caller's own `send` event (same `id`) names it.
+    fn trace_step(&self, step: NetStep, id: u64, method: &str) {
+        self.trace.emit(|| EventKind::Net {
+            step,
+            id,
+            kind: method.to_string(),
+            from: String::new(),
+            to: self.trace.node().to_string(),
+            dup: false,
+        });
+    }
+
     /// Tells the listener's counters.
     pub(crate) fn report(&self, event: ConnectionEvent) {
         if let Some(events) = self.events.upgrade() {
@@ -200,8 +218,10 @@ pub(crate) async fn serve(stream: TcpStream, inbound: Rc<Inbound>, ticket: u64) 
                 match frame {
                     Ok(Some(Frame::Request { id, method, args })) => {
                         let (inbound, replies) = (inbound.clone(), replies.clone());
+                        inbound.trace_step(NetStep::Deliver, id, &method);
                         in_flight.spawn_local(async move {
                             let outcome = inbound.call(&method, args).await;
+                            inbound.trace_step(NetStep::Respond, id, &method);
                             // The connection may be gone by now; then so is the caller.
                             let _ = replies.send(Frame::Reply { id, outcome }).await;
                         });
