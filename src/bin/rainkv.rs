@@ -65,6 +65,10 @@ enum Command {
         /// With --join: the address this node's client port listens on.
         #[arg(long, requires = "join")]
         client: Option<std::net::SocketAddr>,
+        /// Run without TLS even though an address is not loopback (the token and every
+        /// request then cross the network in the clear).
+        #[arg(long)]
+        insecure: bool,
     },
     /// Start 3 nodes on loopback in this process, run clients while the leader is killed and
     /// restarted and a node is cut off, and check the history for linearizability.
@@ -148,12 +152,13 @@ fn main() -> ExitCode {
                 join,
                 peer,
                 client,
+                insecure,
             } => {
                 let joining = match (join, peer, client) {
                     (true, Some(peer), Some(client)) => Some(NodeAddrs { id, peer, client }),
                     _ => None,
                 };
-                serve(config, id, data, joining).await
+                serve(config, id, data, joining, insecure).await
             }
             Command::Demo {
                 seconds,
@@ -200,12 +205,23 @@ async fn serve(
     id: usize,
     data: Option<PathBuf>,
     joining: Option<NodeAddrs>,
+    insecure: bool,
 ) -> Result<ExitCode, String> {
     let config = ClusterFile::load(&config).map_err(|e| e.to_string())?;
     let addrs = match joining {
         Some(addrs) => addrs,
         None => *config.node(id).map_err(|e| e.to_string())?,
     };
+    if !insecure {
+        let exposed = [addrs.peer, addrs.client]
+            .into_iter()
+            .find(|addr| config.tls.is_none() && !addr.ip().is_loopback());
+        if let Some(why) = config.needs_tls().or(exposed.map(|addr| {
+            format!("address {addr} is not loopback and TLS is off; add a [tls] section or pass --insecure")
+        })) {
+            return Err(why);
+        }
+    }
     let data = data.unwrap_or_else(|| PathBuf::from(format!("rainkv-data-{id}")));
     // Before anything else: a second process on the same directory stops here, before it
     // binds a port or reads a file. Held until this process exits.

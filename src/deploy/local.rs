@@ -36,6 +36,9 @@ pub struct LocalOptions {
     pub transport: TransportOverrides,
     /// Where the cluster's trace events go (off by default).
     pub trace: Tracer,
+    /// Mutual TLS from this certificate directory (as `rainkv-ctl certs init` writes it,
+    /// with at least `nodes` node certificates); `None`: plain TCP.
+    pub tls: Option<PathBuf>,
 }
 
 impl Default for LocalOptions {
@@ -45,6 +48,7 @@ impl Default for LocalOptions {
             max_raft_state: DEFAULT_MAX_RAFT_STATE,
             transport: TransportOverrides::default(),
             trace: Tracer::off(),
+            tls: None,
         }
     }
 }
@@ -134,6 +138,7 @@ impl LocalCluster {
             transport: options.transport,
             raft: RaftOverrides::default(),
             sessions: SessionOverrides::default(),
+            tls: options.tls,
         };
         let cluster = NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed);
         let data_dirs: Vec<PathBuf> = (0..options.nodes)

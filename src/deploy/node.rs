@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::net::TcpListener;
 
-use super::cluster_file::{ClusterFile, NodeAddrs};
+use super::cluster_file::{ClusterFile, NodeAddrs, TlsIdentity};
 use super::store::NodeStore;
 use crate::actors::admin::Admin;
 use crate::actors::kv_server::KvNode;
@@ -163,6 +163,8 @@ pub enum NodeError {
     JoinsWithFileId(usize),
     /// The node's thread or event loop could not be started.
     Runtime(String),
+    /// Its TLS identity could not be loaded.
+    Tls(String),
 }
 
 impl fmt::Display for NodeError {
@@ -178,6 +180,7 @@ impl fmt::Display for NodeError {
                 "node {id} is in the cluster file, so it is a first member: a joining node needs a new id"
             ),
             NodeError::Runtime(why) => write!(f, "cannot run the node: {why}"),
+            NodeError::Tls(why) => write!(f, "cannot load the node's TLS identity: {why}"),
         }
     }
 }
@@ -317,7 +320,11 @@ impl TcpNode {
     ) -> Result<TcpNode, NodeError> {
         let id = me.id;
         let trace = trace.for_node(&trace_name(id));
-        let settings = Arc::new(config.tcp_settings());
+        let mut settings = config.tcp_settings();
+        settings.tls = config
+            .tls_config(TlsIdentity::Node(id))
+            .map_err(NodeError::Tls)?;
+        let settings = Arc::new(settings);
         let peer_links = PeerLinks::default();
         let mut peers = Vec::new();
         for node in config

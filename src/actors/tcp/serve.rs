@@ -20,7 +20,7 @@ use actix::WeakRecipient;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio::time::timeout;
+use tokio::time::{timeout_at, Instant};
 
 use super::admission::{Admission, FrameBudget, RateLimitedLog};
 use super::connection::Connection;
@@ -154,30 +154,45 @@ pub(crate) async fn serve(stream: TcpStream, inbound: Rc<Inbound>, ticket: u64) 
     };
     let label = &inbound.label;
     let settings = &inbound.settings;
-    let mut conn = match Connection::new(stream, settings) {
-        Ok(conn) => conn,
+    let peer = match stream.peer_addr() {
+        Ok(peer) => peer,
         Err(e) => {
             log::debug!("{label}: connection closed at once: {e}");
             return;
         }
     };
-    let peer = conn.peer;
-    let handshake = timeout(
-        settings.handshake_timeout,
-        handshake::answer(&mut conn, settings),
-    )
-    .await;
-    let lane = match handshake {
-        Ok(Ok(lane)) => lane,
-        Ok(Err(e)) => {
-            let why = match e {
-                HandshakeError::Closed => "closed before the handshake".to_string(),
-                other => other.to_string(),
-            };
+    // TLS (when on) and our handshake, within one limit. The connection stays open until the
+    // refusal is logged: whoever was refused sees the close after the log line.
+    let deadline = Instant::now() + settings.handshake_timeout;
+    let mut refused_conn = None;
+    let handshake = match timeout_at(deadline, Connection::accepted(stream, settings)).await {
+        Ok(Ok(mut conn)) => {
+            match timeout_at(deadline, handshake::answer(&mut conn, settings)).await {
+                Ok(Ok(lane)) => Ok(Ok((conn, lane))),
+                Ok(Err(e)) => {
+                    refused_conn = Some(conn);
+                    Ok(Err(match e {
+                        HandshakeError::Closed => "closed before the handshake".to_string(),
+                        other => other.to_string(),
+                    }))
+                }
+                Err(elapsed) => {
+                    refused_conn = Some(conn);
+                    Err(elapsed)
+                }
+            }
+        }
+        Ok(Err(why)) => Ok(Err(why)),
+        Err(elapsed) => Err(elapsed),
+    };
+    let (conn, lane) = match handshake {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(why)) => {
             inbound.refused(format_args!(
                 "{label}: refused connection from {peer}: {why}"
             ));
             inbound.report(ConnectionEvent::Refused);
+            drop(refused_conn);
             return;
         }
         Err(_) => {
@@ -186,6 +201,7 @@ pub(crate) async fn serve(stream: TcpStream, inbound: Rc<Inbound>, ticket: u64) 
                 settings.handshake_timeout
             ));
             inbound.report(ConnectionEvent::Refused);
+            drop(refused_conn);
             return;
         }
     };
