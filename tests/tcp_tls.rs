@@ -211,3 +211,16 @@ fn three_serve_processes_with_tls_and_rainkv_ctl() {
     );
     assert!(stderr.contains("--insecure"), "{stderr}");
 }
+
+#[test]
+fn the_demo_runs_over_tls() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rainkv"))
+        .args(["demo", "--seconds", "2", "--clients", "3", "--tls"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run rainkv demo");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("mutual TLS"), "{stdout}");
+    assert!(stdout.contains("verdict: linearizable"), "{stdout}");
+}

@@ -85,6 +85,9 @@ enum Command {
         /// Record the run and write its trace (JSON Lines) here.
         #[arg(long)]
         trace: Option<PathBuf>,
+        /// Run every connection in mutual TLS, with a CA and certificates made for the run.
+        #[arg(long)]
+        tls: bool,
     },
     /// Measure throughput and latency: seq_put, put_64, get_64 and mixed_64.
     Bench {
@@ -165,7 +168,8 @@ fn main() -> ExitCode {
                 clients,
                 timeline,
                 trace,
-            } => demo(seconds, clients, timeline, trace).await,
+                tls,
+            } => demo(seconds, clients, timeline, trace, tls).await,
             Command::Bench {
                 config,
                 ops,
@@ -351,10 +355,21 @@ async fn demo(
     clients: usize,
     timeline: Option<PathBuf>,
     trace_file: Option<PathBuf>,
+    tls: bool,
 ) -> Result<ExitCode, String> {
     if seconds == 0 || clients == 0 {
         return Err("--seconds and --clients must be at least 1".into());
     }
+    let certs = match tls {
+        true => {
+            let dir =
+                std::env::temp_dir().join(format!("rainkv-demo-certs-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            rainkv::deploy::certs::init(&dir, 3)?;
+            Some(dir)
+        }
+        false => None,
+    };
     // Recording costs nothing unless one of the two asks for it.
     let tracer = match timeline.is_some() || trace_file.is_some() {
         true => Tracer::recording(),
@@ -364,9 +379,11 @@ async fn demo(
         duration: Duration::from_secs(seconds),
         clients,
         trace: tracer.clone(),
+        tls: certs.clone(),
         ..DemoOptions::default()
     };
-    println!("RainKV demo: 3 nodes on loopback TCP, {clients} clients, {seconds} s of faults");
+    let over = if tls { "TCP with mutual TLS" } else { "TCP" };
+    println!("RainKV demo: 3 nodes on loopback {over}, {clients} clients, {seconds} s of faults");
     let bar = progress_bar("{elapsed_precise} {bar:20.cyan/blue} {pos:>3}/{len}s {wide_msg}");
     if let Some(bar) = &bar {
         bar.set_length(seconds);
@@ -387,6 +404,9 @@ async fn demo(
     .await;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
+    }
+    if let Some(dir) = &certs {
+        let _ = std::fs::remove_dir_all(dir);
     }
     // A failed run's trace is worth having too: it shows how far the run got.
     if tracer.is_on() {

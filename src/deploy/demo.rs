@@ -50,6 +50,8 @@ pub struct DemoOptions {
     pub check_timeout: Duration,
     /// Where the run's trace events go (off by default).
     pub trace: Tracer,
+    /// Mutual TLS from this certificate directory (`None`: plain TCP).
+    pub tls: Option<std::path::PathBuf>,
 }
 
 impl Default for DemoOptions {
@@ -60,6 +62,7 @@ impl Default for DemoOptions {
             keys: 5,
             check_timeout: Duration::from_secs(60),
             trace: Tracer::off(),
+            tls: None,
         }
     }
 }
@@ -384,6 +387,7 @@ pub async fn run_demo(
 ) -> Result<DemoReport, DemoError> {
     let mut cluster = LocalCluster::start(LocalOptions {
         trace: options.trace.clone(),
+        tls: options.tls.clone(),
         ..LocalOptions::default()
     })
     .await
