@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use rainkv::messages::raft::GetState;
+use rainkv::messages::raft::{GetState, RaftState};
 use rainkv::testkit::kv::{KvHarness, OpLog};
 use rainkv::testkit::{run_test, ClusterOptions, Sim};
 use rainkv::{ChangeMembership, Membership, MembershipChange, MembershipError};
@@ -60,6 +60,12 @@ async fn change(cfg: &KvHarness, change: MembershipChange, made: impl Fn(&Member
         }
         sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Server `i`'s Raft state (it must be up).
+async fn state(cfg: &KvHarness, i: usize) -> RaftState {
+    let raft = cfg.cluster().raft(i).expect("up");
+    raft.send(GetState).await.expect("alive")
 }
 
 fn learner(id: usize) -> MembershipChange {
@@ -284,24 +290,12 @@ fn a_removed_server_cut_off_before_it_knew_campaigns_in_vain() {
         change(&cfg, MembershipChange::Remove(gone), |m| !m.contains(gone)).await;
         // Long enough for it to time out many times while cut off, then back.
         sleep(Duration::from_secs(3)).await;
-        let before = cfg
-            .cluster()
-            .raft(leader)
-            .expect("up")
-            .send(GetState)
-            .await
-            .expect("alive");
+        let before = state(&cfg, leader).await;
         cfg.connect_all();
         let (op_log, done) = (OpLog::new(), Rc::new(Cell::new(false)));
         let load = start_clients(&cfg, &sim, &op_log, &done).await;
         sleep(Duration::from_secs(5)).await;
-        let after = cfg
-            .cluster()
-            .raft(leader)
-            .expect("up")
-            .send(GetState)
-            .await
-            .expect("alive");
+        let after = state(&cfg, leader).await;
         assert!(after.is_leader(), "the leader lost its place");
         assert_eq!(
             after.term, before.term,

@@ -4,6 +4,8 @@
 //! `member promote 3` once it caught up, `member remove` of the dead one. No acknowledged
 //! write is lost, the cluster is back to three voters, and the new node can lead.
 
+#[path = "processes/ctl.rs"]
+mod ctl;
 #[path = "processes/logged.rs"]
 mod logged;
 mod processes;
@@ -11,9 +13,9 @@ mod processes;
 mod writer;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use ctl::{ctl, text};
 use logged::{spawn_logged, spawn_logged_with, write_slow_election_config, LogsOnFailure};
 use processes::{free_ports, wait_bounded, Scratch, Servers};
 use rainkv::deploy::client::ClusterClient;
@@ -26,21 +28,6 @@ const STARTUP_LIMIT: Duration = Duration::from_secs(15);
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
 /// A learner is caught up once it lags the leader by at most this many entries.
 const CAUGHT_UP_LAG: u64 = 100;
-
-fn ctl(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rainkv-ctl"))
-        .arg("--config")
-        .arg(config)
-        .args(["--timeout", "5"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run rainkv-ctl")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// The leader's id, asked through the nodes' status.
 fn leader(config: &ClusterFile) -> Option<usize> {
@@ -58,7 +45,7 @@ fn leader(config: &ClusterFile) -> Option<usize> {
 
 /// `member list` as (id, role, lag) rows.
 fn members(config: &Path) -> Vec<(usize, String, Option<u64>)> {
-    let out = ctl(config, &["member", "list"]);
+    let out = ctl(config, 5, &["member", "list"]);
     assert!(out.status.success(), "member list: {}", text(&out.stderr));
     text(&out.stdout)
         .lines()
@@ -78,7 +65,7 @@ fn member_until_done(config: &Path, args: &[&str], limit: Duration) -> Duration 
     let mut args_all = vec!["member"];
     args_all.extend_from_slice(args);
     loop {
-        let out = ctl(config, &args_all);
+        let out = ctl(config, 5, &args_all);
         if out.status.success() {
             return started.elapsed();
         }
@@ -122,6 +109,7 @@ fn a_dead_node_is_replaced_by_a_learner_promoted_while_writes_go_on() {
     let started = Instant::now();
     let add = ctl(
         &config_path,
+        5,
         &[
             "member",
             "add",
@@ -165,6 +153,8 @@ fn a_dead_node_is_replaced_by_a_learner_promoted_while_writes_go_on() {
     assert!(!acked.is_empty(), "no write acknowledged");
     assert_acknowledged_writes_kept(&config, acked.len());
 
+    // The leader led throughout: losing a follower and changing members costs no election.
+    assert_eq!(leader(&config), Some(first), "leadership moved");
     // Three voters again, the dead one gone; the new node takes the lead and serves.
     let mut voters: Vec<usize> = members(&config_path)
         .into_iter()
@@ -175,14 +165,14 @@ fn a_dead_node_is_replaced_by_a_learner_promoted_while_writes_go_on() {
     let mut expected: Vec<usize> = [0, 1, 2, 3].into_iter().filter(|id| *id != dead).collect();
     expected.sort_unstable();
     assert_eq!(voters, expected);
-    let moved = ctl(&config_path, &["transfer-leader", "--to", "3"]);
+    let moved = ctl(&config_path, 5, &["transfer-leader", "--to", "3"]);
     assert!(
         moved.status.success(),
         "transfer-leader: {}",
         text(&moved.stderr)
     );
-    let put = ctl(&config_path, &["put", "after", "replacement"]);
+    let put = ctl(&config_path, 5, &["put", "after", "replacement"]);
     assert!(put.status.success(), "put: {}", text(&put.stderr));
-    let get = ctl(&config_path, &["get", "w0"]);
+    let get = ctl(&config_path, 5, &["get", "w0"]);
     assert_eq!(text(&get.stdout), "v0\n", "{}", text(&get.stderr));
 }

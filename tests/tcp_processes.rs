@@ -7,6 +7,8 @@
 //! `rainkv-ctl transfer-leader`, and SIGTERM to the leader in a rolling restart, which hands
 //! leadership over before the process exits.
 
+#[path = "processes/ctl.rs"]
+mod ctl;
 #[path = "processes/logged.rs"]
 mod logged;
 mod processes;
@@ -15,9 +17,10 @@ mod writer;
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ctl::{ctl, text};
 use logged::{log_path, spawn_logged, write_slow_election_config, LogsOnFailure};
 use processes::{free_ports, serve_command, wait_bounded, write_config, Scratch, Servers};
 use rainkv::deploy::cluster_file::ClusterFile;
@@ -29,21 +32,6 @@ const STARTUP_LIMIT: Duration = Duration::from_secs(15);
 const EXIT_LIMIT: Duration = Duration::from_secs(10);
 /// How long a restarted node may take to catch up and take the lead.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(10);
-
-fn ctl(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rainkv-ctl"))
-        .arg("--config")
-        .arg(config)
-        .args(["--timeout", "2"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run rainkv-ctl")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 #[test]
 fn three_serve_processes_and_rainkv_ctl() {
@@ -63,7 +51,7 @@ fn three_serve_processes_and_rainkv_ctl() {
     // Up, with a leader.
     let deadline = Instant::now() + STARTUP_LIMIT;
     let status = loop {
-        let out = ctl(&config, &["status"]);
+        let out = ctl(&config, 2, &["status"]);
         let stdout = text(&out.stdout);
         if out.status.success() && stdout.contains("leader") {
             break stdout;
@@ -82,23 +70,23 @@ fn three_serve_processes_and_rainkv_ctl() {
     );
 
     // Operations.
-    let put = ctl(&config, &["put", "greeting", "hello"]);
+    let put = ctl(&config, 2, &["put", "greeting", "hello"]);
     assert!(put.status.success(), "{}", text(&put.stderr));
-    let append = ctl(&config, &["append", "greeting", ", world"]);
+    let append = ctl(&config, 2, &["append", "greeting", ", world"]);
     assert!(append.status.success(), "{}", text(&append.stderr));
-    let get = ctl(&config, &["get", "greeting"]);
+    let get = ctl(&config, 2, &["get", "greeting"]);
     assert!(get.status.success(), "{}", text(&get.stderr));
     assert_eq!(text(&get.stdout), "hello, world\n");
 
     // Bytes: a value with a NUL byte put and read back as hex; printed as text it is refused.
-    let put = ctl(&config, &["--hex", "put", "6b00", "00ff0041"]);
+    let put = ctl(&config, 2, &["--hex", "put", "6b00", "00ff0041"]);
     assert!(put.status.success(), "{}", text(&put.stderr));
-    let get = ctl(&config, &["get", "--hex", "6b00"]);
+    let get = ctl(&config, 2, &["get", "--hex", "6b00"]);
     assert!(get.status.success(), "{}", text(&get.stderr));
     assert_eq!(text(&get.stdout), "00ff0041\n");
-    let put = ctl(&config, &["--hex", "put", "6269", "ff"]);
+    let put = ctl(&config, 2, &["--hex", "put", "6269", "ff"]);
     assert!(put.status.success(), "{}", text(&put.stderr));
-    let refused = ctl(&config, &["get", "bi"]);
+    let refused = ctl(&config, 2, &["get", "bi"]);
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
     assert!(
         text(&refused.stderr).contains("--hex"),
@@ -109,13 +97,13 @@ fn three_serve_processes_and_rainkv_ctl() {
     let file = scratch.0.join("value.bin");
     std::fs::write(&file, b"from\0a file").expect("write the value file");
     let at_file = format!("@{}", file.display());
-    let put = ctl(&config, &["put", "filed", &at_file]);
+    let put = ctl(&config, 2, &["put", "filed", &at_file]);
     assert!(put.status.success(), "{}", text(&put.stderr));
-    let get = ctl(&config, &["--hex", "get", "66696c6564"]);
+    let get = ctl(&config, 2, &["--hex", "get", "66696c6564"]);
     assert_eq!(text(&get.stdout), "66726f6d00612066696c65\n");
-    let put = ctl(&config, &["put", "at", "@@home"]);
+    let put = ctl(&config, 2, &["put", "at", "@@home"]);
     assert!(put.status.success(), "{}", text(&put.stderr));
-    assert_eq!(text(&ctl(&config, &["get", "at"]).stdout), "@home\n");
+    assert_eq!(text(&ctl(&config, 2, &["get", "at"]).stdout), "@home\n");
     // A value from standard input, larger than a command line holds (4 MiB).
     let big: String = (0..4 << 20)
         .map(|i| char::from(b'a' + (i % 26) as u8))
@@ -134,14 +122,14 @@ fn three_serve_processes_and_rainkv_ctl() {
     }
     let put = put.wait_with_output().expect("rainkv-ctl put big -");
     assert!(put.status.success(), "{}", text(&put.stderr));
-    let get = ctl(&config, &["get", "big"]);
+    let get = ctl(&config, 2, &["get", "big"]);
     assert!(get.status.success(), "{}", text(&get.stderr));
     assert!(
         text(&get.stdout) == format!("{big}\n"),
         "the 4 MiB value read back differs"
     );
     // Bad hex and an unreadable file: exit status 2, saying why.
-    let bad = ctl(&config, &["--hex", "put", "6b", "0g"]);
+    let bad = ctl(&config, 2, &["--hex", "put", "6b", "0g"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(
         text(&bad.stderr).contains("not hex"),
@@ -150,7 +138,7 @@ fn three_serve_processes_and_rainkv_ctl() {
     );
     let missing = scratch.0.join("no-such-file");
     let at_missing = format!("@{}", missing.display());
-    let unreadable = ctl(&config, &["put", "k", &at_missing]);
+    let unreadable = ctl(&config, 2, &["put", "k", &at_missing]);
     assert_eq!(unreadable.status.code(), Some(2));
     assert!(
         text(&unreadable.stderr).contains("cannot read the value file"),
@@ -197,7 +185,7 @@ fn three_serve_processes_and_rainkv_ctl() {
 
     // A wrong token: refused, exit status 1, and the reason is shown.
     let wrong = write_config(&scratch.0, "wrong-token", &ports);
-    let out = ctl(&wrong, &["get", "greeting"]);
+    let out = ctl(&wrong, 2, &["get", "greeting"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("wrong cluster token"),
@@ -208,7 +196,7 @@ fn three_serve_processes_and_rainkv_ctl() {
     // A broken config file: exit status 2, naming the file.
     let broken = scratch.0.join("broken.toml");
     std::fs::write(&broken, "[cluster]\nname = \"x\"\n").expect("write");
-    let out = ctl(&broken, &["status"]);
+    let out = ctl(&broken, 2, &["status"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("broken.toml"),
@@ -239,21 +227,21 @@ fn three_serve_processes_and_rainkv_ctl() {
 
     // With every node gone: exit status 1 and the reason per node; a write that timed out
     // says its outcome is unknown, a read does not.
-    let out = ctl(&config, &["status"]);
+    let out = ctl(&config, 2, &["status"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stdout).contains("unreachable"),
         "{}",
         text(&out.stdout)
     );
-    let write = ctl(&config, &["put", "late", "v"]);
+    let write = ctl(&config, 2, &["put", "late", "v"]);
     assert_eq!(write.status.code(), Some(1));
     assert!(
         text(&write.stderr).contains("outcome unknown"),
         "{}",
         text(&write.stderr)
     );
-    let read = ctl(&config, &["get", "late"]);
+    let read = ctl(&config, 2, &["get", "late"]);
     assert_eq!(read.status.code(), Some(1));
     assert!(
         !text(&read.stderr).contains("outcome unknown"),
@@ -292,7 +280,7 @@ fn the_demo_binary_ends_with_its_verdict() {
 
 /// One line per node of `rainkv-ctl status`: (id, role, term) of the nodes that answered.
 fn roles(config: &Path) -> Vec<(usize, String, u64)> {
-    let out = ctl(config, &["status"]);
+    let out = ctl(config, 2, &["status"]);
     text(&out.stdout)
         .lines()
         .skip(1)
@@ -349,7 +337,7 @@ fn transfer_leader_moves_leadership() {
     let mut current = (leader, term);
     for step in 1..=3 {
         let to = (leader + step) % 3;
-        let out = ctl(&config, &["transfer-leader", "--to", &to.to_string()]);
+        let out = ctl(&config, 2, &["transfer-leader", "--to", &to.to_string()]);
         let stdout = text(&out.stdout);
         assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
         println!("  {}", stdout.trim_end());
@@ -366,14 +354,15 @@ fn transfer_leader_moves_leadership() {
         );
         current = (to, current.1 + 1);
     }
-    let put = ctl(&config, &["put", "moved", "yes"]);
+    let put = ctl(&config, 2, &["put", "moved", "yes"]);
     assert!(put.status.success(), "{}", text(&put.stderr));
-    let get = ctl(&config, &["get", "moved"]);
+    let get = ctl(&config, 2, &["get", "moved"]);
     assert_eq!(text(&get.stdout), "yes\n", "{}", text(&get.stderr));
 
     // To the leader itself: nothing to do.
     let out = ctl(
         &config,
+        2,
         &["transfer-leader", "--to", &current.0.to_string()],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -383,7 +372,7 @@ fn transfer_leader_moves_leadership() {
         text(&out.stdout)
     );
     // A node the cluster does not have: a usage error.
-    let out = ctl(&config, &["transfer-leader", "--to", "7"]);
+    let out = ctl(&config, 2, &["transfer-leader", "--to", "7"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("no node 7 in the cluster"),
@@ -394,20 +383,20 @@ fn transfer_leader_moves_leadership() {
     let down = (current.0 + 1) % 3;
     servers.0[down].kill().expect("kill a follower");
     let _ = servers.0[down].wait();
-    let out = ctl(&config, &["transfer-leader", "--to", &down.to_string()]);
+    let out = ctl(&config, 2, &["transfer-leader", "--to", &down.to_string()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains(&format!("node {down} cannot take over: unreachable")),
         "{stderr}"
     );
-    let put = ctl(&config, &["put", "still", "served"]);
+    let put = ctl(&config, 2, &["put", "still", "served"]);
     assert!(put.status.success(), "{}", text(&put.stderr));
     // With the leader gone too, the last node leads nobody: no leader to ask.
     servers.0[current.0].kill().expect("kill the leader");
     let _ = servers.0[current.0].wait();
     let last = 3 - down - current.0;
-    let out = ctl(&config, &["transfer-leader", "--to", &last.to_string()]);
+    let out = ctl(&config, 2, &["transfer-leader", "--to", &last.to_string()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("no node leads"),
@@ -485,7 +474,7 @@ fn sigterm_hands_leadership_over_in_a_rolling_restart() {
     servers.0[old] = spawn_logged(&config, &scratch.0, old);
     let deadline = Instant::now() + CATCH_UP_LIMIT;
     loop {
-        let out = ctl(&config, &["transfer-leader", "--to", &old.to_string()]);
+        let out = ctl(&config, 2, &["transfer-leader", "--to", &old.to_string()]);
         if out.status.success() {
             break;
         }

@@ -5,13 +5,16 @@
 //! three `rainkv serve` processes with TLS on and `rainkv-ctl` against them, and a plain
 //! `serve` on an address that is not loopback refuses to start.
 
+#[path = "processes/ctl.rs"]
+mod ctl;
 mod processes;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ctl::{ctl, text};
 use processes::{free_ports, serve_command, wait_bounded, write_config, Scratch, Servers};
 use rainkv::actors::tcp::{client_end, Link};
 use rainkv::deploy::certs;
@@ -111,21 +114,6 @@ async fn only_holders_of_the_clusters_certificates_get_in() {
     cluster.shutdown().await;
 }
 
-fn ctl(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rainkv-ctl"))
-        .arg("--config")
-        .arg(config)
-        .args(["--timeout", "5"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run rainkv-ctl")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 #[test]
 fn three_serve_processes_with_tls_and_rainkv_ctl() {
     let scratch = Scratch::new("tls-processes");
@@ -153,7 +141,7 @@ fn three_serve_processes_with_tls_and_rainkv_ctl() {
     }
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let put = ctl(&path, &["put", "greeting", "hello"]);
+        let put = ctl(&path, 5, &["put", "greeting", "hello"]);
         if put.status.success() {
             break;
         }
@@ -164,9 +152,9 @@ fn three_serve_processes_with_tls_and_rainkv_ctl() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let get = ctl(&path, &["get", "greeting"]);
+    let get = ctl(&path, 5, &["get", "greeting"]);
     assert_eq!(text(&get.stdout), "hello\n", "{}", text(&get.stderr));
-    let status = ctl(&path, &["status"]);
+    let status = ctl(&path, 5, &["status"]);
     assert!(status.status.success(), "{}", text(&status.stderr));
     assert!(text(&status.stdout).contains("leader"));
 
@@ -175,7 +163,7 @@ fn three_serve_processes_with_tls_and_rainkv_ctl() {
     broken.tls = Some(scratch.0.join("no-such-dir"));
     let broken_path = scratch.0.join("broken.toml");
     std::fs::write(&broken_path, broken.to_toml().expect("TOML")).expect("write");
-    let refused = ctl(&broken_path, &["get", "greeting"]);
+    let refused = ctl(&broken_path, 5, &["get", "greeting"]);
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
     assert!(
         text(&refused.stderr).contains("TLS identity"),

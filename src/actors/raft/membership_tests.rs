@@ -8,6 +8,7 @@ use super::core::{Message, RaftCore, Ready};
 use super::RaftConfig;
 use crate::messages::apply::ApplyMsg;
 use crate::messages::raft::{Membership, MembershipChange, MembershipError, RequestVoteArgs};
+use crate::messages::storage::SavedState;
 
 /// Cores wired to each other; messages to or from a cut core are lost.
 struct Pump {
@@ -315,6 +316,20 @@ fn changes_that_cannot_be_made_are_refused_with_the_reason() {
     ));
 }
 
+/// The membership of peer `id` restarted from `saved` (as a first member of three).
+fn restored_membership(id: usize, saved: SavedState) -> Membership {
+    let back = RaftCore::restore(
+        id,
+        Membership::with_voters(3),
+        &RaftConfig::default(),
+        1,
+        saved,
+        Default::default(),
+    )
+    .expect("restores");
+    back.membership().clone()
+}
+
 #[test]
 fn the_membership_survives_a_restart_and_a_snapshot_and_travels_in_one() {
     let mut pump = Pump::new(3, 5);
@@ -325,16 +340,7 @@ fn the_membership_survives_a_restart_and_a_snapshot_and_travels_in_one() {
     // Restart a follower from its saved state: the log says who is in.
     let follower = (0..3).find(|id| *id != leader).expect("a follower");
     let saved = pump.core(follower).saved_state();
-    let back = RaftCore::restore(
-        follower,
-        Membership::with_voters(3),
-        &RaftConfig::default(),
-        1,
-        saved,
-        Default::default(),
-    )
-    .expect("restores");
-    assert_eq!(back.membership(), &expected);
+    assert_eq!(restored_membership(follower, saved), expected);
     // Compact past the change on every member: the snapshot keeps the membership.
     let applied = pump.commit(b"y");
     for id in 0..4 {
@@ -344,16 +350,7 @@ fn the_membership_survives_a_restart_and_a_snapshot_and_travels_in_one() {
     let saved = pump.core(follower).saved_state();
     assert_eq!(saved.entries.len(), 0);
     assert_eq!(saved.snapshot_membership.as_ref(), Some(&expected));
-    let back = RaftCore::restore(
-        follower,
-        Membership::with_voters(3),
-        &RaftConfig::default(),
-        1,
-        saved,
-        Default::default(),
-    )
-    .expect("restores");
-    assert_eq!(back.membership(), &expected);
+    assert_eq!(restored_membership(follower, saved), expected);
     // A learner added now gets the snapshot, and the members with it.
     pump.change(add_learner(4)).expect("added");
     pump.commit(b"z");

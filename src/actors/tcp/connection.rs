@@ -164,6 +164,18 @@ pub(crate) type ReadSide = Box<dyn AsyncRead + Unpin + Send>;
 /// The writing half.
 pub(crate) type WriteSide = Box<dyn AsyncWrite + Unpin + Send>;
 
+/// The two halves of a TLS stream.
+fn halves<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(stream: S) -> (ReadSide, WriteSide) {
+    let (read, write) = tokio::io::split(stream);
+    (Box::new(read), Box::new(write))
+}
+
+/// The two halves of a plain TCP stream (without the lock `tokio::io::split` takes).
+fn plain_halves(stream: TcpStream) -> (ReadSide, WriteSide) {
+    let (read, write) = stream.into_split();
+    (Box::new(read), Box::new(write))
+}
+
 /// Both halves of one TCP connection.
 pub(crate) struct Connection {
     /// Incoming frames.
@@ -180,15 +192,9 @@ impl Connection {
         settings: &TcpSettings,
     ) -> Result<Connection, String> {
         Self::prepare(&stream)?;
-        let (read, write): (ReadSide, WriteSide) = match &settings.tls {
-            Some(tls) => {
-                let (read, write) = tokio::io::split(tls.connect(stream).await?);
-                (Box::new(read), Box::new(write))
-            }
-            None => {
-                let (read, write) = stream.into_split();
-                (Box::new(read), Box::new(write))
-            }
+        let (read, write) = match &settings.tls {
+            Some(tls) => halves(tls.connect(stream).await?),
+            None => plain_halves(stream),
         };
         Ok(Self::from_halves(read, write, settings))
     }
@@ -199,15 +205,9 @@ impl Connection {
         settings: &TcpSettings,
     ) -> Result<Connection, String> {
         Self::prepare(&stream)?;
-        let (read, write): (ReadSide, WriteSide) = match &settings.tls {
-            Some(tls) => {
-                let (read, write) = tokio::io::split(tls.accept(stream).await?);
-                (Box::new(read), Box::new(write))
-            }
-            None => {
-                let (read, write) = stream.into_split();
-                (Box::new(read), Box::new(write))
-            }
+        let (read, write) = match &settings.tls {
+            Some(tls) => halves(tls.accept(stream).await?),
+            None => plain_halves(stream),
         };
         Ok(Self::from_halves(read, write, settings))
     }
