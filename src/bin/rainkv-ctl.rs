@@ -352,6 +352,7 @@ async fn member(
                 id: *id,
                 peer: *peer,
                 client: *client,
+                metrics: None,
             }
             .contact(),
         },

@@ -61,6 +61,10 @@ enum Command {
         /// With --join: the address this node's client port listens on.
         #[arg(long, requires = "join")]
         client: Option<std::net::SocketAddr>,
+        /// Serve GET /metrics (Prometheus text) and GET /health over HTTP on this address;
+        /// overrides the node's `metrics` address in the cluster file.
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Start 3 nodes on loopback in this process, run clients while the leader is killed and
     /// restarted and a node is cut off, and check the history for linearizability.
@@ -138,12 +142,18 @@ fn main() -> ExitCode {
                 join,
                 peer,
                 client,
+                metrics,
             } => {
                 let joining = match (join, peer, client) {
-                    (true, Some(peer), Some(client)) => Some(NodeAddrs { id, peer, client }),
+                    (true, Some(peer), Some(client)) => Some(NodeAddrs {
+                        id,
+                        peer,
+                        client,
+                        metrics: None,
+                    }),
                     _ => None,
                 };
-                serve(config, id, data, joining).await
+                serve(config, id, data, joining, metrics).await
             }
             Command::Demo { seconds, clients } => demo(seconds, clients).await,
             Command::Bench {
@@ -179,18 +189,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// `rainkv serve`: node `id` of the file, or the new node `joining`.
+/// `rainkv serve`: node `id` of the file, or the new node `joining`; with HTTP on `metrics`
+/// if given, else on the file's metrics address for the node, if any.
 async fn serve(
     config: PathBuf,
     id: usize,
     data: Option<PathBuf>,
     joining: Option<NodeAddrs>,
+    metrics: Option<std::net::SocketAddr>,
 ) -> Result<ExitCode, String> {
     let config = ClusterFile::load(&config).map_err(|e| e.to_string())?;
-    let addrs = match joining {
+    let mut addrs = match joining {
         Some(addrs) => addrs,
         None => *config.node(id).map_err(|e| e.to_string())?,
     };
+    addrs.metrics = metrics.or(addrs.metrics);
     let data = data.unwrap_or_else(|| PathBuf::from(format!("rainkv-data-{id}")));
     // Before anything else: a second process on the same directory stops here, before it
     // binds a port or reads a file. Held until this process exits.
@@ -207,8 +220,14 @@ async fn serve(
     }
     .map_err(|e| e.to_string())?;
     println!(
-        "rainkv node {id} of cluster {:?}: peers on {}, clients on {}",
-        config.name, addrs.peer, addrs.client
+        "rainkv node {id} of cluster {:?}: peers on {}, clients on {}{}",
+        config.name,
+        addrs.peer,
+        addrs.client,
+        addrs
+            .metrics
+            .map(|addr| format!(", metrics on http://{addr}/metrics"))
+            .unwrap_or_default()
     );
     let signal = shutdown_signal();
     tokio::pin!(signal);

@@ -51,6 +51,7 @@ use crate::messages::rsm::{
     ClientId, GetHealth, GetSessions, Halt, Halted, Health, LinearizableRead, Read,
     RegisterSession, Session, Submit, SubmitError, WaitHalt,
 };
+use crate::metrics::Metrics;
 use crate::storage::Persister;
 use crate::trace::Tracer;
 pub use sessions::{SessionClock, SessionPolicy};
@@ -174,6 +175,8 @@ pub struct ReplicaSetup<P> {
     pub sessions: SessionPolicy,
     /// Where the Raft peer's state changes are traced (off: [`Tracer::off`]).
     pub trace: Tracer,
+    /// Where the Raft peer and its storage count (off: [`Metrics::off`]).
+    pub metrics: Metrics,
 }
 
 impl<S: StateMachine> Rsm<S> {
@@ -202,6 +205,7 @@ impl<S: StateMachine> Rsm<S> {
             service: context.address().recipient(),
             seed: setup.seed,
             trace: setup.trace,
+            metrics: setup.metrics,
             initial_members: setup.initial_members,
             connect: setup.connect,
         })?;
