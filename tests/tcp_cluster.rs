@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use rainkv::actors::tcp::{client_end, Link};
-use rainkv::deploy::demo::{run_demo, DemoOptions, Verdict};
+use rainkv::deploy::demo::{run_demo, DemoOptions, DemoProgress, Verdict};
 use rainkv::deploy::local::{LocalCluster, LocalOptions};
 use rainkv::deploy::node::Handoff;
 use rainkv::messages::admin::StatusArgs;
@@ -293,11 +293,16 @@ async fn the_demo_runs_to_a_linearizable_verdict() {
             clients: 4,
             keys: 4,
             check_timeout: Duration::from_secs(20),
+            ..DemoOptions::default()
         };
         let mut lines = Vec::new();
-        let report = run_demo(&options, &mut |line| lines.push(line.to_string()))
-            .await
-            .expect("the demo runs");
+        let report = run_demo(&options, &mut |progress| match progress {
+            DemoProgress::Note(line) => lines.push(line.to_string()),
+            DemoProgress::Tick(tick) if tick.second => lines.push(tick.line()),
+            DemoProgress::Tick(_) => {}
+        })
+        .await
+        .expect("the demo runs");
         assert_eq!(report.verdict, Verdict::Linearizable, "{lines:#?}");
         assert!(report.ops > 100, "only {} operations", report.ops);
         assert_eq!(report.faults.len(), 6, "{:#?}", report.faults);

@@ -26,18 +26,19 @@ const WRITES: u64 = 40;
 
 /// `GET path` on `addr`: the status code and the body.
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect to HTTP");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
+    try_get(addr, path).unwrap_or_else(|e| panic!("GET {path} on {addr}: {e}"))
+}
+
+/// `GET path` on `addr`, or why it got no response (a port not bound yet, say).
+fn try_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send request");
+    )?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("read response");
+    stream.read_to_end(&mut response)?;
     let response = String::from_utf8_lossy(&response).into_owned();
     let (head, body) = response
         .split_once("\r\n\r\n")
@@ -47,7 +48,7 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("no status in {head:?}"));
-    (status, body.to_string())
+    Ok((status, body.to_string()))
 }
 
 /// A `/metrics` page as sample (`name{labels}`) → value; checks every sample's family has
@@ -89,11 +90,12 @@ fn value(samples: &BTreeMap<String, f64>, sample: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {sample} in {samples:#?}"))
 }
 
-/// Waits until `/health` of `addr` answers `status`; the last body.
+/// Waits until `/health` of `addr` answers `status` (the port may not be bound yet); the
+/// last body.
 fn wait_health(addr: SocketAddr, status: u16, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
     loop {
-        let (got, body) = get(addr, "/health");
+        let (got, body) = try_get(addr, "/health").unwrap_or_else(|e| (0, e.to_string()));
         if got == status {
             return body;
         }

@@ -5,54 +5,16 @@
 //! operation. Without Chromium (`.ci/run` installs Debian's) the test says SKIP and passes.
 //! The page and the screenshot stay under the target directory for a person to look at.
 
+mod browser;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
+
+use browser::{chromium, count, headless, target};
 
 use rainkv::testkit::kv::{KvHarness, OpLog};
 use rainkv::testkit::{self, ClusterOptions, Sim, TestOptions};
 use rainkv::trace::timeline;
-
-fn target(file: &str) -> PathBuf {
-    let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| "target".into(), PathBuf::from);
-    dir.join(file)
-}
-
-/// Chromium's command: `RAINKV_CHROMIUM`, else `chromium` or `chromium-browser` on the PATH.
-fn chromium() -> Option<String> {
-    let candidates = match std::env::var("RAINKV_CHROMIUM") {
-        Ok(path) => vec![path],
-        Err(_) => vec!["chromium".to_string(), "chromium-browser".to_string()],
-    };
-    candidates.into_iter().find(|c| {
-        Command::new(c)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
-}
-
-fn headless(browser: &str, page: &Path, mode: &str) -> Vec<u8> {
-    let page = std::fs::canonicalize(page).expect("the page was written");
-    let output = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--window-size=1400,420",
-            mode,
-        ])
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .expect("chromium runs");
-    assert!(output.status.success(), "chromium failed: {output:?}");
-    output.stdout
-}
-
-fn count(dom: &str, needle: &str) -> usize {
-    dom.matches(needle).count()
-}
 
 /// Three servers, one client, a partition of the leader.
 async fn small_scenario(sim: Sim) {

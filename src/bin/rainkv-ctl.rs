@@ -34,7 +34,7 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use rainkv::actors::clerk::Clerk;
 use rainkv::deploy::client::{ChangeFailure, ClusterClient, TransferFailure, Transferred};
-use rainkv::deploy::cluster_file::{ClusterFile, NodeAddrs};
+use rainkv::deploy::cluster_file::{ClusterFile, NodeAddrs, TlsIdentity};
 use rainkv::messages::admin::NodeStatus;
 use rainkv::messages::kv::ClerkError;
 use rainkv::messages::raft::{MembershipChange, Role};
@@ -47,9 +47,9 @@ use rainkv::messages::rsm::Health;
     about = "Talk to a running RainKV cluster"
 )]
 struct Cli {
-    /// The cluster configuration file.
+    /// The cluster configuration file (every command but `certs` needs it).
     #[arg(long)]
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 5.0)]
     timeout: f64,
@@ -103,6 +103,32 @@ enum Command {
     Member {
         #[command(subcommand)]
         command: MemberCommand,
+    },
+    /// Write the certificates mutual TLS needs (point the cluster file's `[tls] dir` at them).
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// A new cluster CA in DIR, a certificate for each of nodes 0..N and one for clients.
+    /// Nothing is overwritten. Keep ca.key off the nodes.
+    Init {
+        /// The directory (created if missing).
+        dir: PathBuf,
+        /// How many node certificates (nodes 0..N).
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+    },
+    /// A certificate for node ID (one that joins later), signed by the CA in DIR.
+    Node {
+        /// The directory holding the CA.
+        dir: PathBuf,
+        /// The node's id.
+        #[arg(long)]
+        id: usize,
     },
 }
 
@@ -163,9 +189,10 @@ impl Request {
             Command::Get { key: k } => Request::Get(key(k)?),
             Command::Put { key: k, value: v } => Request::Put(key(k)?, value(v)?),
             Command::Append { key: k, value: v } => Request::Append(key(k)?, value(v)?),
-            Command::Status | Command::TransferLeader { .. } | Command::Member { .. } => {
-                return Ok(None)
-            }
+            Command::Status
+            | Command::TransferLeader { .. }
+            | Command::Member { .. }
+            | Command::Certs { .. } => return Ok(None),
         }))
     }
 
@@ -273,7 +300,18 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let config = ClusterFile::load(&cli.config).map_err(|e| Failure::Usage(e.to_string()))?;
+    if let Command::Certs { command } = &cli.command {
+        return certs(command);
+    }
+    let path = cli
+        .config
+        .as_ref()
+        .ok_or_else(|| Failure::Usage("--config FILE is needed".into()))?;
+    let config = ClusterFile::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+    // A broken TLS identity is a configuration error, said before anything is tried.
+    config
+        .tls_config(TlsIdentity::Client)
+        .map_err(|e| Failure::Usage(format!("cannot load the client's TLS identity: {e}")))?;
     let limit = Duration::try_from_secs_f64(cli.timeout)
         .ok()
         .filter(|d| !d.is_zero())
@@ -335,6 +373,18 @@ async fn kv(
             Err(Failure::Unavailable(message))
         }
     }
+}
+
+fn certs(command: &CertsCommand) -> Result<(), Failure> {
+    let written = match command {
+        CertsCommand::Init { dir, nodes } => rainkv::deploy::certs::init(dir, *nodes),
+        CertsCommand::Node { dir, id } => rainkv::deploy::certs::node(dir, *id),
+    }
+    .map_err(Failure::Usage)?;
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 async fn member(

@@ -2,17 +2,20 @@
 //! benchmark (`bench`), check a data directory's WAL (`wal check`), or turn a trace into an
 //! HTML timeline (`timeline`). A thin shell over
 //! `rainkv::deploy` and `rainkv::storage`: argument parsing, logging set-up and what the user
-//! reads.
+//! reads: progress bars (`indicatif`) for the demo and the benchmark when stderr is a
+//! terminal, plain lines otherwise.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use rainkv::deploy::bench::{run_bench, BenchOptions, Workload};
+use indicatif::{ProgressBar, ProgressStyle};
+use rainkv::deploy::bench::{run_bench, BenchOptions, BenchProgress, Workload};
 use rainkv::deploy::client::ClusterClient;
 use rainkv::deploy::cluster_file::{ClusterFile, NodeAddrs};
-use rainkv::deploy::demo::{run_demo, DemoOptions, Verdict};
+use rainkv::deploy::demo::{run_demo, DemoOptions, DemoProgress, Verdict};
 use rainkv::deploy::local::{LocalCluster, LocalOptions};
 use rainkv::deploy::node::{NodeSockets, TcpNode};
 use rainkv::deploy::stats::millis;
@@ -20,6 +23,7 @@ use rainkv::deploy::store::open_store;
 use rainkv::messages::apply::HaltCause;
 use rainkv::messages::rsm::Halt;
 use rainkv::storage::{check_wal, DataDirLock};
+use rainkv::trace::{self, Tracer};
 
 /// How long the benchmark waits for the cluster to elect a leader.
 const LEADER_WAIT: Duration = Duration::from_secs(10);
@@ -65,6 +69,10 @@ enum Command {
         /// overrides the node's `metrics` address in the cluster file.
         #[arg(long)]
         metrics: Option<std::net::SocketAddr>,
+        /// Run without TLS even though an address is not loopback (the token and every
+        /// request then cross the network in the clear).
+        #[arg(long)]
+        insecure: bool,
     },
     /// Start 3 nodes on loopback in this process, run clients while the leader is killed and
     /// restarted and a node is cut off, and check the history for linearizability.
@@ -75,6 +83,12 @@ enum Command {
         /// How many clients run at once.
         #[arg(long, default_value_t = 5)]
         clients: usize,
+        /// Record the run and write its timeline (one self-contained HTML page) here.
+        #[arg(long)]
+        timeline: Option<PathBuf>,
+        /// Record the run and write its trace (JSON Lines) here.
+        #[arg(long)]
+        trace: Option<PathBuf>,
     },
     /// Measure throughput and latency: seq_put, put_64, get_64 and mixed_64.
     Bench {
@@ -143,6 +157,7 @@ fn main() -> ExitCode {
                 peer,
                 client,
                 metrics,
+                insecure,
             } => {
                 let joining = match (join, peer, client) {
                     (true, Some(peer), Some(client)) => Some(NodeAddrs {
@@ -153,9 +168,14 @@ fn main() -> ExitCode {
                     }),
                     _ => None,
                 };
-                serve(config, id, data, joining, metrics).await
+                serve(config, id, data, joining, metrics, insecure).await
             }
-            Command::Demo { seconds, clients } => demo(seconds, clients).await,
+            Command::Demo {
+                seconds,
+                clients,
+                timeline,
+                trace,
+            } => demo(seconds, clients, timeline, trace).await,
             Command::Bench {
                 config,
                 ops,
@@ -197,6 +217,7 @@ async fn serve(
     data: Option<PathBuf>,
     joining: Option<NodeAddrs>,
     metrics: Option<std::net::SocketAddr>,
+    insecure: bool,
 ) -> Result<ExitCode, String> {
     let config = ClusterFile::load(&config).map_err(|e| e.to_string())?;
     let mut addrs = match joining {
@@ -204,6 +225,16 @@ async fn serve(
         None => *config.node(id).map_err(|e| e.to_string())?,
     };
     addrs.metrics = metrics.or(addrs.metrics);
+    if !insecure {
+        let exposed = [addrs.peer, addrs.client]
+            .into_iter()
+            .find(|addr| config.tls.is_none() && !addr.ip().is_loopback());
+        if let Some(why) = config.needs_tls().or(exposed.map(|addr| {
+            format!("address {addr} is not loopback and TLS is off; add a [tls] section or pass --insecure")
+        })) {
+            return Err(why);
+        }
+    }
     let data = data.unwrap_or_else(|| PathBuf::from(format!("rainkv-data-{id}")));
     // Before anything else: a second process on the same directory stops here, before it
     // binds a port or reads a file. Held until this process exits.
@@ -256,19 +287,46 @@ async fn serve(
 }
 
 /// `rainkv timeline TRACE -o PAGE`: the trace as one HTML page.
-fn timeline(trace: &std::path::Path, output: &std::path::Path) -> Result<ExitCode, String> {
+fn timeline(trace: &Path, output: &Path) -> Result<ExitCode, String> {
     let jsonl = std::fs::read_to_string(trace)
         .map_err(|e| format!("cannot read {}: {e}", trace.display()))?;
-    let title = trace.display().to_string();
-    let page = rainkv::trace::timeline::render(&jsonl, &title);
+    write_page(&jsonl, &trace.display().to_string(), output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the timeline page of the JSON Lines trace `jsonl` to `output` and says so.
+fn write_page(jsonl: &str, title: &str, output: &Path) -> Result<(), String> {
+    let page = trace::timeline::render(jsonl, title);
     std::fs::write(output, &page).map_err(|e| format!("cannot write {}: {e}", output.display()))?;
     println!(
-        "{}: {} events, {} KiB",
+        "timeline: {}: {} events, {} KiB",
         output.display(),
         jsonl.lines().filter(|l| !l.trim().is_empty()).count(),
         page.len() / 1024
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+/// A progress bar on stderr when it is a terminal; `None` (plain lines) otherwise.
+fn progress_bar(template: &str) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::new(0);
+    // The template is ours and fixed: a bad one is a bug caught the first time it runs.
+    match ProgressStyle::with_template(template) {
+        Ok(style) => bar.set_style(style.progress_chars("=> ")),
+        Err(e) => log::warn!("progress bar template: {e}"),
+    }
+    Some(bar)
+}
+
+/// Prints a line to stdout, above the bar if there is one.
+fn say(bar: Option<&ProgressBar>, line: &str) {
+    match bar {
+        Some(bar) => bar.suspend(|| println!("{line}")),
+        None => println!("{line}"),
+    }
 }
 
 /// `rainkv wal check DIR`: the records, the state a restart starts from, and the verdict;
@@ -307,19 +365,67 @@ async fn shutdown_signal() -> std::io::Result<&'static str> {
     }
 }
 
-async fn demo(seconds: u64, clients: usize) -> Result<ExitCode, String> {
+async fn demo(
+    seconds: u64,
+    clients: usize,
+    timeline: Option<PathBuf>,
+    trace_file: Option<PathBuf>,
+) -> Result<ExitCode, String> {
     if seconds == 0 || clients == 0 {
         return Err("--seconds and --clients must be at least 1".into());
     }
+    // Recording costs nothing unless one of the two asks for it.
+    let tracer = match timeline.is_some() || trace_file.is_some() {
+        true => Tracer::recording(),
+        false => Tracer::off(),
+    };
     let options = DemoOptions {
         duration: Duration::from_secs(seconds),
         clients,
+        trace: tracer.clone(),
         ..DemoOptions::default()
     };
     println!("RainKV demo: 3 nodes on loopback TCP, {clients} clients, {seconds} s of faults");
-    let report = run_demo(&options, &mut |line| println!("{line}"))
-        .await
-        .map_err(|e| e.to_string())?;
+    let bar = progress_bar("{elapsed_precise} {bar:20.cyan/blue} {pos:>3}/{len}s {wide_msg}");
+    if let Some(bar) = &bar {
+        bar.set_length(seconds);
+    }
+    let outcome = run_demo(&options, &mut |progress| match (progress, &bar) {
+        (DemoProgress::Note(line), bar) => say(bar.as_ref(), line),
+        (DemoProgress::Tick(tick), Some(bar)) => {
+            bar.set_position(tick.elapsed.as_secs());
+            let leader = tick.leader.map_or("none".to_string(), |l| l.to_string());
+            bar.set_message(format!(
+                "{} ops {}/s  faults {}  leader {leader}  up {}/{}",
+                tick.ops, tick.ops_last_second, tick.faults, tick.up, tick.nodes
+            ));
+        }
+        (DemoProgress::Tick(tick), None) if tick.second => println!("{}", tick.line()),
+        (DemoProgress::Tick(_), None) => {}
+    })
+    .await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    // A failed run's trace is worth having too: it shows how far the run got.
+    if tracer.is_on() {
+        let events = tracer.events();
+        if let Some(path) = &trace_file {
+            trace::write_jsonl(&events, path)
+                .map_err(|e| format!("cannot write the trace to {}: {e}", path.display()))?;
+            println!("trace: {}: {} events", path.display(), events.len());
+        }
+        if let Some(path) = &timeline {
+            let mut jsonl = String::new();
+            for event in &events {
+                jsonl.push_str(&trace::to_json(event));
+                jsonl.push('\n');
+            }
+            let title = format!("rainkv demo, {seconds} s, {clients} clients");
+            write_page(&jsonl, &title, path)?;
+        }
+    }
+    let report = outcome.map_err(|e| e.to_string())?;
     let l = &report.latencies;
     println!(
         "{} operations in {:.1} s: {:.0} ops/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
@@ -376,10 +482,34 @@ async fn bench(config: Option<PathBuf>, options: BenchOptions) -> Result<ExitCod
         }
         return Err(why);
     }
-    run_bench(&client, &options, &mut |result| {
-        println!("{}", result.line())
+    let bar =
+        progress_bar("{prefix:>9} {elapsed_precise} {bar:20.cyan/blue} {pos}/{len} ops {wide_msg}");
+    run_bench(&client, &options, &mut |progress| match (progress, &bar) {
+        (BenchProgress::Done(result), bar) => say(bar.as_ref(), &result.line()),
+        (
+            BenchProgress::Running {
+                name,
+                done,
+                total,
+                elapsed,
+            },
+            Some(bar),
+        ) => {
+            if bar.prefix() != name {
+                bar.reset();
+                bar.set_prefix(name.to_string());
+            }
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            let rate = done as f64 / elapsed.as_secs_f64().max(1e-3);
+            bar.set_message(format!("{rate:.0} ops/s"));
+        }
+        (BenchProgress::Running { .. }, None) => {}
     })
     .await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
     client.close();
     if let Some(mut cluster) = local {
         cluster.shutdown().await;

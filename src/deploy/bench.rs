@@ -14,15 +14,39 @@ use std::cell::RefCell;
 use std::fmt;
 use std::str::FromStr;
 
+use std::time::Duration;
+
 use futures_util::future::join_all;
 use rand::Rng;
-use tokio::time::Instant;
+use tokio::time::{sleep, Instant};
 
 use super::client::ClusterClient;
 use super::stats::{Latencies, WorkloadResult};
 use crate::actors::clerk::Clerk;
 
 /// Bytes in a benchmark key.
+/// How often a running workload reports how far it got.
+const TICK: Duration = Duration::from_millis(200);
+
+/// What [`run_bench`] reports as it goes.
+#[derive(Debug, Clone, Copy)]
+pub enum BenchProgress<'a> {
+    /// A workload is running: `done` of its `total` operations after `elapsed` (reported
+    /// once when it starts and then about five times a second).
+    Running {
+        /// The workload's name, e.g. `put_64`.
+        name: &'a str,
+        /// Operations completed.
+        done: usize,
+        /// Operations it will run.
+        total: usize,
+        /// Time since it started.
+        elapsed: Duration,
+    },
+    /// A workload finished.
+    Done(&'a WorkloadResult),
+}
+
 pub(crate) const KEY_BYTES: usize = 16;
 /// Bytes in a benchmark value.
 pub(crate) const VALUE_BYTES: usize = 128;
@@ -159,11 +183,12 @@ async fn client_loop(
 async fn run_one(
     client: &ClusterClient,
     workload: Workload,
-    clients: usize,
-    ops: usize,
+    (clients, ops): (usize, usize),
     key_space: usize,
+    progress: &mut dyn FnMut(BenchProgress<'_>),
 ) -> WorkloadResult {
     let clients = clients.max(1);
+    let name = workload.name(clients);
     let clerks: Vec<Clerk> = (0..clients).map(|_| client.clerk()).collect();
     let latencies = RefCell::new(Latencies::new());
     let started = Instant::now();
@@ -172,10 +197,23 @@ async fn run_one(
         let share = ops / clients + usize::from(i < ops % clients);
         client_loop(clerk, workload, share, key_space, &latencies)
     });
-    join_all(loops).await;
+    let mut all = Box::pin(join_all(loops));
+    loop {
+        progress(BenchProgress::Running {
+            name: &name,
+            done: latencies.borrow().len(),
+            total: ops,
+            elapsed: started.elapsed(),
+        });
+        tokio::select! {
+            _ = &mut all => break,
+            _ = sleep(TICK) => {}
+        }
+    }
+    drop(all);
     let latencies = latencies.into_inner();
     WorkloadResult {
-        name: workload.name(clients),
+        name,
         ops: latencies.len(),
         elapsed: started.elapsed(),
         latencies,
@@ -201,11 +239,12 @@ async fn preload(client: &ClusterClient, options: &BenchOptions) {
     join_all(loads).await;
 }
 
-/// Runs the benchmark; `progress` hears each result line as it is measured.
+/// Runs the benchmark; `progress` hears how far each workload got and each result as it is
+/// measured.
 pub async fn run_bench(
     client: &ClusterClient,
     options: &BenchOptions,
-    progress: &mut dyn FnMut(&WorkloadResult),
+    progress: &mut dyn FnMut(BenchProgress<'_>),
 ) -> Vec<WorkloadResult> {
     let mut results = Vec::new();
     let mut loaded = false;
@@ -218,8 +257,15 @@ pub async fn run_bench(
             Workload::SeqPut => (1, options.seq_ops),
             _ => (options.in_flight, options.ops),
         };
-        let result = run_one(client, workload, clients, ops, options.key_space).await;
-        progress(&result);
+        let result = run_one(
+            client,
+            workload,
+            (clients, ops),
+            options.key_space,
+            progress,
+        )
+        .await;
+        progress(BenchProgress::Done(&result));
         results.push(result);
     }
     results

@@ -9,7 +9,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures_util::future::join_all;
 
-use super::cluster_file::{ClusterFile, NodeAddrs};
+use super::cluster_file::{ClusterFile, NodeAddrs, TlsIdentity};
+use super::node::trace_name;
 use crate::actors::clerk::Clerk;
 use crate::actors::client_end::ClientEnd;
 use crate::actors::tcp::TcpSettings;
@@ -23,6 +24,7 @@ use crate::messages::net::RpcError;
 use crate::messages::raft::MembershipChange;
 use crate::messages::rsm::Health;
 use crate::messages::tcp::GetLinkStatus;
+use crate::trace::Tracer;
 
 /// How long one status poll of [`ClusterClient::wait_for_leader`] waits for each node.
 const STATUS_POLL_TIMEOUT: Duration = Duration::from_millis(500);
@@ -163,12 +165,28 @@ impl std::error::Error for ChangeFailure {}
 
 impl ClusterClient {
     /// Links to the client ports of `config`'s nodes (nothing connects until the first call).
+    /// With TLS on, it presents the client certificate; if that cannot be loaded, the error
+    /// is logged and every connection fails its TLS handshake (`rainkv-ctl` checks first).
     pub fn connect(config: &ClusterFile) -> ClusterClient {
-        let settings = Arc::new(config.tcp_settings());
+        ClusterClient::connect_traced(config, &Tracer::off())
+    }
+
+    /// As [`ClusterClient::connect`], tracing every call to `trace` as made by `client`.
+    pub fn connect_traced(config: &ClusterFile, trace: &Tracer) -> ClusterClient {
+        let mut settings = config.tcp_settings();
+        match config.tls_config(TlsIdentity::Client) {
+            Ok(tls) => settings.tls = tls,
+            Err(why) => log::error!("cannot load the client's TLS identity: {why}"),
+        }
+        let settings = Arc::new(settings);
+        let trace = trace.for_node("client");
         let links = config
             .nodes
             .iter()
-            .map(|node| Link::start(node.client, settings.clone()))
+            .map(|node| {
+                let to = trace_name(node.id);
+                Link::start_traced(node.client, settings.clone(), trace.clone(), &to)
+            })
             .collect();
         ClusterClient {
             nodes: config.nodes.clone(),

@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actors::raft::RaftConfig;
 use crate::actors::rsm::SessionPolicy;
-use crate::actors::tcp::{TcpSettings, HELLO_MAX_FRAME};
+use crate::actors::tcp::{TcpSettings, TlsConfig, HELLO_MAX_FRAME};
 use crate::messages::raft::Membership;
 
 /// Snapshot threshold when the file names none: the Raft state is re-encoded on every save,
@@ -70,6 +70,39 @@ pub struct ClusterFile {
     pub raft: RaftOverrides,
     /// Client sessions' lifetime and cap.
     pub sessions: SessionOverrides,
+    /// Mutual TLS: the directory of the cluster's certificates (as `rainkv-ctl certs init`
+    /// writes them), relative paths taken from the cluster file's directory; `None`: plain
+    /// TCP.
+    pub tls: Option<PathBuf>,
+}
+
+/// Who presents a certificate: node `id`, or a client (`rainkv-ctl`, the benchmark).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsIdentity {
+    /// A node, with its own certificate `node-<id>.pem`.
+    Node(usize),
+    /// A client, with `client.pem`.
+    Client,
+}
+
+/// The file names in a certificate directory.
+pub mod cert_files {
+    /// The cluster CA's certificate.
+    pub const CA: &str = "ca.pem";
+    /// The CA's key (needed only to issue certificates; keep it off the nodes).
+    pub const CA_KEY: &str = "ca.key";
+    /// Node `id`'s certificate.
+    pub fn node_cert(id: usize) -> String {
+        format!("node-{id}.pem")
+    }
+    /// Node `id`'s key.
+    pub fn node_key(id: usize) -> String {
+        format!("node-{id}.key")
+    }
+    /// The clients' certificate.
+    pub const CLIENT: &str = "client.pem";
+    /// The clients' key.
+    pub const CLIENT_KEY: &str = "client.key";
 }
 
 /// Where one node listens.
@@ -285,6 +318,8 @@ impl std::error::Error for ClusterFileError {}
 #[cfg(feature = "cli")]
 struct RawClusterFile {
     cluster: RawCluster,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tls: Option<RawTls>,
     #[serde(default)]
     node: Vec<RawNode>,
     #[serde(default, skip_serializing_if = "TransportOverrides::is_empty")]
@@ -302,6 +337,13 @@ struct RawCluster {
     name: String,
     token: String,
     max_raft_state: Option<usize>,
+}
+
+#[cfg(feature = "cli")]
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    dir: PathBuf,
 }
 
 #[cfg(feature = "cli")]
@@ -336,7 +378,49 @@ impl ClusterFile {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text, &path.display().to_string())
+        let mut config = Self::parse(&text, &path.display().to_string())?;
+        if let (Some(dir), Some(base)) = (&mut config.tls, path.parent()) {
+            if dir.is_relative() {
+                *dir = base.join(&*dir);
+            }
+        }
+        Ok(config)
+    }
+
+    /// The TLS identity of `who` from the certificate directory, or `None` if TLS is off;
+    /// an error names the file that is missing or wrong.
+    pub fn tls_config(&self, who: TlsIdentity) -> Result<Option<TlsConfig>, String> {
+        let Some(dir) = &self.tls else {
+            return Ok(None);
+        };
+        let (cert, key) = match who {
+            TlsIdentity::Node(id) => (cert_files::node_cert(id), cert_files::node_key(id)),
+            TlsIdentity::Client => (
+                cert_files::CLIENT.to_string(),
+                cert_files::CLIENT_KEY.to_string(),
+            ),
+        };
+        TlsConfig::from_pem_files(&dir.join(cert_files::CA), &dir.join(cert), &dir.join(key))
+            .map(Some)
+    }
+
+    /// Why this configuration must not run without TLS: an address that is not loopback
+    /// (the token would cross a network in the clear); `None` when TLS is on or every
+    /// address is loopback.
+    pub fn needs_tls(&self) -> Option<String> {
+        if self.tls.is_some() {
+            return None;
+        }
+        let exposed = self
+            .nodes
+            .iter()
+            .flat_map(|node| [node.peer, node.client])
+            .find(|addr| !addr.ip().is_loopback())?;
+        Some(format!(
+            "address {exposed} is not loopback and TLS is off: the token would travel in the \
+             clear. Add a [tls] section (rainkv-ctl certs init writes the certificates), or \
+             pass --insecure"
+        ))
     }
 
     /// Parses and validates `text`; `origin` names it in errors (usually the file name).
@@ -379,6 +463,7 @@ impl ClusterFile {
             transport: raw.transport,
             raft: raw.raft,
             sessions: raw.sessions,
+            tls: raw.tls.map(|tls| tls.dir),
         };
         config.validate().map_err(invalid)?;
         Ok(config)
@@ -552,6 +637,7 @@ impl ClusterFile {
             transport: self.transport.clone(),
             raft: self.raft.clone(),
             sessions: self.sessions.clone(),
+            tls: self.tls.clone().map(|dir| RawTls { dir }),
         };
         toml::to_string(&raw).map_err(|e| e.to_string())
     }

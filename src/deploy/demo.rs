@@ -7,6 +7,10 @@
 //! current leader off from the other nodes (45%) and heal it (65%); kill the leader again
 //! (75%) and restart it (88%). Clients keep going throughout; their operations stall while
 //! there is no leader and resume after the election.
+//!
+//! With a recording tracer ([`DemoOptions::trace`]) the run is traced on the wall clock: the
+//! nodes' messages and Raft states, the faults, every client operation's invoke and return
+//! (its id is its call time in the checked history) and the checker's verdict.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -22,6 +26,7 @@ use super::node::NodeError;
 use super::stats::Latencies;
 use crate::actors::clerk::Clerk;
 use crate::check::{check_operations, CheckResult, KvInput, KvModel, KvOp, KvOutput, Operation};
+use crate::trace::{EventKind, Tracer};
 
 /// How often the demo looks at the clock for faults and progress.
 const TICK: Duration = Duration::from_millis(100);
@@ -43,6 +48,8 @@ pub struct DemoOptions {
     pub keys: usize,
     /// How long the linearizability checker may search.
     pub check_timeout: Duration,
+    /// Where the run's trace events go (off by default).
+    pub trace: Tracer,
 }
 
 impl Default for DemoOptions {
@@ -52,6 +59,7 @@ impl Default for DemoOptions {
             clients: 5,
             keys: 5,
             check_timeout: Duration::from_secs(60),
+            trace: Tracer::off(),
         }
     }
 }
@@ -155,14 +163,71 @@ type History = Rc<RefCell<Vec<Operation<KvInput, KvOutput>>>>;
 #[derive(Clone)]
 struct Shared {
     started: Instant,
+    /// The last reading of [`Shared::now_ns`].
+    clock: Rc<Cell<u64>>,
     stop: Rc<Cell<bool>>,
     history: History,
     latencies: Rc<RefCell<Latencies>>,
+    trace: Tracer,
 }
 
 impl Shared {
+    /// Nanoseconds since the clients started, strictly increasing, so that every call time
+    /// is unique: it names its operation in the trace and in the checker's explanation.
     fn now_ns(&self) -> u64 {
-        self.started.elapsed().as_nanos() as u64
+        let elapsed = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.clock.set(elapsed.max(self.clock.get() + 1));
+        self.clock.get()
+    }
+}
+
+/// What [`run_demo`] reports as it goes.
+#[derive(Debug, Clone, Copy)]
+pub enum DemoProgress<'a> {
+    /// Something worth a line of its own: the cluster started, a fault, the final check.
+    Note(&'a str),
+    /// Where the run stands, about ten times a second while the clients run.
+    Tick(DemoTick),
+}
+
+/// Where a demo run stands.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoTick {
+    /// Time since the clients started.
+    pub elapsed: Duration,
+    /// How long the clients run.
+    pub duration: Duration,
+    /// Operations completed so far.
+    pub ops: usize,
+    /// Operations completed in the last second.
+    pub ops_last_second: usize,
+    /// Faults injected so far.
+    pub faults: usize,
+    /// The leader, as last looked up (once a second).
+    pub leader: Option<usize>,
+    /// Nodes running.
+    pub up: usize,
+    /// Nodes in the cluster.
+    pub nodes: usize,
+    /// Whether this is the once-a-second report (the plain output prints only these).
+    pub second: bool,
+}
+
+impl DemoTick {
+    /// The once-a-second line of the plain output.
+    pub fn line(&self) -> String {
+        let leader = match self.leader {
+            Some(l) => format!("node {l}"),
+            None => "none".to_string(),
+        };
+        format!(
+            "[{:5.1}s] {:>7} ops ({:>5} in the last second)  leader: {leader}  nodes up: {}/{}",
+            self.elapsed.as_secs_f64(),
+            self.ops,
+            self.ops_last_second,
+            self.up,
+            self.nodes
+        )
     }
 }
 
@@ -180,6 +245,13 @@ async fn client(id: usize, clerk: Clerk, keys: usize, shared: Shared) {
             _ => (KvOp::Append, format!("c{id}.{n};")),
         };
         let call = shared.now_ns();
+        shared.trace.emit(|| EventKind::Invoke {
+            op: call,
+            client: id as u64,
+            kind: op_name(op).to_string(),
+            key: key.clone(),
+            value: value.clone(),
+        });
         let started = Instant::now();
         // The checker's model reads a missing key as "", and the demo's values are text.
         let done = match op {
@@ -205,13 +277,33 @@ async fn client(id: usize, clerk: Clerk, keys: usize, shared: Shared) {
             }
         };
         shared.latencies.borrow_mut().record(started.elapsed());
+        let return_time = shared.now_ns();
+        shared.trace.emit(|| EventKind::Return {
+            op: call,
+            client: id as u64,
+            value: output.clone(),
+        });
         shared.history.borrow_mut().push(Operation {
             client_id: id as u64,
             input: KvInput { op, key, value },
             call,
             output: KvOutput { value: output },
-            return_time: shared.now_ns(),
+            return_time,
         });
+    }
+}
+
+/// Tells `progress` a line of note.
+fn note(progress: &mut dyn FnMut(DemoProgress<'_>), line: &str) {
+    progress(DemoProgress::Note(line));
+}
+
+/// The trace's name of an operation kind.
+fn op_name(op: KvOp) -> &'static str {
+    match op {
+        KvOp::Get => "get",
+        KvOp::Put => "put",
+        KvOp::Append => "append",
     }
 }
 
@@ -285,39 +377,50 @@ impl Faults {
     }
 }
 
-/// Runs the demo. `progress` hears a line per second and one per fault.
+/// Runs the demo. `progress` hears a note per fault and a tick ten times a second.
 pub async fn run_demo(
     options: &DemoOptions,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn FnMut(DemoProgress<'_>),
 ) -> Result<DemoReport, DemoError> {
-    let mut cluster = LocalCluster::start(LocalOptions::default())
-        .await
-        .map_err(DemoError::Start)?;
+    let mut cluster = LocalCluster::start(LocalOptions {
+        trace: options.trace.clone(),
+        ..LocalOptions::default()
+    })
+    .await
+    .map_err(DemoError::Start)?;
     let nodes: Vec<String> = cluster
         .config()
         .nodes
         .iter()
         .map(|n| format!("node {} peer {} client {}", n.id, n.peer, n.client))
         .collect();
-    progress(&format!(
-        "started {} nodes on loopback: {}",
-        cluster.len(),
-        nodes.join("; ")
-    ));
+    note(
+        progress,
+        &format!(
+            "started {} nodes on loopback: {}",
+            cluster.len(),
+            nodes.join("; ")
+        ),
+    );
     let Some((leader, state)) = cluster.client().wait_for_leader(FIRST_LEADER_WAIT).await else {
         cluster.shutdown().await;
         return Err(DemoError::NoLeader);
     };
-    progress(&format!(
-        "node {} leads term {}; {} clients start on {} keys for {:?}",
-        leader, state.term, options.clients, options.keys, options.duration
-    ));
+    note(
+        progress,
+        &format!(
+            "node {} leads term {}; {} clients start on {} keys for {:?}",
+            leader, state.term, options.clients, options.keys, options.duration
+        ),
+    );
 
     let shared = Shared {
         started: Instant::now(),
+        clock: Rc::new(Cell::new(0)),
         stop: Rc::new(Cell::new(false)),
         history: Rc::new(RefCell::new(Vec::new())),
         latencies: Rc::new(RefCell::new(Latencies::new())),
+        trace: options.trace.clone(),
     };
     let mut clients: Vec<_> = (0..options.clients)
         .map(|id| {
@@ -334,6 +437,9 @@ pub async fn run_demo(
     let mut next_fault = 0;
     let mut next_report = Duration::from_secs(1);
     let mut ops_at_last_report = 0;
+    let mut ops_last_second = 0;
+    let mut leader = Some(leader);
+    let mut injected = 0;
     while shared.started.elapsed() < options.duration {
         sleep(TICK).await;
         let now = shared.started.elapsed();
@@ -343,35 +449,40 @@ pub async fn run_demo(
             }
             next_fault += 1;
             let what = faults.inject(fault, &mut cluster).await;
+            injected += 1;
             let line = format!("[{:5.1}s] fault: {what}", now.as_secs_f64());
-            progress(&line);
+            note(progress, &line);
             faults.log.push(line);
         }
-        if now >= next_report {
+        let ops = shared.history.borrow().len();
+        let second = now >= next_report;
+        if second {
             next_report += Duration::from_secs(1);
-            let ops = shared.history.borrow().len();
-            let leader = match cluster.leader().await {
-                Some(l) => format!("node {l}"),
-                None => "none".to_string(),
-            };
-            let up = (0..cluster.len())
-                .filter(|&i| cluster.node(i).is_some())
-                .count();
-            progress(&format!(
-                "[{:5.1}s] {ops:>7} ops ({:>5} in the last second)  leader: {leader}  nodes up: {up}/{}",
-                now.as_secs_f64(),
-                ops - ops_at_last_report,
-                cluster.len()
-            ));
+            leader = cluster.leader().await;
+            ops_last_second = ops - ops_at_last_report;
             ops_at_last_report = ops;
         }
+        let up = (0..cluster.len())
+            .filter(|&i| cluster.node(i).is_some())
+            .count();
+        progress(DemoProgress::Tick(DemoTick {
+            elapsed: now,
+            duration: options.duration,
+            ops,
+            ops_last_second,
+            faults: injected,
+            leader,
+            up,
+            nodes: cluster.len(),
+            second,
+        }));
     }
     for what in faults.clear(&mut cluster).await {
         let line = format!(
             "[{:5.1}s] end of faults: {what}",
             shared.started.elapsed().as_secs_f64()
         );
-        progress(&line);
+        note(progress, &line);
         faults.log.push(line);
     }
     shared.stop.set(true);
@@ -389,11 +500,27 @@ pub async fn run_demo(
     }
 
     let history = shared.history.borrow().clone();
-    progress(&format!(
-        "checking {} operations for linearizability...",
-        history.len()
-    ));
-    let verdict = match check_operations::<KvModel>(&history, options.check_timeout) {
+    note(
+        progress,
+        &format!(
+            "checking {} operations for linearizability...",
+            history.len()
+        ),
+    );
+    let result = check_operations::<KvModel>(&history, options.check_timeout);
+    options.trace.emit(|| match &result {
+        CheckResult::Illegal(violation) => EventKind::Verdict {
+            ok: false,
+            text: violation.to_string(),
+            ops: violation.stuck.iter().map(|stuck| stuck.op.call).collect(),
+        },
+        other => EventKind::Verdict {
+            ok: matches!(other, CheckResult::Ok),
+            text: other.to_string(),
+            ops: Vec::new(),
+        },
+    });
+    let verdict = match result {
         CheckResult::Ok => Verdict::Linearizable,
         result @ CheckResult::Illegal(_) => Verdict::NotLinearizable(result.to_string()),
         result @ CheckResult::Unknown { .. } => Verdict::Undecided(result.to_string()),

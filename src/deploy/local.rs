@@ -3,6 +3,9 @@
 //! (an actix `Arbiter`), as if it were a process of its own; killing one closes its ports and
 //! connections and stops its thread, as a crash would, and restarting it binds the same ports
 //! again and reopens its store.
+//!
+//! With a recording tracer ([`LocalOptions::trace`]) the nodes and the client trace their
+//! messages and Raft states, and the cluster traces the crashes, restarts and cuts it makes.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -16,10 +19,11 @@ use super::cluster_file::{
     ClusterFile, NodeAddrs, RaftOverrides, SessionOverrides, TransportOverrides,
     DEFAULT_MAX_RAFT_STATE,
 };
-use super::node::{NodeError, NodeSockets, TcpNode};
+use super::node::{trace_name, NodeError, NodeSockets, TcpNode};
 use super::store::{open_store, NodeStore};
 use crate::messages::raft::GetState;
 use crate::messages::raft::Role;
+use crate::trace::{EventKind, Tracer};
 
 /// How to build a local cluster.
 #[derive(Debug, Clone)]
@@ -30,6 +34,11 @@ pub struct LocalOptions {
     pub max_raft_state: usize,
     /// Transport tuning.
     pub transport: TransportOverrides,
+    /// Where the cluster's trace events go (off by default).
+    pub trace: Tracer,
+    /// Mutual TLS from this certificate directory (as `rainkv-ctl certs init` writes it,
+    /// with at least `nodes` node certificates); `None`: plain TCP.
+    pub tls: Option<PathBuf>,
 }
 
 impl Default for LocalOptions {
@@ -38,6 +47,8 @@ impl Default for LocalOptions {
             nodes: 3,
             max_raft_state: DEFAULT_MAX_RAFT_STATE,
             transport: TransportOverrides::default(),
+            trace: Tracer::off(),
+            tls: None,
         }
     }
 }
@@ -54,6 +65,7 @@ pub struct LocalCluster {
     nodes: Vec<Option<RunningNode>>,
     data_dirs: Vec<PathBuf>,
     client: ClusterClient,
+    trace: Tracer,
 }
 
 fn bind(port: &'static str, addr: SocketAddr) -> Result<TcpListener, NodeError> {
@@ -74,13 +86,15 @@ async fn launch(
     id: usize,
     (peer, client): (TcpListener, TcpListener),
     store: NodeStore,
+    trace: &Tracer,
 ) -> Result<RunningNode, NodeError> {
+    let trace = trace.clone();
     let arbiter = Arbiter::try_new().map_err(|e| NodeError::Runtime(e.to_string()))?;
     let (started, result) = oneshot::channel();
     let config = config.clone();
     let sent = arbiter.spawn(async move {
         let node = NodeSockets::from_std(peer, client)
-            .and_then(|sockets| TcpNode::start(&config, id, sockets, store));
+            .and_then(|sockets| TcpNode::start_traced(&config, id, sockets, store, &trace));
         // If nobody waits any more, the node is dropped with its thread.
         let _ = started.send(node);
     });
@@ -125,6 +139,7 @@ impl LocalCluster {
             transport: options.transport,
             raft: RaftOverrides::default(),
             sessions: SessionOverrides::default(),
+            tls: options.tls,
         };
         let cluster = NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed);
         let data_dirs: Vec<PathBuf> = (0..options.nodes)
@@ -137,7 +152,8 @@ impl LocalCluster {
             })
             .collect();
         let mut cluster = LocalCluster {
-            client: ClusterClient::connect(&config),
+            client: ClusterClient::connect_traced(&config, &options.trace),
+            trace: options.trace.clone(),
             config,
             nodes: Vec::with_capacity(options.nodes),
             data_dirs,
@@ -145,7 +161,7 @@ impl LocalCluster {
         for (id, sockets) in sockets.into_iter().enumerate() {
             let store = open_store(&cluster.data_dirs[id])
                 .map_err(|e| NodeError::Storage(e.to_string()))?;
-            let node = launch(&cluster.config, id, sockets, store).await?;
+            let node = launch(&cluster.config, id, sockets, store, &cluster.trace).await?;
             cluster.nodes.push(Some(node));
         }
         Ok(cluster)
@@ -178,6 +194,17 @@ impl LocalCluster {
 
     /// Kills node `i`: its ports and connections close and its thread stops.
     pub async fn kill(&mut self, i: usize) {
+        if self.node(i).is_some() {
+            self.trace.emit(|| EventKind::Crash {
+                node: trace_name(i),
+            });
+        }
+        self.stop(i).await;
+    }
+
+    /// Stops node `i` (its ports, its connections, its thread); [`LocalCluster::kill`]
+    /// without the trace event: the end of the run is no crash.
+    async fn stop(&mut self, i: usize) {
         if let Some(running) = self.nodes.get_mut(i).and_then(Option::take) {
             running.node.shutdown().await;
             running.arbiter.stop();
@@ -198,14 +225,25 @@ impl LocalCluster {
         // The killed instance's thread has ended: nothing else writes to the directory.
         let store =
             open_store(&self.data_dirs[i]).map_err(|e| NodeError::Storage(e.to_string()))?;
-        let node = launch(&self.config, i, sockets, store).await?;
+        let node = launch(&self.config, i, sockets, store, &self.trace).await?;
         self.nodes[i] = Some(node);
+        self.trace.emit(|| EventKind::Restart {
+            node: trace_name(i),
+        });
         Ok(())
     }
 
     /// Cuts node `i` off from the other nodes (`true`) or heals it (`false`): calls between
     /// it and them fail in both directions. Clients still reach it, as in 6.5840's partitions.
     pub fn isolate(&self, i: usize, cut: bool) {
+        for j in (0..self.len()).filter(|&j| j != i) {
+            self.trace.emit(|| EventKind::Link {
+                a: trace_name(i),
+                b: trace_name(j),
+                up: !cut,
+                one_way: false,
+            });
+        }
         for j in 0..self.len() {
             let Some(node) = self.node(j) else { continue };
             if j == i {
@@ -234,7 +272,7 @@ impl LocalCluster {
     pub async fn shutdown(&mut self) {
         self.client.close();
         for i in 0..self.nodes.len() {
-            self.kill(i).await;
+            self.stop(i).await;
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Running RainKV for real: nodes on TCP, configured from a file, and the programs built on
 //! them (the `rainkv` and `rainkv-ctl` binaries are thin shells over this module).
 //!
-//! - [`cluster_file`]: the cluster file (TOML): the nodes, their addresses, name and token.
+//! - [`cluster_file`]: the cluster file (TOML): the nodes, their addresses, name and token,
+//!   and where the TLS certificates are.
+//! - `certs` (with the `cli` feature): a cluster CA and the certificates mutual TLS needs.
 //! - [`store`]: the one place that picks the persister deployed nodes use.
 //! - [`node`]: one node ([`node::TcpNode`]): Raft peer, KV server and admin service behind a
 //!   peer port and a client port, and a metrics port if it has an address for one.
@@ -14,6 +16,8 @@
 //! - [`demo`]: the fault demo (`rainkv demo`), checked with [`crate::check`].
 
 pub mod bench;
+#[cfg(feature = "cli")]
+pub mod certs;
 pub mod client;
 pub mod cluster_file;
 pub mod demo;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::net::TcpListener;
 
-use super::cluster_file::{ClusterFile, NodeAddrs};
+use super::cluster_file::{ClusterFile, NodeAddrs, TlsIdentity};
 use super::store::NodeStore;
 use crate::actors::admin::Admin;
 use crate::actors::client_end::ClientEnd;
@@ -67,6 +67,11 @@ pub(crate) fn client_methods() -> MethodTable {
         .with::<ChangeMemberArgs>()
 }
 
+/// Node `id`'s name in a trace (its lane in the timeline): `node<id>`.
+pub fn trace_name(id: usize) -> String {
+    format!("node{id}")
+}
+
 /// How often [`TcpNode::hand_off_leadership`] looks whether the new leader has taken over.
 const HANDOFF_POLL: Duration = Duration::from_millis(2);
 
@@ -108,15 +113,24 @@ impl fmt::Display for Handoff {
 struct PeerLinks(Arc<Mutex<BTreeMap<usize, Addr<Link>>>>);
 
 impl PeerLinks {
-    /// The link to node `id` at `addr`, opened now unless it is open already.
-    fn open(&self, id: usize, addr: SocketAddr, settings: &Arc<TcpSettings>) -> Addr<Link> {
+    /// The link to node `id` at `addr`, opened now (tracing its calls to `trace`) unless it
+    /// is open already.
+    fn open(
+        &self,
+        id: usize,
+        addr: SocketAddr,
+        settings: &Arc<TcpSettings>,
+        trace: &Tracer,
+    ) -> Addr<Link> {
         let mut links = self
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         links
             .entry(id)
-            .or_insert_with(|| Link::start(addr, settings.clone()))
+            .or_insert_with(|| {
+                Link::start_traced(addr, settings.clone(), trace.clone(), &trace_name(id))
+            })
             .clone()
     }
 
@@ -158,6 +172,8 @@ pub enum NodeError {
     JoinsWithFileId(usize),
     /// The node's thread or event loop could not be started.
     Runtime(String),
+    /// Its TLS identity could not be loaded.
+    Tls(String),
 }
 
 impl fmt::Display for NodeError {
@@ -173,6 +189,7 @@ impl fmt::Display for NodeError {
                 "node {id} is in the cluster file, so it is a first member: a joining node needs a new id"
             ),
             NodeError::Runtime(why) => write!(f, "cannot run the node: {why}"),
+            NodeError::Tls(why) => write!(f, "cannot load the node's TLS identity: {why}"),
         }
     }
 }
@@ -303,8 +320,20 @@ impl TcpNode {
         sockets: NodeSockets,
         store: NodeStore,
     ) -> Result<TcpNode, NodeError> {
+        TcpNode::start_traced(config, id, sockets, store, &Tracer::off())
+    }
+
+    /// As [`TcpNode::start`], tracing to `trace`: its Raft peer's state changes, the calls its
+    /// peer links make and the requests its ports serve, under the name [`trace_name`]`(id)`.
+    pub fn start_traced(
+        config: &ClusterFile,
+        id: usize,
+        sockets: NodeSockets,
+        store: NodeStore,
+        trace: &Tracer,
+    ) -> Result<TcpNode, NodeError> {
         let me = *config.nodes.get(id).ok_or(NodeError::NoSuchNode(id))?;
-        Self::run(config, me, config.initial_members(), sockets, store)
+        Self::run(config, me, config.initial_members(), sockets, store, trace)
     }
 
     /// Starts node `me`, which is not in `config`'s file, to join the running cluster: it
@@ -320,7 +349,14 @@ impl TcpNode {
         if config.nodes.iter().any(|node| node.id == me.id) {
             return Err(NodeError::JoinsWithFileId(me.id));
         }
-        Self::run(config, me, Membership::default(), sockets, store)
+        Self::run(
+            config,
+            me,
+            Membership::default(),
+            sockets,
+            store,
+            &Tracer::off(),
+        )
     }
 
     fn run(
@@ -329,6 +365,7 @@ impl TcpNode {
         initial_members: Membership,
         sockets: NodeSockets,
         store: NodeStore,
+        trace: &Tracer,
     ) -> Result<TcpNode, NodeError> {
         let id = me.id;
         // A node counts only if it has a port to show the counts on.
@@ -337,7 +374,12 @@ impl TcpNode {
         } else {
             Metrics::off()
         };
-        let settings = Arc::new(config.tcp_settings());
+        let trace = trace.for_node(&trace_name(id));
+        let mut settings = config.tcp_settings();
+        settings.tls = config
+            .tls_config(TlsIdentity::Node(id))
+            .map_err(NodeError::Tls)?;
+        let settings = Arc::new(settings);
         let peer_links = PeerLinks::default();
         let mut peers = Vec::new();
         for node in config
@@ -345,17 +387,18 @@ impl TcpNode {
             .iter()
             .filter(|_| !initial_members.voters.is_empty())
         {
-            let link = peer_links.open(node.id, node.peer, &settings);
+            let link = peer_links.open(node.id, node.peer, &settings, &trace);
             let name = format!("node-{id}-to-{}", node.id);
             peers.push(peer_end(&name, node.id, &link, &metrics));
         }
         let connect: Connector = {
-            let (peer_links, settings) = (peer_links.clone(), settings.clone());
+            let (peer_links, settings, trace) =
+                (peer_links.clone(), settings.clone(), trace.clone());
             let metrics = metrics.clone();
             Box::new(
                 move |to, contact| match NodeAddrs::from_contact(to, contact) {
                     Ok(addrs) => {
-                        let link = peer_links.open(to, addrs.peer, &settings);
+                        let link = peer_links.open(to, addrs.peer, &settings, &trace);
                         let name = format!("node-{id}-to-{to}");
                         Some(peer_end(&name, to, &link, &metrics))
                     }
@@ -380,7 +423,7 @@ impl TcpNode {
             proportional_snapshots: true,
             seed: rand::random(),
             sessions: config.sessions.policy(),
-            trace: Tracer::off(),
+            trace: trace.clone(),
             metrics: metrics.clone(),
         })?;
         let admin = Admin::new(id, kv.rsm.clone().recipient(), kv.raft.clone()).start();
@@ -396,8 +439,15 @@ impl TcpNode {
                 addrs.client
             };
             let label = format!("node {id} {port} port");
-            Listener::start(socket, services, methods, settings.clone(), &label)
-                .map_err(|source| NodeError::Bind { port, addr, source })
+            Listener::start_traced(
+                socket,
+                services,
+                methods,
+                settings.clone(),
+                &label,
+                trace.clone(),
+            )
+            .map_err(|source| NodeError::Bind { port, addr, source })
         };
         let peer_listener = listen(sockets.peer, peer_services, peer_methods(), "peer")?;
         let client_listener = listen(sockets.client, client_services, client_methods(), "client")?;

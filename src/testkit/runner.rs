@@ -124,6 +124,9 @@ impl Default for TestOptions {
 thread_local! {
     /// Set by the panic hook when anything on this thread (an actor, the scenario) panics.
     static PANICKED: Cell<bool> = const { Cell::new(false) };
+    /// Set while a failed seed is replayed to record its trace: its panic is the one already
+    /// printed, so the hook notes it without printing it again.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
 }
 
 fn install_panic_hook() {
@@ -132,7 +135,9 @@ fn install_panic_hook() {
         let default = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
             PANICKED.with(|p| p.set(true));
-            default(info);
+            if !QUIET.with(|q| q.get()) {
+                default(info);
+            }
         }));
     });
 }
@@ -277,7 +282,9 @@ where
         ..options.clone()
     };
     log::info!("running seed {seed} of {name} again to record its trace");
+    QUIET.with(|q| q.set(true));
     let _ = panic::catch_unwind(AssertUnwindSafe(|| run_seed(seed, &options, scenario)));
+    QUIET.with(|q| q.set(false));
     (path, html)
 }
 

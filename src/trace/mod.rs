@@ -17,6 +17,7 @@ pub mod timeline;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
@@ -95,6 +96,25 @@ pub enum EventKind {
         /// The last index of its log.
         last: u64,
     },
+    /// A replica applied a command its service marks as worth noting (a new configuration of
+    /// the shard controller, shards a group installed or deleted).
+    Apply {
+        /// The server.
+        node: String,
+        /// The log index of the command.
+        index: u64,
+        /// What it did, in a few words.
+        what: String,
+    },
+    /// A replica took a snapshot of its state, or installed one from its leader.
+    Snapshot {
+        /// The server.
+        node: String,
+        /// The last log index the snapshot covers.
+        index: u64,
+        /// Installed from the leader (`true`) or taken by the replica itself.
+        install: bool,
+    },
     /// A server crashed (the test stopped it).
     Crash {
         /// The server.
@@ -161,6 +181,8 @@ pub struct Event {
 struct Sink {
     started: Instant,
     events: Mutex<Vec<Event>>,
+    /// The next id [`Tracer::next_id`] hands out.
+    next_id: AtomicU64,
 }
 
 /// A handle that records trace events, or does nothing when off. Clones share the buffer.
@@ -192,6 +214,7 @@ impl Tracer {
             sink: Some(Arc::new(Sink {
                 started: Instant::now(),
                 events: Mutex::new(Vec::new()),
+                next_id: AtomicU64::new(1),
             })),
             node: Arc::from(""),
         }
@@ -226,6 +249,14 @@ impl Tracer {
                 events.push(Event { at, kind });
             }
         }
+    }
+
+    /// An id no other caller of this recording gets (from 1), for a transport whose calls
+    /// must be told apart across all its connections; `None` when off.
+    pub fn next_id(&self) -> Option<u64> {
+        self.sink
+            .as_ref()
+            .map(|sink| sink.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
     /// A copy of the events recorded so far (none when off).
@@ -337,6 +368,21 @@ pub fn to_json(event: &Event) -> String {
                 ",\"commit\":{commit},\"applied\":{applied},\"last\":{last}"
             );
         }
+        EventKind::Apply { node, index, what } => {
+            field_str(&mut out, "ev", "apply");
+            field_str(&mut out, "node", node);
+            let _ = write!(out, ",\"index\":{index}");
+            field_str(&mut out, "what", what);
+        }
+        EventKind::Snapshot {
+            node,
+            index,
+            install,
+        } => {
+            field_str(&mut out, "ev", "snapshot");
+            field_str(&mut out, "node", node);
+            let _ = write!(out, ",\"index\":{index},\"install\":{install}");
+        }
         EventKind::Crash { node } => {
             field_str(&mut out, "ev", "crash");
             field_str(&mut out, "node", node);
@@ -403,6 +449,34 @@ mod tests {
         let tracer = Tracer::off();
         tracer.emit(|| unreachable!("an off tracer must not build events"));
         assert!(tracer.events().is_empty());
+    }
+
+    #[test]
+    fn apply_and_snapshot_events_as_json() {
+        let apply = Event {
+            at: 5,
+            kind: EventKind::Apply {
+                node: "ctrler1".into(),
+                index: 12,
+                what: "config 2: shards 1 1 1 1 1 2 2 2 2 2".into(),
+            },
+        };
+        assert_eq!(
+            to_json(&apply),
+            r#"{"t":5,"ev":"apply","node":"ctrler1","index":12,"what":"config 2: shards 1 1 1 1 1 2 2 2 2 2"}"#
+        );
+        let snapshot = Event {
+            at: 9,
+            kind: EventKind::Snapshot {
+                node: "node0".into(),
+                index: 40,
+                install: true,
+            },
+        };
+        assert_eq!(
+            to_json(&snapshot),
+            r#"{"t":9,"ev":"snapshot","node":"node0","index":40,"install":true}"#
+        );
     }
 
     #[test]

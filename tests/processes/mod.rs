@@ -107,6 +107,7 @@ fn cluster_file(token: &str, ports: &[u16]) -> ClusterFile {
         transport: TransportOverrides::default(),
         raft: RaftOverrides::default(),
         sessions: SessionOverrides::default(),
+        tls: None,
     }
 }
 

@@ -70,6 +70,18 @@ impl StateMachine for ConfigHistory {
     fn apply(&mut self, op: CtrlerOp) -> Self::Output {
         self.execute(&op)
     }
+
+    /// Marks each new configuration: its number and each shard's group.
+    fn trace_note(&self, op: &CtrlerOp, output: &Self::Output) -> Option<String> {
+        match (op, output) {
+            (CtrlerOp::Query { .. }, _) | (_, Err(_)) => None,
+            _ => {
+                let latest = self.latest();
+                let gids: Vec<String> = latest.shards.iter().map(|g| g.to_string()).collect();
+                Some(format!("config {}: shards {}", latest.num, gids.join(" ")))
+            }
+        }
+    }
 }
 
 impl Default for ConfigHistory {

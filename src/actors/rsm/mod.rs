@@ -23,6 +23,10 @@
 //! whoever waits for it to halt ([`WaitHalt`]: `rainkv serve`, which exits when the cause is
 //! its storage).
 //!
+//! With a recording tracer it emits a `snapshot` event when it takes or installs a snapshot,
+//! and an `apply` event for each applied command its service finds worth noting
+//! ([`StateMachine::trace_note`]: a new shard configuration, shards installed or deleted).
+//!
 //! Handles: [`Submit`], [`RegisterSession`], [`LinearizableRead`], [`Read`], [`GetSessions`],
 //! [`GetHealth`], [`WaitHalt`], [`ApplyMsg`] (from the peer's applier), [`RoleChanged`] (from
 //! the peer), [`Stop`]. Sends: [`SubscribeRoles`],
@@ -53,7 +57,7 @@ use crate::messages::rsm::{
 };
 use crate::metrics::Metrics;
 use crate::storage::Persister;
-use crate::trace::Tracer;
+use crate::trace::{EventKind, Tracer};
 pub use sessions::{SessionClock, SessionPolicy};
 use sessions::{SessionTable, Verdict};
 
@@ -71,6 +75,14 @@ pub trait StateMachine: Default + Serialize + DeserializeOwned + Unpin + 'static
     /// Applies one committed command. Must be deterministic: every replica applies the same
     /// commands in the same order and must reach the same state.
     fn apply(&mut self, command: Self::Command) -> Self::Output;
+
+    /// A few words for the trace when applying `command` gave `output` (`self` is the state
+    /// after it), if it is worth a mark on the replica's lane: a new configuration, shards
+    /// moving. Called only while tracing; most commands (a client's Put) are not worth one.
+    fn trace_note(&self, command: &Self::Command, output: &Self::Output) -> Option<String> {
+        let _ = (command, output);
+        None
+    }
 }
 
 /// One entry of the log as the RSM writes it.
@@ -145,6 +157,8 @@ pub struct Rsm<S: StateMachine> {
     snapshot_in_flight: bool,
     /// The last term in which this replica, as leader, proposed a no-op.
     noop_term: Option<u64>,
+    /// Where its snapshots and notable applied commands are traced, named after its server.
+    trace: Tracer,
 }
 
 /// Everything needed to start one replica of a service on Raft: the KV server, a controller
@@ -173,7 +187,9 @@ pub struct ReplicaSetup<P> {
     pub seed: u64,
     /// How long client sessions live, how many there may be, and which clock stamps them.
     pub sessions: SessionPolicy,
-    /// Where the Raft peer's state changes are traced (off: [`Tracer::off`]).
+    /// Where the Raft peer's state changes, the replica's snapshots and its notable applied
+    /// commands are traced, named after the server ([`Tracer::for_node`]; off:
+    /// [`Tracer::off`]).
     pub trace: Tracer,
     /// Where the Raft peer and its storage count (off: [`Metrics::off`]).
     pub metrics: Metrics,
@@ -204,7 +220,7 @@ impl<S: StateMachine> Rsm<S> {
             persister: Box::new(setup.persister.clone()),
             service: context.address().recipient(),
             seed: setup.seed,
-            trace: setup.trace,
+            trace: setup.trace.clone(),
             metrics: setup.metrics,
             initial_members: setup.initial_members,
             connect: setup.connect,
@@ -228,6 +244,7 @@ impl<S: StateMachine> Rsm<S> {
             reads: BTreeMap::new(),
             snapshot_in_flight: false,
             noop_term: None,
+            trace: setup.trace,
         };
         Ok((context.run(rsm), raft))
     }
@@ -274,11 +291,11 @@ impl<S: StateMachine> Rsm<S> {
             EntryOp::Command { session, command } => (session, command),
         };
         let Some((client, seq)) = session else {
-            return Ok(Some(Applied::Output(self.state.apply(command))));
+            return Ok(Some(Applied::Output(self.apply_traced(index, command))));
         };
         match self.sessions.verdict(client, seq) {
             Verdict::Execute => {
-                let output = self.state.apply(command);
+                let output = self.apply_traced(index, command);
                 self.sessions.executed(client, seq, output.clone());
                 Ok(Some(Applied::Output(output)))
             }
@@ -288,6 +305,32 @@ impl<S: StateMachine> Rsm<S> {
         }
     }
 
+    /// Applies `command`, the entry at `index`, and traces it if its service notes it.
+    fn apply_traced(&mut self, index: u64, command: S::Command) -> S::Output {
+        if !self.trace.is_on() {
+            return self.state.apply(command);
+        }
+        let copy = command.clone();
+        let output = self.state.apply(command);
+        if let Some(what) = self.state.trace_note(&copy, &output) {
+            self.trace.emit(|| EventKind::Apply {
+                node: self.trace.node().to_string(),
+                index,
+                what,
+            });
+        }
+        output
+    }
+
+    /// Traces a snapshot at `index` taken (`install` false) or installed.
+    fn trace_snapshot(&self, index: u64, install: bool) {
+        self.trace.emit(|| EventKind::Snapshot {
+            node: self.trace.node().to_string(),
+            index,
+            install,
+        });
+    }
+
     fn install_snapshot(&mut self, index: u64, data: &[u8]) {
         match rmp_serde::from_slice::<SnapshotData<S, SessionTable<S::Output>>>(data) {
             Ok(snapshot) => {
@@ -295,6 +338,7 @@ impl<S: StateMachine> Rsm<S> {
                 self.sessions = snapshot.sessions.reindexed();
                 self.last_applied = index;
                 self.last_snapshot = index;
+                self.trace_snapshot(index, true);
                 self.fail_pending(|index_of_waiter, _| index_of_waiter <= index);
             }
             // Raft already replaced its log with this snapshot: without it the state cannot
@@ -366,6 +410,7 @@ impl<S: StateMachine> Rsm<S> {
         match rmp_serde::to_vec(&snapshot) {
             Ok(data) => {
                 self.last_snapshot = self.last_applied;
+                self.trace_snapshot(self.last_applied, false);
                 // One at a time: until Raft has taken this one, its state still looks too big,
                 // and encoding a snapshot per applied entry would be wasted work.
                 self.snapshot_in_flight = true;

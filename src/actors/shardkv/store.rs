@@ -177,6 +177,28 @@ impl StateMachine for ShardStore {
             }
         }
     }
+
+    /// Marks the group's moves between configurations: a new config, shards installed or
+    /// deleted.
+    fn trace_note(&self, command: &ShardCommand, output: &ShardOutput) -> Option<String> {
+        let list = |shards: &mut dyn Iterator<Item = &usize>| {
+            shards.map(usize::to_string).collect::<Vec<_>>().join(",")
+        };
+        match (command, output) {
+            (ShardCommand::Configure { config, .. }, ShardOutput::Done) => {
+                Some(format!("config {}", config.num))
+            }
+            (ShardCommand::Install { num, shards }, ShardOutput::Done) => Some(format!(
+                "installed shards {} (config {num})",
+                list(&mut shards.keys())
+            )),
+            (ShardCommand::Delete { num, shards }, ShardOutput::Done) => Some(format!(
+                "deleted shards {} (config {num})",
+                list(&mut shards.iter())
+            )),
+            _ => None,
+        }
+    }
 }
 
 impl ShardStore {

@@ -1,14 +1,12 @@
 //! Moving frames over a socket: a [`FrameReader`] that assembles frames from whatever the
 //! socket delivers, a [`FrameWriter`] that batches them out, and [`Connection`], the two halves
-//! of one TCP stream. The layout of a frame is `frame.rs`'s business; this file only moves
+//! of one TCP stream, inside TLS when the settings ask for it (`tls.rs`). The layout of a frame is `frame.rs`'s business; this file only moves
 //! bytes, and guards against peers that announce huge frames or stop mid-frame.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::sync::OwnedSemaphorePermit;
@@ -161,28 +159,70 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 }
 
-/// Both halves of one TCP connection, and who is at the other end.
+/// The reading half of a connection, plain or inside TLS.
+pub(crate) type ReadSide = Box<dyn AsyncRead + Unpin + Send>;
+/// The writing half.
+pub(crate) type WriteSide = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// Both halves of one TCP connection.
 pub(crate) struct Connection {
     /// Incoming frames.
-    pub reader: FrameReader<OwnedReadHalf>,
+    pub reader: FrameReader<ReadSide>,
     /// Outgoing frames.
-    pub writer: FrameWriter<OwnedWriteHalf>,
-    /// The remote address.
-    pub peer: SocketAddr,
+    pub writer: FrameWriter<WriteSide>,
 }
 
 impl Connection {
-    /// Wraps a connected stream, with Nagle's algorithm off (calls are small and
-    /// latency-bound; the writer batches on its own).
-    pub(crate) fn new(stream: TcpStream, settings: &TcpSettings) -> std::io::Result<Connection> {
-        stream.set_nodelay(true)?;
-        let peer = stream.peer_addr()?;
-        let (read, write) = stream.into_split();
-        Ok(Connection {
+    /// The connection this side dialled on `stream`: inside TLS (this side's handshake done)
+    /// when `settings` has it, else plain.
+    pub(crate) async fn dialled(
+        stream: TcpStream,
+        settings: &TcpSettings,
+    ) -> Result<Connection, String> {
+        Self::prepare(&stream)?;
+        let (read, write): (ReadSide, WriteSide) = match &settings.tls {
+            Some(tls) => {
+                let (read, write) = tokio::io::split(tls.connect(stream).await?);
+                (Box::new(read), Box::new(write))
+            }
+            None => {
+                let (read, write) = stream.into_split();
+                (Box::new(read), Box::new(write))
+            }
+        };
+        Ok(Self::from_halves(read, write, settings))
+    }
+
+    /// The connection this side accepted on `stream`, inside TLS when `settings` has it.
+    pub(crate) async fn accepted(
+        stream: TcpStream,
+        settings: &TcpSettings,
+    ) -> Result<Connection, String> {
+        Self::prepare(&stream)?;
+        let (read, write): (ReadSide, WriteSide) = match &settings.tls {
+            Some(tls) => {
+                let (read, write) = tokio::io::split(tls.accept(stream).await?);
+                (Box::new(read), Box::new(write))
+            }
+            None => {
+                let (read, write) = stream.into_split();
+                (Box::new(read), Box::new(write))
+            }
+        };
+        Ok(Self::from_halves(read, write, settings))
+    }
+
+    /// Turns Nagle's algorithm off: calls are small and latency-bound, and the writer
+    /// batches on its own.
+    fn prepare(stream: &TcpStream) -> Result<(), String> {
+        stream.set_nodelay(true).map_err(|e| e.to_string())
+    }
+
+    fn from_halves(read: ReadSide, write: WriteSide, settings: &TcpSettings) -> Connection {
+        Connection {
             reader: FrameReader::new(read, settings.max_frame, settings.frame_timeout),
             writer: FrameWriter::new(write, settings.max_frame),
-            peer,
-        })
+        }
     }
 
     /// Sends one frame right away.

@@ -57,7 +57,14 @@ pub(crate) async fn greet(
         lane,
     };
     conn.send(&Frame::Hello(hello)).await?;
-    match conn.reader.read_frame().await? {
+    let answer = conn.reader.read_frame().await.map_err(|e| match e {
+        FrameError::TooLarge { len, .. } if looks_like_tls(len) => HandshakeError::RefusedByPeer(
+            "the server speaks TLS and this side does not: add the cluster file's [tls] section"
+                .into(),
+        ),
+        other => HandshakeError::Frame(other),
+    })?;
+    match answer {
         Some(Frame::Welcome) => Ok(()),
         Some(Frame::Refused { reason }) => Err(HandshakeError::RefusedByPeer(reason)),
         Some(other) => Err(HandshakeError::Frame(FrameError::Malformed(format!(
@@ -66,6 +73,14 @@ pub(crate) async fn greet(
         )))),
         None => Err(HandshakeError::Closed),
     }
+}
+
+/// Whether a frame length read off the wire is really the start of a TLS record (an alert or
+/// a handshake record: type 0x15 or 0x16, then major version 3), as a TLS server answers a
+/// plain hello.
+fn looks_like_tls(len: u64) -> bool {
+    let [_, _, _, _, kind, major, ..] = len.to_be_bytes();
+    matches!(kind, 0x15 | 0x16) && major == 3
 }
 
 /// The serving side: checks the dialler's hello and answers it. On success returns the lane

@@ -135,20 +135,22 @@ async fn connect(
         .await
         .map_err(|_| format!("no connection within {:?}", settings.connect_timeout))?
         .map_err(|e| e.to_string())?;
-    let mut conn = Connection::new(stream, settings).map_err(|e| e.to_string())?;
-    timeout(
-        settings.handshake_timeout,
-        handshake::greet(&mut conn, settings, lane),
-    )
-    .await
-    .map_err(|_| {
-        format!(
-            "no handshake answer within {:?}",
-            settings.handshake_timeout
-        )
-    })?
-    .map_err(|e| format!("handshake failed: {e}"))?;
-    Ok(conn)
+    // TLS (when on) and our handshake, within one limit.
+    let handshake = async {
+        let mut conn = Connection::dialled(stream, settings).await?;
+        handshake::greet(&mut conn, settings, lane)
+            .await
+            .map_err(|e| format!("handshake failed: {e}"))?;
+        Ok::<_, String>(conn)
+    };
+    timeout(settings.handshake_timeout, handshake)
+        .await
+        .map_err(|_| {
+            format!(
+                "no handshake answer within {:?}",
+                settings.handshake_timeout
+            )
+        })?
 }
 
 /// Reports every reply that arrives; returns why the connection can go on no more.

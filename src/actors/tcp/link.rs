@@ -14,6 +14,11 @@
 //! feeds through an outbox; the task reports back with [`LaneEvent`]s to a weak recipient, so
 //! it never names the link.
 //!
+//! With a recording [`Tracer`] ([`Link::start_traced`]) it emits a `send` event per call,
+//! then its `reply` or its `drop` (unreachable, timeout, connection lost, failed); the call's
+//! id, also its frame's, then comes from the tracer, so that ids are unique across every link
+//! of the recording and the serving side's `deliver` and `respond` pair with them.
+//!
 //! Handles: [`Call`] (from client ends); [`SetBlocked`], [`GetLinkStatus`] and [`Stop`] (the
 //! control protocol, `messages/tcp.rs`); [`LaneEvent`]s from its lane tasks. Sends: request
 //! frames to its lane tasks, which write them to the target; each call's outcome through the
@@ -35,6 +40,7 @@ use super::settings::TcpSettings;
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::{Call, RpcError};
 use crate::messages::tcp::{GetLinkStatus, LaneEvent, LinkStatus, SetBlocked};
+use crate::trace::{EventKind, NetStep, Tracer};
 
 /// How often calls in flight are checked against their deadlines.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
@@ -42,6 +48,8 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(50);
 type CallResult = Result<Vec<u8>, RpcError>;
 
 struct PendingCall {
+    /// The method, for the trace.
+    method: &'static str,
     lane: Lane,
     generation: u64,
     sent: Instant,
@@ -61,11 +69,27 @@ pub struct Link {
     blocked: bool,
     sweeping: bool,
     last_error: Option<String>,
+    /// Where calls are traced (off unless started with [`Link::start_traced`]); its node name
+    /// is the calling side's.
+    trace: Tracer,
+    /// The called side's name in the trace.
+    trace_to: String,
 }
 
 impl Link {
     /// Starts a link to `target` on the current arbiter. It connects on the first call.
     pub fn start(target: SocketAddr, settings: Arc<TcpSettings>) -> Addr<Link> {
+        Link::start_traced(target, settings, Tracer::off(), "")
+    }
+
+    /// Starts a link to `target` whose calls are traced to `trace` (named after the calling
+    /// side, [`Tracer::for_node`]) as going to `to`.
+    pub fn start_traced(
+        target: SocketAddr,
+        settings: Arc<TcpSettings>,
+        trace: Tracer,
+        to: &str,
+    ) -> Addr<Link> {
         Link {
             target,
             settings,
@@ -77,8 +101,33 @@ impl Link {
             blocked: false,
             sweeping: false,
             last_error: None,
+            trace,
+            trace_to: to.to_string(),
         }
         .start()
+    }
+
+    /// Traces step `step` of call `id`.
+    fn trace_step(&self, step: NetStep, id: u64, method: &str) {
+        self.trace.emit(|| EventKind::Net {
+            step,
+            id,
+            kind: method.to_string(),
+            from: self.trace.node().to_string(),
+            to: self.trace_to.clone(),
+            dup: false,
+        });
+    }
+
+    /// Traces the loss of call `id`, and why.
+    fn trace_drop(&self, id: u64, method: &str, why: &'static str) {
+        self.trace.emit(|| EventKind::Drop {
+            id,
+            kind: method.to_string(),
+            from: self.trace.node().to_string(),
+            to: self.trace_to.clone(),
+            why,
+        });
     }
 
     fn lane_state(&self, lane: Lane) -> &LaneState {
@@ -157,7 +206,7 @@ impl Link {
         }
     }
 
-    fn fail_where(&mut self, doomed: impl Fn(&PendingCall) -> bool) {
+    fn fail_where(&mut self, why: &'static str, doomed: impl Fn(&PendingCall) -> bool) {
         let ids: Vec<u64> = self
             .pending
             .iter()
@@ -166,6 +215,7 @@ impl Link {
             .collect();
         for id in ids {
             if let Some(call) = self.pending.remove(&id) {
+                self.trace_drop(id, call.method, why);
                 // The caller may have stopped waiting; nothing to do then.
                 let _ = call.reply_to.send(Err(RpcError::Unreachable));
             }
@@ -176,7 +226,9 @@ impl Link {
     fn reset_lane(&mut self, lane: Lane, down: LaneState) {
         let old = std::mem::replace(self.lane(lane), down);
         if let Some(generation) = old.generation() {
-            self.fail_where(|call| call.lane == lane && call.generation == generation);
+            self.fail_where("connection-lost", |call| {
+                call.lane == lane && call.generation == generation
+            });
         }
     }
 
@@ -207,6 +259,7 @@ impl Link {
             let Some(call) = self.pending.remove(&id) else {
                 continue;
             };
+            self.trace_drop(id, call.method, "timeout");
             let _ = call.reply_to.send(Err(RpcError::Unreachable));
             if let LaneState::Up {
                 generation,
@@ -297,7 +350,7 @@ impl Actor for Link {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        self.fail_where(|_| true);
+        self.fail_where("connection-lost", |_| true);
     }
 }
 
@@ -306,6 +359,10 @@ impl Handler<Call> for Link {
 
     fn handle(&mut self, call: Call, ctx: &mut Self::Context) {
         if self.blocked {
+            if let Some(id) = self.trace.next_id() {
+                self.trace_step(NetStep::Send, id, call.method);
+                self.trace_drop(id, call.method, "unreachable");
+            }
             let _ = call.reply_to.send(Err(RpcError::Unreachable));
             return;
         }
@@ -322,19 +379,27 @@ impl Handler<Call> for Link {
             return;
         }
         let lane = Lane::for_request(call.args.len(), self.settings.bulk_threshold);
-        let id = self.next_id;
-        self.next_id += 1;
+        // Traced, ids come from the recording, unique across all its links.
+        let id = self.trace.next_id().unwrap_or_else(|| {
+            let id = self.next_id;
+            self.next_id += 1;
+            id
+        });
+        let method = call.method;
+        self.trace_step(NetStep::Send, id, method);
         let frame = Frame::Request {
             id,
             method: call.method.to_string(),
             args: call.args,
         };
         let Some(generation) = self.submit(lane, id, frame, ctx) else {
+            self.trace_drop(id, method, "unreachable");
             let _ = call.reply_to.send(Err(RpcError::Unreachable));
             return;
         };
         let sent = Instant::now();
         let pending = PendingCall {
+            method,
             lane,
             generation,
             sent,
@@ -375,6 +440,10 @@ impl Handler<LaneEvent> for Link {
                 // Ids are never reused, so even a reply on a dropped connection is the
                 // answer its call waits for.
                 if let Some(call) = self.pending.remove(&id) {
+                    match &result {
+                        Ok(_) => self.trace_step(NetStep::Reply, id, call.method),
+                        Err(_) => self.trace_drop(id, call.method, "failed"),
+                    }
                     let _ = call.reply_to.send(result);
                 }
             }
@@ -401,7 +470,7 @@ impl Handler<SetBlocked> for Link {
         if msg.0 {
             self.reset_lane(Lane::Control, LaneState::new());
             self.reset_lane(Lane::Bulk, LaneState::new());
-            self.fail_where(|_| true);
+            self.fail_where("unreachable", |_| true);
         }
     }
 }

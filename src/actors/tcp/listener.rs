@@ -4,6 +4,9 @@
 //! and every connection it accepted, which is what a caller sees when a node dies. Who gets
 //! in, and how much memory large frames may hold, is `admission.rs`'s business.
 //!
+//! With a recording [`Tracer`] ([`Listener::start_traced`]) its connections emit a `deliver`
+//! event when a request arrives and a `respond` event when its reply is queued.
+//!
 //! Handles: [`Stop`] (answered once the port is closed) and [`GetListenerStats`] (the control
 //! protocol, `messages/tcp.rs`); [`ConnectionEvent`]s, which its connection tasks report to a
 //! weak recipient for the counters. Sends: `Dispatch` to its services (from those tasks).
@@ -25,6 +28,7 @@ use super::task::TaskGuard;
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::Server;
 use crate::messages::tcp::{ConnectionEvent, GetListenerStats, ListenerStats};
+use crate::trace::Tracer;
 
 /// Pause after a failed `accept` (out of file descriptors, say), so the loop does not spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
@@ -40,6 +44,7 @@ pub struct Listener {
     label: String,
     accept: Option<TaskGuard>,
     stats: ListenerStats,
+    trace: Tracer,
 }
 
 impl Listener {
@@ -52,6 +57,19 @@ impl Listener {
         settings: Arc<TcpSettings>,
         label: &str,
     ) -> std::io::Result<Addr<Listener>> {
+        Listener::start_traced(socket, services, methods, settings, label, Tracer::off())
+    }
+
+    /// As [`Listener::start`], tracing each request's delivery and response to `trace`
+    /// (named after the serving node, [`Tracer::for_node`]).
+    pub fn start_traced(
+        socket: TcpListener,
+        services: Server,
+        methods: MethodTable,
+        settings: Arc<TcpSettings>,
+        label: &str,
+        trace: Tracer,
+    ) -> std::io::Result<Addr<Listener>> {
         let local_addr = socket.local_addr()?;
         let listener = Listener {
             socket: Some(socket),
@@ -60,6 +78,7 @@ impl Listener {
             label: format!("{label} {local_addr}"),
             accept: None,
             stats: ListenerStats::default(),
+            trace,
         };
         Ok(listener.start())
     }
@@ -123,6 +142,7 @@ impl Actor for Listener {
             settings: self.settings.clone(),
             label: self.label.clone(),
             events: ctx.address().downgrade().recipient(),
+            trace: self.trace.clone(),
         });
         log::info!("{}: listening", self.label);
         // Dropping the accept task drops its JoinSet, which aborts every connection task.

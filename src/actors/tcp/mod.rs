@@ -15,7 +15,8 @@
 //!
 //! Where to read: `frame.rs` (the wire format: length-prefixed rmp-serde frames with a
 //! maximum size, and why the framing is ours), `connection.rs` (moving frames over a socket),
-//! `handshake.rs` (cluster name, shared token, lane), `link.rs` (calls, request ids,
+//! `tls.rs` (mutual TLS under everything, when configured), `handshake.rs` (cluster name,
+//! shared token, lane), `link.rs` (calls, request ids,
 //! reconnect with back-off, two lanes so snapshots never delay heartbeats) and `lane.rs` (the
 //! task that dials, writes and reads one lane's connection), `listener.rs` (the accept loop
 //! and counters), `admission.rs` (limits on connections in and past their handshake, a flood
@@ -34,6 +35,7 @@ mod methods;
 mod serve;
 mod settings;
 mod task;
+mod tls;
 
 pub use frame::{Frame, FrameError, Hello, Lane, Outcome, PROTOCOL_VERSION};
 pub(crate) use handshake::HELLO_MAX_FRAME;
@@ -41,6 +43,7 @@ pub use link::Link;
 pub use listener::Listener;
 pub use methods::MethodTable;
 pub use settings::TcpSettings;
+pub use tls::{TlsConfig, SERVER_NAME};
 
 use actix::Addr;
 

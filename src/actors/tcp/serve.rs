@@ -7,6 +7,8 @@
 //! oversized frame, sends bytes that are not a frame or stalls in the middle of one is logged
 //! and closed, and only that connection.
 //!
+//! Traces each request's `deliver` and `respond` when its listener records a trace.
+//!
 //! Sends: [`Dispatch`] to the services; [`ConnectionEvent`]s (opened, accepted, refused,
 //! dropped, closed) to the recipient in [`Inbound`], the listener's counters.
 
@@ -18,7 +20,7 @@ use actix::WeakRecipient;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio::time::timeout;
+use tokio::time::{timeout_at, Instant};
 
 use super::admission::{Admission, FrameBudget, RateLimitedLog};
 use super::connection::Connection;
@@ -29,6 +31,7 @@ use super::settings::TcpSettings;
 use super::task::TaskGuard;
 use crate::messages::net::{service_of, Dispatch, RpcError, Server};
 use crate::messages::tcp::ConnectionEvent;
+use crate::trace::{EventKind, NetStep, Tracer};
 
 /// Replies that may wait for the writer of one connection.
 const REPLY_QUEUE: usize = 1024;
@@ -51,9 +54,24 @@ pub(crate) struct Inbound {
     pub label: String,
     /// The listener's counters. Weak: the listener owns the tasks that hold this.
     pub events: WeakRecipient<ConnectionEvent>,
+    /// Where requests' delivery and response are traced, named after the serving node.
+    pub trace: Tracer,
 }
 
 impl Inbound {
+    /// Traces step `step` of request `id`. The caller's name is not on the wire: `from` is
+    /// left empty, and the caller's own `send` event (same `id`) names it.
+    fn trace_step(&self, step: NetStep, id: u64, method: &str) {
+        self.trace.emit(|| EventKind::Net {
+            step,
+            id,
+            kind: method.to_string(),
+            from: String::new(),
+            to: self.trace.node().to_string(),
+            dup: false,
+        });
+    }
+
     /// Tells the listener's counters.
     pub(crate) fn report(&self, event: ConnectionEvent) {
         if let Some(events) = self.events.upgrade() {
@@ -136,30 +154,45 @@ pub(crate) async fn serve(stream: TcpStream, inbound: Rc<Inbound>, ticket: u64) 
     };
     let label = &inbound.label;
     let settings = &inbound.settings;
-    let mut conn = match Connection::new(stream, settings) {
-        Ok(conn) => conn,
+    let peer = match stream.peer_addr() {
+        Ok(peer) => peer,
         Err(e) => {
             log::debug!("{label}: connection closed at once: {e}");
             return;
         }
     };
-    let peer = conn.peer;
-    let handshake = timeout(
-        settings.handshake_timeout,
-        handshake::answer(&mut conn, settings),
-    )
-    .await;
-    let lane = match handshake {
-        Ok(Ok(lane)) => lane,
-        Ok(Err(e)) => {
-            let why = match e {
-                HandshakeError::Closed => "closed before the handshake".to_string(),
-                other => other.to_string(),
-            };
+    // TLS (when on) and our handshake, within one limit. The connection stays open until the
+    // refusal is logged: whoever was refused sees the close after the log line.
+    let deadline = Instant::now() + settings.handshake_timeout;
+    let mut refused_conn = None;
+    let handshake = match timeout_at(deadline, Connection::accepted(stream, settings)).await {
+        Ok(Ok(mut conn)) => {
+            match timeout_at(deadline, handshake::answer(&mut conn, settings)).await {
+                Ok(Ok(lane)) => Ok(Ok((conn, lane))),
+                Ok(Err(e)) => {
+                    refused_conn = Some(conn);
+                    Ok(Err(match e {
+                        HandshakeError::Closed => "closed before the handshake".to_string(),
+                        other => other.to_string(),
+                    }))
+                }
+                Err(elapsed) => {
+                    refused_conn = Some(conn);
+                    Err(elapsed)
+                }
+            }
+        }
+        Ok(Err(why)) => Ok(Err(why)),
+        Err(elapsed) => Err(elapsed),
+    };
+    let (conn, lane) = match handshake {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(why)) => {
             inbound.refused(format_args!(
                 "{label}: refused connection from {peer}: {why}"
             ));
             inbound.report(ConnectionEvent::Refused);
+            drop(refused_conn);
             return;
         }
         Err(_) => {
@@ -168,6 +201,7 @@ pub(crate) async fn serve(stream: TcpStream, inbound: Rc<Inbound>, ticket: u64) 
                 settings.handshake_timeout
             ));
             inbound.report(ConnectionEvent::Refused);
+            drop(refused_conn);
             return;
         }
     };
@@ -200,8 +234,10 @@ pub(crate) async fn serve(stream: TcpStream, inbound: Rc<Inbound>, ticket: u64) 
                 match frame {
                     Ok(Some(Frame::Request { id, method, args })) => {
                         let (inbound, replies) = (inbound.clone(), replies.clone());
+                        inbound.trace_step(NetStep::Deliver, id, &method);
                         in_flight.spawn_local(async move {
                             let outcome = inbound.call(&method, args).await;
+                            inbound.trace_step(NetStep::Respond, id, &method);
                             // The connection may be gone by now; then so is the caller.
                             let _ = replies.send(Frame::Reply { id, outcome }).await;
                         });

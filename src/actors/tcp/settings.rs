@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use super::tls::TlsConfig;
+
 /// Settings of one node's (or one client's) TCP transport.
 ///
 /// Both ends of a connection must agree on `cluster` and `token`; the rest is local policy.
@@ -10,9 +12,11 @@ use std::time::Duration;
 pub struct TcpSettings {
     /// Name of the cluster; a peer of another cluster is refused at the handshake.
     pub cluster: String,
-    /// Shared secret every connection presents at the handshake. It travels in the clear:
-    /// it keeps out strangers and misconfigured nodes, it is not encryption.
+    /// Shared secret every connection presents at the handshake. Without `tls` it travels in
+    /// the clear: it keeps out strangers and misconfigured nodes, it is not encryption.
     pub token: String,
+    /// Mutual TLS on every connection (`None`: plain TCP, for loopback development).
+    pub tls: Option<TlsConfig>,
     /// Largest frame (length prefix excluded) either side accepts or sends.
     pub max_frame: usize,
     /// A call on the control lane that has no reply after this long fails `Unreachable`.
@@ -55,6 +59,7 @@ impl TcpSettings {
         TcpSettings {
             cluster: cluster.to_string(),
             token: token.to_string(),
+            tls: None,
             max_frame: 64 << 20,
             call_timeout: Duration::from_secs(2),
             bulk_call_timeout: Duration::from_secs(30),
