@@ -7,6 +7,7 @@
 
 use std::process::ExitCode;
 
+use rainkv::metrics::Metrics;
 use rainkv::trace::Tracer;
 use rainkv::{
     Clerk, ClientEnd, KvNode, MemPersister, Membership, NetworkHandle, RaftConfig, ReplicaSetup,
@@ -59,6 +60,8 @@ pub async fn run() -> Result<String, String> {
             sessions: SessionPolicy::default(),
             // No trace events (see the README's "Trace" section for recording them).
             trace: Tracer::off(),
+            // Nothing counted (a node on TCP counts when it has a metrics port).
+            metrics: Metrics::off(),
         })
         .map_err(|e| format!("server {i} did not start: {e}"))?;
         net.add_server(&me, node.server());

@@ -28,6 +28,8 @@
 //!   cluster in one process, the demo and the benchmark (what the `rainkv` and `rainkv-ctl`
 //!   binaries run).
 //! - [`check`]: the linearizability checker, used by the testkit and by the demo.
+//! - [`metrics`]: what a node counts for its `/metrics` page (atomic counters, fixed-bucket
+//!   histograms, off unless the node has a metrics port) and the Prometheus text format.
 //! - [`trace`]: structured events of a run (messages, Raft state, faults, client operations),
 //!   off unless asked for, written as JSON Lines.
 //! - `testkit` (feature `testkit`, off by default): the deterministic harness. A scenario runs
@@ -39,7 +41,8 @@
 //!
 //! Which module may use which: `deploy` → `actors` → `storage` → `messages`, and `actors` →
 //! `messages`; `testkit` → `actors`, `storage`, `messages`, `check`; `actors`, `deploy` and
-//! `testkit` may use `trace`; `check`, `trace` and `messages` use nothing of ours (`tests/architecture.rs` checks it).
+//! `testkit` may use `trace` and `metrics`; `check`, `trace`, `metrics` and `messages` use
+//! nothing of ours (`tests/architecture.rs` checks it).
 //!
 //! The types most programs need are re-exported here: [`KvNode`], [`Clerk`], [`RaftPeer`],
 //! [`RaftConfig`], [`Rsm`], [`StateMachine`], [`ReplicaSetup`], ...
@@ -53,6 +56,7 @@ pub mod actors;
 pub mod check;
 pub mod deploy;
 pub mod messages;
+pub mod metrics;
 pub mod storage;
 #[cfg(feature = "testkit")]
 pub mod testkit;

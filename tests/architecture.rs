@@ -13,15 +13,16 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("check", &[]),
     ("messages", &[]),
     ("trace", &[]),
+    ("metrics", &[]),
     ("storage", &["messages"]),
-    ("actors", &["messages", "storage", "trace"]),
+    ("actors", &["messages", "storage", "trace", "metrics"]),
     (
         "deploy",
-        &["actors", "messages", "storage", "check", "trace"],
+        &["actors", "messages", "storage", "check", "trace", "metrics"],
     ),
     (
         "testkit",
-        &["actors", "messages", "storage", "check", "trace"],
+        &["actors", "messages", "storage", "check", "trace", "metrics"],
     ),
 ];
 

@@ -11,6 +11,8 @@
 //! - [`shardkv`]: the sharded KV service, its clerk, and the migrator that moves shards
 //!   between groups.
 //! - [`admin`]: a node's status service (role, term, commit and applied index).
+//! - [`metrics`]: a node's metrics service (its `/metrics` page and `/health` verdict);
+//!   [`metered`]: the wrappers that count a node's client requests and Raft RPCs.
 //! - [`tcp`]: the real transport (TCP links and listeners) behind the same client ends.
 
 pub mod admin;
@@ -19,6 +21,8 @@ pub mod clerk;
 pub mod client_end;
 pub mod ctrler;
 pub mod kv_server;
+pub mod metered;
+pub mod metrics;
 pub mod network;
 pub mod raft;
 pub mod rsm;

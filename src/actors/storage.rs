@@ -7,6 +7,9 @@
 //! simulations deterministic. [`SetDiskLatency`] makes every save take longer and [`StallDisk`]
 //! holds every save for a while, in simulations.
 //!
+//! With [`Metrics`] on it counts every save, its time (the fsync's, mostly) and whether it
+//! wrote a snapshot or failed.
+//!
 //! Handles: [`Save`], [`SetDiskLatency`], [`StallDisk`], [`Stop`]. Sends nothing: each save
 //! is answered.
 
@@ -16,7 +19,9 @@ use actix::prelude::*;
 use tokio::time::Instant;
 
 use crate::messages::lifecycle::Stop;
+use crate::messages::storage::StateUpdate;
 use crate::messages::storage::{Save, SetDiskLatency, StallDisk};
+use crate::metrics::Metrics;
 use crate::storage::Persister;
 
 /// The storage actor of one Raft peer. Start it with [`StorageHandle::start`].
@@ -25,6 +30,22 @@ pub struct Storage {
     latency: Duration,
     /// No save completes before this instant.
     stalled_until: Option<Instant>,
+    metrics: Metrics,
+}
+
+impl Storage {
+    /// Saves `update`, counted.
+    fn save(&mut self, update: StateUpdate) -> std::io::Result<()> {
+        if !self.metrics.is_on() {
+            return self.persister.save(update);
+        }
+        let snapshot = update.snapshot.is_some();
+        let started = std::time::Instant::now();
+        let saved = self.persister.save(update);
+        self.metrics
+            .save(started.elapsed(), saved.is_ok(), snapshot);
+        saved
+    }
 }
 
 impl Actor for Storage {
@@ -39,12 +60,12 @@ impl Handler<Save> for Storage {
         let now = Instant::now();
         let until = self.stalled_until.map_or(now, |stall| stall.max(now)) + self.latency;
         if until <= now {
-            let saved = self.persister.save(update);
+            let saved = self.save(update);
             return AtomicResponse::new(Box::pin(fut::ready(saved)));
         }
         let delay = tokio::time::sleep_until(until).into_actor(self);
         AtomicResponse::new(Box::pin(
-            delay.map(move |(), storage, _| storage.persister.save(update)),
+            delay.map(move |(), storage, _| storage.save(update)),
         ))
     }
 }
@@ -83,11 +104,16 @@ pub struct StorageHandle {
 impl StorageHandle {
     /// Starts a storage actor for `persister`: on a thread of its own if its saves block on
     /// real I/O, else on the current arbiter.
-    pub fn start(persister: Box<dyn Persister + Send>) -> std::io::Result<StorageHandle> {
+    /// With `metrics` on, it counts its saves.
+    pub fn start(
+        persister: Box<dyn Persister + Send>,
+        metrics: Metrics,
+    ) -> std::io::Result<StorageHandle> {
         let storage = Storage {
             latency: Duration::ZERO,
             stalled_until: None,
             persister,
+            metrics,
         };
         if !storage.persister.blocks() {
             return Ok(StorageHandle {

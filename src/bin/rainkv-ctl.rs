@@ -402,6 +402,7 @@ async fn member(
                 id: *id,
                 peer: *peer,
                 client: *client,
+                metrics: None,
             }
             .contact(),
         },

@@ -65,6 +65,10 @@ enum Command {
         /// With --join: the address this node's client port listens on.
         #[arg(long, requires = "join")]
         client: Option<std::net::SocketAddr>,
+        /// Serve GET /metrics (Prometheus text) and GET /health over HTTP on this address;
+        /// overrides the node's `metrics` address in the cluster file.
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
         /// Run without TLS even though an address is not loopback (the token and every
         /// request then cross the network in the clear).
         #[arg(long)]
@@ -155,13 +159,19 @@ fn main() -> ExitCode {
                 join,
                 peer,
                 client,
+                metrics,
                 insecure,
             } => {
                 let joining = match (join, peer, client) {
-                    (true, Some(peer), Some(client)) => Some(NodeAddrs { id, peer, client }),
+                    (true, Some(peer), Some(client)) => Some(NodeAddrs {
+                        id,
+                        peer,
+                        client,
+                        metrics: None,
+                    }),
                     _ => None,
                 };
-                serve(config, id, data, joining, insecure).await
+                serve(config, id, data, joining, metrics, insecure).await
             }
             Command::Demo {
                 seconds,
@@ -203,19 +213,22 @@ fn main() -> ExitCode {
     }
 }
 
-/// `rainkv serve`: node `id` of the file, or the new node `joining`.
+/// `rainkv serve`: node `id` of the file, or the new node `joining`; with HTTP on `metrics`
+/// if given, else on the file's metrics address for the node, if any.
 async fn serve(
     config: PathBuf,
     id: usize,
     data: Option<PathBuf>,
     joining: Option<NodeAddrs>,
+    metrics: Option<std::net::SocketAddr>,
     insecure: bool,
 ) -> Result<ExitCode, String> {
     let config = ClusterFile::load(&config).map_err(|e| e.to_string())?;
-    let addrs = match joining {
+    let mut addrs = match joining {
         Some(addrs) => addrs,
         None => *config.node(id).map_err(|e| e.to_string())?,
     };
+    addrs.metrics = metrics.or(addrs.metrics);
     if !insecure {
         let exposed = [addrs.peer, addrs.client]
             .into_iter()
@@ -242,8 +255,14 @@ async fn serve(
     }
     .map_err(|e| e.to_string())?;
     println!(
-        "rainkv node {id} of cluster {:?}: peers on {}, clients on {}",
-        config.name, addrs.peer, addrs.client
+        "rainkv node {id} of cluster {:?}: peers on {}, clients on {}{}",
+        config.name,
+        addrs.peer,
+        addrs.client,
+        addrs
+            .metrics
+            .map(|addr| format!(", metrics on http://{addr}/metrics"))
+            .unwrap_or_default()
     );
     let signal = shutdown_signal();
     tokio::pin!(signal);

@@ -13,6 +13,8 @@
 //! id = 0
 //! peer = "127.0.0.1:7000"       # Raft traffic between nodes
 //! client = "127.0.0.1:7100"     # clerks and rainkv-ctl
+//! # metrics = "127.0.0.1:9100"  # optional: HTTP /metrics and /health (`rainkv serve
+//! #                             # --metrics ADDR` overrides it)
 //!
 //! # [transport]                 # optional tuning, all in milliseconds or bytes
 //! # call_timeout_ms = 2000
@@ -112,6 +114,9 @@ pub struct NodeAddrs {
     pub peer: SocketAddr,
     /// The port clerks and `rainkv-ctl` call.
     pub client: SocketAddr,
+    /// The HTTP port serving `/metrics` and `/health`, if any (not part of the contact: no
+    /// other node needs it).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl NodeAddrs {
@@ -138,7 +143,12 @@ impl NodeAddrs {
             }
         }
         match (peer, client) {
-            (Some(peer), Some(client)) => Ok(NodeAddrs { id, peer, client }),
+            (Some(peer), Some(client)) => Ok(NodeAddrs {
+                id,
+                peer,
+                client,
+                metrics: None,
+            }),
             _ => Err(format!(
                 "contact {contact:?} of node {id} lacks a peer or a client address"
             )),
@@ -343,6 +353,8 @@ struct RawNode {
     id: usize,
     peer: String,
     client: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metrics: Option<String>,
 }
 
 impl ClusterFile {
@@ -428,10 +440,18 @@ impl ClusterFile {
                 .map_err(|e| invalid(format!("node {}: peer address {e}", node.id)))?;
             let client = resolve(&node.client)
                 .map_err(|e| invalid(format!("node {}: client address {e}", node.id)))?;
+            let metrics = match &node.metrics {
+                Some(addr) => Some(
+                    resolve(addr)
+                        .map_err(|e| invalid(format!("node {}: metrics address {e}", node.id)))?,
+                ),
+                None => None,
+            };
             nodes.push(NodeAddrs {
                 id: node.id,
                 peer,
                 client,
+                metrics,
             });
         }
         nodes.sort_by_key(|n| n.id);
@@ -479,7 +499,10 @@ impl ClusterFile {
         }
         let mut seen = BTreeSet::new();
         for node in &self.nodes {
-            for addr in [node.peer, node.client] {
+            for addr in [Some(node.peer), Some(node.client), node.metrics]
+                .into_iter()
+                .flatten()
+            {
                 if !seen.insert(addr) {
                     return Err(format!("address {addr} is used twice"));
                 }
@@ -608,6 +631,7 @@ impl ClusterFile {
                     id: n.id,
                     peer: n.peer.to_string(),
                     client: n.client.to_string(),
+                    metrics: n.metrics.map(|addr| addr.to_string()),
                 })
                 .collect(),
             transport: self.transport.clone(),
@@ -680,6 +704,22 @@ call_timeout_ms = 500
     }
 
     #[test]
+    fn a_node_may_have_a_metrics_address() {
+        let text = GOOD.replace(
+            "client = \"127.0.0.1:7101\"",
+            "client = \"127.0.0.1:7101\"\nmetrics = \"127.0.0.1:9101\"",
+        );
+        let config = ClusterFile::parse(&text, "cluster.toml").expect("valid");
+        assert_eq!(config.nodes[0].metrics, None);
+        assert_eq!(
+            config.nodes[1].metrics,
+            Some("127.0.0.1:9101".parse().expect("addr"))
+        );
+        let again = ClusterFile::parse(&config.to_toml().expect("toml"), "again").expect("valid");
+        assert_eq!(again, config);
+    }
+
+    #[test]
     fn to_toml_round_trips() {
         let config = ClusterFile::parse(GOOD, "cluster.toml").expect("valid");
         let text = config.to_toml().expect("serialisable");
@@ -715,6 +755,16 @@ call_timeout_ms = 500
         assert!(e.contains("used twice"), "{e}");
         let e = error_of(&GOOD.replace("127.0.0.1:7101", "127.0.0.1"));
         assert!(e.contains("node 1: client address"), "{e}");
+        let e = error_of(&GOOD.replace(
+            "client = \"127.0.0.1:7101\"",
+            "client = \"127.0.0.1:7101\"\nmetrics = \"127.0.0.1:7100\"",
+        ));
+        assert!(e.contains("address 127.0.0.1:7100 is used twice"), "{e}");
+        let e = error_of(&GOOD.replace(
+            "client = \"127.0.0.1:7101\"",
+            "client = \"127.0.0.1:7101\"\nmetrics = \"localhost\"",
+        ));
+        assert!(e.contains("node 1: metrics address"), "{e}");
         let e = error_of(&GOOD.replace("token = \"secret\"", "token = \"\""));
         assert!(e.contains("cluster.token"), "{e}");
         let e = error_of(&GOOD.replace("call_timeout_ms = 500", "call_timeout_ms = 0"));

@@ -127,6 +127,7 @@ impl LocalCluster {
                 id,
                 peer: local_addr("peer", &peer)?,
                 client: local_addr("client", &client)?,
+                metrics: None,
             });
             sockets.push((peer, client));
         }

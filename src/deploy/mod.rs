@@ -6,7 +6,8 @@
 //! - `certs` (with the `cli` feature): a cluster CA and the certificates mutual TLS needs.
 //! - [`store`]: the one place that picks the persister deployed nodes use.
 //! - [`node`]: one node ([`node::TcpNode`]): Raft peer, KV server and admin service behind a
-//!   peer port and a client port.
+//!   peer port and a client port, and a metrics port if it has an address for one.
+//! - `http` (with the `cli` feature): a node's HTTP port, `/metrics` and `/health`.
 //! - [`client`]: a client of a running cluster (clerks, node status).
 //! - [`local`]: a whole cluster inside this process on loopback, for the demo, the benchmark
 //!   and tests.
@@ -20,6 +21,8 @@ pub mod certs;
 pub mod client;
 pub mod cluster_file;
 pub mod demo;
+#[cfg(feature = "cli")]
+pub mod http;
 pub mod local;
 pub mod node;
 pub mod stats;

@@ -3,6 +3,11 @@
 //! port serves the "Raft" service to other nodes, the client port serves "KVServer" and
 //! "Admin" to clerks and `rainkv-ctl`.
 //!
+//! With a metrics address, the node counts ([`Metrics`]): its client services and its links
+//! to other nodes sit behind counting wrappers ([`MeteredService`], [`MeteredLink`]), and
+//! an HTTP port (with the `cli` feature) serves `/metrics` and `/health` from its
+//! [`MetricsService`]. Without one, nothing is wrapped and nothing counted.
+//!
 //! A node about to stop hands its leadership over first ([`TcpNode::hand_off_leadership`]):
 //! the cluster then has a new leader after one election started at once, instead of after
 //! its followers' election timeouts, and clients barely notice the node leave.
@@ -19,14 +24,17 @@ use tokio::net::TcpListener;
 use super::cluster_file::{ClusterFile, NodeAddrs, TlsIdentity};
 use super::store::NodeStore;
 use crate::actors::admin::Admin;
+use crate::actors::client_end::ClientEnd;
 use crate::actors::kv_server::KvNode;
+use crate::actors::metered::{MeteredLink, MeteredService};
+use crate::actors::metrics::MetricsService;
 use crate::actors::raft::{Connector, RestoreError};
 use crate::actors::rsm::ReplicaSetup;
 use crate::actors::tcp::{client_end, Link, Listener, MethodTable, TcpSettings};
 use crate::messages::admin::{ChangeMemberArgs, MembersArgs, StatusArgs, TransferLeaderArgs};
 use crate::messages::kv::{GetArgs, PutAppendArgs, RegisterArgs};
 use crate::messages::lifecycle::Stop;
-use crate::messages::net::Server;
+use crate::messages::net::{Dispatch, Server};
 use crate::messages::raft::{
     AppendEntriesArgs, GetState, InstallSnapshotArgs, Membership, RequestVoteArgs, TimeoutNowArgs,
     TransferError, TransferLeadership,
@@ -35,6 +43,7 @@ use crate::messages::rsm::{Halt, WaitHalt};
 use crate::messages::tcp::{
     GetLinkStatus, GetListenerStats, LinkStatus, ListenerStats, SetBlocked,
 };
+use crate::metrics::Metrics;
 use crate::trace::Tracer;
 
 /// The methods served on the peer port: every RPC a Raft peer handles.
@@ -147,7 +156,7 @@ impl PeerLinks {
 pub enum NodeError {
     /// A port could not be bound.
     Bind {
-        /// Which port ("peer" or "client").
+        /// Which port ("peer", "client" or "metrics").
         port: &'static str,
         /// Its address.
         addr: std::net::SocketAddr,
@@ -193,13 +202,15 @@ impl From<RestoreError> for NodeError {
     }
 }
 
-/// A node's two listening sockets, bound before anything else starts so that a busy port is
+/// A node's listening sockets, bound before anything else starts so that a busy port is
 /// reported before any state is touched.
 pub struct NodeSockets {
     /// The peer port.
     pub peer: TcpListener,
     /// The client port.
     pub client: TcpListener,
+    /// The metrics port, if the node has one (a std socket: the HTTP server takes those).
+    pub metrics: Option<std::net::TcpListener>,
 }
 
 impl NodeSockets {
@@ -221,19 +232,33 @@ impl NodeSockets {
         Ok(NodeSockets {
             peer: adopt("peer", peer)?,
             client: adopt("client", client)?,
+            metrics: None,
         })
     }
 
-    /// Binds both ports of `addrs`.
+    /// Binds the ports of `addrs`: peer, client, and metrics if it has one.
     pub async fn bind(addrs: &NodeAddrs) -> Result<NodeSockets, NodeError> {
         let bind = |port: &'static str, addr| async move {
             TcpListener::bind(addr)
                 .await
                 .map_err(|source| NodeError::Bind { port, addr, source })
         };
+        let metrics = match addrs.metrics {
+            Some(addr) => {
+                Some(
+                    std::net::TcpListener::bind(addr).map_err(|source| NodeError::Bind {
+                        port: "metrics",
+                        addr,
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
         Ok(NodeSockets {
             peer: bind("peer", addrs.peer).await?,
             client: bind("client", addrs.client).await?,
+            metrics,
         })
     }
 }
@@ -261,6 +286,30 @@ pub struct TcpNode {
     peer_links: PeerLinks,
     peer_listener: Addr<Listener>,
     client_listener: Addr<Listener>,
+    /// Its metrics service, if it counts.
+    metrics_service: Option<Addr<MetricsService>>,
+    /// Its HTTP port, if it has one.
+    #[cfg(feature = "cli")]
+    metrics_port: Option<super::http::MetricsPort>,
+}
+
+/// An end named `name` to node `to` over `link`, counted if `metrics` is on.
+fn peer_end(name: &str, to: usize, link: &Addr<Link>, metrics: &Metrics) -> ClientEnd {
+    if !metrics.is_on() {
+        return client_end(name, link);
+    }
+    let metered = MeteredLink::new(to, link.clone().recipient(), metrics.clone()).start();
+    ClientEnd::new(name, metered.recipient())
+}
+
+/// `service`, counted if `metrics` is on.
+fn metered(service: Recipient<Dispatch>, metrics: &Metrics) -> Recipient<Dispatch> {
+    if !metrics.is_on() {
+        return service;
+    }
+    MeteredService::new(service, metrics.clone())
+        .start()
+        .recipient()
 }
 
 impl TcpNode {
@@ -319,6 +368,12 @@ impl TcpNode {
         trace: &Tracer,
     ) -> Result<TcpNode, NodeError> {
         let id = me.id;
+        // A node counts only if it has a port to show the counts on.
+        let metrics = if sockets.metrics.is_some() {
+            Metrics::on()
+        } else {
+            Metrics::off()
+        };
         let trace = trace.for_node(&trace_name(id));
         let mut settings = config.tcp_settings();
         settings.tls = config
@@ -333,16 +388,19 @@ impl TcpNode {
             .filter(|_| !initial_members.voters.is_empty())
         {
             let link = peer_links.open(node.id, node.peer, &settings, &trace);
-            peers.push(client_end(&format!("node-{id}-to-{}", node.id), &link));
+            let name = format!("node-{id}-to-{}", node.id);
+            peers.push(peer_end(&name, node.id, &link, &metrics));
         }
         let connect: Connector = {
             let (peer_links, settings, trace) =
                 (peer_links.clone(), settings.clone(), trace.clone());
+            let metrics = metrics.clone();
             Box::new(
                 move |to, contact| match NodeAddrs::from_contact(to, contact) {
                     Ok(addrs) => {
                         let link = peer_links.open(to, addrs.peer, &settings, &trace);
-                        Some(client_end(&format!("node-{id}-to-{to}"), &link))
+                        let name = format!("node-{id}-to-{to}");
+                        Some(peer_end(&name, to, &link, &metrics))
                     }
                     Err(why) => {
                         log::error!("node {id}: cannot reach member {to}: {why}");
@@ -366,12 +424,13 @@ impl TcpNode {
             seed: rand::random(),
             sessions: config.sessions.policy(),
             trace: trace.clone(),
+            metrics: metrics.clone(),
         })?;
         let admin = Admin::new(id, kv.rsm.clone().recipient(), kv.raft.clone()).start();
         let peer_services = Server::new().with_service("Raft", kv.raft.clone().recipient());
         let client_services = Server::new()
-            .with_service("KVServer", kv.kv.clone().recipient())
-            .with_service("Admin", admin.recipient());
+            .with_service("KVServer", metered(kv.kv.clone().recipient(), &metrics))
+            .with_service("Admin", metered(admin.recipient(), &metrics));
         let addrs = me;
         let listen = |socket: TcpListener, services, methods, port: &'static str| {
             let addr = if port == "peer" {
@@ -392,6 +451,36 @@ impl TcpNode {
         };
         let peer_listener = listen(sockets.peer, peer_services, peer_methods(), "peer")?;
         let client_listener = listen(sockets.client, client_services, client_methods(), "client")?;
+        let metrics_service = metrics.is_on().then(|| {
+            let ports = vec![
+                ("peer", peer_listener.clone().recipient()),
+                ("client", client_listener.clone().recipient()),
+            ];
+            let replica = kv.rsm.clone().recipient();
+            MetricsService::new(id, metrics.clone(), kv.raft.clone(), replica, ports).start()
+        });
+        #[cfg(feature = "cli")]
+        let metrics_port = match (sockets.metrics, &metrics_service) {
+            (Some(socket), Some(service)) => {
+                let addr = socket
+                    .local_addr()
+                    .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+                let port =
+                    super::http::MetricsPort::start(socket, service.clone()).map_err(|source| {
+                        NodeError::Bind {
+                            port: "metrics",
+                            addr,
+                            source,
+                        }
+                    })?;
+                Some(port)
+            }
+            _ => None,
+        };
+        #[cfg(not(feature = "cli"))]
+        if sockets.metrics.is_some() {
+            log::warn!("node {id}: no HTTP metrics port without the `cli` feature");
+        }
         log::info!("node {id} of cluster {:?} started", config.name);
         Ok(TcpNode {
             id,
@@ -401,7 +490,15 @@ impl TcpNode {
             peer_links,
             peer_listener,
             client_listener,
+            metrics_service,
+            #[cfg(feature = "cli")]
+            metrics_port,
         })
+    }
+
+    /// Its metrics service (`/metrics` and `/health` without HTTP), if it has a metrics port.
+    pub fn metrics_service(&self) -> Option<&Addr<MetricsService>> {
+        self.metrics_service.as_ref()
     }
 
     /// Its KV server, RSM and Raft peer.
@@ -556,6 +653,10 @@ impl TcpNode {
     /// connections close, and its Raft peer and services stop. Returns once the ports are
     /// closed, so the same addresses can be bound again.
     pub async fn shutdown(&self) {
+        #[cfg(feature = "cli")]
+        if let Some(port) = &self.metrics_port {
+            port.stop().await;
+        }
         for listener in [&self.peer_listener, &self.client_listener] {
             // An already stopped listener has closed its port: nothing to wait for.
             let _ = listener.send(Stop).await;

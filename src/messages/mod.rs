@@ -12,6 +12,7 @@
 //! - [`admin`]: what an operator's tool asks a node: its status, a leadership transfer.
 //! - [`storage`]: a Raft peer's saves to its storage actor.
 //! - [`lifecycle`]: [`lifecycle::Stop`], which every stoppable actor handles.
+//! - [`metrics`]: what a node's HTTP port asks its metrics service (`/metrics`, `/health`).
 //! - [`tcp`]: the TCP transport's local control protocol: link and listener status, blocking.
 
 pub mod admin;
@@ -19,6 +20,7 @@ pub mod apply;
 pub mod ctrler;
 pub mod kv;
 pub mod lifecycle;
+pub mod metrics;
 pub mod net;
 pub mod raft;
 pub mod rsm;

@@ -352,6 +352,12 @@ pub struct RaftState {
     pub commit_index: u64,
     /// Highest index handed to the applier.
     pub last_applied: u64,
+    /// Index of its last log entry (counting compacted ones).
+    pub last_index: u64,
+    /// Index of the last entry its snapshot covers (0 if none).
+    pub snapshot_index: u64,
+    /// Size of that snapshot, in bytes.
+    pub snapshot_bytes: u64,
     /// A leader's `match_index` (Figure 2): for each peer, the highest log index known to be
     /// replicated on it; its own entry is its last log index. Empty unless it leads.
     pub match_index: Vec<u64>,

@@ -42,6 +42,7 @@ use crate::messages::net::Server;
 use crate::messages::raft::{GetState, Membership};
 use crate::messages::storage::{SavedState, StateUpdate};
 use crate::messages::storage::{SetDiskLatency, StallDisk};
+use crate::metrics::Metrics;
 use crate::storage::{FilePersister, MemPersister, Persister};
 use crate::trace::EventKind;
 
@@ -459,6 +460,7 @@ impl<K: ServerKind> Cluster<K> {
                 ..self.options.sessions.clone()
             },
             trace: self.sim.trace().for_node(&me),
+            metrics: Metrics::off(),
         };
         let mut ctx = ServerContext {
             name: me.clone(),

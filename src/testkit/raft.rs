@@ -243,6 +243,7 @@ impl ServerKind for RaftServers {
             service: applier.address().recipient(),
             seed: setup.seed,
             trace: setup.trace,
+            metrics: setup.metrics,
             initial_members: setup.initial_members,
             connect: setup.connect,
         });

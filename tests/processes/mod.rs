@@ -101,6 +101,7 @@ fn cluster_file(token: &str, ports: &[u16]) -> ClusterFile {
                 id,
                 peer: loopback(ports[id]),
                 client: loopback(ports[id + 3]),
+                metrics: None,
             })
             .collect(),
         transport: TransportOverrides::default(),

@@ -24,7 +24,9 @@
 //! storage), [`Stop`], and [`PeerReply`] (replies to its own calls). Sends: Raft RPCs
 //! through its [`ClientEnd`]s, [`Save`] to its storage, [`ApplyBatch`] to its applier,
 //! [`RoleChanged`] to its subscribers. With a recording [`Tracer`] it emits a `raft` trace
-//! event whenever its role, term, leader, commit, applied or last index changed.
+//! event whenever its role, term, leader, commit, applied or last index changed; with
+//! [`Metrics`] on it counts proposals, read-index requests and snapshots (its storage counts
+//! saves).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -42,6 +44,7 @@ use crate::messages::net::{encode, Dispatch, Rpc, RpcError};
 use crate::messages::raft::Membership;
 use crate::messages::raft::*;
 use crate::messages::storage::{Save, SetDiskLatency, StallDisk};
+use crate::metrics::Metrics;
 use crate::storage::Persister;
 use crate::trace::{EventKind, Tracer};
 
@@ -74,6 +77,9 @@ pub struct PeerSetup {
     pub seed: u64,
     /// Where its state changes are traced; events carry the tracer's node name.
     pub trace: Tracer,
+    /// Where it and its storage count proposals, reads, snapshots and saves (off:
+    /// [`Metrics::off`]).
+    pub metrics: Metrics,
 }
 
 /// Something that may leave only once a save is durable.
@@ -120,6 +126,8 @@ pub struct RaftPeer {
     tracer: Tracer,
     /// The state last traced: role, term, leader, commit, applied, last index.
     traced: Option<(Role, u64, Option<usize>, u64, u64, u64)>,
+    /// Counts proposals, reads and snapshots.
+    metrics: Metrics,
 }
 
 impl RaftPeer {
@@ -136,13 +144,14 @@ impl RaftPeer {
             service,
             seed,
             trace: tracer,
+            metrics,
         } = setup;
         let saved = persister
             .load()
             .map_err(|e| RestoreError::Decode(format!("cannot load Raft state: {e}")))?;
         let snapshot = persister.read_snapshot();
         let core = RaftCore::restore(id, initial_members, &config, seed, saved, snapshot)?;
-        let storage = StorageHandle::start(persister)
+        let storage = StorageHandle::start(persister, metrics.clone())
             .map_err(|e| RestoreError::Decode(format!("cannot start the storage thread: {e}")))?;
         let applier = Applier::new(service, core.last_applied()).start();
         let peer = RaftPeer {
@@ -167,6 +176,7 @@ impl RaftPeer {
             next_change: 0,
             tracer,
             traced: None,
+            metrics,
         };
         Ok(peer.start())
     }
@@ -462,6 +472,7 @@ impl Handler<Propose> for RaftPeer {
 
     fn handle(&mut self, msg: Propose, ctx: &mut Self::Context) -> Self::Result {
         let proposed = self.core.propose(msg.0);
+        self.metrics.proposal(proposed.is_ok());
         self.schedule_flush(ctx);
         MessageResult(proposed)
     }
@@ -473,7 +484,9 @@ impl Handler<ReadIndex> for RaftPeer {
     fn handle(&mut self, _: ReadIndex, ctx: &mut Self::Context) -> Self::Result {
         let read = self.next_read;
         self.next_read += 1;
-        if let Err(not_leader) = self.core.read_index(read) {
+        let asked = self.core.read_index(read);
+        self.metrics.read_index(asked.is_ok());
+        if let Err(not_leader) = asked {
             return Box::pin(async move { Err(not_leader) });
         }
         let (reply_to, answer) = oneshot::channel();
@@ -542,6 +555,9 @@ impl Handler<GetState> for RaftPeer {
             leader: self.core.leader_id(),
             commit_index: self.core.commit_index(),
             last_applied: self.core.last_applied(),
+            last_index: self.core.last_index(),
+            snapshot_index: self.core.snapshot_index(),
+            snapshot_bytes: self.core.snapshot_data().len() as u64,
             match_index: self.core.match_index(),
             membership: self.core.membership().clone(),
         })
@@ -553,6 +569,7 @@ impl Handler<Snapshot> for RaftPeer {
 
     fn handle(&mut self, msg: Snapshot, ctx: &mut Self::Context) {
         self.core.snapshot(msg.index, msg.data);
+        self.metrics.snapshot_taken();
         self.schedule_flush(ctx);
     }
 }

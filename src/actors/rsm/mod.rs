@@ -55,6 +55,7 @@ use crate::messages::rsm::{
     ClientId, GetHealth, GetSessions, Halt, Halted, Health, LinearizableRead, Read,
     RegisterSession, Session, Submit, SubmitError, WaitHalt,
 };
+use crate::metrics::Metrics;
 use crate::storage::Persister;
 use crate::trace::{EventKind, Tracer};
 pub use sessions::{SessionClock, SessionPolicy};
@@ -190,6 +191,8 @@ pub struct ReplicaSetup<P> {
     /// commands are traced, named after the server ([`Tracer::for_node`]; off:
     /// [`Tracer::off`]).
     pub trace: Tracer,
+    /// Where the Raft peer and its storage count (off: [`Metrics::off`]).
+    pub metrics: Metrics,
 }
 
 impl<S: StateMachine> Rsm<S> {
@@ -218,6 +221,7 @@ impl<S: StateMachine> Rsm<S> {
             service: context.address().recipient(),
             seed: setup.seed,
             trace: setup.trace.clone(),
+            metrics: setup.metrics,
             initial_members: setup.initial_members,
             connect: setup.connect,
         })?;
