@@ -512,7 +512,18 @@ pub async fn run_demo(
         ),
     );
     let result = check_operations::<KvModel>(&history, options.check_timeout);
-    options.trace.emit(|| EventKind::verdict(&result));
+    options.trace.emit(|| match &result {
+        CheckResult::Illegal(violation) => EventKind::Verdict {
+            ok: false,
+            text: violation.to_string(),
+            ops: violation.stuck.iter().map(|stuck| stuck.op.call).collect(),
+        },
+        other => EventKind::Verdict {
+            ok: matches!(other, CheckResult::Ok),
+            text: other.to_string(),
+            ops: Vec::new(),
+        },
+    });
     let verdict = match result {
         CheckResult::Ok => Verdict::Linearizable,
         result @ CheckResult::Illegal(_) => Verdict::NotLinearizable(result.to_string()),

@@ -58,7 +58,18 @@ impl OpLog {
     pub fn check_linearizable(&self, test: &str, timeout: Duration) {
         let history = self.snapshot();
         let result = check_operations::<KvModel>(&history, timeout);
-        trace::current().emit(|| EventKind::verdict(&result));
+        trace::current().emit(|| match &result {
+            CheckResult::Illegal(violation) => EventKind::Verdict {
+                ok: false,
+                text: violation.to_string(),
+                ops: violation.stuck.iter().map(|stuck| stuck.op.call).collect(),
+            },
+            other => EventKind::Verdict {
+                ok: matches!(other, CheckResult::Ok),
+                text: other.to_string(),
+                ops: Vec::new(),
+            },
+        });
         match &result {
             CheckResult::Ok => {}
             CheckResult::Illegal(violation) => {

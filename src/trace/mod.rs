@@ -22,8 +22,6 @@ use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
-use crate::check::CheckResult;
-
 /// Which way a message is going and what became of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NetStep {
@@ -169,24 +167,6 @@ pub enum EventKind {
         /// Ids of the operations the explanation names.
         ops: Vec<u64>,
     },
-}
-
-impl EventKind {
-    /// The `verdict` event for the checker's `result`.
-    pub fn verdict(result: &CheckResult) -> EventKind {
-        match result {
-            CheckResult::Illegal(violation) => EventKind::Verdict {
-                ok: false,
-                text: violation.to_string(),
-                ops: violation.stuck.iter().map(|stuck| stuck.op.call).collect(),
-            },
-            other => EventKind::Verdict {
-                ok: matches!(other, CheckResult::Ok),
-                text: other.to_string(),
-                ops: Vec::new(),
-            },
-        }
-    }
 }
 
 /// One event: what happened, and when (nanoseconds since the recording began).
