@@ -153,6 +153,11 @@ fn a_dead_node_is_replaced_by_a_learner_promoted_while_writes_go_on() {
     assert!(!acked.is_empty(), "no write acknowledged");
     assert_acknowledged_writes_kept(&config, acked.len());
 
+    // `status` shows every member, the joined one too, and says the file is out of date.
+    let status = ctl(&config_path, 5, &["status"]);
+    let said = text(&status.stdout);
+    assert!(said.contains("only the first members"), "{said}");
+    assert!(said.lines().any(|l| l.starts_with("3 ")), "{said}");
     // The leader led throughout: losing a follower and changing members costs no election.
     assert_eq!(leader(&config), Some(first), "leadership moved");
     // Three voters again, the dead one gone; the new node takes the lead and serves.

@@ -35,7 +35,7 @@ use clap::{Parser, Subcommand};
 use rainkv::actors::clerk::Clerk;
 use rainkv::deploy::client::{ChangeFailure, ClusterClient, TransferFailure, Transferred};
 use rainkv::deploy::cluster_file::{ClusterFile, NodeAddrs, TlsIdentity};
-use rainkv::messages::admin::NodeStatus;
+use rainkv::messages::admin::{MemberReport, NodeStatus};
 use rainkv::messages::kv::ClerkError;
 use rainkv::messages::raft::{MembershipChange, Role};
 use rainkv::messages::rsm::Health;
@@ -525,7 +525,26 @@ async fn status(
     if leaders == 0 {
         println!("no node leads right now (an election may be under way)");
     }
+    if let Ok(report) = client.members(limit).await {
+        if let Some(note) = members_differ(config, &report.members) {
+            println!("{note}");
+        }
+    }
     Ok(())
+}
+
+/// A note when the log's members are not the file's nodes: the file seeds the first members
+/// only, and the log is the truth after that.
+fn members_differ(config: &ClusterFile, members: &[MemberReport]) -> Option<String> {
+    let file: Vec<usize> = config.nodes.iter().map(|node| node.id).collect();
+    let voters: Vec<usize> = members.iter().filter(|m| m.voter).map(|m| m.id).collect();
+    let learners: Vec<usize> = members.iter().filter(|m| !m.voter).map(|m| m.id).collect();
+    (voters != file || !learners.is_empty()).then(|| {
+        format!(
+            "members (from the log, which is the truth): voters {voters:?}, learners \
+             {learners:?}; the file's nodes {file:?} were only the first members"
+        )
+    })
 }
 
 #[cfg(test)]
