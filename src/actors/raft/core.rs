@@ -990,32 +990,22 @@ impl RaftCore {
         }
     }
 
-    /// The membership at `index`: set by the last membership entry at or before it, else the
-    /// snapshot's.
-    fn membership_at(&self, index: u64) -> Membership {
+    /// The membership at `index` and the index that set it: the last membership entry at or
+    /// before `index`, else the snapshot's.
+    fn membership_at(&self, index: u64) -> (Membership, u64) {
         let mut i = index.min(self.log.last_index());
         while i > self.log.snapshot_index() {
             if let Some(m) = self.log.entry(i).and_then(|e| e.membership.as_ref()) {
-                return m.clone();
+                return (m.clone(), i);
             }
             i -= 1;
         }
-        self.snapshot_membership.clone()
+        (self.snapshot_membership.clone(), self.log.snapshot_index())
     }
 
     /// Recomputes the membership from the log after it changed under a follower.
     fn refresh_membership(&mut self) {
-        let last = self.log.last_index();
-        let mut index = self.log.snapshot_index();
-        let mut i = last;
-        while i > self.log.snapshot_index() {
-            if self.log.entry(i).is_some_and(|e| e.membership.is_some()) {
-                index = i;
-                break;
-            }
-            i -= 1;
-        }
-        let membership = self.membership_at(index);
+        let (membership, index) = self.membership_at(self.log.last_index());
         self.set_membership(membership, index);
     }
 
@@ -1035,7 +1025,7 @@ impl RaftCore {
         let Some(term) = self.log.term_at(index) else {
             return;
         };
-        self.snapshot_membership = self.membership_at(index);
+        self.snapshot_membership = self.membership_at(index).0;
         self.log.compact(index, term);
         self.snapshot = Arc::new(data);
         self.unsaved = true;
