@@ -1,7 +1,8 @@
 //! Mutual TLS on every connection. A cluster whose certificates come from `rainkv-ctl certs
 //! init` serves clients that show the client certificate; a client with no TLS, a client
 //! whose certificate another CA signed, and a node with such a certificate calling a peer
-//! port are all refused at the TLS handshake, and the refusal says why. Then the binaries:
+//! port are all refused at the TLS handshake, and the refusal says why; so are the client
+//! certificate on a peer port and an expired certificate on either end. Then the binaries:
 //! three `rainkv serve` processes with TLS on and `rainkv-ctl` against them, and a plain
 //! `serve` on an address that is not loopback refuses to start.
 
@@ -12,12 +13,12 @@ mod processes;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use ctl::{ctl, text};
 use processes::{free_ports, serve_command, wait_bounded, write_config, Scratch, Servers};
 use rainkv::actors::tcp::{client_end, Link};
-use rainkv::deploy::certs;
+use rainkv::deploy::certs::{self, Validity};
 use rainkv::deploy::client::ClusterClient;
 use rainkv::deploy::cluster_file::{ClusterFile, TlsIdentity};
 use rainkv::deploy::local::{LocalCluster, LocalOptions};
@@ -32,15 +33,21 @@ const CALL_LIMIT: Duration = Duration::from_secs(5);
 /// A fresh certificate directory `name` under `scratch`, for `nodes` nodes.
 fn certificates(scratch: &Path, name: &str, nodes: usize) -> PathBuf {
     let dir = scratch.join(name);
-    certs::init(&dir, nodes).expect("certs init");
+    certs::init(&dir, nodes, Validity::default()).expect("certs init");
     dir
 }
 
 /// Calls `Admin.Status` on node 0's client port with `config`'s client identity; on failure,
 /// the link's last error.
 async fn status_as(config: &ClusterFile) -> Result<(), String> {
+    status_of(config, 0).await
+}
+
+/// Calls `Admin.Status` on node `id`'s client port with `config`'s client identity; on
+/// failure, the link's last error.
+async fn status_of(config: &ClusterFile, id: usize) -> Result<(), String> {
     let client = ClusterClient::connect(config);
-    let end = client.ends().remove(0);
+    let end = client.ends().remove(id);
     let answer = tokio::time::timeout(CALL_LIMIT, end.call(&StatusArgs)).await;
     let outcome = match answer {
         Ok(Ok(_)) => Ok(()),
@@ -85,14 +92,32 @@ async fn only_holders_of_the_clusters_certificates_get_in() {
     assert!(why.contains("certificate"), "{why}");
 
     // A node whose certificate another CA signed calls a peer port: refused too.
-    let mut settings = stranger.tcp_settings();
-    settings.tls = stranger
-        .tls_config(TlsIdentity::Node(0))
-        .expect("the other CA's node certificate");
-    let link = Link::start(cluster.config().nodes[1].peer, Arc::new(settings));
-    let end = client_end("rogue-node", &link);
+    let why = vote_as(&stranger, TlsIdentity::Node(0), 1)
+        .await
+        .expect_err("another CA's node is refused");
+    assert!(why.contains("certificate"), "{why}");
+
+    // The cluster's own client certificate on a peer port: it is not a node's.
+    let why = vote_as(cluster.config(), TlsIdentity::Client, 1)
+        .await
+        .expect_err("a client certificate is refused on a peer port");
+    assert!(why.contains("CertificateUnknown"), "{why}");
+
+    // The cluster never noticed.
+    clerk.append("k", "!").await.expect("append");
+    assert_eq!(clerk.get_string("k").await, Ok(Some("over TLS!".into())));
+    cluster.shutdown().await;
+}
+
+/// Calls `Raft.RequestVote` (a pre-vote, harmless) on node `to`'s peer port as `who` with
+/// `config`'s certificates; on failure (which must be `Unreachable`), the link's last error.
+async fn vote_as(config: &ClusterFile, who: TlsIdentity, to: usize) -> Result<(), String> {
+    let mut settings = config.tcp_settings();
+    settings.tls = config.tls_config(who).expect("the TLS files");
+    let link = Link::start(config.nodes[to].peer, Arc::new(settings));
+    let end = client_end("caller", &link);
     let vote = RequestVoteArgs {
-        term: 99,
+        term: 0,
         candidate_id: 0,
         last_log_index: 0,
         last_log_term: 0,
@@ -100,17 +125,50 @@ async fn only_holders_of_the_clusters_certificates_get_in() {
         leadership_transfer: false,
     };
     let answer = tokio::time::timeout(CALL_LIMIT, end.call(&vote)).await;
-    assert!(
-        matches!(answer, Ok(Err(RpcError::Unreachable))),
-        "{answer:?}"
-    );
     let status = link.send(GetLinkStatus).await.expect("the link answers");
-    let why = status.last_error.unwrap_or_default();
-    assert!(why.contains("certificate"), "{why}");
+    match answer {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(RpcError::Unreachable)) => Err(status.last_error.unwrap_or_default()),
+        other => panic!("a refused call must be unreachable: {other:?}"),
+    }
+}
 
-    // The cluster never noticed.
-    clerk.append("k", "!").await.expect("append");
-    assert_eq!(clerk.get_string("k").await, Ok(Some("over TLS!".into())));
+#[actix::test]
+async fn an_expired_certificate_is_refused_on_both_ends() {
+    let scratch = Scratch::new("tls-expired");
+    let dir = certificates(&scratch.0, "certs", 3);
+    // Node 1's certificate expired yesterday; the CA and the others are good.
+    let day = Duration::from_secs(24 * 3600);
+    let expired = Validity {
+        not_before: SystemTime::now() - 30 * day,
+        not_after: SystemTime::now() - day,
+    };
+    for file in ["node-1.pem", "node-1.key"] {
+        std::fs::remove_file(dir.join(file)).expect("remove node 1's certificate");
+    }
+    certs::node(&dir, 1, expired).expect("an expired certificate for node 1");
+    let mut cluster = LocalCluster::start(LocalOptions {
+        tls: Some(dir.clone()),
+        ..LocalOptions::default()
+    })
+    .await
+    .expect("the cluster starts");
+
+    // Nodes 0 and 2 are a majority and serve.
+    let clerk = cluster.client().clerk();
+    clerk.put("k", "v").await.expect("put");
+    assert_eq!(clerk.get_string("k").await, Ok(Some("v".into())));
+
+    // A client checks node 1's certificate and refuses it.
+    let why = status_of(cluster.config(), 1)
+        .await
+        .expect_err("node 1's expired certificate is refused");
+    assert!(why.contains("certificate expired"), "{why}");
+    // Node 1 calling a peer port is refused by the node it calls.
+    let why = vote_as(cluster.config(), TlsIdentity::Node(1), 0)
+        .await
+        .expect_err("node 1 is refused");
+    assert!(why.contains("CertificateExpired"), "{why}");
     cluster.shutdown().await;
 }
 

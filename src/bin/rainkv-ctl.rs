@@ -33,6 +33,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use rainkv::actors::clerk::Clerk;
+use rainkv::deploy::certs::Validity;
 use rainkv::deploy::client::{ChangeFailure, ClusterClient, TransferFailure, Transferred};
 use rainkv::deploy::cluster_file::{ClusterFile, NodeAddrs, TlsIdentity};
 use rainkv::messages::admin::{MemberReport, NodeStatus};
@@ -121,14 +122,22 @@ enum CertsCommand {
         /// How many node certificates (nodes 0..N).
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// How many days the node and client certificates are valid (the CA: at least
+        /// ten years).
+        #[arg(long, default_value_t = rainkv::deploy::certs::DEFAULT_DAYS)]
+        days: u32,
     },
-    /// A certificate for node ID (one that joins later), signed by the CA in DIR.
+    /// A certificate for node ID (one that joins later), signed by the CA in DIR. To renew
+    /// one, remove its two files first.
     Node {
         /// The directory holding the CA.
         dir: PathBuf,
         /// The node's id.
         #[arg(long)]
         id: usize,
+        /// How many days the certificate is valid.
+        #[arg(long, default_value_t = rainkv::deploy::certs::DEFAULT_DAYS)]
+        days: u32,
     },
 }
 
@@ -377,8 +386,12 @@ async fn kv(
 
 fn certs(command: &CertsCommand) -> Result<(), Failure> {
     let written = match command {
-        CertsCommand::Init { dir, nodes } => rainkv::deploy::certs::init(dir, *nodes),
-        CertsCommand::Node { dir, id } => rainkv::deploy::certs::node(dir, *id),
+        CertsCommand::Init { dir, nodes, days } => {
+            rainkv::deploy::certs::init(dir, *nodes, Validity::days(*days))
+        }
+        CertsCommand::Node { dir, id, days } => {
+            rainkv::deploy::certs::node(dir, *id, Validity::days(*days))
+        }
     }
     .map_err(Failure::Usage)?;
     for path in written {

@@ -384,7 +384,7 @@ async fn demo(
             let dir =
                 std::env::temp_dir().join(format!("rainkv-demo-certs-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
-            rainkv::deploy::certs::init(&dir, 3)?;
+            rainkv::deploy::certs::init(&dir, 3, Default::default())?;
             Some(dir)
         }
         false => None,

@@ -30,7 +30,7 @@ use crate::actors::metered::{MeteredLink, MeteredService};
 use crate::actors::metrics::MetricsService;
 use crate::actors::raft::{Connector, RestoreError};
 use crate::actors::rsm::ReplicaSetup;
-use crate::actors::tcp::{client_end, Link, Listener, MethodTable, TcpSettings};
+use crate::actors::tcp::{client_end, Link, Listener, MethodTable, TcpSettings, TlsConfig};
 use crate::messages::admin::{ChangeMemberArgs, MembersArgs, StatusArgs, TransferLeaderArgs};
 use crate::messages::kv::{GetArgs, PutAppendArgs, RegisterArgs};
 use crate::messages::lifecycle::Stop;
@@ -432,11 +432,16 @@ impl TcpNode {
             .with_service("KVServer", metered(kv.kv.clone().recipient(), &metrics))
             .with_service("Admin", metered(admin.recipient(), &metrics));
         let addrs = me;
+        // Clients' certificates are good on the client port only.
+        let peer_port_settings = Arc::new(TcpSettings {
+            tls: settings.tls.as_ref().map(TlsConfig::nodes_only),
+            ..(*settings).clone()
+        });
         let listen = |socket: TcpListener, services, methods, port: &'static str| {
-            let addr = if port == "peer" {
-                addrs.peer
+            let (addr, settings) = if port == "peer" {
+                (addrs.peer, &peer_port_settings)
             } else {
-                addrs.client
+                (addrs.client, &settings)
             };
             let label = format!("node {id} {port} port");
             Listener::start_traced(

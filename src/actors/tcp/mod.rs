@@ -43,7 +43,7 @@ pub use link::Link;
 pub use listener::Listener;
 pub use methods::MethodTable;
 pub use settings::TcpSettings;
-pub use tls::{TlsConfig, SERVER_NAME};
+pub use tls::{TlsConfig, CLIENT_NAME, SERVER_NAME};
 
 use actix::Addr;
 
