@@ -461,6 +461,18 @@ fn sigterm_hands_leadership_over_in_a_rolling_restart() {
     };
     println!("  {line}");
     assert_eq!(new_term, term + 1, "node {new} leads term {new_term}");
+    // Before that it drained its client port: what was in flight was answered, none cut
+    // off; and it stopped only after its storage had.
+    let drained = format!("node {old}: drained the client port: ");
+    let Some(line) = log.lines().find(|line| line.contains(&drained)) else {
+        panic!("node {old}'s log does not say it drained its client port:\n{log}");
+    };
+    println!("  {line}");
+    assert!(line.ends_with(", 0 cut off"), "{line}");
+    assert!(
+        log.contains(&format!("node {old} stopped")),
+        "node {old}'s log does not say it stopped:\n{log}"
+    );
 
     // Writers barely noticed: no pause near an election timeout.
     assert!(after > 0, "no write acknowledged after node {old} exited");

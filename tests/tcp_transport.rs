@@ -13,7 +13,7 @@ use rainkv::actors::client_end::ClientEnd;
 use rainkv::actors::tcp::*;
 use rainkv::messages::lifecycle::Stop;
 use rainkv::messages::net::{encode, Dispatch, Rpc, RpcError, Server};
-use rainkv::messages::tcp::{GetLinkStatus, GetListenerStats, ListenerStats};
+use rainkv::messages::tcp::{Drain, Drained, GetLinkStatus, GetListenerStats, ListenerStats};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::time::{sleep, timeout, Instant};
@@ -278,6 +278,70 @@ async fn a_dead_server_fails_calls_at_once_and_a_restarted_one_is_reconnected() 
         assert_eq!(stats(&restarted.listener).await.accepted, 1);
         let status = link.send(GetLinkStatus).await.expect("link");
         assert_eq!((status.control, status.last_error), ("up", None));
+    })
+    .await;
+}
+
+#[actix::test]
+async fn a_draining_listener_answers_the_calls_in_flight_and_takes_no_more() {
+    bounded(async {
+        let fixture = serve().await;
+        let (end, _link) = end_to(fixture.addr, settings());
+        assert_eq!(end.call(&Echo(vec![1])).await, Ok(vec![1]));
+        let calls: Vec<_> = (0..3)
+            .map(|_| {
+                let end = end.clone();
+                actix::spawn(async move { end.call(&Sleep(300)).await })
+            })
+            .collect();
+        sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        let drain = fixture.listener.send(Drain {
+            limit: Duration::from_secs(5),
+        });
+        // The port closes at once: a new connection is refused while the three finish.
+        sleep(Duration::from_millis(50)).await;
+        let (late, _late_link) = end_to(fixture.addr, settings());
+        assert_eq!(late.call(&Echo(vec![2])).await, Err(RpcError::Unreachable));
+        let drained = drain.await.expect("the listener answers the drain");
+        assert_eq!(
+            drained,
+            Drained {
+                in_flight: 3,
+                cut: 0
+            }
+        );
+        for call in calls {
+            assert_eq!(call.await.expect("task"), Ok(()));
+        }
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        // The existing connection closed too: the next call fails at once.
+        assert_eq!(end.call(&Echo(vec![3])).await, Err(RpcError::Unreachable));
+
+        // A call that outlasts the limit is cut off.
+        let fixture = serve().await;
+        let (end, _link) = end_to(fixture.addr, settings());
+        let slow = actix::spawn(async move { end.call(&Sleep(2_000)).await });
+        sleep(Duration::from_millis(50)).await;
+        let drained = fixture
+            .listener
+            .send(Drain {
+                limit: Duration::from_millis(100),
+            })
+            .await
+            .expect("the listener answers the drain");
+        assert_eq!(
+            drained,
+            Drained {
+                in_flight: 1,
+                cut: 1
+            }
+        );
+        assert_eq!(slow.await.expect("task"), Err(RpcError::Unreachable));
     })
     .await;
 }

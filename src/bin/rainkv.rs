@@ -41,9 +41,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one node of a cluster until SIGTERM or Ctrl-C (a leader hands its leadership to the
-    /// most up-to-date follower before it stops), or until its disk fails: then it exits with
-    /// status 1.
+    /// Run one node of a cluster until SIGTERM or Ctrl-C, or until its disk fails (then it
+    /// exits with status 1). On SIGTERM it stops gracefully and exits 0: its client port
+    /// closes and the requests in flight are answered, a leader hands its leadership to the
+    /// most up-to-date follower, and its last save reaches the disk.
     Serve {
         /// The cluster configuration file.
         #[arg(long)]
@@ -284,7 +285,9 @@ async fn serve(
     }
     .map_err(|e| format!("cannot wait for a shutdown signal: {e}"))?;
     println!("{signal}: shutting down");
-    // Logs what it did; a node that does not lead goes at once.
+    // Each step logs what it did. Clients wait no longer than their call timeout, so neither
+    // does the drain; a node that does not lead hands nothing off.
+    node.drain_clients(config.tcp_settings().call_timeout).await;
     node.hand_off_leadership().await;
     node.shutdown().await;
     Ok(ExitCode::SUCCESS)

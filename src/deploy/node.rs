@@ -41,7 +41,7 @@ use crate::messages::raft::{
 };
 use crate::messages::rsm::{Halt, WaitHalt};
 use crate::messages::tcp::{
-    GetLinkStatus, GetListenerStats, LinkStatus, ListenerStats, SetBlocked,
+    Drain, Drained, GetLinkStatus, GetListenerStats, LinkStatus, ListenerStats, SetBlocked,
 };
 use crate::metrics::Metrics;
 use crate::trace::Tracer;
@@ -74,6 +74,9 @@ pub fn trace_name(id: usize) -> String {
 
 /// How often [`TcpNode::hand_off_leadership`] looks whether the new leader has taken over.
 const HANDOFF_POLL: Duration = Duration::from_millis(2);
+
+/// How long [`TcpNode::shutdown`] waits for the Raft peer's last save.
+pub const STORAGE_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
 /// What [`TcpNode::hand_off_leadership`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -654,9 +657,29 @@ impl TcpNode {
             .is_some_and(|link| link.control == "up")
     }
 
+    /// Drains the client port (a graceful shutdown's first step): the port closes, so clients
+    /// go to other nodes, and the requests already in flight are answered, for at most
+    /// `limit`; Raft goes on meanwhile, so writes in flight on a leader commit. Logs the
+    /// outcome; meant to be called before [`TcpNode::hand_off_leadership`].
+    pub async fn drain_clients(&self, limit: Duration) -> Drained {
+        let drained = self
+            .client_listener
+            .send(Drain { limit })
+            .await
+            .unwrap_or_default();
+        log::info!(
+            "node {}: drained the client port: {} request(s) were in flight, {} cut off",
+            self.id,
+            drained.in_flight,
+            drained.cut
+        );
+        drained
+    }
+
     /// Stops the node: both ports close (callers see the connection drop), its outgoing
     /// connections close, and its Raft peer and services stop. Returns once the ports are
-    /// closed, so the same addresses can be bound again.
+    /// closed and the Raft peer's storage has finished its last save (or after
+    /// [`STORAGE_FLUSH_LIMIT`]), so the same addresses and files can be used again.
     pub async fn shutdown(&self) {
         #[cfg(feature = "cli")]
         if let Some(port) = &self.metrics_port {
@@ -670,6 +693,18 @@ impl TcpNode {
             link.do_send(Stop);
         }
         self.kv.kill();
+        // The peer's storage thread is joined when the peer is dropped, after the save in
+        // flight; the peer's mailbox closes in the same drop.
+        let started = Instant::now();
+        while self.kv.raft.connected() && started.elapsed() < STORAGE_FLUSH_LIMIT {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if self.kv.raft.connected() {
+            log::warn!(
+                "node {}: its Raft peer had not stopped after {STORAGE_FLUSH_LIMIT:?}",
+                self.id
+            );
+        }
         log::info!("node {} stopped", self.id);
     }
 }

@@ -3,9 +3,11 @@
 //! to them. Nothing here crosses the wire; the wire format is `actors/tcp/frame.rs`.
 //!
 //! A link or listener is stopped with the crate's one stop message,
-//! [`Stop`](crate::messages::lifecycle::Stop).
+//! [`Stop`](crate::messages::lifecycle::Stop); a listener can also be stopped gracefully,
+//! with [`Drain`].
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use actix::prelude::*;
 
@@ -34,6 +36,25 @@ pub struct LinkStatus {
     /// Why the last connection attempt failed or the last connection broke, if it did and
     /// nothing has connected since.
     pub last_error: Option<String>,
+}
+
+/// Stops a listener gracefully: its port closes at once; each connection stops reading
+/// requests, answers the ones it has in flight and closes. Answered once every connection
+/// has closed, or when `limit` has passed (then the rest are cut off, as by `Stop`).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Drained")]
+pub struct Drain {
+    /// The longest the listener waits for its connections.
+    pub limit: Duration,
+}
+
+/// What a [`Drain`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Requests in flight when the drain began.
+    pub in_flight: u64,
+    /// Of those, the ones cut off unanswered at the limit.
+    pub cut: u64,
 }
 
 /// Asks a listener for its counters.

@@ -7,17 +7,19 @@
 //! With a recording [`Tracer`] ([`Listener::start_traced`]) its connections emit a `deliver`
 //! event when a request arrives and a `respond` event when its reply is queued.
 //!
-//! Handles: [`Stop`] (answered once the port is closed) and [`GetListenerStats`] (the control
-//! protocol, `messages/tcp.rs`); [`ConnectionEvent`]s, which its connection tasks report to a
-//! weak recipient for the counters. Sends: `Dispatch` to its services (from those tasks).
+//! Handles: [`Stop`] (answered once the port is closed), [`Drain`] (a graceful stop: answered
+//! once the requests in flight are answered) and [`GetListenerStats`] (the control protocol,
+//! `messages/tcp.rs`); [`ConnectionEvent`]s, which its connection tasks report to a weak
+//! recipient for the counters. Sends: `Dispatch` to its services (from those tasks).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::admission::{Admission, Admit, FrameBudget, RateLimitedLog};
@@ -27,7 +29,7 @@ use super::settings::TcpSettings;
 use super::task::TaskGuard;
 use crate::messages::lifecycle::Stop;
 use crate::messages::net::Server;
-use crate::messages::tcp::{ConnectionEvent, GetListenerStats, ListenerStats};
+use crate::messages::tcp::{ConnectionEvent, Drain, Drained, GetListenerStats, ListenerStats};
 use crate::trace::Tracer;
 
 /// Pause after a failed `accept` (out of file descriptors, say), so the loop does not spin.
@@ -43,6 +45,10 @@ pub struct Listener {
     settings: Arc<TcpSettings>,
     label: String,
     accept: Option<TaskGuard>,
+    /// What the connections share, once started (the drain reads its count of requests).
+    inbound: Option<Rc<Inbound>>,
+    /// Set to `true` to drain.
+    draining: watch::Sender<bool>,
     stats: ListenerStats,
     trace: Tracer,
 }
@@ -77,6 +83,8 @@ impl Listener {
             settings,
             label: format!("{label} {local_addr}"),
             accept: None,
+            inbound: None,
+            draining: watch::Sender::new(false),
             stats: ListenerStats::default(),
             trace,
         };
@@ -84,10 +92,14 @@ impl Listener {
     }
 }
 
+/// Accepts connections until a drain begins; then closes the port and waits for the
+/// connections to finish.
 async fn accept_loop(socket: TcpListener, inbound: Rc<Inbound>) {
     let mut connections = JoinSet::new();
+    let mut draining = inbound.draining.clone();
     loop {
         tokio::select! {
+            Ok(_) = draining.wait_for(|&drain| drain) => break,
             accepted = socket.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let verdict = inbound.admission.borrow_mut().admit(peer.ip());
@@ -122,6 +134,14 @@ async fn accept_loop(socket: TcpListener, inbound: Rc<Inbound>) {
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+    drop(socket);
+    log::info!(
+        "{}: draining: port closed, {} connection(s) finishing {} request(s)",
+        inbound.label,
+        connections.len(),
+        inbound.in_flight.get()
+    );
+    while connections.join_next().await.is_some() {}
 }
 
 impl Actor for Listener {
@@ -143,8 +163,11 @@ impl Actor for Listener {
             label: self.label.clone(),
             events: ctx.address().downgrade().recipient(),
             trace: self.trace.clone(),
+            draining: self.draining.subscribe(),
+            in_flight: Cell::new(0),
         });
         log::info!("{}: listening", self.label);
+        self.inbound = Some(inbound.clone());
         // Dropping the accept task drops its JoinSet, which aborts every connection task.
         self.accept = Some(TaskGuard::spawn(accept_loop(socket, inbound)));
     }
@@ -167,6 +190,45 @@ impl Handler<Stop> for Listener {
             }
             .into_actor(self)
             .map(|(), _, ctx| ctx.stop()),
+        )
+    }
+}
+
+impl Handler<Drain> for Listener {
+    type Result = ResponseActFuture<Self, Drained>;
+
+    fn handle(&mut self, Drain { limit }: Drain, _: &mut Self::Context) -> Self::Result {
+        let accept = self.accept.take();
+        let at_start = self
+            .inbound
+            .as_ref()
+            .map_or(0, |inbound| inbound.in_flight.get());
+        self.draining.send_replace(true);
+        Box::pin(
+            async move {
+                if let Some(task) = accept {
+                    // A drain past its limit is cut off: dropping the timed-out future
+                    // drops the task's guard, which aborts the connections.
+                    let _ = tokio::time::timeout(limit, task.finish()).await;
+                }
+            }
+            .into_actor(self)
+            .map(move |(), listener, ctx| {
+                let cut = listener
+                    .inbound
+                    .take()
+                    .map_or(0, |inbound| inbound.in_flight.get());
+                log::info!(
+                    "{}: drained: {} request(s) in flight answered, {cut} cut off",
+                    listener.label,
+                    at_start.saturating_sub(cut)
+                );
+                ctx.stop();
+                Drained {
+                    in_flight: at_start,
+                    cut,
+                }
+            }),
         )
     }
 }

@@ -3,6 +3,9 @@
 //! are in flight and a slow one holds up nobody) and queues the replies for the writer task,
 //! tagged with the request's id.
 //!
+//! When its listener drains, a connection stops reading requests, answers those in flight,
+//! sends the replies and closes.
+//!
 //! Bad input never stops the listener: a connection that fails the handshake, announces an
 //! oversized frame, sends bytes that are not a frame or stalls in the middle of one is logged
 //! and closed, and only that connection.
@@ -12,13 +15,13 @@
 //! Sends: [`Dispatch`] to the services; [`ConnectionEvent`]s (opened, accepted, refused,
 //! dropped, closed) to the recipient in [`Inbound`], the listener's counters.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use actix::WeakRecipient;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{timeout_at, Instant};
 
@@ -56,6 +59,10 @@ pub(crate) struct Inbound {
     pub events: WeakRecipient<ConnectionEvent>,
     /// Where requests' delivery and response are traced, named after the serving node.
     pub trace: Tracer,
+    /// `true` once the listener drains.
+    pub draining: watch::Receiver<bool>,
+    /// Requests being served now, on every connection.
+    pub in_flight: Cell<u64>,
 }
 
 impl Inbound {
@@ -125,6 +132,24 @@ impl<'a> OpenConnection<'a> {
 impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {
         self.0.report(ConnectionEvent::Closed);
+    }
+}
+
+/// Counts one request in [`Inbound::in_flight`] while it is served, however it ends.
+struct InFlight<'a>(&'a Inbound);
+
+impl<'a> InFlight<'a> {
+    fn new(inbound: &'a Inbound) -> Self {
+        inbound.in_flight.set(inbound.in_flight.get() + 1);
+        InFlight(inbound)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .set(self.0.in_flight.get().saturating_sub(1));
     }
 }
 
@@ -222,20 +247,31 @@ pub(crate) async fn serve(stream: TcpStream, inbound: Rc<Inbound>, ticket: u64) 
     } = conn;
     reader.set_budget(inbound.budget.clone());
     let (replies, queue) = mpsc::channel(REPLY_QUEUE);
-    let _writer = TaskGuard::spawn(async move {
+    let writer = TaskGuard::spawn(async move {
         if let Err(e) = writer.drain(queue).await {
             log::debug!("connection from {peer}: cannot send replies: {e}");
         }
     });
     let mut in_flight = JoinSet::new();
+    let mut draining = inbound.draining.clone();
     loop {
+        if *draining.borrow() && in_flight.is_empty() {
+            // Every reply is queued: the writer sends them and ends, then the socket closes.
+            drop(replies);
+            writer.finish().await;
+            log::debug!("{label}: closed the connection from {peer}: draining");
+            return;
+        }
         tokio::select! {
-            frame = reader.read_frame(), if in_flight.len() < settings.max_in_flight => {
+            Ok(()) = draining.changed(), if !*draining.borrow() => {}
+            frame = reader.read_frame(),
+                if !*draining.borrow() && in_flight.len() < settings.max_in_flight => {
                 match frame {
                     Ok(Some(Frame::Request { id, method, args })) => {
                         let (inbound, replies) = (inbound.clone(), replies.clone());
                         inbound.trace_step(NetStep::Deliver, id, &method);
                         in_flight.spawn_local(async move {
+                            let _counted = InFlight::new(&inbound);
                             let outcome = inbound.call(&method, args).await;
                             inbound.trace_step(NetStep::Respond, id, &method);
                             // The connection may be gone by now; then so is the caller.

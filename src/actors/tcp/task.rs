@@ -15,6 +15,14 @@ impl TaskGuard {
         TaskGuard(Some(actix::spawn(task)))
     }
 
+    /// Waits until the task ends by itself; dropped before then, aborts it like the guard.
+    pub(crate) async fn finish(mut self) {
+        if let Some(handle) = &mut self.0 {
+            // As in `cancel`: nothing to report.
+            let _ = handle.await;
+        }
+    }
+
     /// Aborts the task and waits until it is gone (its sockets are closed then).
     pub(crate) async fn cancel(mut self) {
         if let Some(handle) = self.0.take() {
