@@ -6,7 +6,7 @@
 //! [cluster]
 //! name = "rainkv-local"
 //! token = "change-me"
-//! # max_raft_state = 262144     # snapshot when the Raft state reaches this many bytes and at
+//! # max_raft_state = 8388608    # snapshot when the Raft state reaches this many bytes and at
 //! #                             # least the size of the last snapshot
 //!
 //! [[node]]
@@ -49,9 +49,13 @@ use crate::actors::rsm::SessionPolicy;
 use crate::actors::tcp::{TcpSettings, TlsConfig, HELLO_MAX_FRAME};
 use crate::messages::raft::Membership;
 
-/// Snapshot threshold when the file names none: the Raft state is re-encoded on every save,
-/// so it is kept small.
-pub const DEFAULT_MAX_RAFT_STATE: usize = 256 << 10;
+/// Snapshot threshold when the file names none. A save appends only what changed, so the
+/// threshold bounds what a restart replays (8 MiB: tens of milliseconds) and the log held in
+/// memory, not the cost of a save; and since a node also waits until the log is as large as
+/// its last snapshot, encoding snapshots costs at most about one byte per byte logged.
+/// Smaller thresholds spend that encoding, on the thread that applies commands, more often
+/// (measured: a quarter MiB made `put_64` snapshot a 1.5 MB state every 1.5 MB of log).
+pub const DEFAULT_MAX_RAFT_STATE: usize = 8 << 20;
 
 /// The cluster file, read and validated: the cluster's name and token, its nodes, tuning.
 #[derive(Debug, Clone, PartialEq, Eq)]

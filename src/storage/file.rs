@@ -38,6 +38,7 @@ use super::record::{Record, SnapshotFile};
 use super::recover::{at, invalid, read_dir, SNAPSHOT, SNAPSHOT_TMP, WAL, WAL_TMP};
 use super::wal::{self, FileKind};
 use super::Persister;
+use crate::messages::raft::LogEntry;
 use crate::messages::storage::{SavedState, StateUpdate};
 
 /// A test hook: when set to a number of bytes N, every [`FilePersister`] this process opens
@@ -284,7 +285,7 @@ impl Disk {
         })
     }
 
-    fn append(&mut self, record: &Record) -> io::Result<()> {
+    fn append(&mut self, record: &Record<&[LogEntry], &SavedState>) -> io::Result<()> {
         let path = self.dir.join(WAL);
         let payload = rmp_serde::to_vec(record).map_err(|e| invalid(&path, e))?;
         let bytes = wal::frame(self.wal_id, self.wal_len, &payload)?;
@@ -301,8 +302,8 @@ impl Disk {
     /// Replaces the WAL by one checkpoint of the current state.
     fn rewrite_wal(&mut self) -> io::Result<()> {
         let path = self.dir.join(WAL);
-        let payload = rmp_serde::to_vec(&Record::Checkpoint(self.state.clone()))
-            .map_err(|e| invalid(&path, e))?;
+        let record: Record<&[LogEntry], &SavedState> = Record::Checkpoint(&self.state);
+        let payload = rmp_serde::to_vec(&record).map_err(|e| invalid(&path, e))?;
         let (bytes, id) = wal::file_of(FileKind::Wal, [payload.as_slice()])?;
         self.writer.replace_file(&self.dir, WAL_TMP, WAL, &bytes)?;
         self.wal = OpenOptions::new()
@@ -345,12 +346,12 @@ impl Disk {
             self.writer
                 .replace_file(&self.dir, SNAPSHOT_TMP, SNAPSHOT, &bytes)?;
         }
-        let record = Record::Update {
+        let record: Record<&[LogEntry], &SavedState> = Record::Update {
             term: update.term,
             voted_for: update.voted_for,
             snapshot: snapshot.as_ref().map(|s| (s.index, s.term)),
             first_index: update.first_index,
-            entries: update.entries.clone(),
+            entries: &update.entries,
         };
         self.append(&record)?;
         self.state.apply(update);
@@ -710,7 +711,7 @@ mod tests {
         // A format-1 WAL: one record framed [length][CRC32][payload], no file header.
         let dir = temp_dir("format-1");
         fs::create_dir_all(&dir).unwrap();
-        let record = Record::Update {
+        let record: Record = Record::Update {
             term: 1,
             voted_for: None,
             snapshot: None,

@@ -9,9 +9,10 @@ use super::wal::{self, End, FileKind};
 use crate::messages::raft::{LogEntry, Membership};
 use crate::messages::storage::SavedState;
 
-/// One WAL record.
+/// One WAL record. Read as `Record` (owned); written borrowed, `Record<&[LogEntry],
+/// &SavedState>`, which encodes the same bytes without copying the entries first.
 #[derive(Serialize, Deserialize)]
-pub(crate) enum Record {
+pub(crate) enum Record<E = Vec<LogEntry>, S = SavedState> {
     /// A [`crate::messages::storage::StateUpdate`]; a new snapshot is named by index and term,
     /// its bytes are in the snapshot file.
     Update {
@@ -19,10 +20,10 @@ pub(crate) enum Record {
         voted_for: Option<usize>,
         snapshot: Option<(u64, u64)>,
         first_index: u64,
-        entries: Vec<LogEntry>,
+        entries: E,
     },
     /// The whole state: the first record of a rewritten WAL.
-    Checkpoint(SavedState),
+    Checkpoint(S),
 }
 
 /// The snapshot file's single record (`D`: `ByteBuf` to read, `&Bytes` to write without a

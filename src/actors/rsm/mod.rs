@@ -407,8 +407,10 @@ impl<S: StateMachine> Rsm<S> {
             state: &self.state,
             sessions: &self.sessions,
         };
-        match rmp_serde::to_vec(&snapshot) {
-            Ok(data) => {
+        // The last snapshot's size is a good guess of this one's: the buffer seldom regrows.
+        let mut data = Vec::with_capacity(self.persister.snapshot_size() + (64 << 10));
+        match rmp_serde::encode::write(&mut data, &snapshot) {
+            Ok(()) => {
                 self.last_snapshot = self.last_applied;
                 self.trace_snapshot(self.last_applied, false);
                 // One at a time: until Raft has taken this one, its state still looks too big,
