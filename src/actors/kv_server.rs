@@ -51,7 +51,7 @@ impl KvStore {
 
 /// Applies a Get, Put or Append to a map of keys to values: the value a Get reads (`None` for
 /// a missing key), `None` for a write.
-pub(crate) fn apply_to_map(map: &mut BTreeMap<Bytes, Bytes>, command: KvCommand) -> Option<Bytes> {
+pub fn apply_to_map(map: &mut BTreeMap<Bytes, Bytes>, command: KvCommand) -> Option<Bytes> {
     match command {
         KvCommand::Get { key } => map.get(&key).cloned(),
         KvCommand::Put { key, value } => {

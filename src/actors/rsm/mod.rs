@@ -140,6 +140,8 @@ pub struct Rsm<S: StateMachine> {
     proportional_snapshots: bool,
     last_applied: u64,
     last_snapshot: u64,
+    /// Bytes of log entries applied since the last snapshot was taken or installed.
+    applied_since_snapshot: usize,
     pending: BTreeMap<u64, Waiter<S::Output>>,
     /// `(deadline, index, term)` of each request in the order they were taken: deadlines are
     /// then in order too, so one timer, armed for the first, serves them all.
@@ -178,10 +180,11 @@ pub struct ReplicaSetup<P> {
     pub raft: RaftConfig,
     /// Snapshot when the Raft state reaches this many bytes (`None`: never).
     pub max_raft_state: Option<usize>,
-    /// Also wait until the log since the last snapshot is at least as large as that
-    /// snapshot: each byte of log then causes at most one byte of snapshot writing, however
-    /// large the state (deployments; 6.5840's tests hold the Raft state under a fixed bound and
-    /// leave it off).
+    /// Count the log applied since the last snapshot instead of the Raft state: snapshot once
+    /// it reaches `max_raft_state` and the last snapshot's size. Each byte of log then causes
+    /// at most one byte of snapshot writing, however large the state, and a backlog of
+    /// entries not yet applied cannot set off snapshots that would not shrink the log
+    /// (deployments; 6.5840's tests hold the Raft state under a fixed bound and leave it off).
     pub proportional_snapshots: bool,
     /// Seed for the Raft peer's randomness.
     pub seed: u64,
@@ -235,6 +238,7 @@ impl<S: StateMachine> Rsm<S> {
             proportional_snapshots: setup.proportional_snapshots,
             last_applied: restored.index,
             last_snapshot: restored.index,
+            applied_since_snapshot: 0,
             pending: BTreeMap::new(),
             deadlines: VecDeque::new(),
             deadline_timer: false,
@@ -260,6 +264,7 @@ impl<S: StateMachine> Rsm<S> {
             }
         };
         self.last_applied = index;
+        self.applied_since_snapshot += bytes.len();
         let applied = self.execute(index, entry);
         if let Some(waiter) = self.pending.remove(&index) {
             let answer = match applied {
@@ -338,6 +343,7 @@ impl<S: StateMachine> Rsm<S> {
                 self.sessions = snapshot.sessions.reindexed();
                 self.last_applied = index;
                 self.last_snapshot = index;
+                self.applied_since_snapshot = 0;
                 self.trace_snapshot(index, true);
                 self.fail_pending(|index_of_waiter, _| index_of_waiter <= index);
             }
@@ -395,11 +401,16 @@ impl<S: StateMachine> Rsm<S> {
             return;
         };
         let log = self.persister.raft_state_size();
-        if self.snapshot_in_flight
-            || self.last_applied <= self.last_snapshot
-            || log < max
-            || (self.proportional_snapshots && log < self.persister.snapshot_size())
-        {
+        // Proportional: what a snapshot would cut from the log is what was applied since the
+        // last one, and it must reach the threshold and the last snapshot's size. (The log's
+        // size alone would not do: under load, entries not yet applied can hold it over the
+        // threshold, and a snapshot per applied entry would follow.)
+        let too_soon = if self.proportional_snapshots {
+            self.applied_since_snapshot < max.max(self.persister.snapshot_size())
+        } else {
+            log < max
+        };
+        if self.snapshot_in_flight || self.last_applied <= self.last_snapshot || too_soon {
             return;
         }
         let snapshot = SnapshotData {
@@ -412,6 +423,7 @@ impl<S: StateMachine> Rsm<S> {
         match rmp_serde::encode::write(&mut data, &snapshot) {
             Ok(()) => {
                 self.last_snapshot = self.last_applied;
+                self.applied_since_snapshot = 0;
                 self.trace_snapshot(self.last_applied, false);
                 // One at a time: until Raft has taken this one, its state still looks too big,
                 // and encoding a snapshot per applied entry would be wasted work.
