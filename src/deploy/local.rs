@@ -259,7 +259,7 @@ impl LocalCluster {
         let mut best: Option<(u64, usize)> = None;
         for i in 0..self.len() {
             let Some(node) = self.node(i) else { continue };
-            if let Ok(state) = node.kv().raft.send(GetState).await {
+            if let Ok(state) = node.raft().send(GetState).await {
                 if state.role == Role::Leader && best.is_none_or(|(term, _)| state.term > term) {
                     best = Some((state.term, i));
                 }
