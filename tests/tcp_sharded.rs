@@ -13,7 +13,7 @@
 mod ctl;
 mod processes;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +28,7 @@ use processes::{free_ports, serve_command, wait_bounded, write_config, Scratch, 
 use rainkv::deploy::cluster_file::{
     NodeAddrs, RaftOverrides, SessionOverrides, TransportOverrides, DEFAULT_MAX_RAFT_STATE,
 };
+use rainkv::deploy::local_sharded::LocalSharded;
 use rainkv::deploy::shard_client::ShardedClient;
 use rainkv::deploy::sharded_file::{GroupName, ReplicaGroup, ShardedFile};
 use rainkv::ClusterFile;
@@ -390,4 +391,56 @@ fn a_sharded_deployment_moves_shards_through_leader_crashes() {
         "{acked} appends acknowledged and kept; took {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The same deployment inside one process ([`LocalSharded`], what a one-process sharded demo
+/// or benchmark starts): two groups join, keys written through the sharded clerk, a shard
+/// moved while the leader of its new owner is killed and restarted; every key reads back.
+#[actix::test]
+async fn a_one_process_deployment_serves_keys_across_a_move_and_a_restart() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let limit = Duration::from_secs(30);
+    let mut local = LocalSharded::start(&[1, 2], 3, RaftOverrides::default())
+        .await
+        .expect("the deployment starts");
+    let client = ShardedClient::connect(local.file());
+    let ctrler = client.ctrler();
+    let servers = |gid| local.file().servers(gid).expect("servers");
+    let join = BTreeMap::from([(1, servers(1)), (2, servers(2))]);
+    tokio::time::timeout(limit, ctrler.join(join))
+        .await
+        .expect("join in time")
+        .expect("join");
+    let clerk = client.clerk();
+    for i in 0..20 {
+        let put = clerk.put(format!("key{i}"), format!("value{i}"));
+        tokio::time::timeout(limit, put)
+            .await
+            .expect("put in time")
+            .expect("put");
+    }
+    let config = ctrler.latest().await.expect("config");
+    let shard = config.shards_of(1)[0];
+    let (leader, _) = client
+        .group(2)
+        .expect("group 2")
+        .wait_for_leader(limit)
+        .await
+        .expect("group 2 leads");
+    tokio::time::timeout(limit, ctrler.move_shard(shard, 2))
+        .await
+        .expect("move in time")
+        .expect("move");
+    local.kill(GroupName::Replica(2), leader).await;
+    local
+        .restart(GroupName::Replica(2), leader)
+        .await
+        .expect("restart");
+    for i in 0..20 {
+        let get = clerk.get_string(format!("key{i}"));
+        let value = tokio::time::timeout(limit, get).await.expect("get in time");
+        assert_eq!(value.expect("get"), Some(format!("value{i}")));
+    }
+    client.close();
+    local.shutdown().await;
 }

@@ -32,10 +32,10 @@
 //! # max_sessions = 100000       # past this many, the least recently active expires
 //! ```
 //!
-//! A sharded deployment ([`ShardedFile`]) has the same `[cluster]`, `[tls]`, `[transport]`,
-//! `[raft]` and `[sessions]` sections, and instead of top-level `[[node]]` entries the shard
-//! controller's nodes and any number of replica groups, each with its `gid` and its nodes (ids
-//! 0.. within each group):
+//! A sharded deployment ([`ShardedFile`](super::sharded_file::ShardedFile)) has the same
+//! `[cluster]`, `[tls]`, `[transport]`, `[raft]` and `[sessions]` sections, and instead of
+//! top-level `[[node]]` entries the shard controller's nodes and any number of replica groups,
+//! each with its `gid` and its nodes (ids 0.. within each group):
 //!
 //! ```toml
 //! [[controller.node]]
@@ -51,7 +51,8 @@
 //! client = "127.0.0.1:7110"
 //! ```
 //!
-//! [`Deployment::load`] reads either kind; [`ClusterFile::load`] and [`ShardedFile::load`]
+//! [`Deployment::load`](super::sharded_file::Deployment::load) reads either kind;
+//! [`ClusterFile::load`] and [`ShardedFile::load`](super::sharded_file::ShardedFile::load)
 //! read one kind and explain when the file is of the other.
 
 use std::collections::BTreeSet;

@@ -17,6 +17,8 @@
 //!   controller's clerk, each group's status and shard states).
 //! - [`local`]: a whole cluster inside this process on loopback, for the demo, the benchmark
 //!   and tests.
+//! - [`local_sharded`]: a whole sharded deployment (controller group and replica groups)
+//!   inside this process on loopback, for a one-process sharded demo or benchmark and tests.
 //! - [`stats`]: latency percentiles and the benchmark's result line.
 //! - [`bench`](mod@bench): the benchmark workloads (`rainkv bench`).
 //! - [`demo`]: the fault demo (`rainkv demo`), checked with [`crate::check`].
@@ -30,6 +32,7 @@ pub mod demo;
 #[cfg(feature = "cli")]
 pub mod http;
 pub mod local;
+pub mod local_sharded;
 pub mod node;
 pub mod shard_client;
 pub mod sharded_file;
