@@ -26,7 +26,10 @@
 //!   `rainkv wal check` prints) and `DataDirLock` (one process per data directory).
 //! - [`deploy`]: nodes on TCP, the cluster file, a client of a running cluster, a whole
 //!   cluster in one process, the demo and the benchmark (what the `rainkv` and `rainkv-ctl`
-//!   binaries run).
+//!   binaries run); for a sharded deployment, its file (`deploy::sharded_file`: a controller
+//!   group and replica groups), nodes running the controller or a group's store and migrator
+//!   ([`TcpNode::start_sharded`]) and a client with the sharded clerk
+//!   (`deploy::shard_client`).
 //! - [`check`]: the linearizability checker, used by the testkit and by the demo.
 //! - [`metrics`]: what a node counts for its `/metrics` page (atomic counters, fixed-bucket
 //!   histograms, off unless the node has a metrics port) and the Prometheus text format.

@@ -1,5 +1,7 @@
 //! `rainkv-ctl`: talk to a running RainKV cluster: `get`, `put`, `append`, `status`,
-//! `transfer-leader` and `member` (`list`, `add`, `promote`, `remove`).
+//! `transfer-leader` and `member` (`list`, `add`, `promote`, `remove`); and to a sharded
+//! deployment: `get`, `put`, `append` and `status` again, and `shard` (`join`, `leave`, `move`,
+//! `query`) to change and read the controller's configuration.
 //!
 //! The cluster file names the first members; members added since are found by asking the
 //! nodes (`Admin.Members`), so every command reaches them too.
@@ -21,8 +23,10 @@
 //!
 //! Exit status: 0 on success, 1 when the cluster cannot serve the request in time (the
 //! reasons are printed) or a leadership transfer fails, 2 for a bad command line or
-//! configuration file (an unknown node id included), bad hex, an unreadable value file, or a
-//! value `get` cannot print as text.
+//! configuration file (an unknown node id included), bad hex, an unreadable value file, a
+//! value `get` cannot print as text, or a shard command the configuration refuses (a gid not
+//! in the file or not a group, a shard out of range, leaving the last group, a shard command
+//! on an unsharded cluster, a member command on a sharded one); then nothing is changed.
 
 use std::fmt::Write as _;
 use std::io::Read;
@@ -36,10 +40,15 @@ use rainkv::actors::clerk::Clerk;
 use rainkv::deploy::certs::Validity;
 use rainkv::deploy::client::{ChangeFailure, ClusterClient, TransferFailure, Transferred};
 use rainkv::deploy::cluster_file::{ClusterFile, NodeAddrs, TlsIdentity};
+use rainkv::deploy::shard_client::ShardedClient;
+use rainkv::deploy::sharded_file::{Deployment, ShardedFile};
 use rainkv::messages::admin::{MemberReport, NodeStatus};
 use rainkv::messages::kv::ClerkError;
 use rainkv::messages::raft::{MembershipChange, Role};
 use rainkv::messages::rsm::Health;
+
+#[path = "rainkv-ctl/shard.rs"]
+mod shard;
 
 #[derive(Parser)]
 #[command(
@@ -83,8 +92,15 @@ enum Command {
         /// What to append.
         value: String,
     },
-    /// Show each node's role, term, commit index and applied index.
+    /// Show each node's role, term, commit index and applied index; for a sharded deployment,
+    /// per group its leader, term, config number and each shard's state (serving, pulling,
+    /// frozen, awaiting deletion).
     Status,
+    /// Change or read a sharded deployment's configuration (which group owns which shard).
+    Shard {
+        #[command(subcommand)]
+        command: ShardCmd,
+    },
     /// Move leadership to node ID.
     ///
     /// The leader brings ID's log up to date, then has it start an election at once; clients
@@ -109,6 +125,46 @@ enum Command {
     Certs {
         #[command(subcommand)]
         command: CertsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ShardCmd {
+    /// Add replica groups (their servers as the file lists them); shards are rebalanced with
+    /// as few moves as possible.
+    Join {
+        /// The groups' gids (as in the file).
+        #[arg(required = true)]
+        gids: Vec<u64>,
+        /// Print the configuration the controller would produce and the shards that would
+        /// move, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove replica groups; their shards move to the groups that stay. The last group
+    /// cannot leave (its shards would have no owner).
+    Leave {
+        /// The groups' gids.
+        #[arg(required = true)]
+        gids: Vec<u64>,
+        /// Print what would change, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Give SHARD to group GID (a later join or leave may move it again).
+    Move {
+        /// The shard, 0..10.
+        shard: usize,
+        /// The group that gets it (a group of the current configuration).
+        gid: u64,
+        /// Print what would change, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print configuration NUM (default: the latest) as tables: shard → gid, gid → servers.
+    Query {
+        /// The configuration number.
+        num: Option<u64>,
     },
 }
 
@@ -199,6 +255,7 @@ impl Request {
             Command::Put { key: k, value: v } => Request::Put(key(k)?, value(v)?),
             Command::Append { key: k, value: v } => Request::Append(key(k)?, value(v)?),
             Command::Status
+            | Command::Shard { .. }
             | Command::TransferLeader { .. }
             | Command::Member { .. }
             | Command::Certs { .. } => return Ok(None),
@@ -316,9 +373,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         .config
         .as_ref()
         .ok_or_else(|| Failure::Usage("--config FILE is needed".into()))?;
-    let config = ClusterFile::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+    let deployment = Deployment::load(path).map_err(|e| Failure::Usage(e.to_string()))?;
+    let common = match &deployment {
+        Deployment::Single(config) => config,
+        Deployment::Sharded(file) => &file.controller,
+    };
     // A broken TLS identity is a configuration error, said before anything is tried.
-    config
+    common
         .tls_config(TlsIdentity::Client)
         .map_err(|e| Failure::Usage(format!("cannot load the client's TLS identity: {e}")))?;
     let limit = Duration::try_from_secs_f64(cli.timeout)
@@ -331,9 +392,33 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             ))
         })?;
     let request = Request::from_command(&cli.command, cli.hex)?;
+    let config = match deployment {
+        Deployment::Sharded(file) => {
+            return sharded(&file, &cli.command, request, cli.hex, limit).await
+        }
+        Deployment::Single(config) => config,
+    };
+    if let Command::Shard { .. } = &cli.command {
+        return Err(Failure::Usage(format!(
+            "{} describes an unsharded cluster (top-level [[node]] entries): shard commands \
+             need a sharded deployment file ([[controller.node]] and [[group]] entries)",
+            path.display()
+        )));
+    }
     let client = ClusterClient::connect_members(&config, limit).await;
     let outcome = match (request, &cli.command) {
-        (Some(request), _) => kv(&client, &config, request, cli.hex, limit).await,
+        (Some(request), _) => {
+            let reasons = async { client.unreachable_reasons().await };
+            kv(
+                &client.clerk(),
+                &config.name,
+                reasons,
+                request,
+                cli.hex,
+                limit,
+            )
+            .await
+        }
         (None, Command::TransferLeader { to }) => transfer_leader(&client, *to, limit).await,
         (None, Command::Member { command }) => member(&client, command, limit).await,
         (None, _) => status(&client, &config, limit).await,
@@ -342,16 +427,45 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     outcome
 }
 
+/// A command against a sharded deployment.
+async fn sharded(
+    file: &ShardedFile,
+    command: &Command,
+    request: Option<Request>,
+    hex: bool,
+    limit: Duration,
+) -> Result<(), Failure> {
+    let client = ShardedClient::connect(file);
+    let outcome = match (request, command) {
+        (Some(request), _) => {
+            let reasons = async { client.unreachable_reasons().await };
+            let name = &file.controller.name;
+            kv(&client.clerk(), name, reasons, request, hex, limit).await
+        }
+        (None, Command::Shard { command }) => shard::run(&client, command, limit).await,
+        (None, Command::Status) => shard::status(&client, limit).await,
+        (None, _) => Err(Failure::Usage(
+            "member and transfer-leader work on an unsharded cluster only: a sharded \
+             deployment's groups keep the members its file lists"
+                .into(),
+        )),
+    };
+    client.close();
+    outcome
+}
+
+/// Runs `request` through `clerk` within `limit`; on a timeout, says why the nodes of the
+/// cluster called `name` could not be reached, as `reasons` tells.
 async fn kv(
-    client: &ClusterClient,
-    config: &ClusterFile,
+    clerk: &Clerk,
+    name: &str,
+    reasons: impl std::future::Future<Output = Vec<String>>,
     request: Request,
     hex: bool,
     limit: Duration,
 ) -> Result<(), Failure> {
-    let clerk = client.clerk();
     let write = !matches!(request, Request::Get(_));
-    match tokio::time::timeout(limit, request.run(&clerk)).await {
+    match tokio::time::timeout(limit, request.run(clerk)).await {
         Ok(Ok(Some(value))) => {
             println!("{}", printable(value.as_deref(), hex)?);
             Ok(())
@@ -362,17 +476,15 @@ async fn kv(
         }
         Ok(Err(e)) => Err(Failure::Unavailable(e.to_string())),
         Err(_) => {
-            let mut message = format!(
-                "cluster {:?} did not serve the request within {limit:?}",
-                config.name
-            );
+            let mut message =
+                format!("cluster {name:?} did not serve the request within {limit:?}");
             if write {
                 message.push_str(
                     " (outcome unknown: the write may or may not have been applied, and may \
                      still be)",
                 );
             }
-            let reasons = client.unreachable_reasons().await;
+            let reasons = reasons.await;
             if reasons.is_empty() {
                 message.push_str("\n  the nodes answer, but none could serve it (no leader?)");
             }

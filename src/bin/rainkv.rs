@@ -18,6 +18,7 @@ use rainkv::deploy::cluster_file::{ClusterFile, NodeAddrs};
 use rainkv::deploy::demo::{run_demo, DemoOptions, DemoProgress, Verdict};
 use rainkv::deploy::local::{LocalCluster, LocalOptions};
 use rainkv::deploy::node::{NodeSockets, TcpNode};
+use rainkv::deploy::sharded_file::{Deployment, GroupName};
 use rainkv::deploy::stats::millis;
 use rainkv::deploy::store::open_store;
 use rainkv::messages::apply::HaltCause;
@@ -45,14 +46,22 @@ enum Command {
     /// exits with status 1). On SIGTERM it stops gracefully and exits 0: its client port
     /// closes and the requests in flight are answered, a leader hands its leadership to the
     /// most up-to-date follower, and its last save reaches the disk.
+    ///
+    /// With a sharded deployment file, --group says which group the node belongs to: the
+    /// shard controller's (`controller`) or a replica group's (its gid).
     Serve {
-        /// The cluster configuration file.
+        /// The cluster configuration file (unsharded or sharded).
         #[arg(long)]
         config: PathBuf,
-        /// This node's id in the configuration (with --join: a new id, not in the file).
+        /// With a sharded deployment file: `controller` or a replica group's gid.
+        #[arg(long, value_name = "controller|GID", conflicts_with = "join")]
+        group: Option<GroupName>,
+        /// This node's id in the configuration (in its group, with --group; with --join: a new
+        /// id, not in the file).
         #[arg(long)]
         id: usize,
-        /// The node's data directory (default: rainkv-data-<id>).
+        /// The node's data directory (default: rainkv-data-<id>, or with --group
+        /// rainkv-data-controller-<id> or rainkv-data-g<gid>-<id>).
         #[arg(long)]
         data: Option<PathBuf>,
         /// Join the running cluster as a new node, with an empty data directory, after
@@ -155,6 +164,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve {
                 config,
+                group,
                 id,
                 data,
                 join,
@@ -172,7 +182,11 @@ fn main() -> ExitCode {
                     }),
                     _ => None,
                 };
-                serve(config, id, data, joining, metrics, insecure).await
+                let who = match group {
+                    Some(group) => Who::Sharded(group),
+                    None => Who::Single(joining),
+                };
+                serve(config, id, who, data, metrics, insecure).await
             }
             Command::Demo {
                 seconds,
@@ -214,17 +228,49 @@ fn main() -> ExitCode {
     }
 }
 
-/// `rainkv serve`: node `id` of the file, or the new node `joining`; with HTTP on `metrics`
-/// if given, else on the file's metrics address for the node, if any.
+/// Which node `rainkv serve` runs, besides its id.
+enum Who {
+    /// A node of an unsharded cluster: one of the file's, or the new node given (`--join`).
+    Single(Option<NodeAddrs>),
+    /// A node of this group of a sharded deployment.
+    Sharded(GroupName),
+}
+
+/// `rainkv serve`: node `id` of the file (of a group of it, in a sharded deployment), or the
+/// new node `joining`; with HTTP on `metrics` if given, else on the file's metrics address for
+/// the node, if any.
 async fn serve(
-    config: PathBuf,
+    path: PathBuf,
     id: usize,
+    who: Who,
     data: Option<PathBuf>,
-    joining: Option<NodeAddrs>,
     metrics: Option<std::net::SocketAddr>,
     insecure: bool,
 ) -> Result<ExitCode, String> {
-    let config = ClusterFile::load(&config).map_err(|e| e.to_string())?;
+    let deployment = Deployment::load(&path).map_err(|e| e.to_string())?;
+    let (config, joining, needs_tls) = match (&deployment, &who) {
+        (Deployment::Single(config), Who::Single(joining)) => {
+            (config.clone(), *joining, config.needs_tls())
+        }
+        (Deployment::Sharded(file), Who::Sharded(group)) => {
+            let config = file.group(*group)?;
+            (config, None, file.needs_tls())
+        }
+        (Deployment::Single(_), Who::Sharded(_)) => {
+            return Err(format!(
+                "{} describes an unsharded cluster: --group is for a sharded deployment",
+                path.display()
+            ))
+        }
+        (Deployment::Sharded(file), Who::Single(_)) => {
+            return Err(format!(
+                "{} describes a sharded deployment: pass --group controller or --group GID \
+                 (its gids: {:?}); a sharded group's members cannot change (no --join)",
+                path.display(),
+                file.gids()
+            ))
+        }
+    };
     let mut addrs = match joining {
         Some(addrs) => addrs,
         None => *config.node(id).map_err(|e| e.to_string())?,
@@ -234,13 +280,18 @@ async fn serve(
         let exposed = [addrs.peer, addrs.client]
             .into_iter()
             .find(|addr| config.tls.is_none() && !addr.ip().is_loopback());
-        if let Some(why) = config.needs_tls().or(exposed.map(|addr| {
+        if let Some(why) = needs_tls.or(exposed.map(|addr| {
             format!("address {addr} is not loopback and TLS is off; add a [tls] section or pass --insecure")
         })) {
             return Err(why);
         }
     }
-    let data = data.unwrap_or_else(|| PathBuf::from(format!("rainkv-data-{id}")));
+    let default_dir = match &who {
+        Who::Single(_) => format!("rainkv-data-{id}"),
+        Who::Sharded(GroupName::Controller) => format!("rainkv-data-controller-{id}"),
+        Who::Sharded(GroupName::Replica(gid)) => format!("rainkv-data-g{gid}-{id}"),
+    };
+    let data = data.unwrap_or_else(|| PathBuf::from(default_dir));
     // Before anything else: a second process on the same directory stops here, before it
     // binds a port or reads a file. Held until this process exits.
     let _lock = DataDirLock::acquire(&data).map_err(|e| match e.kind() {
@@ -250,13 +301,20 @@ async fn serve(
     let sockets = NodeSockets::bind(&addrs).await.map_err(|e| e.to_string())?;
     let store = open_store(&data)
         .map_err(|e| format!("cannot open the data directory {}: {e}", data.display()))?;
-    let node = match joining {
-        Some(me) => TcpNode::join(&config, me, sockets, store),
-        None => TcpNode::start(&config, id, sockets, store),
+    let node = match (&deployment, &who, joining) {
+        (Deployment::Sharded(file), Who::Sharded(group), _) => {
+            TcpNode::start_sharded(file, *group, id, sockets, store, &Tracer::off())
+        }
+        (_, _, Some(me)) => TcpNode::join(&config, me, sockets, store),
+        (_, _, None) => TcpNode::start(&config, id, sockets, store),
     }
     .map_err(|e| e.to_string())?;
+    let of_group = match who {
+        Who::Sharded(group) => format!(" of {group}"),
+        Who::Single(_) => String::new(),
+    };
     println!(
-        "rainkv node {id} of cluster {:?}: peers on {}, clients on {}{}",
+        "rainkv node {id}{of_group} of cluster {:?}: peers on {}, clients on {}{}",
         config.name,
         addrs.peer,
         addrs.client,

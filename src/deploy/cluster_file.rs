@@ -31,6 +31,29 @@
 //! # ttl_secs = 3600             # a session with no write for this long expires
 //! # max_sessions = 100000       # past this many, the least recently active expires
 //! ```
+//!
+//! A sharded deployment ([`ShardedFile`](super::sharded_file::ShardedFile)) has the same
+//! `[cluster]`, `[tls]`, `[transport]`, `[raft]` and `[sessions]` sections, and instead of
+//! top-level `[[node]]` entries the shard controller's nodes and any number of replica groups,
+//! each with its `gid` and its nodes (ids 0.. within each group):
+//!
+//! ```toml
+//! [[controller.node]]
+//! id = 0
+//! peer = "127.0.0.1:7000"
+//! client = "127.0.0.1:7100"
+//!
+//! [[group]]
+//! gid = 100
+//! [[group.node]]
+//! id = 0
+//! peer = "127.0.0.1:7010"
+//! client = "127.0.0.1:7110"
+//! ```
+//!
+//! [`Deployment::load`](super::sharded_file::Deployment::load) reads either kind;
+//! [`ClusterFile::load`] and [`ShardedFile::load`](super::sharded_file::ShardedFile::load)
+//! read one kind and explain when the file is of the other.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -47,6 +70,7 @@ use serde::{Deserialize, Serialize};
 use crate::actors::raft::RaftConfig;
 use crate::actors::rsm::SessionPolicy;
 use crate::actors::tcp::{TcpSettings, TlsConfig, HELLO_MAX_FRAME};
+use crate::messages::ctrler::Gid;
 use crate::messages::raft::Membership;
 
 /// Snapshot threshold when the file names none. A save appends only what changed, so the
@@ -320,12 +344,16 @@ impl std::error::Error for ClusterFileError {}
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg(feature = "cli")]
-struct RawClusterFile {
+pub(super) struct RawClusterFile {
     cluster: RawCluster,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     tls: Option<RawTls>,
-    #[serde(default)]
-    node: Vec<RawNode>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) node: Vec<RawNode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) controller: Option<RawNodes>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) group: Vec<RawGroup>,
     #[serde(default, skip_serializing_if = "TransportOverrides::is_empty")]
     transport: TransportOverrides,
     #[serde(default, skip_serializing_if = "RaftOverrides::is_empty")]
@@ -353,12 +381,71 @@ struct RawTls {
 #[cfg(feature = "cli")]
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawNode {
+pub(super) struct RawNodes {
+    #[serde(default)]
+    pub(super) node: Vec<RawNode>,
+}
+
+#[cfg(feature = "cli")]
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGroup {
+    pub(super) gid: Gid,
+    #[serde(default)]
+    pub(super) node: Vec<RawNode>,
+}
+
+#[cfg(feature = "cli")]
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNode {
     id: usize,
     peer: String,
     client: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     metrics: Option<String>,
+}
+
+#[cfg(feature = "cli")]
+impl RawClusterFile {
+    /// Parses `text` into the file's shape; `origin` names it in errors.
+    pub(super) fn parse(text: &str, origin: &str) -> Result<RawClusterFile, ClusterFileError> {
+        toml::from_str(text).map_err(|e| ClusterFileError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Whether it has the sections of a sharded deployment.
+    pub(super) fn is_sharded(&self) -> bool {
+        self.controller.is_some() || !self.group.is_empty()
+    }
+
+    /// The settings every group shares, with `nodes`.
+    pub(super) fn common(self, nodes: Vec<NodeAddrs>) -> ClusterFile {
+        ClusterFile {
+            name: self.cluster.name,
+            token: self.cluster.token,
+            max_raft_state: self
+                .cluster
+                .max_raft_state
+                .unwrap_or(DEFAULT_MAX_RAFT_STATE),
+            nodes,
+            transport: self.transport,
+            raft: self.raft,
+            sessions: self.sessions,
+            tls: self.tls.map(|tls| tls.dir),
+        }
+    }
+}
+
+/// The text of the file at `path`.
+#[cfg(feature = "cli")]
+pub(super) fn read_file(path: &Path) -> Result<String, ClusterFileError> {
+    std::fs::read_to_string(path).map_err(|source| ClusterFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 impl ClusterFile {
@@ -375,20 +462,23 @@ impl ClusterFile {
         }
     }
 
-    /// Reads and validates the file at `path` (with the `cli` feature, which brings `toml`).
+    /// Reads and validates the file at `path` (with the `cli` feature, which brings `toml`);
+    /// a sharded deployment file is refused with a message saying so.
     #[cfg(feature = "cli")]
     pub fn load(path: &Path) -> Result<ClusterFile, ClusterFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ClusterFileError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut config = Self::parse(&text, &path.display().to_string())?;
-        if let (Some(dir), Some(base)) = (&mut config.tls, path.parent()) {
+        let mut config = Self::parse(&read_file(path)?, &path.display().to_string())?;
+        config.resolve_tls_dir(path);
+        Ok(config)
+    }
+
+    /// Takes a relative TLS directory from the directory of the file at `path`.
+    #[cfg(feature = "cli")]
+    pub(super) fn resolve_tls_dir(&mut self, path: &Path) {
+        if let (Some(dir), Some(base)) = (&mut self.tls, path.parent()) {
             if dir.is_relative() {
                 *dir = base.join(&*dir);
             }
         }
-        Ok(config)
     }
 
     /// The TLS identity of `who` from the certificate directory, or `None` if TLS is off;
@@ -430,51 +520,36 @@ impl ClusterFile {
     /// Parses and validates `text`; `origin` names it in errors (usually the file name).
     #[cfg(feature = "cli")]
     pub fn parse(text: &str, origin: &str) -> Result<ClusterFile, ClusterFileError> {
-        let raw: RawClusterFile = toml::from_str(text).map_err(|e| ClusterFileError::Parse {
-            origin: origin.to_string(),
-            message: e.to_string(),
-        })?;
+        let raw = RawClusterFile::parse(text, origin)?;
         let invalid = |message: String| ClusterFileError::Invalid {
             origin: origin.to_string(),
             message,
         };
-        let mut nodes = Vec::with_capacity(raw.node.len());
-        for node in &raw.node {
-            let peer = resolve(&node.peer)
-                .map_err(|e| invalid(format!("node {}: peer address {e}", node.id)))?;
-            let client = resolve(&node.client)
-                .map_err(|e| invalid(format!("node {}: client address {e}", node.id)))?;
-            let metrics = match &node.metrics {
-                Some(addr) => Some(
-                    resolve(addr)
-                        .map_err(|e| invalid(format!("node {}: metrics address {e}", node.id)))?,
-                ),
-                None => None,
-            };
-            nodes.push(NodeAddrs {
-                id: node.id,
-                peer,
-                client,
-                metrics,
-            });
+        if raw.is_sharded() {
+            return Err(invalid(
+                "it describes a sharded deployment ([[controller.node]] and [[group]]), not an \
+                 unsharded cluster: use the shard commands (rainkv-ctl shard ...)"
+                    .into(),
+            ));
         }
-        nodes.sort_by_key(|n| n.id);
-        let config = ClusterFile {
-            name: raw.cluster.name,
-            token: raw.cluster.token,
-            max_raft_state: raw.cluster.max_raft_state.unwrap_or(DEFAULT_MAX_RAFT_STATE),
-            nodes,
-            transport: raw.transport,
-            raft: raw.raft,
-            sessions: raw.sessions,
-            tls: raw.tls.map(|tls| tls.dir),
-        };
+        let nodes = resolve_nodes(&raw.node, "").map_err(invalid)?;
+        let config = raw.common(nodes);
         config.validate().map_err(invalid)?;
         Ok(config)
     }
 
     /// Checks everything the file format cannot express.
     pub fn validate(&self) -> Result<(), String> {
+        if self.nodes.is_empty() {
+            return Err("no [[node]] entries: a cluster needs at least one node".into());
+        }
+        validate_ids(&self.nodes)?;
+        unique_addresses(&self.nodes)?;
+        self.validate_settings()
+    }
+
+    /// Checks the settings every group of a deployment shares: name, token, tuning.
+    pub(super) fn validate_settings(&self) -> Result<(), String> {
         // The hello frame carries both; keep them well inside its size limit.
         if self.name.trim().is_empty() || self.name.len() > 256 {
             return Err("cluster.name must be 1 to 256 characters".into());
@@ -484,33 +559,6 @@ impl ClusterFile {
                 "cluster.token must be 1 to {} characters",
                 HELLO_MAX_FRAME / 4
             ));
-        }
-        if self.nodes.is_empty() {
-            return Err("no [[node]] entries: a cluster needs at least one node".into());
-        }
-        for (index, node) in self.nodes.iter().enumerate() {
-            if node.id != index {
-                return Err(format!(
-                    "node ids must be 0..{} with each used once; {}",
-                    self.nodes.len(),
-                    if self.nodes.iter().filter(|n| n.id == node.id).count() > 1 {
-                        format!("id {} appears twice", node.id)
-                    } else {
-                        format!("id {index} is missing")
-                    }
-                ));
-            }
-        }
-        let mut seen = BTreeSet::new();
-        for node in &self.nodes {
-            for addr in [Some(node.peer), Some(node.client), node.metrics]
-                .into_iter()
-                .flatten()
-            {
-                if !seen.insert(addr) {
-                    return Err(format!("address {addr} is used twice"));
-                }
-            }
         }
         if self.max_raft_state == 0 {
             return Err("cluster.max_raft_state must be positive".into());
@@ -622,29 +670,99 @@ impl ClusterFile {
     /// The configuration as a TOML file.
     #[cfg(feature = "cli")]
     pub fn to_toml(&self) -> Result<String, String> {
-        let raw = RawClusterFile {
+        toml::to_string(&self.raw()).map_err(|e| e.to_string())
+    }
+
+    /// The file's shape, with these nodes as top-level `[[node]]` entries.
+    #[cfg(feature = "cli")]
+    pub(super) fn raw(&self) -> RawClusterFile {
+        RawClusterFile {
             cluster: RawCluster {
                 name: self.name.clone(),
                 token: self.token.clone(),
                 max_raft_state: Some(self.max_raft_state),
             },
-            node: self
-                .nodes
-                .iter()
-                .map(|n| RawNode {
-                    id: n.id,
-                    peer: n.peer.to_string(),
-                    client: n.client.to_string(),
-                    metrics: n.metrics.map(|addr| addr.to_string()),
-                })
-                .collect(),
+            node: raw_nodes(&self.nodes),
+            controller: None,
+            group: Vec::new(),
             transport: self.transport.clone(),
             raft: self.raft.clone(),
             sessions: self.sessions.clone(),
             tls: self.tls.clone().map(|dir| RawTls { dir }),
-        };
-        toml::to_string(&raw).map_err(|e| e.to_string())
+        }
     }
+}
+
+/// Checks that node ids are `0..nodes.len()`, each used once (`nodes` sorted by id).
+pub(super) fn validate_ids(nodes: &[NodeAddrs]) -> Result<(), String> {
+    for (index, node) in nodes.iter().enumerate() {
+        if node.id != index {
+            return Err(format!(
+                "node ids must be 0..{} with each used once; {}",
+                nodes.len(),
+                if nodes.iter().filter(|n| n.id == node.id).count() > 1 {
+                    format!("id {} appears twice", node.id)
+                } else {
+                    format!("id {index} is missing")
+                }
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that no address is used twice among `nodes` (which may span groups).
+pub(super) fn unique_addresses<'a>(
+    nodes: impl IntoIterator<Item = &'a NodeAddrs>,
+) -> Result<(), String> {
+    let mut seen = BTreeSet::new();
+    for node in nodes {
+        for addr in [Some(node.peer), Some(node.client), node.metrics]
+            .into_iter()
+            .flatten()
+        {
+            if !seen.insert(addr) {
+                return Err(format!("address {addr} is used twice"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The nodes of `raw`, their addresses resolved, in id order; errors name `label`'s node.
+#[cfg(feature = "cli")]
+pub(super) fn resolve_nodes(raw: &[RawNode], label: &str) -> Result<Vec<NodeAddrs>, String> {
+    let mut nodes = Vec::with_capacity(raw.len());
+    for node in raw {
+        let at = |port: &str, addr: &str| {
+            resolve(addr).map_err(|e| format!("{label}node {}: {port} address {e}", node.id))
+        };
+        nodes.push(NodeAddrs {
+            id: node.id,
+            peer: at("peer", &node.peer)?,
+            client: at("client", &node.client)?,
+            metrics: node
+                .metrics
+                .as_deref()
+                .map(|a| at("metrics", a))
+                .transpose()?,
+        });
+    }
+    nodes.sort_by_key(|n| n.id);
+    Ok(nodes)
+}
+
+#[cfg(feature = "cli")]
+pub(super) fn raw_nodes(nodes: &[NodeAddrs]) -> Vec<RawNode> {
+    nodes
+        .iter()
+        .map(|n| RawNode {
+            id: n.id,
+            peer: n.peer.to_string(),
+            client: n.client.to_string(),
+            metrics: n.metrics.map(|addr| addr.to_string()),
+        })
+        .collect()
 }
 
 /// Resolves `host:port` to one socket address.

@@ -54,9 +54,27 @@ impl Default for LocalOptions {
 }
 
 /// A node and the thread it runs on.
-struct RunningNode {
-    node: TcpNode,
+pub(super) struct RunningNode {
+    pub(super) node: TcpNode,
     arbiter: Arbiter,
+}
+
+impl RunningNode {
+    /// Stops the node (its ports, its connections, its thread) and waits for its thread, so
+    /// a restart never shares its files with it; `name` names it in a log line if the thread
+    /// panicked.
+    pub(super) async fn stop(self, name: &str) {
+        self.node.shutdown().await;
+        self.arbiter.stop();
+        if self.arbiter.join().is_err() {
+            log::error!("{name}'s thread panicked");
+        }
+    }
+
+    /// Stops its thread without waiting (for `Drop`).
+    pub(super) fn abandon(&self) {
+        self.arbiter.stop();
+    }
 }
 
 /// A cluster of [`TcpNode`]s in this process, on 127.0.0.1 ports chosen by the system.
@@ -68,11 +86,14 @@ pub struct LocalCluster {
     trace: Tracer,
 }
 
-fn bind(port: &'static str, addr: SocketAddr) -> Result<TcpListener, NodeError> {
+pub(super) fn bind(port: &'static str, addr: SocketAddr) -> Result<TcpListener, NodeError> {
     TcpListener::bind(addr).map_err(|source| NodeError::Bind { port, addr, source })
 }
 
-fn local_addr(port: &'static str, socket: &TcpListener) -> Result<SocketAddr, NodeError> {
+pub(super) fn local_addr(
+    port: &'static str,
+    socket: &TcpListener,
+) -> Result<SocketAddr, NodeError> {
     socket.local_addr().map_err(|source| NodeError::Bind {
         port,
         addr: ([127, 0, 0, 1], 0).into(),
@@ -80,25 +101,37 @@ fn local_addr(port: &'static str, socket: &TcpListener) -> Result<SocketAddr, No
     })
 }
 
-/// Starts node `id` on a thread of its own, serving the two sockets.
+/// Starts node `id` of `config` on a thread of its own, serving the two sockets.
 async fn launch(
     config: &ClusterFile,
     id: usize,
-    (peer, client): (TcpListener, TcpListener),
+    sockets: (TcpListener, TcpListener),
     store: NodeStore,
     trace: &Tracer,
 ) -> Result<RunningNode, NodeError> {
-    let trace = trace.clone();
+    let (trace, config) = (trace.clone(), config.clone());
+    let name = format!("node {id}");
+    launch_with(&name, sockets, move |sockets| {
+        TcpNode::start_traced(&config, id, sockets, store, &trace)
+    })
+    .await
+}
+
+/// Starts the node `start` makes (`name` in errors) on a thread of its own, serving the two
+/// sockets.
+pub(super) async fn launch_with(
+    name: &str,
+    (peer, client): (TcpListener, TcpListener),
+    start: impl FnOnce(NodeSockets) -> Result<TcpNode, NodeError> + Send + 'static,
+) -> Result<RunningNode, NodeError> {
     let arbiter = Arbiter::try_new().map_err(|e| NodeError::Runtime(e.to_string()))?;
     let (started, result) = oneshot::channel();
-    let config = config.clone();
     let sent = arbiter.spawn(async move {
-        let node = NodeSockets::from_std(peer, client)
-            .and_then(|sockets| TcpNode::start_traced(&config, id, sockets, store, &trace));
+        let node = NodeSockets::from_std(peer, client).and_then(start);
         // If nobody waits any more, the node is dropped with its thread.
         let _ = started.send(node);
     });
-    let stopped = || NodeError::Runtime(format!("node {id}'s thread stopped while starting"));
+    let stopped = || NodeError::Runtime(format!("{name}'s thread stopped while starting"));
     if !sent {
         return Err(stopped());
     }
@@ -206,12 +239,7 @@ impl LocalCluster {
     /// without the trace event: the end of the run is no crash.
     async fn stop(&mut self, i: usize) {
         if let Some(running) = self.nodes.get_mut(i).and_then(Option::take) {
-            running.node.shutdown().await;
-            running.arbiter.stop();
-            // Wait for the node's thread, so a restart never shares its files with it.
-            if running.arbiter.join().is_err() {
-                log::error!("node {i}'s thread panicked");
-            }
+            running.stop(&format!("node {i}")).await;
         }
     }
 
@@ -259,7 +287,7 @@ impl LocalCluster {
         let mut best: Option<(u64, usize)> = None;
         for i in 0..self.len() {
             let Some(node) = self.node(i) else { continue };
-            if let Ok(state) = node.kv().raft.send(GetState).await {
+            if let Ok(state) = node.raft().send(GetState).await {
                 if state.role == Role::Leader && best.is_none_or(|(term, _)| state.term > term) {
                     best = Some((state.term, i));
                 }
@@ -282,7 +310,7 @@ impl Drop for LocalCluster {
     /// directories are removed.
     fn drop(&mut self) {
         for running in self.nodes.iter().flatten() {
-            running.arbiter.stop();
+            running.abandon();
         }
         for dir in &self.data_dirs {
             if let Err(e) = std::fs::remove_dir_all(dir) {

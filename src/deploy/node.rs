@@ -1,7 +1,11 @@
-//! One RainKV node on real TCP: its Raft peer, KV server and admin service (a [`KvNode`] plus
-//! an [`Admin`]), one [`Link`] to each other node's peer port, and two [`Listener`]s: the peer
-//! port serves the "Raft" service to other nodes, the client port serves "KVServer" and
-//! "Admin" to clerks and `rainkv-ctl`.
+//! One RainKV node on real TCP: its Raft peer, its replicated service and admin service, one
+//! [`Link`] to each other node's peer port, and two [`Listener`]s: the peer port serves the
+//! "Raft" service to the other nodes of its group, the client port serves the service and
+//! "Admin" to clerks and `rainkv-ctl`. The service ([`Service`]) is the KV server of an
+//! unsharded cluster ([`KvNode`]), or in a sharded deployment the shard controller
+//! ([`CtrlerNode`]) or a replica group's member ([`ShardKvNode`]: its store and migrator, which
+//! reaches the controller and other groups through links to their client ports, opened on first
+//! use and named by address).
 //!
 //! With a metrics address, the node counts ([`Metrics`]): its client services and its links
 //! to other nodes sit behind counting wrappers ([`MeteredService`], [`MeteredLink`]), and
@@ -22,24 +26,31 @@ use actix::prelude::*;
 use tokio::net::TcpListener;
 
 use super::cluster_file::{ClusterFile, NodeAddrs, TlsIdentity};
+use super::sharded_file::{GroupName, ShardedFile};
 use super::store::NodeStore;
 use crate::actors::admin::Admin;
-use crate::actors::client_end::ClientEnd;
+use crate::actors::client_end::{ClientEnd, EndMaker};
+use crate::actors::ctrler::CtrlerNode;
 use crate::actors::kv_server::KvNode;
 use crate::actors::metered::{MeteredLink, MeteredService};
 use crate::actors::metrics::MetricsService;
-use crate::actors::raft::{Connector, RestoreError};
+use crate::actors::raft::{Connector, RaftPeer, RestoreError};
 use crate::actors::rsm::ReplicaSetup;
+use crate::actors::shardkv::{ShardKvNode, ShardKvSetup};
 use crate::actors::tcp::{client_end, Link, Listener, MethodTable, TcpSettings, TlsConfig};
 use crate::messages::admin::{ChangeMemberArgs, MembersArgs, StatusArgs, TransferLeaderArgs};
+use crate::messages::ctrler::{self, Gid, JoinArgs, LeaveArgs, MoveArgs, QueryArgs};
 use crate::messages::kv::{GetArgs, PutAppendArgs, RegisterArgs};
 use crate::messages::lifecycle::Stop;
-use crate::messages::net::{Dispatch, Server};
+use crate::messages::net::{Dispatch, NetError, Server};
 use crate::messages::raft::{
     AppendEntriesArgs, GetState, InstallSnapshotArgs, Membership, RequestVoteArgs, TimeoutNowArgs,
     TransferError, TransferLeadership,
 };
-use crate::messages::rsm::{Halt, WaitHalt};
+use crate::messages::rsm::{GetHealth, Halt, WaitHalt};
+use crate::messages::shard::{
+    DeleteShardsArgs, PullShardsArgs, ShardGetArgs, ShardPutAppendArgs, ShardStatusArgs,
+};
 use crate::messages::tcp::{
     Drain, Drained, GetLinkStatus, GetListenerStats, LinkStatus, ListenerStats, SetBlocked,
 };
@@ -55,16 +66,100 @@ pub(crate) fn peer_methods() -> MethodTable {
         .with::<TimeoutNowArgs>()
 }
 
-/// The methods served on the client port.
-pub(crate) fn client_methods() -> MethodTable {
-    MethodTable::new()
-        .with::<GetArgs>()
-        .with::<PutAppendArgs>()
-        .with::<RegisterArgs>()
-        .with::<StatusArgs>()
-        .with::<TransferLeaderArgs>()
-        .with::<MembersArgs>()
-        .with::<ChangeMemberArgs>()
+/// What a node replicates and serves on its client port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Service {
+    /// The KV store of an unsharded cluster ("KVServer").
+    Kv,
+    /// The shard controller ("ShardCtrler").
+    Controller,
+    /// A member of replica group `gid` ("ShardKV"), which follows the controller whose nodes'
+    /// client ports are `controller`.
+    Group {
+        /// The group's id.
+        gid: Gid,
+        /// The controller nodes' client addresses.
+        controller: Vec<SocketAddr>,
+    },
+}
+
+impl Service {
+    /// The methods served on the client port: the service's and the admin service's.
+    pub(crate) fn client_methods(&self) -> MethodTable {
+        let table = match self {
+            Service::Kv => MethodTable::new()
+                .with::<GetArgs>()
+                .with::<PutAppendArgs>()
+                .with::<RegisterArgs>(),
+            Service::Controller => MethodTable::new()
+                .with::<JoinArgs>()
+                .with::<LeaveArgs>()
+                .with::<MoveArgs>()
+                .with::<QueryArgs>()
+                .with::<ctrler::RegisterArgs>(),
+            Service::Group { .. } => MethodTable::new()
+                .with::<ShardGetArgs>()
+                .with::<ShardPutAppendArgs>()
+                .with::<PullShardsArgs>()
+                .with::<DeleteShardsArgs>()
+                .with::<ShardStatusArgs>(),
+        };
+        table
+            .with::<StatusArgs>()
+            .with::<TransferLeaderArgs>()
+            .with::<MembersArgs>()
+            .with::<ChangeMemberArgs>()
+    }
+}
+
+/// A running replica of one of the [`Service`]s.
+enum Replica {
+    Kv(KvNode),
+    Controller(CtrlerNode),
+    Group(ShardKvNode),
+}
+
+impl Replica {
+    fn raft(&self) -> &Addr<RaftPeer> {
+        match self {
+            Replica::Kv(node) => &node.raft,
+            Replica::Controller(node) => &node.raft,
+            Replica::Group(node) => &node.raft,
+        }
+    }
+
+    fn health(&self) -> Recipient<GetHealth> {
+        match self {
+            Replica::Kv(node) => node.rsm.clone().recipient(),
+            Replica::Controller(node) => node.rsm.clone().recipient(),
+            Replica::Group(node) => node.rsm.clone().recipient(),
+        }
+    }
+
+    fn halts(&self) -> Recipient<WaitHalt> {
+        match self {
+            Replica::Kv(node) => node.rsm.clone().recipient(),
+            Replica::Controller(node) => node.rsm.clone().recipient(),
+            Replica::Group(node) => node.rsm.clone().recipient(),
+        }
+    }
+
+    /// The client port's service: its name and its actor.
+    fn service(&self) -> (&'static str, Recipient<Dispatch>) {
+        match self {
+            Replica::Kv(node) => ("KVServer", node.kv.clone().recipient()),
+            Replica::Controller(node) => ("ShardCtrler", node.ctrler.clone().recipient()),
+            Replica::Group(node) => ("ShardKV", node.kv.clone().recipient()),
+        }
+    }
+
+    fn kill(&self) {
+        match self {
+            Replica::Kv(node) => node.kill(),
+            Replica::Controller(node) => node.kill(),
+            Replica::Group(node) => node.kill(),
+        }
+    }
 }
 
 /// Node `id`'s name in a trace (its lane in the timeline): `node<id>`.
@@ -110,47 +205,86 @@ impl fmt::Display for Handoff {
     }
 }
 
-/// A node's links to other nodes' peer ports, by id, shared with the [`Connector`] that
-/// opens links to members added while the node runs.
-#[derive(Clone, Default)]
-struct PeerLinks(Arc<Mutex<BTreeMap<usize, Addr<Link>>>>);
+/// Links by key (a node id, or an address), opened on first use and shared by clones: a
+/// node's links to the other nodes' peer ports, shared with the [`Connector`] that opens links
+/// to members added while the node runs; and its links to other groups' client ports.
+pub(crate) struct Links<K>(Arc<Mutex<BTreeMap<K, Addr<Link>>>>);
 
-impl PeerLinks {
-    /// The link to node `id` at `addr`, opened now (tracing its calls to `trace`) unless it
-    /// is open already.
+impl<K> Clone for Links<K> {
+    fn clone(&self) -> Self {
+        Links(self.0.clone())
+    }
+}
+
+impl<K> Default for Links<K> {
+    fn default() -> Self {
+        Links(Arc::default())
+    }
+}
+
+impl<K: Ord + Copy> Links<K> {
+    /// The link for `key` to `addr`, opened now (tracing its calls to `trace` as calls to
+    /// `to`) unless it is open already.
     fn open(
         &self,
-        id: usize,
+        key: K,
         addr: SocketAddr,
         settings: &Arc<TcpSettings>,
         trace: &Tracer,
+        to: &str,
     ) -> Addr<Link> {
         let mut links = self
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         links
-            .entry(id)
-            .or_insert_with(|| {
-                Link::start_traced(addr, settings.clone(), trace.clone(), &trace_name(id))
-            })
+            .entry(key)
+            .or_insert_with(|| Link::start_traced(addr, settings.clone(), trace.clone(), to))
             .clone()
     }
 
-    fn get(&self, id: usize) -> Option<Addr<Link>> {
+    fn get(&self, key: K) -> Option<Addr<Link>> {
         let links = self
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        links.get(&id).cloned()
+        links.get(&key).cloned()
     }
 
-    fn all(&self) -> Vec<(usize, Addr<Link>)> {
+    fn all(&self) -> Vec<(K, Addr<Link>)> {
         let links = self
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        links.iter().map(|(id, link)| (*id, link.clone())).collect()
+        links
+            .iter()
+            .map(|(key, link)| (*key, link.clone()))
+            .collect()
+    }
+
+    /// Stops every link.
+    pub(crate) fn close(&self) {
+        for (_, link) in self.all() {
+            link.do_send(Stop);
+        }
+    }
+}
+
+impl Links<SocketAddr> {
+    /// Makes ends to servers named by their client address (`host:port`, as a sharded
+    /// deployment's configs name them), over these links (6.5840's `make_end`).
+    pub(crate) fn end_maker(&self, settings: &Arc<TcpSettings>, trace: &Tracer) -> EndMaker {
+        let (links, settings, trace) = (self.clone(), settings.clone(), trace.clone());
+        std::rc::Rc::new(move |name: &str| {
+            let end = match name.parse::<SocketAddr>() {
+                Ok(addr) => Ok(client_end(
+                    name,
+                    &links.open(addr, addr, &settings, &trace, name),
+                )),
+                Err(_) => Err(NetError::NoSuchEnd(name.to_string())),
+            };
+            Box::pin(std::future::ready(end))
+        })
     }
 }
 
@@ -170,6 +304,8 @@ pub enum NodeError {
     Storage(String),
     /// The configuration has no such node.
     NoSuchNode(usize),
+    /// The deployment has no such group (why, naming the groups it has).
+    NoSuchGroup(String),
     /// A node asked to join has the id of a node of the cluster file (which is a first
     /// member, not a joining node).
     JoinsWithFileId(usize),
@@ -187,6 +323,7 @@ impl fmt::Display for NodeError {
             }
             NodeError::Storage(why) => write!(f, "cannot restore the stored state: {why}"),
             NodeError::NoSuchNode(id) => write!(f, "no node {id} in the cluster config"),
+            NodeError::NoSuchGroup(why) => write!(f, "{why}"),
             NodeError::JoinsWithFileId(id) => write!(
                 f,
                 "node {id} is in the cluster file, so it is a first member: a joining node needs a new id"
@@ -275,6 +412,16 @@ pub struct PortStats {
     pub client: ListenerStats,
 }
 
+/// Who a node is and what it runs.
+struct NodeSetup {
+    me: NodeAddrs,
+    /// Its group's first members (none for a node that joins a running cluster).
+    initial_members: Membership,
+    service: Service,
+    /// The number of its TLS certificate.
+    cert: usize,
+}
+
 /// One running node.
 pub struct TcpNode {
     id: usize,
@@ -283,10 +430,13 @@ pub struct TcpNode {
     /// After this long, Raft has given a leadership transfer up: the shortest election
     /// timeout.
     transfer_retry: Duration,
-    kv: KvNode,
+    replica: Replica,
     /// Links to the other nodes' peer ports, by id: the file's nodes from the start, members
     /// added since once the Raft peer first calls them.
-    peer_links: PeerLinks,
+    peer_links: Links<usize>,
+    /// Links to other groups' client ports (a sharded deployment's controller and replica
+    /// groups), by address.
+    group_links: Links<SocketAddr>,
     peer_listener: Addr<Listener>,
     client_listener: Addr<Listener>,
     /// Its metrics service, if it counts.
@@ -335,8 +485,53 @@ impl TcpNode {
         store: NodeStore,
         trace: &Tracer,
     ) -> Result<TcpNode, NodeError> {
-        let me = *config.nodes.get(id).ok_or(NodeError::NoSuchNode(id))?;
-        Self::run(config, me, config.initial_members(), sockets, store, trace)
+        Self::start_service(config, id, Service::Kv, id, sockets, store, trace)
+    }
+
+    /// Starts node `id` of group `group` of the sharded deployment `file`: a controller node,
+    /// or a replica group's member that follows the file's controller.
+    pub fn start_sharded(
+        file: &ShardedFile,
+        group: GroupName,
+        id: usize,
+        sockets: NodeSockets,
+        store: NodeStore,
+        trace: &Tracer,
+    ) -> Result<TcpNode, NodeError> {
+        let config = file.group(group).map_err(NodeError::NoSuchGroup)?;
+        let service = match group {
+            GroupName::Controller => Service::Controller,
+            GroupName::Replica(gid) => Service::Group {
+                gid,
+                controller: file.controller.nodes.iter().map(|n| n.client).collect(),
+            },
+        };
+        let cert = file
+            .cert_number(group, id)
+            .ok_or(NodeError::NoSuchNode(id))?;
+        Self::start_service(&config, id, service, cert, sockets, store, trace)
+    }
+
+    /// Starts node `id` of the group whose cluster file (shared settings and the group's
+    /// nodes) is `group`, running `service`, with TLS certificate `node-<cert>`; restores from
+    /// `store` and traces to `trace` as [`TcpNode::start_traced`] does.
+    pub fn start_service(
+        group: &ClusterFile,
+        id: usize,
+        service: Service,
+        cert: usize,
+        sockets: NodeSockets,
+        store: NodeStore,
+        trace: &Tracer,
+    ) -> Result<TcpNode, NodeError> {
+        let me = *group.nodes.get(id).ok_or(NodeError::NoSuchNode(id))?;
+        let setup = NodeSetup {
+            me,
+            initial_members: group.initial_members(),
+            service,
+            cert,
+        };
+        Self::run(group, setup, sockets, store, trace)
     }
 
     /// Starts node `me`, which is not in `config`'s file, to join the running cluster: it
@@ -352,24 +547,28 @@ impl TcpNode {
         if config.nodes.iter().any(|node| node.id == me.id) {
             return Err(NodeError::JoinsWithFileId(me.id));
         }
-        Self::run(
-            config,
+        let setup = NodeSetup {
             me,
-            Membership::default(),
-            sockets,
-            store,
-            &Tracer::off(),
-        )
+            initial_members: Membership::default(),
+            service: Service::Kv,
+            cert: me.id,
+        };
+        Self::run(config, setup, sockets, store, &Tracer::off())
     }
 
     fn run(
         config: &ClusterFile,
-        me: NodeAddrs,
-        initial_members: Membership,
+        setup: NodeSetup,
         sockets: NodeSockets,
         store: NodeStore,
         trace: &Tracer,
     ) -> Result<TcpNode, NodeError> {
+        let NodeSetup {
+            me,
+            initial_members,
+            service,
+            cert,
+        } = setup;
         let id = me.id;
         // A node counts only if it has a port to show the counts on.
         let metrics = if sockets.metrics.is_some() {
@@ -380,17 +579,17 @@ impl TcpNode {
         let trace = trace.for_node(&trace_name(id));
         let mut settings = config.tcp_settings();
         settings.tls = config
-            .tls_config(TlsIdentity::Node(id))
+            .tls_config(TlsIdentity::Node(cert))
             .map_err(NodeError::Tls)?;
         let settings = Arc::new(settings);
-        let peer_links = PeerLinks::default();
+        let peer_links = Links::default();
         let mut peers = Vec::new();
         for node in config
             .nodes
             .iter()
             .filter(|_| !initial_members.voters.is_empty())
         {
-            let link = peer_links.open(node.id, node.peer, &settings, &trace);
+            let link = peer_links.open(node.id, node.peer, &settings, &trace, &trace_name(node.id));
             let name = format!("node-{id}-to-{}", node.id);
             peers.push(peer_end(&name, node.id, &link, &metrics));
         }
@@ -401,7 +600,8 @@ impl TcpNode {
             Box::new(
                 move |to, contact| match NodeAddrs::from_contact(to, contact) {
                     Ok(addrs) => {
-                        let link = peer_links.open(to, addrs.peer, &settings, &trace);
+                        let link =
+                            peer_links.open(to, addrs.peer, &settings, &trace, &trace_name(to));
                         let name = format!("node-{id}-to-{to}");
                         Some(peer_end(&name, to, &link, &metrics))
                     }
@@ -415,7 +615,7 @@ impl TcpNode {
         let raft = config.raft.config();
         let handoff_limit = 2 * raft.election_timeout.end;
         let transfer_retry = raft.election_timeout.start;
-        let kv = KvNode::start(ReplicaSetup {
+        let replica = ReplicaSetup {
             id,
             peers,
             initial_members,
@@ -428,11 +628,34 @@ impl TcpNode {
             sessions: config.sessions.policy(),
             trace: trace.clone(),
             metrics: metrics.clone(),
-        })?;
-        let admin = Admin::new(id, kv.rsm.clone().recipient(), kv.raft.clone()).start();
-        let peer_services = Server::new().with_service("Raft", kv.raft.clone().recipient());
+        };
+        let group_links = Links::default();
+        let client_methods = service.client_methods();
+        let replica = match service {
+            Service::Kv => Replica::Kv(KvNode::start(replica)?),
+            Service::Controller => Replica::Controller(CtrlerNode::start(replica)?),
+            Service::Group { gid, controller } => {
+                let ctrlers = controller
+                    .iter()
+                    .map(|addr| {
+                        let name = addr.to_string();
+                        let link = group_links.open(*addr, *addr, &settings, &trace, &name);
+                        client_end(&name, &link)
+                    })
+                    .collect();
+                Replica::Group(ShardKvNode::start(ShardKvSetup {
+                    replica,
+                    gid,
+                    ctrlers,
+                    make_end: group_links.end_maker(&settings, &trace),
+                })?)
+            }
+        };
+        let admin = Admin::new(id, replica.health(), replica.raft().clone()).start();
+        let peer_services = Server::new().with_service("Raft", replica.raft().clone().recipient());
+        let (name, service) = replica.service();
         let client_services = Server::new()
-            .with_service("KVServer", metered(kv.kv.clone().recipient(), &metrics))
+            .with_service(name, metered(service, &metrics))
             .with_service("Admin", metered(admin.recipient(), &metrics));
         let addrs = me;
         // Clients' certificates are good on the client port only.
@@ -458,14 +681,14 @@ impl TcpNode {
             .map_err(|source| NodeError::Bind { port, addr, source })
         };
         let peer_listener = listen(sockets.peer, peer_services, peer_methods(), "peer")?;
-        let client_listener = listen(sockets.client, client_services, client_methods(), "client")?;
+        let client_listener = listen(sockets.client, client_services, client_methods, "client")?;
         let metrics_service = metrics.is_on().then(|| {
             let ports = vec![
                 ("peer", peer_listener.clone().recipient()),
                 ("client", client_listener.clone().recipient()),
             ];
-            let replica = kv.rsm.clone().recipient();
-            MetricsService::new(id, metrics.clone(), kv.raft.clone(), replica, ports).start()
+            let raft = replica.raft().clone();
+            MetricsService::new(id, metrics.clone(), raft, replica.health(), ports).start()
         });
         #[cfg(feature = "cli")]
         let metrics_port = match (sockets.metrics, &metrics_service) {
@@ -494,8 +717,9 @@ impl TcpNode {
             id,
             handoff_limit,
             transfer_retry,
-            kv,
+            replica,
             peer_links,
+            group_links,
             peer_listener,
             client_listener,
             metrics_service,
@@ -509,15 +733,15 @@ impl TcpNode {
         self.metrics_service.as_ref()
     }
 
-    /// Its KV server, RSM and Raft peer.
-    pub fn kv(&self) -> &KvNode {
-        &self.kv
+    /// Its Raft peer.
+    pub fn raft(&self) -> &Addr<RaftPeer> {
+        self.replica.raft()
     }
 
     /// Resolves when the node's replica halts, with why, or with `None` if it stops without
     /// halting (the node was shut down).
     pub async fn halted(&self) -> Option<Halt> {
-        self.kv.rsm.send(WaitHalt).await.ok().flatten()
+        self.replica.halts().send(WaitHalt).await.ok().flatten()
     }
 
     /// The counters of both ports (zero for a port that has stopped).
@@ -579,7 +803,7 @@ impl TcpNode {
     }
 
     async fn try_hand_off(&self) -> Handoff {
-        let raft = &self.kv.raft;
+        let raft = self.replica.raft();
         let Ok(first) = raft.send(GetState).await else {
             return Handoff::NotLeader;
         };
@@ -689,17 +913,17 @@ impl TcpNode {
             // An already stopped listener has closed its port: nothing to wait for.
             let _ = listener.send(Stop).await;
         }
-        for (_, link) in self.peer_links.all() {
-            link.do_send(Stop);
-        }
-        self.kv.kill();
+        self.peer_links.close();
+        self.group_links.close();
+        self.replica.kill();
         // The peer's storage thread is joined when the peer is dropped, after the save in
         // flight; the peer's mailbox closes in the same drop.
+        let raft = self.replica.raft();
         let started = Instant::now();
-        while self.kv.raft.connected() && started.elapsed() < STORAGE_FLUSH_LIMIT {
+        while raft.connected() && started.elapsed() < STORAGE_FLUSH_LIMIT {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if self.kv.raft.connected() {
+        if raft.connected() {
             log::warn!(
                 "node {}: its Raft peer had not stopped after {STORAGE_FLUSH_LIMIT:?}",
                 self.id

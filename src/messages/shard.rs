@@ -1,6 +1,8 @@
 //! The sharded KV protocol: clerk ↔ group RPCs (`ShardKV.Get`, `ShardKV.PutAppend`, answered
 //! with a [`ShardKvReply`]) and the group ↔ group migration RPCs (`ShardKV.PullShards`,
-//! `ShardKV.DeleteShards`), with the shard contents ([`ShardData`]) they carry.
+//! `ShardKV.DeleteShards`), with the shard contents ([`ShardData`]) they carry; and
+//! `ShardKV.Status`, an operator's question: which config a member is at and where each shard
+//! it holds stands ([`ShardStatus`]).
 //!
 //! A write carries the clerk's [`ClientId`] and [`Seq`]: a group keeps, per shard, the last
 //! write number of each client, and that table travels with the shard, so a write retried
@@ -11,7 +13,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::messages::ctrler::ConfigNum;
+use crate::messages::ctrler::{ConfigNum, Gid};
 use crate::messages::kv::{KvCommand, WriteOp};
 use crate::messages::net::Rpc;
 use crate::messages::rsm::{ClientId, Seq};
@@ -139,6 +141,60 @@ impl Rpc for DeleteShardsArgs {
     type Reply = DeleteShardsReply;
 }
 
+/// Where one shard stands in a group (the group's state machine moves it through these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardStatus {
+    /// Owned and served.
+    Serving,
+    /// Owned; waiting for the data from the previous owner (pulling it).
+    Waiting,
+    /// Owned and served; the previous owner must still delete its copy.
+    Confirming,
+    /// Given up; kept unchanged for the new owner to pull, then deleted.
+    Frozen,
+}
+
+impl ShardStatus {
+    /// Whether the group answers clients' reads and writes of a shard in this status.
+    pub fn serves_clients(self) -> bool {
+        matches!(self, ShardStatus::Serving | ShardStatus::Confirming)
+    }
+}
+
+impl std::fmt::Display for ShardStatus {
+    /// What an operator reads: `serving`, `pulling`, `awaiting deletion` (served here, the
+    /// old owner's copy not yet deleted) or `frozen` (given up, kept for the new owner).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ShardStatus::Serving => "serving",
+            ShardStatus::Waiting => "pulling",
+            ShardStatus::Confirming => "awaiting deletion",
+            ShardStatus::Frozen => "frozen",
+        })
+    }
+}
+
+/// `ShardKV.Status`: where this member's replica stands, from its applied state (no log
+/// entry, no leadership needed; a follower's answer may lag its leader's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardStatusArgs;
+
+/// The answer to [`ShardStatusArgs`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupShards {
+    /// The group's id as its state knows it (0 before its first config).
+    pub gid: Gid,
+    /// The config it is at.
+    pub num: ConfigNum,
+    /// The shards it holds, by shard number; a shard it does not hold is absent.
+    pub shards: BTreeMap<usize, ShardStatus>,
+}
+
+impl Rpc for ShardStatusArgs {
+    const METHOD: &'static str = "ShardKV.Status";
+    type Reply = Result<GroupShards, MigrationError>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +260,12 @@ mod tests {
         round_trip(&DeleteShardsReply { result: Ok(()) });
         round_trip(&DeleteShardsReply {
             result: Err(MigrationError::WrongLeader),
+        });
+        round_trip(&ShardStatusArgs);
+        round_trip(&GroupShards {
+            gid: 100,
+            num: 4,
+            shards: BTreeMap::from([(0, ShardStatus::Waiting), (3, ShardStatus::Frozen)]),
         });
     }
 }

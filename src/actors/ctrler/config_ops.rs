@@ -106,12 +106,13 @@ impl ConfigHistory {
     /// and the op, so all replicas agree on it.
     pub fn execute(&mut self, op: &CtrlerOp) -> Result<Option<ShardConfig>, CtrlerError> {
         match op {
-            CtrlerOp::Query { num } => return Ok(Some(self.query(*num).clone())),
-            CtrlerOp::Join { servers } => self.join(servers)?,
-            CtrlerOp::Leave { gids } => self.leave(gids),
-            CtrlerOp::Move { shard, gid } => self.move_shard(*shard, *gid)?,
+            CtrlerOp::Query { num } => Ok(Some(self.query(*num).clone())),
+            change => {
+                let next = successor(self.latest(), change)?;
+                self.configs.push(next);
+                Ok(None)
+            }
         }
-        Ok(None)
     }
 
     /// The newest config.
@@ -163,49 +164,43 @@ impl ConfigHistory {
         }
         Ok(())
     }
+}
 
-    /// A copy of the latest config with the next number, ready to be changed and pushed.
-    fn next_config(&self) -> ShardConfig {
-        let mut next = self.latest().clone();
-        next.num += 1;
-        next
+/// The config a Join, Leave or Move turns `latest` into (the next number), or why it fails;
+/// a Query changes nothing and gives `latest` back. What [`ConfigHistory::execute`] appends,
+/// and what `rainkv-ctl shard ... --dry-run` shows without changing anything.
+pub fn successor(latest: &ShardConfig, op: &CtrlerOp) -> Result<ShardConfig, CtrlerError> {
+    let mut next = latest.clone();
+    match op {
+        CtrlerOp::Query { .. } => return Ok(next),
+        CtrlerOp::Join { servers } => {
+            if servers.contains_key(&0) {
+                return Err(CtrlerError::ReservedGid);
+            }
+            for (gid, names) in servers {
+                next.groups.insert(*gid, names.clone());
+            }
+            rebalance(&mut next.shards, &next.groups);
+        }
+        CtrlerOp::Leave { gids } => {
+            for gid in gids {
+                next.groups.remove(gid);
+            }
+            // The departed groups' shards are now orphans, which the rebalance hands out.
+            rebalance(&mut next.shards, &next.groups);
+        }
+        CtrlerOp::Move { shard, gid } => {
+            if *shard >= NSHARDS {
+                return Err(CtrlerError::ShardOutOfRange { shard: *shard });
+            }
+            if !latest.groups.contains_key(gid) {
+                return Err(CtrlerError::UnknownGid { gid: *gid });
+            }
+            next.shards[*shard] = *gid;
+        }
     }
-
-    fn join(&mut self, servers: &BTreeMap<Gid, Vec<String>>) -> Result<(), CtrlerError> {
-        if servers.contains_key(&0) {
-            return Err(CtrlerError::ReservedGid);
-        }
-        let mut next = self.next_config();
-        for (gid, names) in servers {
-            next.groups.insert(*gid, names.clone());
-        }
-        rebalance(&mut next.shards, &next.groups);
-        self.configs.push(next);
-        Ok(())
-    }
-
-    fn leave(&mut self, gids: &[Gid]) {
-        let mut next = self.next_config();
-        for gid in gids {
-            next.groups.remove(gid);
-        }
-        // The departed groups' shards are now orphans, which the rebalance hands out.
-        rebalance(&mut next.shards, &next.groups);
-        self.configs.push(next);
-    }
-
-    fn move_shard(&mut self, shard: usize, gid: Gid) -> Result<(), CtrlerError> {
-        if shard >= NSHARDS {
-            return Err(CtrlerError::ShardOutOfRange { shard });
-        }
-        if !self.latest().groups.contains_key(&gid) {
-            return Err(CtrlerError::UnknownGid { gid });
-        }
-        let mut next = self.next_config();
-        next.shards[shard] = gid;
-        self.configs.push(next);
-        Ok(())
-    }
+    next.num += 1;
+    Ok(next)
 }
 
 /// Spreads the shards evenly over `groups` with as few moves as possible (see the module

@@ -5,7 +5,8 @@
 //! a [`LinearizableRead`] (no log entry), answered `WrongGroup` when the group does not serve
 //! the key's shard in the state the read sees. From other groups' migrators, `ShardKV.PullShards` is answered from the applied
 //! state with [`Read`] (a frozen copy never changes), and `ShardKV.DeleteShards` goes through
-//! the log.
+//! the log. For operators, `ShardKV.Status` reports the member's config and shard statuses
+//! from its applied state with [`Read`].
 //!
 //! Handles: [`Dispatch`]. Sends: [`Submit`], [`LinearizableRead`] and [`Read`] to its [`Rsm`].
 
@@ -79,6 +80,15 @@ async fn serve(rsm: Addr<Rsm<ShardStore>>, msg: Dispatch) -> Result<Vec<u8>, Rpc
                 _ => Err(MigrationError::WrongLeader),
             };
             encode(&DeleteShardsReply { result })
+        }
+        ShardStatusArgs::METHOD => {
+            msg.decode::<ShardStatusArgs>()?;
+            let read = Read::new(|s: &ShardStore, _| s.report());
+            let report = match rsm.send(read).await {
+                Ok(Ok(report)) => Ok(report),
+                Ok(Err(_)) | Err(_) => Err(MigrationError::WrongLeader),
+            };
+            encode(&report)
         }
         other => Err(RpcError::UnknownMethod(other.to_string())),
     }

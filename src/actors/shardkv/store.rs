@@ -33,27 +33,8 @@ use crate::actors::rsm::StateMachine;
 use crate::messages::ctrler::{key2shard, ConfigNum, Gid, ShardConfig, NSHARDS};
 use crate::messages::kv::KvCommand;
 use crate::messages::rsm::Session;
-use crate::messages::shard::{MigrationError, ShardData};
-
-/// Where one shard stands in this group (see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ShardStatus {
-    /// Owned and served.
-    Serving,
-    /// Owned; waiting for the data from the previous owner.
-    Waiting,
-    /// Owned and served; the previous owner must still delete its copy.
-    Confirming,
-    /// Given up; kept for the new owner to pull, then deleted.
-    Frozen,
-}
-
-impl ShardStatus {
-    /// Whether the group answers clients' reads and writes of a shard in this status.
-    pub fn serves_clients(self) -> bool {
-        matches!(self, ShardStatus::Serving | ShardStatus::Confirming)
-    }
-}
+pub use crate::messages::shard::ShardStatus;
+use crate::messages::shard::{GroupShards, MigrationError, ShardData};
 
 /// One shard held by the group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -359,6 +340,19 @@ impl ShardStore {
                 shards,
             })
             .collect()
+    }
+
+    /// Where the group stands: its config and each held shard's status.
+    pub fn report(&self) -> GroupShards {
+        GroupShards {
+            gid: self.gid,
+            num: self.config.num,
+            shards: self
+                .shards
+                .iter()
+                .map(|(s, shard)| (*s, shard.status))
+                .collect(),
+        }
     }
 
     /// The migration work at the current config.

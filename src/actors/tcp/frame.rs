@@ -23,6 +23,9 @@ use std::fmt;
 use bytes::{Buf, BytesMut};
 use serde::{Deserialize, Serialize};
 
+use crate::messages::net::Rpc;
+use crate::messages::shard::PullShardsArgs;
+
 /// Bytes of the length prefix.
 pub const HEADER_LEN: usize = 4;
 /// Version of this protocol; a peer speaking another one is refused at the handshake.
@@ -37,15 +40,21 @@ const RESERVE_STEP: usize = 256 << 10;
 pub enum Lane {
     /// Small, latency-sensitive calls: heartbeats, votes, client requests.
     Control,
-    /// Large requests (snapshots, long entry batches), kept off the control connection so
-    /// they never hold heartbeats up.
+    /// Large requests (snapshots, long entry batches) and calls with large replies (shard
+    /// pulls), kept off the control connection so they never hold heartbeats up, and given
+    /// the bulk lane's longer call timeout.
     Bulk,
 }
 
+/// Methods whose replies can be large whatever the request's size: a reply travels on the
+/// connection its request came on, so these take the bulk lane.
+const LARGE_REPLIES: &[&str] = &[PullShardsArgs::METHOD];
+
 impl Lane {
-    /// The lane a request of `len` encoded bytes takes, given the bulk threshold.
-    pub fn for_request(len: usize, bulk_threshold: usize) -> Lane {
-        if len >= bulk_threshold {
+    /// The lane a call of `method` with `len` encoded bytes of arguments takes, given the
+    /// bulk threshold.
+    pub fn for_request(method: &str, len: usize, bulk_threshold: usize) -> Lane {
+        if len >= bulk_threshold || LARGE_REPLIES.contains(&method) {
             Lane::Bulk
         } else {
             Lane::Control
@@ -310,8 +319,19 @@ mod tests {
     }
 
     #[test]
-    fn large_requests_take_the_bulk_lane() {
-        assert_eq!(Lane::for_request(100, 65536), Lane::Control);
-        assert_eq!(Lane::for_request(65536, 65536), Lane::Bulk);
+    fn large_requests_and_replies_take_the_bulk_lane() {
+        assert_eq!(
+            Lane::for_request("Raft.AppendEntries", 100, 65536),
+            Lane::Control
+        );
+        assert_eq!(
+            Lane::for_request("Raft.AppendEntries", 65536, 65536),
+            Lane::Bulk
+        );
+        // A shard pull asks little and gets a whole shard back.
+        assert_eq!(
+            Lane::for_request("ShardKV.PullShards", 40, 65536),
+            Lane::Bulk
+        );
     }
 }

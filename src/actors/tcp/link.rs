@@ -378,7 +378,7 @@ impl Handler<Call> for Link {
             let _ = call.reply_to.send(Err(RpcError::Codec(why)));
             return;
         }
-        let lane = Lane::for_request(call.args.len(), self.settings.bulk_threshold);
+        let lane = Lane::for_request(call.method, call.args.len(), self.settings.bulk_threshold);
         // Traced, ids come from the recording, unique across all its links.
         let id = self.trace.next_id().unwrap_or_else(|| {
             let id = self.next_id;
