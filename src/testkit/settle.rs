@@ -92,7 +92,7 @@ pub fn unsettled(config: &ShardConfig, views: &[GroupView]) -> Vec<String> {
 ///
 /// With the default Raft timing (elections after 300–600 ms, heartbeats every 100 ms) that is
 /// 1.9 s + (behind + 1) × 0.6 s: 3 election timeouts plus 100 ms, and 1 per config to take.
-/// Measured over 500 seeds of `tests/shardkv_liveness.rs` (a leader crashed in each step) and
+/// Measured over 1 100 seeds of `tests/shardkv_liveness.rs` (a leader crashed in each step) and
 /// 200 of `tests/shardkv.rs`: at most 1.54 s (a crash followed by two split votes) and
 /// 1.27 s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
