@@ -40,7 +40,8 @@
 //!   30-second scenario takes milliseconds; every random choice derives from one seed
 //!   (`RAINKV_SEED`), printed when a test fails. One cluster builder (`testkit::Cluster`)
 //!   starts, crashes, restarts and partitions servers of any kind; the 6.5840 harnesses are
-//!   thin layers over it.
+//!   thin layers over it, and the sharded one checks that migration settles in bounded time
+//!   (`testkit::settle`).
 //!
 //! Which module may use which: `deploy` → `actors` → `storage` → `messages`, and `actors` →
 //! `messages`; `testkit` → `actors`, `storage`, `messages`, `check`; `actors`, `deploy` and

@@ -2,6 +2,11 @@
 //! ported with the same scenarios and limits in virtual time. Challenge2Unaffected indexes
 //! ownership by `key2shard(key)` (the original uses the key's index), and Unreliable3's
 //! history must be proven linearizable: a checker timeout fails the test.
+//!
+//! Added to the lab's checks: every 5B test and challenge ends with the liveness assertion
+//! (`ShardKvHarness::assert_settles`: every shard serving at its owner and no old copy left,
+//! within the bound of `testkit::settle` after the last change); the challenge 2 tests first
+//! bring back the group they killed.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -249,6 +254,8 @@ fn join_leave_5b() {
         // Allow time for shards to transfer.
         sleep(Duration::from_secs(1)).await;
         cfg.check_logs();
+        // Before 100 goes down: liveness is promised with a majority in every group.
+        cfg.assert_settles().await;
         cfg.shutdown_group(0);
         check_all(&cfg, &ck, &ka, &va).await;
         cfg.end().await;
@@ -295,6 +302,7 @@ fn snapshot_5b() {
             cfg.start_group(gi).await;
         }
         check_all(&cfg, &ck, &ka, &va).await;
+        cfg.assert_settles().await;
         cfg.end().await;
         cfg.cleanup();
     });
@@ -348,6 +356,7 @@ fn miss_change_5b() {
             cfg.start_server(gi, 1).await;
         }
         check_all(&cfg, &ck, &ka, &va).await;
+        cfg.assert_settles().await;
         cfg.end().await;
         cfg.cleanup();
     });
@@ -399,6 +408,7 @@ fn concurrent1_5b() {
 
         let va = appenders.stop().await;
         check_all(&cfg, &ck, &ka, &va).await;
+        cfg.assert_settles().await;
         cfg.end().await;
         cfg.cleanup();
     });
@@ -447,6 +457,7 @@ fn concurrent2_5b() {
 
         let va = appenders.stop().await;
         check_all(&cfg, &ck, &ka, &va).await;
+        cfg.assert_settles().await;
         cfg.end().await;
         cfg.cleanup();
     });
@@ -493,6 +504,7 @@ fn concurrent3_5b() {
 
         let va = appenders.stop().await;
         check_all(&cfg, &ck, &ka, &va).await;
+        cfg.assert_settles().await;
         cfg.end().await;
         cfg.cleanup();
     });
@@ -528,6 +540,7 @@ fn unreliable1_5b() {
         for _ in 0..ka.len() * 2 {
             check_all(&cfg, &ck, &ka, &va).await;
         }
+        cfg.assert_settles().await;
         cfg.end().await;
         cfg.cleanup();
     });
@@ -575,6 +588,7 @@ fn unreliable2_5b() {
         sim.network().set_reliable(true);
         let va = appenders.stop().await;
         check_all(&cfg, &ck, &ka, &va).await;
+        cfg.assert_settles().await;
         cfg.end().await;
         cfg.cleanup();
     });
@@ -632,6 +646,7 @@ fn unreliable3_5b() {
             worker.expect("a client failed");
         }
         op_log.check_linearizable("unreliable3_5b", LINEARIZABILITY_CHECK_TIMEOUT);
+        cfg.assert_settles().await;
         cfg.end().await;
         cfg.cleanup();
     });
@@ -687,6 +702,7 @@ fn challenge1_delete() {
             "snapshot + persisted Raft state are too big: {total} > {expected}"
         );
         check_all(&cfg, &ck, &ka, &va).await;
+        cfg.assert_settles().await;
         cfg.end().await;
         cfg.cleanup();
     });
@@ -740,6 +756,9 @@ fn challenge2_unaffected() {
                 cfg.check(&ck, k, &v1).await;
             }
         }
+        // Once 100 is back, its shards reach their owners and its copies go.
+        cfg.start_group(0).await;
+        cfg.assert_settles().await;
         cfg.end().await;
         cfg.cleanup();
     });
@@ -785,6 +804,9 @@ fn challenge2_partial() {
                 cfg.check(&ck, k, &v2).await;
             }
         }
+        // Once 100 is back, its shards reach their owners and its copies go.
+        cfg.start_group(0).await;
+        cfg.assert_settles().await;
         cfg.end().await;
         cfg.cleanup();
     });

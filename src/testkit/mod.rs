@@ -19,6 +19,7 @@ pub mod kv;
 pub mod raft;
 mod runner;
 mod seed;
+pub mod settle;
 pub mod shardkv;
 pub mod traffic;
 

@@ -10,34 +10,48 @@
 //! services can be started ([`ShardKvHarness::start_ctrler_service`]) and clerks pointed at
 //! any of them. The op wrappers count operations and can record them for the
 //! linearizability checker.
+//!
+//! The harness also watches the liveness of migration ([`super::settle`]): it marks every Join
+//! or Leave it makes and every group server it crashes or starts, looks for the settled state
+//! after the last one (every [`WATCH_PERIOD`] of virtual time, through the replicas' applied
+//! state, no RPC), and [`ShardKvHarness::assert_settles`] checks how long that took.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::rc::Rc;
+use std::time::Duration;
 
 use actix::Addr;
 use rand::Rng;
-use tokio::time::Instant;
+use tokio::time::{sleep, Instant};
 
 use super::cluster::{Cluster, ClusterOptions, ServerContext, ServerKind, TestStore};
 use super::ctrler::CtrlerHarness;
 use super::kv::{OpLog, OpRecorder};
+use super::settle::{unsettled, GroupView, SettleBound};
 use super::{rand_string, Sim};
 use crate::actors::clerk::Clerk;
 use crate::actors::client_end::EndMaker;
 use crate::actors::ctrler::clerk::CtrlerClerk;
+use crate::actors::ctrler::ConfigHistory;
 use crate::actors::network::NetworkHandle;
 use crate::actors::raft::{RaftPeer, RestoreError};
 use crate::actors::rsm::ReplicaSetup;
 use crate::actors::shardkv::clerk;
+use crate::actors::shardkv::store::ShardStore;
 use crate::actors::shardkv::{ShardKvNode, ShardKvSetup};
-use crate::messages::ctrler::{Gid, ShardConfig};
+use crate::messages::ctrler::{ConfigNum, Gid, ShardConfig};
 use crate::messages::net::Server;
+use crate::messages::rsm::Read;
 use crate::storage::Persister;
 
 /// Number of replica groups (gids 100, 101, 102).
 pub const NGROUPS: usize = 3;
+
+/// How often the harness looks for the settled state after a change (virtual time): a
+/// settling time is measured up to this much late.
+pub const WATCH_PERIOD: Duration = Duration::from_millis(10);
 
 /// Members of one replica group.
 pub struct ShardGroup {
@@ -92,6 +106,28 @@ struct Part {
     ops0: u64,
 }
 
+/// The last change that can hold migration up, and what was seen after it.
+#[derive(Clone, Copy)]
+struct Change {
+    /// Counts changes, so a look begun before a change is not taken for one after it.
+    seq: u64,
+    at: Instant,
+    /// The lowest config any group was at when it happened (once read).
+    floor: Option<ConfigNum>,
+    /// When the cluster was first seen settled after it.
+    settled_at: Option<Instant>,
+}
+
+/// The liveness watch (see the module docs).
+struct Watch {
+    change: Change,
+    /// A task is looking for the settled state.
+    watching: bool,
+    /// The highest config each group was seen at: a group's applied config never goes back,
+    /// even while its servers are down or replaying their logs.
+    known: [ConfigNum; NGROUPS],
+}
+
 /// 6.5840's shardkv test configuration. Clones share the cluster.
 #[derive(Clone)]
 pub struct ShardKvHarness {
@@ -103,6 +139,7 @@ pub struct ShardKvHarness {
     recorder: Rc<OpRecorder>,
     part: Rc<Cell<Part>>,
     created: Instant,
+    watch: Rc<RefCell<Watch>>,
 }
 
 /// 6.5840's `make_end`: fresh enabled ends, named `mkend-{k}`, to a server by name.
@@ -158,7 +195,8 @@ impl ShardKvHarness {
             };
             groups.push(Cluster::start(sim, kind, group_options).await);
         }
-        ShardKvHarness {
+        let now = Instant::now();
+        let harness = ShardKvHarness {
             sim: sim.clone(),
             ctl,
             mck,
@@ -166,8 +204,20 @@ impl ShardKvHarness {
             make_end,
             recorder: Rc::new(OpRecorder::new()),
             part: Rc::new(Cell::new(Part::default())),
-            created: Instant::now(),
-        }
+            created: now,
+            watch: Rc::new(RefCell::new(Watch {
+                change: Change {
+                    seq: 0,
+                    at: now,
+                    floor: None,
+                    settled_at: None,
+                },
+                watching: false,
+                known: [0; NGROUPS],
+            })),
+        };
+        harness.changed();
+        harness
     }
 
     fn group(&self, gi: usize) -> &Cluster<ShardGroup> {
@@ -221,12 +271,14 @@ impl ShardKvHarness {
         let group = self.group(gi);
         group.restart(i).await;
         group.connect(i);
+        self.changed();
     }
 
     /// `ShutdownServer(gi, i)`: disable its group and controller ends, delete it, keep a copy
     /// of its storage, kill it.
     pub fn shutdown_server(&self, gi: usize, i: usize) {
         self.group(gi).crash(i);
+        self.changed();
     }
 
     /// `StartGroup(gi)`.
@@ -260,6 +312,7 @@ impl ShardKvHarness {
         mck.join(servers)
             .await
             .unwrap_or_else(|e| panic!("join {gis:?}: {e}"));
+        self.changed();
     }
 
     /// `join(gi)`.
@@ -284,6 +337,7 @@ impl ShardKvHarness {
             .leave(gids)
             .await
             .unwrap_or_else(|e| panic!("leave {gis:?}: {e}"));
+        self.changed();
     }
 
     /// The latest config of the main controller.
@@ -292,6 +346,182 @@ impl ShardKvHarness {
             .latest()
             .await
             .unwrap_or_else(|e| panic!("query: {e}"))
+    }
+
+    /// The leader of group `gi`: its first running server whose Raft peer says it leads.
+    pub async fn group_leader(&self, gi: usize) -> Option<usize> {
+        self.group(gi).leader().await
+    }
+
+    /// What group `gi` has applied, as its most advanced running replica (the highest applied
+    /// index) has it; `None` when none of its servers runs. Read from the replicas' state, no
+    /// RPC.
+    pub async fn group_view(&self, gi: usize) -> Option<GroupView> {
+        let (group, gid) = (self.group(gi), self.gid(gi));
+        let mut best: Option<GroupView> = None;
+        for i in group.all() {
+            let Some(node) = group.node(i) else {
+                continue;
+            };
+            let read = Read::new(move |s: &ShardStore, applied| GroupView {
+                gid,
+                applied,
+                num: s.config().num,
+                shards: s.shards().iter().map(|(&k, v)| (k, v.status)).collect(),
+            });
+            if let Ok(Ok(view)) = node.rsm.send(read).await {
+                let ahead = best.as_ref().map(|b| view.applied > b.applied);
+                if ahead != Some(false) {
+                    best = Some(view);
+                }
+            }
+        }
+        if let Some(view) = &best {
+            let known = &mut self.watch.borrow_mut().known[gi];
+            *known = (*known).max(view.num);
+        }
+        best
+    }
+
+    /// The controller's latest config, as its most advanced running replica applied it (no
+    /// RPC).
+    async fn latest_config(&self) -> Option<ShardConfig> {
+        let ctl = self.ctl.cluster();
+        let mut best: Option<(u64, ShardConfig)> = None;
+        for i in ctl.all() {
+            let Some(node) = ctl.node(i) else {
+                continue;
+            };
+            let read = Read::new(|h: &ConfigHistory, applied| (applied, h.latest().clone()));
+            if let Ok(Ok((applied, config))) = node.rsm.send(read).await {
+                if best.as_ref().map(|(b, _)| applied > *b) != Some(false) {
+                    best = Some((applied, config));
+                }
+            }
+        }
+        best.map(|(_, config)| config)
+    }
+
+    /// What keeps the cluster from being settled under the latest config now, one line per
+    /// cause (empty: settled; see [`super::settle`]).
+    pub async fn unsettled(&self) -> Vec<String> {
+        let Some(config) = self.latest_config().await else {
+            return vec!["no controller server runs".to_string()];
+        };
+        let (mut views, mut lines) = (Vec::new(), Vec::new());
+        for gi in 0..NGROUPS {
+            match self.group_view(gi).await {
+                Some(view) => views.push(view),
+                None => lines.push(format!("no server of group {} runs", self.gid(gi))),
+            }
+        }
+        lines.extend(unsettled(&config, &views));
+        lines
+    }
+
+    /// Marks a change that can hold migration up: reads how far behind the groups are, and
+    /// looks for the settled state from now on.
+    fn changed(&self) {
+        let seq = {
+            let mut watch = self.watch.borrow_mut();
+            watch.change = Change {
+                seq: watch.change.seq + 1,
+                at: Instant::now(),
+                floor: None,
+                settled_at: None,
+            };
+            watch.change.seq
+        };
+        let this = self.clone();
+        // Reads of the replicas' state take no virtual time: this is the floor as of the change.
+        actix::spawn(async move {
+            let mut floor = ConfigNum::MAX;
+            for gi in 0..NGROUPS {
+                let seen = this.group_view(gi).await.map_or(0, |view| view.num);
+                floor = floor.min(seen.max(this.watch.borrow().known[gi]));
+            }
+            let mut watch = this.watch.borrow_mut();
+            if watch.change.seq == seq {
+                watch.change.floor = Some(floor);
+            }
+        });
+        let start = !std::mem::replace(&mut self.watch.borrow_mut().watching, true);
+        if start {
+            actix::spawn(self.clone().watch_settling());
+        }
+    }
+
+    /// Looks for the settled state every [`WATCH_PERIOD`] until it is seen after the last
+    /// change.
+    async fn watch_settling(self) {
+        loop {
+            let seq = self.watch.borrow().change.seq;
+            let settled = self.unsettled().await.is_empty();
+            {
+                let mut watch = self.watch.borrow_mut();
+                if settled && watch.change.seq == seq {
+                    watch.change.settled_at = Some(Instant::now());
+                    watch.watching = false;
+                    return;
+                }
+            }
+            sleep(WATCH_PERIOD).await;
+        }
+    }
+
+    /// The liveness assertion: waits until the cluster has settled under the controller's
+    /// latest config (every shard `Serving` at its owner, no other copy left anywhere; see
+    /// [`super::settle`]) and fails the test unless that happened within [`SettleBound`] of
+    /// the last change (a Join or Leave answered, a group server crashed or started).
+    /// Liveness is promised only with a connected majority in every group, so it fails the
+    /// test if a group has none. Returns how long settling took.
+    pub async fn assert_settles(&self) -> Duration {
+        for gi in 0..NGROUPS {
+            let group = self.group(gi);
+            let live = (group.all().into_iter())
+                .filter(|&i| group.is_up(i) && group.is_connected(i))
+                .count();
+            assert!(
+                2 * live > group.n(),
+                "group {}: {live} of {} servers run connected; liveness needs a majority",
+                self.gid(gi),
+                group.n()
+            );
+        }
+        let bound = SettleBound::for_groups(self.group(0).options());
+        loop {
+            let change = self.watch.borrow().change;
+            let latest = self.latest_config().await.map_or(0, |config| config.num);
+            let Some(floor) = change.floor else {
+                sleep(WATCH_PERIOD).await;
+                continue;
+            };
+            let behind = latest.saturating_sub(floor);
+            let limit = bound.within(behind);
+            if let Some(settled_at) = change.settled_at {
+                let took = settled_at - change.at;
+                println!(
+                    "  settled {} ms after the last change ({behind} configs behind; bound {} ms)",
+                    took.as_millis(),
+                    limit.as_millis()
+                );
+                assert!(
+                    took <= limit,
+                    "settled {took:?} after the last change: over the bound {limit:?} \
+                     ({behind} configs behind)"
+                );
+                return took;
+            }
+            if change.at.elapsed() > limit {
+                panic!(
+                    "not settled {:?} after the last change (bound {limit:?}, {behind} configs \
+                     behind):\n{}",
+                    change.at.elapsed(),
+                    self.unsettled().await.join("\n")
+                );
+            }
+            sleep(WATCH_PERIOD).await;
+        }
     }
 
     /// `checklogs()`: with snapshots, no Raft state above 8 × maxraftstate; without, no

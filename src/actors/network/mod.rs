@@ -46,9 +46,9 @@ use trace::TraceHash;
 /// labrpc's short delay bound on an unreliable net (`rand % 27` ms).
 const SHORT_DELAY_MS: u64 = 27;
 /// Calls that cannot be delivered fail after up to this long when long delays are on.
-const LONG_DELAY_MS: u64 = 7000;
+pub(crate) const LONG_DELAY_MS: u64 = 7000;
 /// … and after up to this long otherwise.
-const FAIL_DELAY_MS: u64 = 100;
+pub(crate) const FAIL_DELAY_MS: u64 = 100;
 /// Loss probability per mille for requests and replies on an unreliable net.
 const LOSS_PER_MILLE: u32 = 100;
 /// Probability per mille that a delivered request is delivered a second time, when on.

@@ -30,5 +30,6 @@ mod server;
 pub mod store;
 
 pub use self::migrator::Migrator;
+pub(crate) use self::migrator::POLL_INTERVAL;
 pub use self::node::{ShardKvNode, ShardKvSetup};
 pub use self::server::ShardKv;
