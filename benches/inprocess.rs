@@ -7,6 +7,10 @@
 //!
 //! `cargo bench --bench inprocess` prints, per batch size, ops/s and the batches' latency.
 
+// The allocator `rainkv serve` runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

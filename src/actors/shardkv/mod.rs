@@ -30,6 +30,7 @@ mod server;
 pub mod store;
 
 pub use self::migrator::Migrator;
+#[cfg(feature = "testkit")]
 pub(crate) use self::migrator::POLL_INTERVAL;
 pub use self::node::{ShardKvNode, ShardKvSetup};
 pub use self::server::ShardKv;
