@@ -23,6 +23,14 @@ pub struct RaftConfig {
     /// The most command bytes one AppendEntries carries (it always carries at least one
     /// entry, however large), and the most snapshot bytes one InstallSnapshot chunk carries.
     pub max_bytes_per_append: usize,
+    /// Flow control: the most AppendEntries carrying entries that may be unanswered to one
+    /// streaming follower, and the most command bytes they may carry between them (one
+    /// message is always allowed, however large). A slow follower then holds at most this
+    /// much of the leader's sends in queues, instead of every entry proposed since it fell
+    /// behind; heartbeats still go, without entries.
+    pub max_appends_in_flight: usize,
+    /// See `max_appends_in_flight`.
+    pub max_bytes_in_flight: usize,
     /// Pre-vote (Raft thesis §9.6): a peer whose election timer fires first asks whether it
     /// could win, without raising its term; only with a majority's yes does it campaign. A
     /// peer back from isolation, or cut off from the leader alone, then cannot force the
@@ -49,7 +57,8 @@ pub struct RaftConfig {
 impl Default for RaftConfig {
     /// A 10 ms tick, elections after 300–600 ms of silence, heartbeats every 100 ms (6.5840
     /// allows at most 10 per second and wants a new leader within 5 s), at most 256 entries
-    /// and 1 MiB of commands per AppendEntries; pre-vote and check-quorum on, lease reads off;
+    /// and 1 MiB of commands per AppendEntries, at most 64 of them and 16 MiB unanswered per
+    /// follower; pre-vote and check-quorum on, lease reads off;
     /// learners promoted within 1 000 entries of the leader.
     fn default() -> Self {
         RaftConfig {
@@ -58,6 +67,8 @@ impl Default for RaftConfig {
             heartbeat_interval: Duration::from_millis(100),
             max_entries_per_append: 256,
             max_bytes_per_append: 1 << 20,
+            max_appends_in_flight: 64,
+            max_bytes_in_flight: 16 << 20,
             pre_vote: true,
             check_quorum: true,
             lease_reads: false,
@@ -78,6 +89,15 @@ impl fmt::Display for InvalidConfig {
 
 impl std::error::Error for InvalidConfig {}
 
+/// How much a leader may have unanswered to one streaming follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InFlightCap {
+    /// AppendEntries carrying entries.
+    pub messages: usize,
+    /// Command bytes they carry.
+    pub bytes: usize,
+}
+
 /// A [`RaftConfig`] in ticks, as the core uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Ticks {
@@ -85,6 +105,7 @@ pub(crate) struct Ticks {
     pub heartbeat: u32,
     pub max_entries: usize,
     pub max_bytes: usize,
+    pub in_flight: InFlightCap,
     pub pre_vote: bool,
     pub check_quorum: bool,
     /// How long a leader's lease lasts, from the start of a heartbeat round a majority
@@ -125,9 +146,15 @@ impl RaftConfig {
                 self.election_timeout, self.heartbeat_interval
             ));
         }
-        if self.max_entries_per_append == 0 || self.max_bytes_per_append == 0 {
+        if self.max_entries_per_append == 0
+            || self.max_bytes_per_append == 0
+            || self.max_appends_in_flight == 0
+            || self.max_bytes_in_flight == 0
+        {
             return invalid(
-                "max_entries_per_append and max_bytes_per_append must be positive".into(),
+                "max_entries_per_append, max_bytes_per_append, max_appends_in_flight and \
+                 max_bytes_in_flight must be positive"
+                    .into(),
             );
         }
         if self.lease_reads && !self.check_quorum {
@@ -139,6 +166,10 @@ impl RaftConfig {
             heartbeat,
             max_entries: self.max_entries_per_append,
             max_bytes: self.max_bytes_per_append,
+            in_flight: InFlightCap {
+                messages: self.max_appends_in_flight,
+                bytes: self.max_bytes_in_flight,
+            },
             pre_vote: self.pre_vote,
             check_quorum: self.check_quorum,
             lease,

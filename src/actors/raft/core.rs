@@ -1467,7 +1467,8 @@ impl RaftCore {
             }
             return;
         }
-        if !heartbeat && !pr.can_send() {
+        let cap = self.cfg.ticks.in_flight;
+        if !heartbeat && !pr.can_send(cap) {
             return;
         }
         if pr.next_index <= self.log.snapshot_index() {
@@ -1478,7 +1479,9 @@ impl RaftCore {
         let prev_log_index = (pr.next_index - 1).min(last);
         let prev_log_term = self.log.term_at(prev_log_index).unwrap_or(0);
         let unanswered_probe = heartbeat && pr.state == ProgressState::Probe && pr.paused;
-        let entries = if unanswered_probe {
+        // A heartbeat to a follower at the cap checks the optimistic point, carrying nothing.
+        let streaming_full = pr.state == ProgressState::Replicate && pr.is_full(cap);
+        let entries = if unanswered_probe || streaming_full {
             Vec::new()
         } else {
             self.entries_to_send(prev_log_index + 1)
@@ -1491,7 +1494,12 @@ impl RaftCore {
             return;
         };
         match pr.state {
-            ProgressState::Replicate => pr.next_index = hi + 1,
+            ProgressState::Replicate => {
+                pr.next_index = hi + 1;
+                if !entries.is_empty() {
+                    pr.sent(hi, entries.iter().map(|e| e.command.len()).sum());
+                }
+            }
             ProgressState::Probe => pr.paused = true,
             ProgressState::Snapshot { .. } => {}
         }
@@ -2130,6 +2138,55 @@ mod tests {
             "committing index 3 commits index 2 with it"
         );
         assert_eq!(flush(&mut leader).apply.len(), 3);
+    }
+
+    #[test]
+    fn a_silent_follower_gets_at_most_the_cap_in_flight_then_one_more_per_answer() {
+        let config = RaftConfig {
+            max_appends_in_flight: 4,
+            ..classic()
+        };
+        let mut leader = RaftCore::new(0, Membership::with_voters(3), &config, 8).expect("valid");
+        elect(&mut leader);
+        flush(&mut leader);
+        let term = leader.term();
+        let appends_to_1 = |ready: &Ready| {
+            ready
+                .messages
+                .iter()
+                .filter(|(to, m)| {
+                    *to == 1 && matches!(m, Message::AppendEntries(a) if !a.entries.is_empty())
+                })
+                .count()
+        };
+        // Ten proposals, each flushed alone: follower 2 answers, follower 1 is silent.
+        let mut sent = 0;
+        for c in 0..10 {
+            leader.propose(vec![c]).expect("leader");
+            sent += appends_to_1(&flush(&mut leader));
+            leader.handle_append_entries_reply(2, ok_reply(term, leader.last_index()));
+        }
+        assert_eq!(sent, 4, "four messages in flight to the silent follower");
+        assert_eq!(
+            leader.commit_index(),
+            10,
+            "the other follower makes a majority"
+        );
+        // A heartbeat carries no entries while at the cap.
+        for _ in 0..20 {
+            leader.tick();
+        }
+        assert_eq!(appends_to_1(&flush(&mut leader)), 0);
+        // Its answer to the first two frees two slots: what waited goes, within the cap.
+        leader.handle_append_entries_reply(1, ok_reply(term, 2));
+        let ready = flush(&mut leader);
+        assert_eq!(appends_to_1(&ready), 1, "one message per answer");
+        let Some((_, Message::AppendEntries(next))) =
+            ready.messages.iter().find(|(to, _)| *to == 1)
+        else {
+            panic!("no AppendEntries to follower 1");
+        };
+        assert_eq!((next.prev_log_index, next.entries.len()), (4, 6));
     }
 
     #[test]

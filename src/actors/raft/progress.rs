@@ -3,7 +3,9 @@
 //!
 //! - **Replicate**: entries are streamed. Every new entry is sent at once and `next_index`
 //!   advances optimistically past what was sent, so a burst of N proposals sends each entry
-//!   about once instead of resending the unacknowledged tail each time. A new leader starts
+//!   about once instead of resending the unacknowledged tail each time. At most
+//!   [`InFlightCap`] messages and bytes are unanswered: past that, new entries wait for an
+//!   answer (each success frees the messages it covers). A new leader starts
 //!   every follower here (most followers are up to date). Heartbeats check the optimistic point
 //!   (`prev_log_index = next_index - 1`): if a message was lost, the follower rejects it and the
 //!   leader falls back to Probe, so a drop is repaired one heartbeat and one round trip later.
@@ -14,6 +16,10 @@
 //! - **Snapshot**: the follower needs entries the leader has compacted; the snapshot goes out
 //!   one chunk per round trip, and nothing else is sent until its last chunk is answered (a
 //!   heartbeat resends the chunk in flight, in case it was lost).
+
+use std::collections::VecDeque;
+
+use super::config::InFlightCap;
 
 /// Flow-control state of one follower, as seen by the leader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +49,11 @@ pub(crate) struct Progress {
     pub state: ProgressState,
     /// In Probe (and Snapshot): a message is in flight, wait for its answer.
     pub paused: bool,
+    /// In Replicate: the unanswered AppendEntries with entries, as (last index sent, command
+    /// bytes), oldest first.
+    in_flight: VecDeque<(u64, usize)>,
+    /// The bytes of `in_flight`.
+    in_flight_bytes: usize,
 }
 
 impl Progress {
@@ -54,7 +65,28 @@ impl Progress {
             next_index: last_index + 1,
             state: ProgressState::Replicate,
             paused: false,
+            in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
         }
+    }
+
+    /// Records an AppendEntries sent while streaming, with entries up to `last` holding
+    /// `bytes` of commands.
+    pub(crate) fn sent(&mut self, last: u64, bytes: usize) {
+        self.in_flight.push_back((last, bytes));
+        self.in_flight_bytes += bytes;
+    }
+
+    /// Whether streaming has reached the cap: new entries wait for an answer.
+    pub(crate) fn is_full(&self, cap: InFlightCap) -> bool {
+        !self.in_flight.is_empty()
+            && (self.in_flight.len() >= cap.messages || self.in_flight_bytes >= cap.bytes)
+    }
+
+    /// Forgets every message in flight (the follower's state is being found out anew).
+    fn clear_in_flight(&mut self) {
+        self.in_flight.clear();
+        self.in_flight_bytes = 0;
     }
 
     /// Records a successful reply saying the follower matches up to `index`. Returns true if
@@ -62,6 +94,13 @@ impl Progress {
     /// nothing (so `match_index` never goes back).
     pub(crate) fn on_success(&mut self, index: u64) -> bool {
         self.paused = false;
+        while let Some(&(last, bytes)) = self.in_flight.front() {
+            if last > index {
+                break;
+            }
+            self.in_flight.pop_front();
+            self.in_flight_bytes -= bytes;
+        }
         if index <= self.match_index {
             return false;
         }
@@ -75,6 +114,7 @@ impl Progress {
         self.state = ProgressState::Probe;
         self.next_index = next_index.max(self.match_index + 1);
         self.paused = false;
+        self.clear_in_flight();
     }
 
     /// Switches to Replicate, streaming from just after `match_index`.
@@ -82,6 +122,7 @@ impl Progress {
         self.state = ProgressState::Replicate;
         self.next_index = self.match_index + 1;
         self.paused = false;
+        self.clear_in_flight();
     }
 
     /// Switches to Snapshot after sending the chunk at `offset` of the snapshot ending at
@@ -89,14 +130,15 @@ impl Progress {
     pub(crate) fn become_snapshot(&mut self, pending: u64, offset: u64) {
         self.state = ProgressState::Snapshot { pending, offset };
         self.paused = true;
+        self.clear_in_flight();
     }
 
     /// Whether the leader may send this follower another AppendEntries now, outside a
-    /// heartbeat: always in Replicate, once per answer in Probe, never while a snapshot is in
-    /// flight.
-    pub(crate) fn can_send(&self) -> bool {
+    /// heartbeat: in Replicate until `cap` is reached, once per answer in Probe, never while a
+    /// snapshot is in flight.
+    pub(crate) fn can_send(&self, cap: InFlightCap) -> bool {
         match self.state {
-            ProgressState::Replicate => true,
+            ProgressState::Replicate => !self.is_full(cap),
             ProgressState::Probe => !self.paused,
             ProgressState::Snapshot { .. } => false,
         }
@@ -107,12 +149,54 @@ impl Progress {
 mod tests {
     use super::*;
 
+    const CAP: InFlightCap = InFlightCap {
+        messages: 3,
+        bytes: 100,
+    };
+
+    #[test]
+    fn streaming_stops_at_the_cap_and_each_answer_frees_what_it_covers() {
+        let mut pr = Progress::new(0);
+        for last in 1..=3 {
+            assert!(pr.can_send(CAP));
+            pr.sent(last, 10);
+        }
+        assert!(!pr.can_send(CAP), "three messages in flight");
+        pr.on_success(2);
+        assert!(pr.can_send(CAP), "two answered by one success");
+        pr.sent(4, 10);
+        pr.sent(5, 10);
+        assert!(!pr.can_send(CAP));
+        // A stale answer frees nothing new and moves nothing back.
+        pr.on_success(1);
+        assert!(!pr.can_send(CAP));
+        pr.on_success(5);
+        assert!(pr.can_send(CAP));
+    }
+
+    #[test]
+    fn the_byte_cap_holds_but_one_message_always_goes() {
+        let mut pr = Progress::new(0);
+        assert!(pr.can_send(CAP));
+        pr.sent(1, 500);
+        assert!(!pr.can_send(CAP), "over the byte cap");
+        pr.on_success(1);
+        pr.sent(2, 60);
+        assert!(pr.can_send(CAP));
+        pr.sent(3, 60);
+        assert!(!pr.can_send(CAP));
+        // Probing again forgets what was in flight.
+        pr.become_probe(3);
+        pr.become_replicate();
+        assert!(pr.can_send(CAP));
+    }
+
     #[test]
     fn starts_streaming_from_the_leaders_end() {
         let pr = Progress::new(7);
         assert_eq!((pr.match_index, pr.next_index), (0, 8));
         assert_eq!(pr.state, ProgressState::Replicate);
-        assert!(pr.can_send());
+        assert!(pr.can_send(CAP));
     }
 
     #[test]
@@ -129,9 +213,9 @@ mod tests {
         let mut pr = Progress::new(3);
         pr.become_probe(2);
         pr.paused = true;
-        assert!(!pr.can_send());
+        assert!(!pr.can_send(CAP));
         pr.on_success(3);
-        assert!(pr.can_send());
+        assert!(pr.can_send(CAP));
     }
 
     #[test]
@@ -158,6 +242,6 @@ mod tests {
     fn snapshot_blocks_sending() {
         let mut pr = Progress::new(5);
         pr.become_snapshot(20, 0);
-        assert!(!pr.can_send());
+        assert!(!pr.can_send(CAP));
     }
 }
