@@ -22,6 +22,9 @@
 //! - [`stats`]: latency percentiles and the benchmark's result line.
 //! - [`bench`](mod@bench): the benchmark workloads (`rainkv bench`).
 //! - [`demo`]: the fault demo (`rainkv demo`), checked with [`crate::check`].
+//! - [`demo_sharded`]: the sharded demo (`rainkv demo --sharded`): groups join and leave,
+//!   shards move, leaders die mid-migration; checked the same way, and every shard must end
+//!   at its owner.
 
 pub mod bench;
 #[cfg(feature = "cli")]
@@ -29,6 +32,7 @@ pub mod certs;
 pub mod client;
 pub mod cluster_file;
 pub mod demo;
+pub mod demo_sharded;
 #[cfg(feature = "cli")]
 pub mod http;
 pub mod local;
