@@ -13,6 +13,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use rainkv::deploy::bench::{run_bench, BenchOptions, BenchProgress, Workload};
+use rainkv::deploy::bench_sharded::{
+    line_with_groups, run_sharded_bench, ShardedBenchOptions, ShardedBenchProgress,
+};
 use rainkv::deploy::client::ClusterClient;
 use rainkv::deploy::cluster_file::{ClusterFile, NodeAddrs};
 use rainkv::deploy::demo::{run_demo, DemoOptions, DemoProgress, Verdict};
@@ -123,9 +126,31 @@ enum Command {
         /// Distinct keys the workloads touch.
         #[arg(long, default_value_t = 10_000)]
         keys: usize,
-        /// Workloads to run, comma-separated (default: all).
+        /// Workloads to run, comma-separated (default: all; with --sharded: mixed_64).
         #[arg(long, value_delimiter = ',')]
         workloads: Option<Vec<Workload>>,
+        /// Measure sharded deployments in this process instead: the workloads once per group
+        /// count of --groups (plus the controller's group), then the time to move a shard of
+        /// each size of --move-kib from one group to another.
+        #[arg(long, conflicts_with = "config")]
+        sharded: bool,
+        /// With --sharded: the group counts to measure, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1,2,3",
+            requires = "sharded"
+        )]
+        groups: Vec<usize>,
+        /// With --sharded: the sizes of the shard moved, in KiB, comma-separated (empty: no
+        /// move).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1024,16384,65536",
+            requires = "sharded"
+        )]
+        move_kib: Vec<usize>,
     },
     /// Inspect a node's write-ahead log.
     Wal {
@@ -211,6 +236,9 @@ fn main() -> ExitCode {
                 seq_ops,
                 keys,
                 workloads,
+                sharded,
+                groups,
+                move_kib,
             } => {
                 let mut options = BenchOptions {
                     ops,
@@ -218,10 +246,16 @@ fn main() -> ExitCode {
                     key_space: keys,
                     ..BenchOptions::default()
                 };
+                if sharded {
+                    options.workloads = vec![Workload::Mixed];
+                }
                 if let Some(workloads) = workloads {
                     options.workloads = workloads;
                 }
-                bench(config, options).await
+                match sharded {
+                    true => bench_sharded(options, groups, move_kib).await,
+                    false => bench(config, options).await,
+                }
             }
             Command::Wal {
                 command: WalCommand::Check { dir },
@@ -661,4 +695,56 @@ async fn demo_sharded(seconds: u64, clients: usize) -> Result<ExitCode, String> 
         true => verdict,
         false => ExitCode::FAILURE,
     })
+}
+
+/// `rainkv bench --sharded`: one result line per workload and group count, then one per move.
+async fn bench_sharded(
+    bench: BenchOptions,
+    groups: Vec<usize>,
+    move_kib: Vec<usize>,
+) -> Result<ExitCode, String> {
+    if bench.in_flight == 0 || bench.key_space == 0 || groups.contains(&0) {
+        return Err("the benchmark needs at least one client, one key and one group".into());
+    }
+    let options = ShardedBenchOptions {
+        groups,
+        bench,
+        move_sizes: move_kib.iter().map(|kib| kib << 10).collect(),
+    };
+    eprintln!(
+        "benchmarking sharded deployments of {:?} groups of 3 nodes (and a controller group) \
+         on loopback in this process (durable store, fsync on)",
+        options.groups
+    );
+    let bar = progress_bar(
+        "{prefix:>18} {elapsed_precise} {bar:20.cyan/blue} {pos}/{len} ops {wide_msg}",
+    );
+    let outcome = run_sharded_bench(&options, &mut |progress| match progress {
+        ShardedBenchProgress::Note(line) => say(bar.as_ref(), line),
+        ShardedBenchProgress::Moved(result) => say(bar.as_ref(), &result.line()),
+        ShardedBenchProgress::Workload(groups, BenchProgress::Done(result)) => {
+            say(bar.as_ref(), &line_with_groups(result, groups))
+        }
+        ShardedBenchProgress::Workload(
+            groups,
+            BenchProgress::Running {
+                name, done, total, ..
+            },
+        ) => {
+            if let Some(bar) = &bar {
+                let prefix = format!("{name} groups={groups}");
+                if bar.prefix() != prefix {
+                    bar.reset();
+                    bar.set_prefix(prefix);
+                }
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+        }
+    })
+    .await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    outcome.map(|_| ExitCode::SUCCESS)
 }

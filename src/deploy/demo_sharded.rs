@@ -38,8 +38,6 @@ const STEP_WAIT: Duration = Duration::from_secs(10);
 /// Pause between a change and the kill of a leader taking part in it: about when the group's
 /// migrator has seen the new configuration and the shards are on their way.
 const KILL_AFTER: Duration = Duration::from_millis(150);
-/// How long one status question to a group may take.
-const STATUS_WAIT: Duration = Duration::from_secs(1);
 
 /// The sharded demo's settings.
 #[derive(Debug, Clone)]
@@ -291,25 +289,6 @@ impl Driver {
             .count();
         (up, all.len())
     }
-
-    /// Waits up to `limit` for every group to serve exactly its shards of the latest
-    /// configuration; the configuration and what is still unsettled.
-    async fn settle(&self, limit: Duration) -> (Option<ShardConfig>, Vec<String>) {
-        let deadline = Instant::now() + limit;
-        loop {
-            let (config, unsettled) = match within(self.ctrler().latest()).await {
-                Ok(config) => {
-                    let unsettled = self.client.unsettled(&config, STATUS_WAIT).await;
-                    (Some(config), unsettled)
-                }
-                Err(why) => (None, vec![format!("the controller: {why}")]),
-            };
-            if (config.is_some() && unsettled.is_empty()) || Instant::now() >= deadline {
-                return (config, unsettled);
-            }
-            sleep(TICK).await;
-        }
-    }
 }
 
 /// Why the sharded demo could not run to a verdict.
@@ -438,7 +417,7 @@ pub async fn run_sharded_demo(
         options.settle_wait
     )));
     let settling = Instant::now();
-    let (config, unsettled) = driver.settle(options.settle_wait).await;
+    let (config, unsettled) = driver.client.wait_settled(options.settle_wait).await;
     let settled_in = settling.elapsed();
     driver.client.close();
     driver.local.shutdown().await;

@@ -23,6 +23,9 @@ use crate::messages::ctrler::{Gid, ShardConfig};
 use crate::messages::shard::{GroupShards, ShardStatus, ShardStatusArgs};
 use crate::trace::Tracer;
 
+/// How long [`ShardedClient::wait_settled`] waits for one answer of the controller or a node.
+const SETTLE_ASK: Duration = Duration::from_secs(1);
+
 /// One node of a replica group, as the group status sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardNodeReport {
@@ -164,6 +167,29 @@ impl ShardedClient {
             }
         }
         lines
+    }
+
+    /// Waits up to `limit` for every group of the file to serve exactly its shards of the
+    /// controller's latest configuration, asking every 50 ms; that configuration (if the
+    /// controller gave one) and what was still unsettled (empty: settled).
+    pub async fn wait_settled(&self, limit: Duration) -> (Option<ShardConfig>, Vec<String>) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let latest = tokio::time::timeout(SETTLE_ASK, self.ctrler.latest()).await;
+            let (config, unsettled) = match latest {
+                Ok(Ok(config)) => {
+                    let unsettled = self.unsettled(&config, SETTLE_ASK).await;
+                    (Some(config), unsettled)
+                }
+                Ok(Err(e)) => (None, vec![format!("the controller: {e}")]),
+                Err(_) => (None, vec!["the controller did not answer".to_string()]),
+            };
+            if (config.is_some() && unsettled.is_empty()) || tokio::time::Instant::now() >= deadline
+            {
+                return (config, unsettled);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Why the nodes that cannot be reached cannot be, one line per node, over all groups.
