@@ -28,8 +28,9 @@
 //!   cluster in one process, the demo and the benchmark (what the `rainkv` and `rainkv-ctl`
 //!   binaries run); for a sharded deployment, its file (`deploy::sharded_file`: a controller
 //!   group and replica groups), nodes running the controller or a group's store and migrator
-//!   ([`TcpNode::start_sharded`]) and a client with the sharded clerk
-//!   (`deploy::shard_client`).
+//!   ([`TcpNode::start_sharded`]), a client with the sharded clerk
+//!   (`deploy::shard_client`), and a whole sharded deployment in one process for the sharded
+//!   demo and benchmark (`deploy::demo_sharded`, `deploy::bench_sharded`).
 //! - [`check`]: the linearizability checker, used by the testkit and by the demo.
 //! - [`metrics`]: what a node counts for its `/metrics` page (atomic counters, fixed-bucket
 //!   histograms, off unless the node has a metrics port) and the Prometheus text format.

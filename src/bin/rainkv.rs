@@ -17,13 +17,16 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use rainkv::deploy::bench::{run_bench, BenchOptions, BenchProgress, Workload};
+use rainkv::deploy::bench_sharded::{
+    line_with_groups, run_sharded_bench, ShardedBenchOptions, ShardedBenchProgress,
+};
 use rainkv::deploy::client::ClusterClient;
 use rainkv::deploy::cluster_file::{ClusterFile, NodeAddrs};
 use rainkv::deploy::demo::{run_demo, DemoOptions, DemoProgress, Verdict};
+use rainkv::deploy::demo_sharded::{run_sharded_demo, ShardedDemoOptions, ShardedProgress};
 use rainkv::deploy::local::{LocalCluster, LocalOptions};
 use rainkv::deploy::node::{NodeSockets, TcpNode};
 use rainkv::deploy::sharded_file::{Deployment, GroupName};
-use rainkv::deploy::stats::millis;
 use rainkv::deploy::store::open_store;
 use rainkv::messages::apply::HaltCause;
 use rainkv::messages::rsm::Halt;
@@ -106,6 +109,12 @@ enum Command {
         /// Run every connection in mutual TLS, with a CA and certificates made for the run.
         #[arg(long)]
         tls: bool,
+        /// Run a sharded deployment instead: a controller group and three replica groups of
+        /// three nodes, groups joining and leaving and shards moving while group leaders are
+        /// killed mid-migration. Exit status 0 only if the history is linearizable and every
+        /// shard ends served by its configured group.
+        #[arg(long, conflicts_with_all = ["timeline", "trace", "tls"])]
+        sharded: bool,
     },
     /// Measure throughput and latency: seq_put, put_64, get_64 and mixed_64.
     Bench {
@@ -121,9 +130,31 @@ enum Command {
         /// Distinct keys the workloads touch.
         #[arg(long, default_value_t = 10_000)]
         keys: usize,
-        /// Workloads to run, comma-separated (default: all).
+        /// Workloads to run, comma-separated (default: all; with --sharded: mixed_64).
         #[arg(long, value_delimiter = ',')]
         workloads: Option<Vec<Workload>>,
+        /// Measure sharded deployments in this process instead: the workloads once per group
+        /// count of --groups (plus the controller's group), then the time to move a shard of
+        /// each size of --move-kib from one group to another.
+        #[arg(long, conflicts_with = "config")]
+        sharded: bool,
+        /// With --sharded: the group counts to measure, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1,2,3",
+            requires = "sharded"
+        )]
+        groups: Vec<usize>,
+        /// With --sharded: the sizes of the shard moved, in KiB, comma-separated (empty: no
+        /// move).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1024,16384,65536",
+            requires = "sharded"
+        )]
+        move_kib: Vec<usize>,
     },
     /// Inspect a node's write-ahead log.
     Wal {
@@ -198,13 +229,20 @@ fn main() -> ExitCode {
                 timeline,
                 trace,
                 tls,
-            } => demo(seconds, clients, timeline, trace, tls).await,
+                sharded,
+            } => match sharded {
+                true => demo_sharded(seconds, clients).await,
+                false => demo(seconds, clients, timeline, trace, tls).await,
+            },
             Command::Bench {
                 config,
                 ops,
                 seq_ops,
                 keys,
                 workloads,
+                sharded,
+                groups,
+                move_kib,
             } => {
                 let mut options = BenchOptions {
                     ops,
@@ -212,10 +250,16 @@ fn main() -> ExitCode {
                     key_space: keys,
                     ..BenchOptions::default()
                 };
+                if sharded {
+                    options.workloads = vec![Workload::Mixed];
+                }
                 if let Some(workloads) = workloads {
                     options.workloads = workloads;
                 }
-                bench(config, options).await
+                match sharded {
+                    true => bench_sharded(options, groups, move_kib).await,
+                    false => bench(config, options).await,
+                }
             }
             Command::Wal {
                 command: WalCommand::Check { dir },
@@ -511,27 +555,21 @@ async fn demo(
         }
     }
     let report = outcome.map_err(|e| e.to_string())?;
-    let l = &report.latencies;
-    println!(
-        "{} operations in {:.1} s: {:.0} ops/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        report.ops,
-        report.elapsed.as_secs_f64(),
-        report.ops_per_s(),
-        millis(l.percentile(50.0)),
-        millis(l.percentile(99.0)),
-        millis(l.percentile(100.0)),
-    );
+    println!("{}", report.summary());
     println!("{} faults injected", report.faults.len());
-    match &report.verdict {
-        Verdict::Linearizable => {
-            println!("{}", report.verdict.line());
-            Ok(ExitCode::SUCCESS)
-        }
-        Verdict::NotLinearizable(why) | Verdict::Undecided(why) => {
-            println!("{why}");
-            println!("{}", report.verdict.line());
-            Ok(ExitCode::FAILURE)
-        }
+    Ok(print_verdict(&report.verdict))
+}
+
+/// Prints the checker's verdict (with its explanation unless linearizable); success only
+/// when linearizable.
+fn print_verdict(verdict: &Verdict) -> ExitCode {
+    if let Verdict::NotLinearizable(why) | Verdict::Undecided(why) = verdict {
+        println!("{why}");
+    }
+    println!("{}", verdict.line());
+    match verdict {
+        Verdict::Linearizable => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
     }
 }
 
@@ -600,4 +638,117 @@ async fn bench(config: Option<PathBuf>, options: BenchOptions) -> Result<ExitCod
         cluster.shutdown().await;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `rainkv demo --sharded`: the sharded demo, its progress, figures and verdicts.
+async fn demo_sharded(seconds: u64, clients: usize) -> Result<ExitCode, String> {
+    if seconds == 0 || clients == 0 {
+        return Err("--seconds and --clients must be at least 1".into());
+    }
+    let options = ShardedDemoOptions {
+        duration: Duration::from_secs(seconds),
+        clients,
+        ..ShardedDemoOptions::default()
+    };
+    println!(
+        "RainKV sharded demo: a controller and 3 groups of 3 nodes on loopback TCP, \
+         {clients} clients, {seconds} s of joins, leaves, moves and leader kills"
+    );
+    let bar = progress_bar("{elapsed_precise} {bar:20.cyan/blue} {pos:>3}/{len}s {wide_msg}");
+    if let Some(bar) = &bar {
+        bar.set_length(seconds);
+    }
+    let outcome = run_sharded_demo(&options, &mut |progress| match (progress, &bar) {
+        (ShardedProgress::Note(line), bar) => say(bar.as_ref(), line),
+        (ShardedProgress::Tick(tick), Some(bar)) => {
+            bar.set_position(tick.elapsed.as_secs());
+            bar.set_message(format!(
+                "{} ops {}/s  config {}  moved {}  up {}/{}",
+                tick.ops, tick.ops_last_second, tick.config, tick.shards_moved, tick.up, tick.nodes
+            ));
+        }
+        (ShardedProgress::Tick(tick), None) if tick.second => println!("{}", tick.line()),
+        (ShardedProgress::Tick(_), None) => {}
+    })
+    .await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let report = outcome.map_err(|e| e.to_string())?;
+    println!("{}", report.demo.summary());
+    println!("{} shards moved", report.shards_moved);
+    println!("{}", report.owners_line());
+    let settled = report.settled();
+    match settled {
+        true => println!(
+            "all shards served by their groups (settled {:.1} s after the clients stopped)",
+            report.settled_in.as_secs_f64()
+        ),
+        false => {
+            for line in &report.unsettled {
+                println!("  {line}");
+            }
+            println!(
+                "NOT all shards served by their groups after {:?}",
+                options.settle_wait
+            );
+        }
+    }
+    let verdict = print_verdict(&report.demo.verdict);
+    Ok(match settled {
+        true => verdict,
+        false => ExitCode::FAILURE,
+    })
+}
+
+/// `rainkv bench --sharded`: one result line per workload and group count, then one per move.
+async fn bench_sharded(
+    bench: BenchOptions,
+    groups: Vec<usize>,
+    move_kib: Vec<usize>,
+) -> Result<ExitCode, String> {
+    if bench.in_flight == 0 || bench.key_space == 0 || groups.contains(&0) {
+        return Err("the benchmark needs at least one client, one key and one group".into());
+    }
+    let options = ShardedBenchOptions {
+        groups,
+        bench,
+        move_sizes: move_kib.iter().map(|kib| kib << 10).collect(),
+    };
+    eprintln!(
+        "benchmarking sharded deployments of {:?} groups of 3 nodes (and a controller group) \
+         on loopback in this process (durable store, fsync on)",
+        options.groups
+    );
+    let bar = progress_bar(
+        "{prefix:>18} {elapsed_precise} {bar:20.cyan/blue} {pos}/{len} ops {wide_msg}",
+    );
+    let outcome = run_sharded_bench(&options, &mut |progress| match progress {
+        ShardedBenchProgress::Note(line) => say(bar.as_ref(), line),
+        ShardedBenchProgress::Moved(result) => say(bar.as_ref(), &result.line()),
+        ShardedBenchProgress::Workload(groups, BenchProgress::Done(result)) => {
+            say(bar.as_ref(), &line_with_groups(result, groups))
+        }
+        ShardedBenchProgress::Workload(
+            groups,
+            BenchProgress::Running {
+                name, done, total, ..
+            },
+        ) => {
+            if let Some(bar) = &bar {
+                let prefix = format!("{name} groups={groups}");
+                if bar.prefix() != prefix {
+                    bar.reset();
+                    bar.set_prefix(prefix);
+                }
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+        }
+    })
+    .await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    outcome.map(|_| ExitCode::SUCCESS)
 }

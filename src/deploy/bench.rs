@@ -134,9 +134,12 @@ impl Default for BenchOptions {
     }
 }
 
-/// The key number `i`: `KEY_BYTES` long ("bench-" and 10 digits).
+/// The key number `i`: `KEY_BYTES` long (`i`'s last digit, "bench-" and the other 9 digits).
+/// It starts with the last digit so that consecutive keys fall in different shards of a
+/// sharded cluster (a key's shard is its first byte mod 10).
 pub(crate) fn key(i: usize) -> String {
-    format!("bench-{i:0width$}", width = KEY_BYTES - "bench-".len())
+    let width = KEY_BYTES - "0bench-".len();
+    format!("{}bench-{:0width$}", i % 10, i / 10)
 }
 
 /// A random value of `VALUE_BYTES` letters and digits, made from one block of random bytes
@@ -184,9 +187,12 @@ async fn client_loop(
     }
 }
 
+/// Makes a clerk of the cluster measured (a new session each).
+pub type NewClerk<'a> = &'a dyn Fn() -> Clerk;
+
 /// Runs `workload` with `clients` clients sharing `ops` operations.
 async fn run_one(
-    client: &ClusterClient,
+    new_clerk: NewClerk<'_>,
     workload: Workload,
     (clients, ops): (usize, usize),
     key_space: usize,
@@ -194,7 +200,7 @@ async fn run_one(
 ) -> WorkloadResult {
     let clients = clients.max(1);
     let name = workload.name(clients);
-    let clerks: Vec<Clerk> = (0..clients).map(|_| client.clerk()).collect();
+    let clerks: Vec<Clerk> = (0..clients).map(|_| new_clerk()).collect();
     let latencies = RefCell::new(Latencies::new());
     let started = Instant::now();
     let loops = clerks.into_iter().enumerate().map(|(i, clerk)| {
@@ -226,10 +232,10 @@ async fn run_one(
 }
 
 /// Writes every key once, so gets find values (not measured).
-async fn preload(client: &ClusterClient, options: &BenchOptions) {
+async fn preload(new_clerk: NewClerk<'_>, options: &BenchOptions) {
     let clients = options.in_flight.max(1);
     let loads = (0..clients).map(|c| {
-        let clerk = client.clerk();
+        let clerk = new_clerk();
         let key_space = options.key_space;
         async move {
             let mut rng = rand::thread_rng();
@@ -251,11 +257,21 @@ pub async fn run_bench(
     options: &BenchOptions,
     progress: &mut dyn FnMut(BenchProgress<'_>),
 ) -> Vec<WorkloadResult> {
+    run_workloads(&|| client.clerk(), options, progress).await
+}
+
+/// [`run_bench`] against any cluster a clerk can reach (a sharded one too): its clients'
+/// clerks come from `new_clerk`.
+pub async fn run_workloads(
+    new_clerk: NewClerk<'_>,
+    options: &BenchOptions,
+    progress: &mut dyn FnMut(BenchProgress<'_>),
+) -> Vec<WorkloadResult> {
     let mut results = Vec::new();
     let mut loaded = false;
     for &workload in &options.workloads {
         if matches!(workload, Workload::Get | Workload::Mixed) && !loaded {
-            preload(client, options).await;
+            preload(new_clerk, options).await;
             loaded = true;
         }
         let (clients, ops) = match workload {
@@ -263,7 +279,7 @@ pub async fn run_bench(
             _ => (options.in_flight, options.ops),
         };
         let result = run_one(
-            client,
+            new_clerk,
             workload,
             (clients, ops),
             options.key_space,
@@ -284,6 +300,10 @@ mod tests {
     fn keys_have_sixteen_bytes_and_names_parse() {
         assert_eq!(key(0).len(), KEY_BYTES);
         assert_eq!(key(9_999_999_999).len(), KEY_BYTES);
+        assert_ne!(key(1), key(10));
+        let first_bytes: std::collections::BTreeSet<u8> =
+            (0..10).map(|i| key(i).as_bytes()[0]).collect();
+        assert_eq!(first_bytes.len(), 10, "ten keys in a row start ten ways");
         assert_eq!(value(&mut rand::thread_rng()).len(), VALUE_BYTES);
         for w in Workload::ALL {
             assert_eq!(w.to_string().parse::<Workload>(), Ok(w));

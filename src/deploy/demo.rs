@@ -19,11 +19,12 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use rand::Rng;
+use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant};
 
 use super::local::{LocalCluster, LocalOptions};
 use super::node::NodeError;
-use super::stats::Latencies;
+use super::stats::{millis, Latencies};
 use crate::actors::clerk::Clerk;
 use crate::check::{check_operations, CheckResult, KvInput, KvModel, KvOp, KvOutput, Operation};
 use crate::trace::{EventKind, Tracer};
@@ -110,6 +111,20 @@ impl DemoReport {
     pub fn ops_per_s(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
+
+    /// `N operations in S s: R ops/s; latency p50 X ms, p99 Y ms, max Z ms`.
+    pub fn summary(&self) -> String {
+        let l = &self.latencies;
+        format!(
+            "{} operations in {:.1} s: {:.0} ops/s; latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.ops,
+            self.elapsed.as_secs_f64(),
+            self.ops_per_s(),
+            millis(l.percentile(50.0)),
+            millis(l.percentile(99.0)),
+            millis(l.percentile(100.0)),
+        )
+    }
 }
 
 /// Why the demo could not run to a verdict.
@@ -162,19 +177,42 @@ const SCHEDULE: [(f64, Fault); 6] = [
 
 type History = Rc<RefCell<Vec<Operation<KvInput, KvOutput>>>>;
 
-/// What the clients share with the demo's driver.
+/// What the clients share with the demo's driver (and with the sharded demo's,
+/// [`super::demo_sharded`]).
 #[derive(Clone)]
-struct Shared {
-    started: Instant,
+pub(super) struct Shared {
+    pub(super) started: Instant,
     /// The last reading of [`Shared::now_ns`].
     clock: Rc<Cell<u64>>,
     stop: Rc<Cell<bool>>,
-    history: History,
+    pub(super) history: History,
     latencies: Rc<RefCell<Latencies>>,
     trace: Tracer,
 }
 
 impl Shared {
+    /// Nothing recorded yet; the clock starts now.
+    pub(super) fn new(trace: Tracer) -> Shared {
+        Shared {
+            started: Instant::now(),
+            clock: Rc::new(Cell::new(0)),
+            stop: Rc::new(Cell::new(false)),
+            history: Rc::new(RefCell::new(Vec::new())),
+            latencies: Rc::new(RefCell::new(Latencies::new())),
+            trace,
+        }
+    }
+
+    /// The latencies recorded so far.
+    pub(super) fn latencies(&self) -> Latencies {
+        self.latencies.borrow().clone()
+    }
+
+    /// Operations completed so far.
+    pub(super) fn ops(&self) -> usize {
+        self.history.borrow().len()
+    }
+
     /// Nanoseconds since the clients started, strictly increasing, so that every call time
     /// is unique: it names its operation in the trace and in the checker's explanation.
     fn now_ns(&self) -> u64 {
@@ -234,13 +272,24 @@ impl DemoTick {
     }
 }
 
-/// One client: random operations on the shared keys until told to stop.
-async fn client(id: usize, clerk: Clerk, keys: usize, shared: Shared) {
+/// The demo's key number `n`.
+fn key_name(n: usize) -> String {
+    format!("k{n}")
+}
+
+/// One client: random operations on the shared keys (key number `n` named `key_name(n)`)
+/// until told to stop.
+pub(super) async fn client(
+    id: usize,
+    clerk: Clerk,
+    (keys, key_name): (usize, fn(usize) -> String),
+    shared: Shared,
+) {
     let mut rng = rand::thread_rng();
     let mut n = 0u64;
     while !shared.stop.get() {
         n += 1;
-        let key = format!("k{}", rng.gen_range(0..keys.max(1)));
+        let key = key_name(rng.gen_range(0..keys.max(1)));
         let roll = rng.gen_range(0..10);
         let (op, value) = match roll {
             0..=4 => (KvOp::Get, String::new()),
@@ -293,6 +342,58 @@ async fn client(id: usize, clerk: Clerk, keys: usize, shared: Shared) {
             output: KvOutput { value: output },
             return_time,
         });
+    }
+}
+
+/// Tells the clients to stop and waits up to [`DRAIN_WAIT`] for their last operations;
+/// `false` (and the clients aborted: their clerks would retry for ever against a cluster
+/// about to go) if some were still waiting.
+pub(super) async fn drain(shared: &Shared, clients: &mut [JoinHandle<()>]) -> bool {
+    shared.stop.set(true);
+    if timeout(DRAIN_WAIT, join_all(clients.iter_mut()))
+        .await
+        .is_ok()
+    {
+        return true;
+    }
+    for client in clients.iter() {
+        client.abort();
+    }
+    false
+}
+
+/// The checker's verdict on every operation `shared` recorded, announced to `progress` and
+/// traced.
+pub(super) fn check(
+    shared: &Shared,
+    check_timeout: Duration,
+    progress: &mut dyn FnMut(DemoProgress<'_>),
+) -> Verdict {
+    let history = shared.history.borrow().clone();
+    note(
+        progress,
+        &format!(
+            "checking {} operations for linearizability...",
+            history.len()
+        ),
+    );
+    let result = check_operations::<KvModel>(&history, check_timeout);
+    shared.trace.emit(|| match &result {
+        CheckResult::Illegal(violation) => EventKind::Verdict {
+            ok: false,
+            text: violation.to_string(),
+            ops: violation.stuck.iter().map(|stuck| stuck.op.call).collect(),
+        },
+        other => EventKind::Verdict {
+            ok: matches!(other, CheckResult::Ok),
+            text: other.to_string(),
+            ops: Vec::new(),
+        },
+    });
+    match result {
+        CheckResult::Ok => Verdict::Linearizable,
+        result @ CheckResult::Illegal(_) => Verdict::NotLinearizable(result.to_string()),
+        result @ CheckResult::Unknown { .. } => Verdict::Undecided(result.to_string()),
     }
 }
 
@@ -418,18 +519,11 @@ pub async fn run_demo(
         ),
     );
 
-    let shared = Shared {
-        started: Instant::now(),
-        clock: Rc::new(Cell::new(0)),
-        stop: Rc::new(Cell::new(false)),
-        history: Rc::new(RefCell::new(Vec::new())),
-        latencies: Rc::new(RefCell::new(Latencies::new())),
-        trace: options.trace.clone(),
-    };
+    let shared = Shared::new(options.trace.clone());
     let mut clients: Vec<_> = (0..options.clients)
         .map(|id| {
             let clerk = cluster.client().clerk();
-            actix::spawn(client(id, clerk, options.keys, shared.clone()))
+            actix::spawn(client(id, clerk, (options.keys, key_name), shared.clone()))
         })
         .collect();
 
@@ -458,7 +552,7 @@ pub async fn run_demo(
             note(progress, &line);
             faults.log.push(line);
         }
-        let ops = shared.history.borrow().len();
+        let ops = shared.ops();
         let second = now >= next_report;
         if second {
             next_report += Duration::from_secs(1);
@@ -489,49 +583,18 @@ pub async fn run_demo(
         note(progress, &line);
         faults.log.push(line);
     }
-    shared.stop.set(true);
-    let drained = timeout(DRAIN_WAIT, join_all(clients.iter_mut())).await;
+    let drained = drain(&shared, &mut clients).await;
     let elapsed = shared.started.elapsed();
     cluster.shutdown().await;
-    if drained.is_err() {
-        // Their clerks would retry for ever against a cluster that is gone.
-        for client in &clients {
-            client.abort();
-        }
+    if !drained {
         return Err(DemoError::Stuck {
             clients: options.clients,
         });
     }
-
-    let history = shared.history.borrow().clone();
-    note(
-        progress,
-        &format!(
-            "checking {} operations for linearizability...",
-            history.len()
-        ),
-    );
-    let result = check_operations::<KvModel>(&history, options.check_timeout);
-    options.trace.emit(|| match &result {
-        CheckResult::Illegal(violation) => EventKind::Verdict {
-            ok: false,
-            text: violation.to_string(),
-            ops: violation.stuck.iter().map(|stuck| stuck.op.call).collect(),
-        },
-        other => EventKind::Verdict {
-            ok: matches!(other, CheckResult::Ok),
-            text: other.to_string(),
-            ops: Vec::new(),
-        },
-    });
-    let verdict = match result {
-        CheckResult::Ok => Verdict::Linearizable,
-        result @ CheckResult::Illegal(_) => Verdict::NotLinearizable(result.to_string()),
-        result @ CheckResult::Unknown { .. } => Verdict::Undecided(result.to_string()),
-    };
-    let latencies = shared.latencies.borrow().clone();
+    let verdict = check(&shared, options.check_timeout, progress);
+    let latencies = shared.latencies();
     Ok(DemoReport {
-        ops: history.len(),
+        ops: shared.ops(),
         elapsed,
         latencies,
         faults: faults.log,

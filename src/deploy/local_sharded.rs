@@ -37,6 +37,16 @@ impl LocalSharded {
         nodes: usize,
         raft: RaftOverrides,
     ) -> Result<LocalSharded, NodeError> {
+        Self::start_with(gids, nodes, raft, TransportOverrides::default()).await
+    }
+
+    /// [`LocalSharded::start`] with `transport` settings (larger frames, for large shards).
+    pub async fn start_with(
+        gids: &[Gid],
+        nodes: usize,
+        raft: RaftOverrides,
+        transport: TransportOverrides,
+    ) -> Result<LocalSharded, NodeError> {
         let any: SocketAddr = ([127, 0, 0, 1], 0).into();
         let mut sockets: BTreeMap<(GroupName, usize), (TcpListener, TcpListener)> = BTreeMap::new();
         let mut group = |name: GroupName| -> Result<Vec<NodeAddrs>, NodeError> {
@@ -59,7 +69,7 @@ impl LocalSharded {
             token: format!("{:032x}", rand::random::<u128>()),
             max_raft_state: DEFAULT_MAX_RAFT_STATE,
             nodes: group(GroupName::Controller)?,
-            transport: TransportOverrides::default(),
+            transport,
             raft,
             sessions: SessionOverrides::default(),
             tls: None,

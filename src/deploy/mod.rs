@@ -21,14 +21,21 @@
 //!   inside this process on loopback, for a one-process sharded demo or benchmark and tests.
 //! - [`stats`]: latency percentiles and the benchmark's result line.
 //! - [`bench`](mod@bench): the benchmark workloads (`rainkv bench`).
+//! - [`bench_sharded`]: the same workloads on 1, 2, 3... groups, and the time to move a shard
+//!   by its size (`rainkv bench --sharded`).
 //! - [`demo`]: the fault demo (`rainkv demo`), checked with [`crate::check`].
+//! - [`demo_sharded`]: the sharded demo (`rainkv demo --sharded`): groups join and leave,
+//!   shards move, leaders die mid-migration; checked the same way, and every shard must end
+//!   at its owner.
 
 pub mod bench;
+pub mod bench_sharded;
 #[cfg(feature = "cli")]
 pub mod certs;
 pub mod client;
 pub mod cluster_file;
 pub mod demo;
+pub mod demo_sharded;
 #[cfg(feature = "cli")]
 pub mod http;
 pub mod local;

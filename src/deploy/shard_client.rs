@@ -19,9 +19,12 @@ use super::sharded_file::{GroupName, ShardedFile};
 use crate::actors::clerk::Clerk;
 use crate::actors::ctrler::clerk::CtrlerClerk;
 use crate::actors::shardkv::clerk;
-use crate::messages::ctrler::Gid;
-use crate::messages::shard::{GroupShards, ShardStatusArgs};
+use crate::messages::ctrler::{Gid, ShardConfig};
+use crate::messages::shard::{GroupShards, ShardStatus, ShardStatusArgs};
 use crate::trace::Tracer;
+
+/// How long [`ShardedClient::wait_settled`] waits for one answer of the controller or a node.
+const SETTLE_ASK: Duration = Duration::from_secs(1);
 
 /// One node of a replica group, as the group status sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +33,28 @@ pub struct ShardNodeReport {
     pub node: NodeReport,
     /// Its config and shard statuses, or why it said nothing.
     pub shards: Result<GroupShards, String>,
+}
+
+/// Whether group `gid`'s shard report shows it settled under `config`: at that config,
+/// holding exactly the shards `config` gives the group, all serving (none pulling, frozen or awaiting the
+/// old owner's deletion).
+pub fn settled_under(gid: Gid, shards: &GroupShards, config: &ShardConfig) -> bool {
+    let owned = config.shards_of(gid);
+    shards.num == config.num
+        && shards.shards.len() == owned.len()
+        && owned
+            .iter()
+            .all(|s| shards.shards.get(s) == Some(&ShardStatus::Serving))
+}
+
+/// The shard report of a group's most advanced answering node: its leader's if it answered,
+/// else the one at the highest config.
+pub fn most_advanced(nodes: &[ShardNodeReport]) -> Option<&GroupShards> {
+    nodes
+        .iter()
+        .filter_map(|n| Some((n.node.status.as_ref().ok()?, n.shards.as_ref().ok()?)))
+        .max_by_key(|(status, shards)| (status.is_leader(), shards.num))
+        .map(|(_, shards)| shards)
 }
 
 /// A client of a sharded deployment; one per thread (its clerks are actors of that thread).
@@ -119,6 +144,52 @@ impl ShardedClient {
                 .map(|(node, shards)| ShardNodeReport { node, shards })
                 .collect(),
         )
+    }
+
+    /// What keeps the file's groups from being settled under `config` (see [`settled_under`]),
+    /// one line per group, each group's status asked within `timeout` (empty: settled).
+    pub async fn unsettled(&self, config: &ShardConfig, timeout: Duration) -> Vec<String> {
+        let mut lines = Vec::new();
+        for gid in self.groups.keys() {
+            let Some(nodes) = self.group_status(*gid, timeout).await else {
+                continue;
+            };
+            match most_advanced(&nodes) {
+                None => lines.push(format!("group {gid}: no node answered")),
+                Some(shards) if !settled_under(*gid, shards, config) => lines.push(format!(
+                    "group {gid} at config {} holds {:?}; config {} gives it shards {:?}",
+                    shards.num,
+                    shards.shards,
+                    config.num,
+                    config.shards_of(*gid)
+                )),
+                Some(_) => {}
+            }
+        }
+        lines
+    }
+
+    /// Waits up to `limit` for every group of the file to serve exactly its shards of the
+    /// controller's latest configuration, asking every 50 ms; that configuration (if the
+    /// controller gave one) and what was still unsettled (empty: settled).
+    pub async fn wait_settled(&self, limit: Duration) -> (Option<ShardConfig>, Vec<String>) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let latest = tokio::time::timeout(SETTLE_ASK, self.ctrler.latest()).await;
+            let (config, unsettled) = match latest {
+                Ok(Ok(config)) => {
+                    let unsettled = self.unsettled(&config, SETTLE_ASK).await;
+                    (Some(config), unsettled)
+                }
+                Ok(Err(e)) => (None, vec![format!("the controller: {e}")]),
+                Err(_) => (None, vec!["the controller did not answer".to_string()]),
+            };
+            if (config.is_some() && unsettled.is_empty()) || tokio::time::Instant::now() >= deadline
+            {
+                return (config, unsettled);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Why the nodes that cannot be reached cannot be, one line per node, over all groups.

@@ -10,10 +10,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rainkv::actors::ctrler::config_ops::successor;
-use rainkv::deploy::shard_client::{ShardNodeReport, ShardedClient};
+use rainkv::deploy::shard_client::{settled_under, ShardNodeReport, ShardedClient};
 use rainkv::messages::ctrler::{CtrlerError, CtrlerOp, ShardConfig, NSHARDS};
 use rainkv::messages::rsm::Health;
-use rainkv::messages::shard::ShardStatus;
 
 use super::{Failure, ShardCmd};
 
@@ -260,11 +259,11 @@ pub async fn status(client: &ShardedClient, limit: Duration) -> Result<(), Failu
         for (shard, state) in &held {
             println!("    shard {shard:<3} {state}");
         }
-        let settled = shards.num == latest.as_ref().map_or(0, |c| c.num)
-            && owned
-                .iter()
-                .all(|s| shards.shards.get(s) == Some(&ShardStatus::Serving))
-            && shards.shards.len() == owned.len();
+        let settled = latest
+            .as_ref()
+            .map_or(shards.num == 0 && shards.shards.is_empty(), |c| {
+                settled_under(gid, shards, c)
+            });
         if !settled {
             unsettled += 1;
         }
