@@ -273,7 +273,16 @@ async fn a_lagging_node_gets_a_snapshot_over_the_bulk_lane() {
             bulk_lanes.push(link.map(|l| l.bulk));
         }
         assert!(bulk_lanes.contains(&Some("up")), "{bulk_lanes:?}");
-        let stats = cluster.node(lagging).expect("running").port_stats().await;
+        // Both lanes reached the lagging node. The leader may have compacted past it before
+        // it came back and sent the snapshot first; the control lane then connects with the
+        // next heartbeat.
+        let node = cluster.node(lagging).expect("running");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let mut stats = node.port_stats().await;
+        while stats.peer.accepted < 2 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            stats = node.port_stats().await;
+        }
         assert!(stats.peer.accepted >= 2, "{stats:?}");
         // The snapshot holds the data: with the leader gone, the lagging node is needed.
         cluster.kill(leader).await;
