@@ -21,6 +21,11 @@
 //!   inside this process on loopback, for a one-process sharded demo or benchmark and tests.
 //! - [`stats`]: latency percentiles and the benchmark's result line.
 //! - [`bench`](mod@bench): the benchmark workloads (`rainkv bench`).
+//! - [`scale`]: how cost grows (`rainkv bench --scale`): the workloads swept over clients and
+//!   value sizes, and a cluster loaded up to millions of keys, measured at each count.
+//! - `etcd_bench` (with the `cli` feature): etcd measured at the same points, through the
+//!   repository's `benches/etcd` scripts.
+//! - `report` (with the `cli` feature): the scale report as one HTML page of SVG plots.
 //! - [`demo`]: the fault demo (`rainkv demo`), checked with [`crate::check`].
 
 pub mod bench;
@@ -30,10 +35,15 @@ pub mod client;
 pub mod cluster_file;
 pub mod demo;
 #[cfg(feature = "cli")]
+pub mod etcd_bench;
+#[cfg(feature = "cli")]
 pub mod http;
 pub mod local;
 pub mod local_sharded;
 pub mod node;
+#[cfg(feature = "cli")]
+pub mod report;
+pub mod scale;
 pub mod shard_client;
 pub mod sharded_file;
 pub mod stats;
