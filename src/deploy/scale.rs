@@ -456,11 +456,10 @@ async fn key_sweep(
                 _ = sleep(POLL) => {}
             }
             if let Some(cost) = leader_snapshot(&cluster).await {
-                if snapshots
-                    .last()
-                    .is_none_or(|(_, last)| last.index != cost.index)
-                {
-                    snapshots.push((done.get(), cost));
+                match snapshots.last_mut() {
+                    // Seen before: its save may have finished since.
+                    Some((_, last)) if last.index == cost.index => *last = cost,
+                    _ => snapshots.push((done.get(), cost)),
                 }
             }
         };
@@ -476,10 +475,14 @@ async fn key_sweep(
         };
         let snapshot = match leader_snapshot(&cluster).await {
             Some(cost) => {
-                let keys = snapshots
-                    .iter()
-                    .find(|(_, c)| c.index == cost.index)
-                    .map_or(loaded, |(k, _)| *k);
+                let seen = snapshots.iter_mut().find(|(_, c)| c.index == cost.index);
+                let keys = match seen {
+                    Some((keys, last)) => {
+                        *last = cost;
+                        *keys
+                    }
+                    None => loaded,
+                };
                 Some((keys, cost))
             }
             None => None,
