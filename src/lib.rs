@@ -25,8 +25,8 @@
 //!   checksummed write-ahead log and snapshot files) for real disks; `check_wal` (what
 //!   `rainkv wal check` prints) and `DataDirLock` (one process per data directory).
 //! - [`deploy`]: nodes on TCP, the cluster file, a client of a running cluster, a whole
-//!   cluster in one process, the demo and the benchmark (what the `rainkv` and `rainkv-ctl`
-//!   binaries run); for a sharded deployment, its file (`deploy::sharded_file`: a controller
+//!   cluster in one process, the demo, the benchmark and its scale sweeps with their HTML
+//!   report (what the `rainkv` and `rainkv-ctl` binaries run); for a sharded deployment, its file (`deploy::sharded_file`: a controller
 //!   group and replica groups), nodes running the controller or a group's store and migrator
 //!   ([`TcpNode::start_sharded`]), a client with the sharded clerk
 //!   (`deploy::shard_client`), and a whole sharded deployment in one process for the sharded

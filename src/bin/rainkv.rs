@@ -24,8 +24,10 @@ use rainkv::deploy::client::ClusterClient;
 use rainkv::deploy::cluster_file::{ClusterFile, NodeAddrs};
 use rainkv::deploy::demo::{run_demo, DemoOptions, DemoProgress, Verdict};
 use rainkv::deploy::demo_sharded::{run_sharded_demo, ShardedDemoOptions, ShardedProgress};
+use rainkv::deploy::etcd_bench::EtcdCluster;
 use rainkv::deploy::local::{LocalCluster, LocalOptions};
 use rainkv::deploy::node::{NodeSockets, TcpNode};
+use rainkv::deploy::scale::{run_scale, EtcdBench, ScaleOptions};
 use rainkv::deploy::sharded_file::{Deployment, GroupName};
 use rainkv::deploy::store::open_store;
 use rainkv::messages::apply::HaltCause;
@@ -155,6 +157,8 @@ enum Command {
             requires = "sharded"
         )]
         move_kib: Vec<usize>,
+        #[command(flatten)]
+        scale: ScaleArgs,
     },
     /// Inspect a node's write-ahead log.
     Wal {
@@ -169,6 +173,28 @@ enum Command {
         #[arg(short, long, default_value = "timeline.html")]
         output: PathBuf,
     },
+}
+
+/// `rainkv bench --scale`: how cost grows (3 nodes on loopback in this process).
+#[derive(clap::Args)]
+struct ScaleArgs {
+    /// Sweep clients (1-256), value sizes (16 B-1 MiB) and key counts (10 thousand-10
+    /// million) instead of the four workloads; prints each figure as a line.
+    #[arg(long, conflicts_with_all = ["config", "workloads"])]
+    scale: bool,
+    /// With --scale: a few seconds of each sweep instead of about a quarter of an hour.
+    #[arg(long, requires = "scale")]
+    quick: bool,
+    /// With --scale: write the report (one HTML page of SVG plots) here.
+    #[arg(long, requires = "scale")]
+    report: Option<PathBuf>,
+    /// With --scale: measure etcd at the same points, installing it (apt) and building its
+    /// load generator if needed. Without it etcd is measured only if already installed.
+    #[arg(long, requires = "scale", conflicts_with = "no_etcd")]
+    etcd: bool,
+    /// With --scale: never measure etcd.
+    #[arg(long, requires = "scale")]
+    no_etcd: bool,
 }
 
 #[derive(Subcommand)]
@@ -234,6 +260,7 @@ fn main() -> ExitCode {
                 true => demo_sharded(seconds, clients).await,
                 false => demo(seconds, clients, timeline, trace, tls).await,
             },
+            Command::Bench { scale, .. } if scale.scale => bench_scale(scale).await,
             Command::Bench {
                 config,
                 ops,
@@ -243,6 +270,7 @@ fn main() -> ExitCode {
                 sharded,
                 groups,
                 move_kib,
+                scale: _,
             } => {
                 let mut options = BenchOptions {
                     ops,
@@ -571,6 +599,41 @@ fn print_verdict(verdict: &Verdict) -> ExitCode {
         Verdict::Linearizable => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     }
+}
+
+/// `rainkv bench --scale`: runs the sweeps, prints each figure, writes the report if asked.
+async fn bench_scale(args: ScaleArgs) -> Result<ExitCode, String> {
+    let options = match args.quick {
+        true => ScaleOptions::quick(),
+        false => ScaleOptions::full(),
+    };
+    let mut etcd = match args.no_etcd {
+        true => Err("not asked for (--no-etcd)".to_string()),
+        false => EtcdCluster::start(args.etcd),
+    };
+    if args.etcd {
+        if let Err(why) = &etcd {
+            return Err(format!("--etcd: {why}"));
+        }
+    }
+    eprintln!("how cost grows: 3 nodes on loopback in this process (durable store, fsync on)");
+    let mut lines = Vec::new();
+    let etcd_bench = etcd
+        .as_mut()
+        .map(|e| e as &mut dyn EtcdBench)
+        .map_err(|e| e.clone());
+    let report = run_scale(&options, etcd_bench, &mut |line| {
+        println!("{line}");
+        lines.push(line.to_string());
+    })
+    .await?;
+    drop(etcd);
+    if let Some(path) = args.report {
+        let page = rainkv::deploy::report::html(&report, &lines)?;
+        std::fs::write(&path, page).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("report written to {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn bench(config: Option<PathBuf>, options: BenchOptions) -> Result<ExitCode, String> {

@@ -10,8 +10,9 @@
 //! | `get_64` | 64 clients, gets of keys that exist |
 //! | `mixed_64` | 64 clients, half gets, half puts |
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::ops::Range;
 use std::str::FromStr;
 
 use std::time::Duration;
@@ -24,7 +25,6 @@ use super::client::ClusterClient;
 use super::stats::{Latencies, WorkloadResult};
 use crate::actors::clerk::Clerk;
 
-/// Bytes in a benchmark key.
 /// How often a running workload reports how far it got.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -47,6 +47,7 @@ pub enum BenchProgress<'a> {
     Done(&'a WorkloadResult),
 }
 
+/// Bytes in a benchmark key.
 pub(crate) const KEY_BYTES: usize = 16;
 /// Bytes in a benchmark value.
 pub(crate) const VALUE_BYTES: usize = 128;
@@ -142,17 +143,31 @@ pub(crate) fn key(i: usize) -> String {
     format!("{}bench-{:0width$}", i % 10, i / 10)
 }
 
-/// A random value of `VALUE_BYTES` letters and digits, made from one block of random bytes
-/// (the client shares the machine with the servers it measures, so it keeps its own cost
-/// low; the slight bias of `byte % 36` does not matter here).
-fn value(rng: &mut impl Rng) -> String {
+/// A random value of `len` letters and digits, made from random bytes (the client shares
+/// the machine with the servers it measures, so it keeps its own cost low; the slight bias
+/// of `byte % 36` does not matter here).
+fn value(rng: &mut impl Rng, len: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut bytes = [0u8; VALUE_BYTES];
+    let mut bytes = vec![0u8; len];
     rng.fill_bytes(&mut bytes);
     bytes
         .iter()
         .map(|&b| char::from(ALPHABET[usize::from(b) % ALPHABET.len()]))
         .collect()
+}
+
+/// The shape of one measured run: how many clients share how many operations, over how many
+/// keys, with values of how many bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// Clients, each with one operation in flight.
+    pub clients: usize,
+    /// Operations, shared by the clients.
+    pub ops: usize,
+    /// Distinct keys touched.
+    pub key_space: usize,
+    /// Bytes in each value put.
+    pub value_bytes: usize,
 }
 
 /// One client's share of a workload: `ops` operations, one at a time, each recorded in the
@@ -161,8 +176,7 @@ fn value(rng: &mut impl Rng) -> String {
 async fn client_loop(
     clerk: Clerk,
     workload: Workload,
-    ops: usize,
-    key_space: usize,
+    (ops, key_space, value_bytes): (usize, usize, usize),
     latencies: &RefCell<Latencies>,
 ) {
     let mut rng = rand::thread_rng();
@@ -173,7 +187,7 @@ async fn client_loop(
             Workload::Mixed => rng.gen_bool(0.5),
             Workload::SeqPut | Workload::Put => false,
         };
-        let v = (!get).then(|| value(&mut rng));
+        let v = (!get).then(|| value(&mut rng, value_bytes));
         let started = Instant::now();
         let done = match v {
             None => clerk.get(k).await.map(drop),
@@ -190,14 +204,19 @@ async fn client_loop(
 /// Makes a clerk of the cluster measured (a new session each).
 pub type NewClerk<'a> = &'a dyn Fn() -> Clerk;
 
-/// Runs `workload` with `clients` clients sharing `ops` operations.
-async fn run_one(
+/// Runs `workload` in `shape` (its clients share its operations).
+pub(crate) async fn run_one(
     new_clerk: NewClerk<'_>,
     workload: Workload,
-    (clients, ops): (usize, usize),
-    key_space: usize,
+    shape: Shape,
     progress: &mut dyn FnMut(BenchProgress<'_>),
 ) -> WorkloadResult {
+    let Shape {
+        clients,
+        ops,
+        key_space,
+        value_bytes,
+    } = shape;
     let clients = clients.max(1);
     let name = workload.name(clients);
     let clerks: Vec<Clerk> = (0..clients).map(|_| new_clerk()).collect();
@@ -206,7 +225,7 @@ async fn run_one(
     let loops = clerks.into_iter().enumerate().map(|(i, clerk)| {
         // Spread the remainder over the first clients.
         let share = ops / clients + usize::from(i < ops % clients);
-        client_loop(clerk, workload, share, key_space, &latencies)
+        client_loop(clerk, workload, (share, key_space, value_bytes), &latencies)
     });
     let mut all = Box::pin(join_all(loops));
     loop {
@@ -231,23 +250,32 @@ async fn run_one(
     }
 }
 
-/// Writes every key once, so gets find values (not measured).
-async fn preload(new_clerk: NewClerk<'_>, options: &BenchOptions) {
-    let clients = options.in_flight.max(1);
+/// Writes keys number `keys` once each with values of `value_bytes`, `clients` at a time, so
+/// gets find values (not measured), counting the puts done in `done`; false if a put failed
+/// (logged).
+pub(crate) async fn preload(
+    new_clerk: NewClerk<'_>,
+    clients: usize,
+    (keys, value_bytes): (Range<usize>, usize),
+    done: &Cell<usize>,
+) -> bool {
+    let clients = clients.max(1);
     let loads = (0..clients).map(|c| {
         let clerk = new_clerk();
-        let key_space = options.key_space;
+        let keys = keys.clone();
         async move {
             let mut rng = rand::thread_rng();
-            for i in (c..key_space).step_by(clients) {
-                if let Err(e) = clerk.put(key(i), value(&mut rng)).await {
+            for i in keys.skip(c).step_by(clients) {
+                if let Err(e) = clerk.put(key(i), value(&mut rng, value_bytes)).await {
                     log::warn!("benchmark preload: {e}");
-                    return;
+                    return false;
                 }
+                done.set(done.get() + 1);
             }
+            true
         }
     });
-    join_all(loads).await;
+    join_all(loads).await.into_iter().all(|ok| ok)
 }
 
 /// Runs the benchmark; `progress` hears how far each workload got and each result as it is
@@ -271,21 +299,21 @@ pub async fn run_workloads(
     let mut loaded = false;
     for &workload in &options.workloads {
         if matches!(workload, Workload::Get | Workload::Mixed) && !loaded {
-            preload(new_clerk, options).await;
+            let keys = (0..options.key_space, VALUE_BYTES);
+            preload(new_clerk, options.in_flight, keys, &Cell::new(0)).await;
             loaded = true;
         }
         let (clients, ops) = match workload {
             Workload::SeqPut => (1, options.seq_ops),
             _ => (options.in_flight, options.ops),
         };
-        let result = run_one(
-            new_clerk,
-            workload,
-            (clients, ops),
-            options.key_space,
-            progress,
-        )
-        .await;
+        let shape = Shape {
+            clients,
+            ops,
+            key_space: options.key_space,
+            value_bytes: VALUE_BYTES,
+        };
+        let result = run_one(new_clerk, workload, shape, progress).await;
         progress(BenchProgress::Done(&result));
         results.push(result);
     }
@@ -304,7 +332,10 @@ mod tests {
         let first_bytes: std::collections::BTreeSet<u8> =
             (0..10).map(|i| key(i).as_bytes()[0]).collect();
         assert_eq!(first_bytes.len(), 10, "ten keys in a row start ten ways");
-        assert_eq!(value(&mut rand::thread_rng()).len(), VALUE_BYTES);
+        assert_eq!(
+            value(&mut rand::thread_rng(), VALUE_BYTES).len(),
+            VALUE_BYTES
+        );
         for w in Workload::ALL {
             assert_eq!(w.to_string().parse::<Workload>(), Ok(w));
         }

@@ -39,6 +39,8 @@ pub struct LocalOptions {
     /// Mutual TLS from this certificate directory (as `rainkv-ctl certs init` writes it,
     /// with at least `nodes` node certificates); `None`: plain TCP.
     pub tls: Option<PathBuf>,
+    /// Give every node a metrics port (on loopback), so it counts ([`TcpNode::metrics`]).
+    pub metrics: bool,
 }
 
 impl Default for LocalOptions {
@@ -49,6 +51,7 @@ impl Default for LocalOptions {
             transport: TransportOverrides::default(),
             trace: Tracer::off(),
             tls: None,
+            metrics: false,
         }
     }
 }
@@ -101,7 +104,8 @@ pub(super) fn local_addr(
     })
 }
 
-/// Starts node `id` of `config` on a thread of its own, serving the two sockets.
+/// Starts node `id` of `config` on a thread of its own, serving the two sockets, and a
+/// metrics port on the file's address for it if it has one.
 async fn launch(
     config: &ClusterFile,
     id: usize,
@@ -109,9 +113,14 @@ async fn launch(
     store: NodeStore,
     trace: &Tracer,
 ) -> Result<RunningNode, NodeError> {
+    let metrics = match config.node(id).ok().and_then(|addrs| addrs.metrics) {
+        Some(addr) => Some(bind("metrics", addr)?),
+        None => None,
+    };
     let (trace, config) = (trace.clone(), config.clone());
     let name = format!("node {id}");
-    launch_with(&name, sockets, move |sockets| {
+    launch_with(&name, sockets, move |mut sockets| {
+        sockets.metrics = metrics;
         TcpNode::start_traced(&config, id, sockets, store, &trace)
     })
     .await
@@ -156,11 +165,16 @@ impl LocalCluster {
         let mut nodes = Vec::with_capacity(options.nodes);
         for id in 0..options.nodes {
             let (peer, client) = (bind("peer", any)?, bind("client", any)?);
+            // Picked now, bound again by the node (and by its restarts).
+            let metrics = match options.metrics {
+                true => Some(local_addr("metrics", &bind("metrics", any)?)?),
+                false => None,
+            };
             nodes.push(NodeAddrs {
                 id,
                 peer: local_addr("peer", &peer)?,
                 client: local_addr("client", &client)?,
-                metrics: None,
+                metrics,
             });
             sockets.push((peer, client));
         }

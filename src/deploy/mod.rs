@@ -23,6 +23,11 @@
 //! - [`bench`](mod@bench): the benchmark workloads (`rainkv bench`).
 //! - [`bench_sharded`]: the same workloads on 1, 2, 3... groups, and the time to move a shard
 //!   by its size (`rainkv bench --sharded`).
+//! - [`scale`]: how cost grows (`rainkv bench --scale`): the workloads swept over clients and
+//!   value sizes, and a cluster loaded up to millions of keys, measured at each count.
+//! - `etcd_bench` (with the `cli` feature): etcd measured at the same points, through the
+//!   repository's `benches/etcd` scripts.
+//! - `report` (with the `cli` feature): the scale report as one HTML page of SVG plots.
 //! - [`demo`]: the fault demo (`rainkv demo`), checked with [`crate::check`].
 //! - [`demo_sharded`]: the sharded demo (`rainkv demo --sharded`): groups join and leave,
 //!   shards move, leaders die mid-migration; checked the same way, and every shard must end
@@ -37,10 +42,15 @@ pub mod cluster_file;
 pub mod demo;
 pub mod demo_sharded;
 #[cfg(feature = "cli")]
+pub mod etcd_bench;
+#[cfg(feature = "cli")]
 pub mod http;
 pub mod local;
 pub mod local_sharded;
 pub mod node;
+#[cfg(feature = "cli")]
+pub mod report;
+pub mod scale;
 pub mod shard_client;
 pub mod sharded_file;
 pub mod stats;

@@ -439,6 +439,8 @@ pub struct TcpNode {
     group_links: Links<SocketAddr>,
     peer_listener: Addr<Listener>,
     client_listener: Addr<Listener>,
+    /// What it counts (off without a metrics port).
+    metrics: Metrics,
     /// Its metrics service, if it counts.
     metrics_service: Option<Addr<MetricsService>>,
     /// Its HTTP port, if it has one.
@@ -722,10 +724,16 @@ impl TcpNode {
             group_links,
             peer_listener,
             client_listener,
+            metrics,
             metrics_service,
             #[cfg(feature = "cli")]
             metrics_port,
         })
+    }
+
+    /// What it counts (off unless it has a metrics port).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Its metrics service (`/metrics` and `/health` without HTTP), if it has a metrics port.

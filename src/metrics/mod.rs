@@ -117,6 +117,20 @@ struct MethodStats {
     latency: Histogram,
 }
 
+/// What the last snapshot this node took cost: it is encoded on the service's applying
+/// thread, then saved (snapshot file and WAL record, fsync included) by the storage actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotCost {
+    /// The last log index it covers.
+    pub index: u64,
+    /// Its encoded size.
+    pub bytes: u64,
+    /// How long encoding it took.
+    pub encode: Duration,
+    /// How long the save that wrote it took (`None` until it is written).
+    pub save: Option<Duration>,
+}
+
 /// Everything a node counts. Reached through a [`Metrics`] handle.
 #[derive(Debug)]
 pub struct Registry {
@@ -127,6 +141,7 @@ pub struct Registry {
     snapshot_saves: AtomicU64,
     save_errors: AtomicU64,
     save_seconds: Histogram,
+    last_snapshot: Mutex<Option<SnapshotCost>>,
     rpcs: Mutex<BTreeMap<(usize, &'static str), RpcCounts>>,
     requests: Mutex<BTreeMap<&'static str, MethodStats>>,
 }
@@ -141,6 +156,7 @@ impl Default for Registry {
             snapshot_saves: AtomicU64::new(0),
             save_errors: AtomicU64::new(0),
             save_seconds: Histogram::new(LATENCY_BUCKETS),
+            last_snapshot: Mutex::new(None),
             rpcs: Mutex::new(BTreeMap::new()),
             requests: Mutex::new(BTreeMap::new()),
         }
@@ -219,6 +235,25 @@ impl Metrics {
         }
     }
 
+    /// The service encoded a snapshot of `bytes` bytes up to `index` in `took`.
+    pub fn snapshot_encoded(&self, index: u64, bytes: usize, took: Duration) {
+        if let Some(r) = &self.registry {
+            *locked(&r.last_snapshot) = Some(SnapshotCost {
+                index,
+                bytes: u64::try_from(bytes).unwrap_or(u64::MAX),
+                encode: took,
+                save: None,
+            });
+        }
+    }
+
+    /// The last snapshot this node took and what it cost, if it took one since it started.
+    pub fn last_snapshot(&self) -> Option<SnapshotCost> {
+        self.registry
+            .as_ref()
+            .and_then(|r| *locked(&r.last_snapshot))
+    }
+
     /// A save (a WAL record and its fsync; with `snapshot`, a snapshot file too) took `took`;
     /// `ok` unless it failed.
     #[inline]
@@ -227,6 +262,10 @@ impl Metrics {
             add(&r.saves);
             if snapshot {
                 add(&r.snapshot_saves);
+                // The first snapshot save after an encoding writes that snapshot.
+                if let Some(cost) = locked(&r.last_snapshot).as_mut() {
+                    cost.save.get_or_insert(took);
+                }
             }
             if !ok {
                 add(&r.save_errors);
@@ -332,6 +371,28 @@ impl Metrics {
             "Saves that wrote a snapshot file (taken here or installed from the leader).",
             get(&r.snapshot_saves),
         );
+        if let Some(cost) = *locked(&r.last_snapshot) {
+            page.single(
+                "rainkv_last_snapshot_bytes",
+                Kind::Gauge,
+                "Size of the last snapshot this node took.",
+                cost.bytes as f64,
+            );
+            page.single(
+                "rainkv_last_snapshot_encode_seconds",
+                Kind::Gauge,
+                "How long encoding the last snapshot this node took lasted (on the applying thread).",
+                cost.encode.as_secs_f64(),
+            );
+            if let Some(save) = cost.save {
+                page.single(
+                    "rainkv_last_snapshot_save_seconds",
+                    Kind::Gauge,
+                    "How long the save that wrote the last snapshot this node took lasted.",
+                    save.as_secs_f64(),
+                );
+            }
+        }
         let name = "rainkv_storage_save_seconds";
         page.family(
             name,

@@ -157,6 +157,8 @@ pub struct Rsm<S: StateMachine> {
     reads: BTreeMap<u64, Vec<PendingRead<S>>>,
     /// A snapshot was handed to Raft and not yet taken.
     snapshot_in_flight: bool,
+    /// Where the cost of each snapshot taken is counted.
+    metrics: Metrics,
     /// The last term in which this replica, as leader, proposed a no-op.
     noop_term: Option<u64>,
     /// Where its snapshots and notable applied commands are traced, named after its server.
@@ -224,7 +226,7 @@ impl<S: StateMachine> Rsm<S> {
             service: context.address().recipient(),
             seed: setup.seed,
             trace: setup.trace.clone(),
-            metrics: setup.metrics,
+            metrics: setup.metrics.clone(),
             initial_members: setup.initial_members,
             connect: setup.connect,
         })?;
@@ -249,6 +251,7 @@ impl<S: StateMachine> Rsm<S> {
             snapshot_in_flight: false,
             noop_term: None,
             trace: setup.trace,
+            metrics: setup.metrics,
         };
         Ok((context.run(rsm), raft))
     }
@@ -420,8 +423,11 @@ impl<S: StateMachine> Rsm<S> {
         };
         // The last snapshot's size is a good guess of this one's: the buffer seldom regrows.
         let mut data = Vec::with_capacity(self.persister.snapshot_size() + (64 << 10));
+        let started = std::time::Instant::now();
         match rmp_serde::encode::write(&mut data, &snapshot) {
             Ok(()) => {
+                self.metrics
+                    .snapshot_encoded(self.last_applied, data.len(), started.elapsed());
                 self.last_snapshot = self.last_applied;
                 self.applied_since_snapshot = 0;
                 self.trace_snapshot(self.last_applied, false);
