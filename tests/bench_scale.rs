@@ -3,23 +3,32 @@
 //! one HTML page with an SVG plot per figure, titled and with its axes named, and says why the
 //! etcd line is absent when etcd is not measured. Shape only: no figure's value is checked.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
+
+use bounded::run_bounded;
+
+#[path = "processes/bounded.rs"]
+mod bounded;
+
+/// How long a run may take before it is killed and the test fails.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 #[test]
 fn the_quick_scale_run_writes_its_report() {
     let page = std::env::temp_dir().join(format!("rainkv-bench-scale-{}.html", std::process::id()));
     let _ = std::fs::remove_file(&page);
-    let output = Command::new(env!("CARGO_BIN_EXE_rainkv"))
-        .args(["bench", "--scale", "--quick", "--no-etcd", "--report"])
-        .arg(&page)
-        .stdin(Stdio::null())
-        .output()
-        .expect("rainkv bench runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let output = run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_rainkv"))
+            .args(["bench", "--scale", "--quick", "--no-etcd", "--report"])
+            .arg(&page),
+        RUN_LIMIT,
+    );
+    let stdout = &output.stdout;
     assert!(
-        output.status.success(),
+        output.status.is_some_and(|s| s.success()),
         "the scale bench failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        output.stderr
     );
     for prefix in [
         "scale etcd=absent",

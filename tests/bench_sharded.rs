@@ -2,7 +2,16 @@
 //! shards of a few KiB): one result line per workload and group count, one per move, in the
 //! agreed shape. A benchmark, so the shape is checked, never the speed.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
+
+use bounded::run_bounded;
+
+#[path = "processes/bounded.rs"]
+mod bounded;
+
+/// How long a run may take before it is killed and the test fails.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 /// The value of `field=` in `line`.
 fn field<'a>(line: &'a str, field: &str) -> &'a str {
@@ -13,17 +22,17 @@ fn field<'a>(line: &'a str, field: &str) -> &'a str {
 
 #[test]
 fn the_sharded_bench_prints_a_line_per_group_count_and_per_move() {
-    let output = Command::new(env!("CARGO_BIN_EXE_rainkv"))
-        .args(["bench", "--sharded", "--groups", "1,2", "--ops", "200"])
-        .args(["--keys", "50", "--move-kib", "16,64"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("rainkv bench --sharded runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let output = run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_rainkv"))
+            .args(["bench", "--sharded", "--groups", "1,2", "--ops", "200"])
+            .args(["--keys", "50", "--move-kib", "16,64"]),
+        RUN_LIMIT,
+    );
+    let stdout = &output.stdout;
     assert!(
-        output.status.success(),
+        output.status.is_some_and(|s| s.success()),
         "the sharded bench failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        output.stderr
     );
     let workloads: Vec<&str> = stdout
         .lines()
@@ -52,10 +61,14 @@ fn the_sharded_bench_prints_a_line_per_group_count_and_per_move() {
 
 #[test]
 fn the_sharded_bench_refuses_a_cluster_file() {
-    let output = Command::new(env!("CARGO_BIN_EXE_rainkv"))
-        .args(["bench", "--sharded", "--config", "cluster.toml"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("rainkv bench runs");
-    assert_eq!(output.status.code(), Some(2));
+    let output = run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_rainkv")).args([
+            "bench",
+            "--sharded",
+            "--config",
+            "cluster.toml",
+        ]),
+        RUN_LIMIT,
+    );
+    assert_eq!(output.status.and_then(|s| s.code()), Some(2));
 }

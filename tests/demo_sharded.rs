@@ -3,20 +3,35 @@
 //! leaders are killed mid-migration. It must exit 0, say the history is linearizable, that
 //! shards moved, and that every shard ended served by its configured group.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
+
+use bounded::run_bounded;
+
+#[path = "processes/bounded.rs"]
+mod bounded;
+
+/// How long a run may take before it is killed and the test fails.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 #[test]
 fn the_sharded_demo_moves_shards_and_stays_linearizable() {
-    let output = Command::new(env!("CARGO_BIN_EXE_rainkv"))
-        .args(["demo", "--sharded", "--seconds", "3", "--clients", "3"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("rainkv demo --sharded runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let output = run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_rainkv")).args([
+            "demo",
+            "--sharded",
+            "--seconds",
+            "3",
+            "--clients",
+            "3",
+        ]),
+        RUN_LIMIT,
+    );
+    let stdout = &output.stdout;
     assert!(
-        output.status.success(),
+        output.status.is_some_and(|s| s.success()),
         "the sharded demo failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        output.stderr
     );
     assert!(stdout.contains("verdict: linearizable"), "{stdout}");
     assert!(
@@ -44,13 +59,17 @@ fn the_sharded_demo_moves_shards_and_stays_linearizable() {
 
 #[test]
 fn the_sharded_demo_refuses_a_timeline() {
-    let output = Command::new(env!("CARGO_BIN_EXE_rainkv"))
-        .args(["demo", "--sharded", "--timeline", "t.html"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("rainkv demo runs");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let output = run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_rainkv")).args([
+            "demo",
+            "--sharded",
+            "--timeline",
+            "t.html",
+        ]),
+        RUN_LIMIT,
+    );
+    assert_eq!(output.status.and_then(|s| s.code()), Some(2));
+    let stderr = &output.stderr;
     assert!(
         stderr.contains("--timeline") && stderr.contains("--sharded"),
         "{stderr}"

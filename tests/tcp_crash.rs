@@ -35,7 +35,8 @@ use rainkv::deploy::cluster_file::ClusterFile;
 use rand::Rng;
 use tokio::time::{sleep, timeout};
 
-use processes::{free_ports, serve_command, wait_bounded, write_config, Scratch, Servers};
+use processes::bounded::wait_bounded;
+use processes::{free_ports, serve_command, write_config, Scratch, Servers};
 
 /// The whole test ends within this, whatever goes wrong.
 const TEST_LIMIT: Duration = Duration::from_secs(60);

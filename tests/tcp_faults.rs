@@ -33,7 +33,8 @@ use rainkv::storage::{FilePersister, Persister, FAIL_FSYNC_VAR, FAIL_WRITES_AFTE
 use rainkv::Clerk;
 use tokio::time::{sleep, timeout};
 
-use processes::{free_ports, serve_command, wait_bounded, write_config, Scratch, Servers};
+use processes::bounded::run_bounded;
+use processes::{free_ports, serve_command, write_config, Scratch, Servers};
 
 /// How long a node may take to start (to take its data directory's lock).
 const STARTUP_LIMIT: Duration = Duration::from_secs(10);
@@ -161,18 +162,13 @@ fn wait_for_lock(child: &mut Child, data: &Path) {
 /// still ran after [`REFUSAL_LIMIT`]), its stderr and how long it ran.
 fn run_refused(mut command: Command) -> (Option<i32>, String, Duration) {
     let started = Instant::now();
-    let mut child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start rainkv serve");
-    let status = wait_bounded(&mut child, REFUSAL_LIMIT);
+    let finished = run_bounded(&mut command, REFUSAL_LIMIT);
     let took = started.elapsed();
-    if status.is_none() {
-        let _ = child.kill();
-    }
-    let output = child.wait_with_output().expect("its output");
-    (status.and_then(|s| s.code()), text(&output.stderr), took)
+    (
+        finished.status.and_then(|s| s.code()),
+        finished.stderr,
+        took,
+    )
 }
 
 /// `rainkv wal check DIR`.

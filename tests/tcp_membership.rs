@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use ctl::{ctl, text};
 use logged::{spawn_logged, spawn_logged_with, write_slow_election_config, LogsOnFailure};
-use processes::{free_ports, wait_bounded, Scratch, Servers};
+use processes::bounded::wait_bounded;
+use processes::{free_ports, Scratch, Servers};
 use rainkv::deploy::client::ClusterClient;
 use rainkv::deploy::cluster_file::ClusterFile;
 use writer::{assert_acknowledged_writes_kept, Writer};

@@ -15,7 +15,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use logged::{spawn_logged_with, LogsOnFailure};
-use processes::{free_ports, wait_bounded, write_config, Scratch, Servers};
+use processes::bounded::wait_bounded;
+use processes::{free_ports, write_config, Scratch, Servers};
 use rainkv::deploy::client::ClusterClient;
 use rainkv::deploy::cluster_file::ClusterFile;
 

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use ctl::{ctl, text};
 use logged::{log_path, spawn_logged, write_slow_election_config, LogsOnFailure};
-use processes::{free_ports, serve_command, wait_bounded, write_config, Scratch, Servers};
+use processes::bounded::{run_bounded, wait_bounded, Finished};
+use processes::{free_ports, serve_command, write_config, Scratch, Servers};
 use rainkv::deploy::cluster_file::ClusterFile;
 use writer::{assert_acknowledged_writes_kept, Writer};
 
@@ -252,22 +253,16 @@ fn three_serve_processes_and_rainkv_ctl() {
 
 #[test]
 fn the_demo_binary_ends_with_its_verdict() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rainkv"))
-        .args(["demo", "--seconds", "3", "--clients", "3"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start rainkv demo");
-    let status = wait_bounded(&mut child, Duration::from_secs(60));
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let mut stdout = String::new();
-    if let Some(out) = child.stdout.as_mut() {
-        let _ = out.read_to_string(&mut stdout);
-    }
+    let Finished { status, stdout, .. } = run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_rainkv")).args([
+            "demo",
+            "--seconds",
+            "3",
+            "--clients",
+            "3",
+        ]),
+        Duration::from_secs(60),
+    );
     assert!(status.is_some_and(|s| s.success()), "{status:?}\n{stdout}");
     assert!(stdout.contains("faults injected"), "{stdout}");
     assert!(stdout.contains("ops/s; latency p50"), "{stdout}");

@@ -24,7 +24,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ctl::{ctl, text};
-use processes::{free_ports, serve_command, wait_bounded, write_config, Scratch, Servers};
+use processes::bounded::wait_bounded;
+use processes::{free_ports, serve_command, write_config, Scratch, Servers};
 use rainkv::deploy::cluster_file::{
     NodeAddrs, RaftOverrides, SessionOverrides, TransportOverrides, DEFAULT_MAX_RAFT_STATE,
 };

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use logged::{log_path, spawn_logged, write_slow_election_config, LogsOnFailure};
-use processes::{wait_bounded, Scratch, Servers};
+use processes::bounded::wait_bounded;
+use processes::{Scratch, Servers};
 use rainkv::deploy::client::ClusterClient;
 use rainkv::deploy::cluster_file::ClusterFile;
 use rainkv::messages::raft::Role;

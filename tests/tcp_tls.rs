@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use ctl::{ctl, text};
-use processes::{free_ports, serve_command, wait_bounded, write_config, Scratch, Servers};
+use processes::bounded::run_bounded;
+use processes::{free_ports, serve_command, write_config, Scratch, Servers};
 use rainkv::actors::tcp::{client_end, Link};
 use rainkv::deploy::certs::{self, Validity};
 use rainkv::deploy::client::ClusterClient;
@@ -236,21 +237,11 @@ fn three_serve_processes_with_tls_and_rainkv_ctl() {
     exposed.nodes[0].peer.set_ip([0, 0, 0, 0].into());
     let exposed_path = scratch.0.join("exposed.toml");
     std::fs::write(&exposed_path, exposed.to_toml().expect("TOML")).expect("write");
-    let mut exposed_serve = serve_command(&exposed_path, 0, &scratch.0.join("exposed-data"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run rainkv serve");
-    let exited = wait_bounded(&mut exposed_serve, Duration::from_secs(10));
-    if exited.is_none() {
-        // It started: stop it before reading what it said (the pipe stays open until then).
-        let _ = exposed_serve.kill();
-        let _ = exposed_serve.wait();
-    }
-    let mut stderr = String::new();
-    if let Some(pipe) = exposed_serve.stderr.as_mut() {
-        std::io::Read::read_to_string(pipe, &mut stderr).expect("read stderr");
-    }
+    let exposed_serve = run_bounded(
+        &mut serve_command(&exposed_path, 0, &scratch.0.join("exposed-data")),
+        Duration::from_secs(10),
+    );
+    let (exited, stderr) = (exposed_serve.status, exposed_serve.stderr);
     assert!(
         exited.is_some_and(|s| !s.success()),
         "it started: {exited:?}"
@@ -260,13 +251,24 @@ fn three_serve_processes_with_tls_and_rainkv_ctl() {
 
 #[test]
 fn the_demo_runs_over_tls() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rainkv"))
-        .args(["demo", "--seconds", "2", "--clients", "3", "--tls"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run rainkv demo");
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let out = run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_rainkv")).args([
+            "demo",
+            "--seconds",
+            "2",
+            "--clients",
+            "3",
+            "--tls",
+        ]),
+        Duration::from_secs(60),
+    );
+    let stdout = &out.stdout;
+    assert!(
+        out.status.is_some_and(|s| s.success()),
+        "{:?}\n{stdout}{}",
+        out.status,
+        out.stderr
+    );
     assert!(stdout.contains("mutual TLS"), "{stdout}");
     assert!(stdout.contains("verdict: linearizable"), "{stdout}");
 }

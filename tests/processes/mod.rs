@@ -1,12 +1,14 @@
 //! What the tests that run `rainkv serve` as child processes share: the children (killed and
 //! reaped whenever the test ends, passing or not), a scratch directory, free loopback ports,
-//! a cluster config on them, and the command line that starts a node.
+//! a cluster config on them, the command line that starts a node, and bounded waits
+//! ([`bounded`]).
+
+pub mod bounded;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::time::{Duration, Instant};
 
 use rainkv::deploy::cluster_file::{
     ClusterFile, NodeAddrs, RaftOverrides, SessionOverrides, TransportOverrides,
@@ -128,18 +130,4 @@ pub fn serve_command(config: &Path, id: usize, data: &Path) -> Command {
         )
         .stdin(Stdio::null());
     command
-}
-
-/// Waits for `child` to exit, up to `limit`.
-pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
