@@ -2,7 +2,8 @@
 //! `rainkv serve` processes under a writer; one follower is SIGKILLed and its data directory
 //! wiped (a lost machine); `rainkv-ctl member add 3 --learner`, a fresh `rainkv serve --join`,
 //! `member promote 3` once it caught up, `member remove` of the dead one. No acknowledged
-//! write is lost, the cluster is back to three voters, and the new node can lead.
+//! write is lost, the cluster is back to three voters, and the new node can lead. And the
+//! wrong way, a wiped node restarted under its old id: reported by both ends, not a hang.
 
 #[path = "processes/ctl.rs"]
 mod ctl;
@@ -181,4 +182,72 @@ fn a_dead_node_is_replaced_by_a_learner_promoted_while_writes_go_on() {
     assert!(put.status.success(), "put: {}", text(&put.stderr));
     let get = ctl(&config_path, 5, &["get", "w0"]);
     assert_eq!(text(&get.stdout), "v0\n", "{}", text(&get.stderr));
+}
+
+/// Waits up to `limit` for node `id`'s log under `dir` to contain `needle` `times` times.
+fn log_says(dir: &Path, id: usize, needle: &str, times: usize, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        let log = std::fs::read_to_string(logged::log_path(dir, id)).unwrap_or_default();
+        if log.matches(needle).count() >= times {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The wrong way to replace a node: its data directory wiped and the node restarted under its
+/// old id. It cannot catch up (the leader never rewinds what a follower acknowledged), and
+/// instead of a silent hang both ends say why: the node that its state is gone, the leader
+/// that this follower lost data it had acknowledged, with the runbook's fix. The cluster
+/// serves throughout and keeps every acknowledged write.
+#[test]
+fn a_follower_wiped_and_restarted_under_its_old_id_is_reported() {
+    const REPORT_LIMIT: Duration = Duration::from_secs(15);
+    let scratch = Scratch::new("wiped-follower");
+    let _logs = LogsOnFailure(&scratch.0);
+    let config_path = write_slow_election_config(&scratch.0, "wiped-token");
+    let config = ClusterFile::load(&config_path).expect("the config");
+    let mut servers = Servers(
+        (0..3)
+            .map(|id| spawn_logged(&config_path, &scratch.0, id))
+            .collect(),
+    );
+    let first = leader(&config).expect("a leader");
+    let writer = Writer::start(config.clone());
+    std::thread::sleep(Duration::from_millis(500));
+
+    let wiped = (first + 1) % 3;
+    servers.0[wiped].kill().expect("SIGKILL");
+    wait_bounded(&mut servers.0[wiped], Duration::from_secs(10)).expect("reaped");
+    std::fs::remove_dir_all(scratch.0.join(format!("node-{wiped}"))).expect("wipe");
+    servers.0[wiped] = spawn_logged(&config_path, &scratch.0, wiped);
+
+    // Said at the first start of the new cluster, and again at the restart.
+    let fresh = "no saved Raft state";
+    assert!(
+        log_says(&scratch.0, wiped, fresh, 2, REPORT_LIMIT),
+        "node {wiped} did not say its state is gone"
+    );
+    let lost = format!("follower {wiped} keeps saying its log ends at");
+    assert!(
+        log_says(&scratch.0, first, &lost, 1, REPORT_LIMIT),
+        "leader {first} did not report follower {wiped}"
+    );
+    assert!(log_says(
+        &scratch.0,
+        first,
+        "member remove",
+        1,
+        REPORT_LIMIT
+    ));
+
+    std::thread::sleep(Duration::from_millis(300));
+    let acked = writer.stop();
+    assert!(!acked.is_empty(), "no write acknowledged");
+    assert_acknowledged_writes_kept(&config, acked.len());
+    assert_eq!(leader(&config), Some(first), "leadership moved");
 }

@@ -32,7 +32,7 @@ use rainkv::deploy::sharded_file::{Deployment, GroupName};
 use rainkv::deploy::store::open_store;
 use rainkv::messages::apply::HaltCause;
 use rainkv::messages::rsm::Halt;
-use rainkv::storage::{check_wal, DataDirLock};
+use rainkv::storage::{check_wal, DataDirLock, Persister};
 use rainkv::trace::{self, Tracer};
 
 /// How long the benchmark waits for the cluster to elect a leader.
@@ -377,6 +377,15 @@ async fn serve(
     let sockets = NodeSockets::bind(&addrs).await.map_err(|e| e.to_string())?;
     let store = open_store(&data)
         .map_err(|e| format!("cannot open the data directory {}: {e}", data.display()))?;
+    if joining.is_none() && store.load().is_ok_and(|state| state.term == 0) {
+        log::warn!(
+            "{}: no saved Raft state: node {id} starts afresh. Right for a new cluster; but if \
+             this node was a member before and lost its data, stop it: restarted under its old \
+             id it cannot catch up (its leader reports it), and it must be replaced instead \
+             (`rainkv-ctl member remove {id}`, then `serve --join` under a new id)",
+            data.display()
+        );
+    }
     let node = match (&deployment, &who, joining) {
         (Deployment::Sharded(file), Who::Sharded(group), _) => {
             TcpNode::start_sharded(file, *group, id, sockets, store, &Tracer::off())

@@ -31,7 +31,7 @@ pub struct StallDisk(pub Duration);
 /// Raft's durable state (Figure 2's persistent state plus the snapshot's position).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SavedState {
-    /// Latest term seen.
+    /// Latest term seen (0: the peer has never saved anything).
     pub term: u64,
     /// Candidate voted for in `term`.
     pub voted_for: Option<usize>,

@@ -619,6 +619,23 @@ impl RaftCore {
             let Some(pr) = self.progress.get_mut(&from) else {
                 return;
             };
+            if next <= pr.match_index && !pr.lost_reported {
+                let patience = u64::from(self.cfg.ticks.election.start);
+                if pr.lost_data(self.now, patience) {
+                    pr.lost_reported = true;
+                    error!(
+                        "peer {}: follower {from} keeps saying its log ends at {}, below the {} \
+                         entries it saved and acknowledged: it has lost data (a wiped data \
+                         directory restarted under its old id, or a disk that lost writes). Raft \
+                         never rewinds what a follower acknowledged, so it will not catch up: \
+                         replace it (`rainkv-ctl member remove {from}`, then a node with an \
+                         empty directory and `serve --join` under a new id)",
+                        self.cfg.id,
+                        next.saturating_sub(1),
+                        pr.match_index
+                    );
+                }
+            }
             if next <= pr.match_index || matches!(pr.state, ProgressState::Snapshot { .. }) {
                 trace!("peer {}: stale rejection from {}", self.cfg.id, from);
                 return;
@@ -1051,6 +1068,17 @@ impl RaftCore {
     /// The leader of the current term, if known (a hint for redirecting clients).
     pub fn leader_id(&self) -> Option<usize> {
         self.leader_id
+    }
+
+    /// The followers this leader found to have lost entries they had acknowledged, this term:
+    /// for an election timeout, each rejection said its log ends below its `match_index`.
+    /// Empty unless it leads.
+    pub fn followers_lost_data(&self) -> Vec<usize> {
+        self.progress
+            .iter()
+            .filter(|(_, pr)| pr.lost_reported)
+            .map(|(&id, _)| id)
+            .collect()
     }
 
     /// A leader's `match_index` (Figure 2): for each peer, the highest log index known to be
@@ -2325,6 +2353,56 @@ mod tests {
         // sent before the first rejection arrived) must not send another probe.
         leader.handle_append_entries_reply(1, reject);
         assert!(flush(&mut leader).messages.is_empty());
+    }
+
+    /// A leader whose 4 entries follower 1 has acknowledged, and what that follower answers
+    /// once its log is empty again.
+    fn leader_matched_by_one() -> (RaftCore, AppendEntriesReply) {
+        let mut leader = core_with_log(3, 3, &[1, 1, 1, 1]);
+        leader.role = Role::Leader;
+        leader.progress = (1..3).map(|p| (p, Progress::new(4))).collect();
+        leader.handle_append_entries_reply(1, ok_reply(3, 4));
+        let emptied = AppendEntriesReply {
+            term: 3,
+            success: false,
+            match_index: 0,
+            conflict_term: None,
+            conflict_index: 1,
+            read_round: 0,
+        };
+        (leader, emptied)
+    }
+
+    #[test]
+    fn a_follower_that_keeps_denying_what_it_acknowledged_is_reported() {
+        let (mut leader, emptied) = leader_matched_by_one();
+        let patience = leader.cfg.ticks.election.start;
+        // Its answers to heartbeats, one per heartbeat, for an election timeout.
+        for _ in 0..=patience / leader.cfg.ticks.heartbeat {
+            assert!(leader.followers_lost_data().is_empty());
+            leader.handle_append_entries_reply(1, emptied.clone());
+            for _ in 0..leader.cfg.ticks.heartbeat {
+                leader.tick();
+            }
+        }
+        leader.handle_append_entries_reply(1, emptied);
+        assert_eq!(leader.followers_lost_data(), vec![1]);
+        // Its progress is left as it was: what it acknowledged is never taken back.
+        assert_eq!(leader.match_index()[1], 4);
+    }
+
+    #[test]
+    fn stale_rejections_below_the_match_are_not_a_loss() {
+        let (mut leader, emptied) = leader_matched_by_one();
+        let patience = leader.cfg.ticks.election.start;
+        // Stale rejections that overtook successes, over a long time, each followed by a
+        // success: never reported.
+        for round in 0..4 * patience {
+            leader.handle_append_entries_reply(1, emptied.clone());
+            leader.tick();
+            leader.handle_append_entries_reply(1, ok_reply(3, 4));
+            assert!(leader.followers_lost_data().is_empty(), "round {round}");
+        }
     }
 
     #[test]

@@ -54,6 +54,11 @@ pub(crate) struct Progress {
     in_flight: VecDeque<(u64, usize)>,
     /// The bytes of `in_flight`.
     in_flight_bytes: usize,
+    /// When (in ticks) rejections saying the follower's log ends below `match_index` began,
+    /// with no success since; see [`Progress::lost_data`].
+    below_match_since: Option<u64>,
+    /// The loss was reported (once a term).
+    pub lost_reported: bool,
 }
 
 impl Progress {
@@ -67,7 +72,19 @@ impl Progress {
             paused: false,
             in_flight: VecDeque::new(),
             in_flight_bytes: 0,
+            below_match_since: None,
+            lost_reported: false,
         }
+    }
+
+    /// Notes, at tick `now`, a rejection saying the follower's log ends below `match_index`,
+    /// and says whether such rejections have now gone on for `patience` ticks with no success.
+    /// One alone is a stale reply that overtook a success; when they keep coming, the
+    /// follower has lost entries it had saved and acknowledged (its data directory was wiped
+    /// and it restarted under its old id, or its disk lost writes), which Raft cannot repair.
+    pub(crate) fn lost_data(&mut self, now: u64, patience: u64) -> bool {
+        let since = *self.below_match_since.get_or_insert(now);
+        now.saturating_sub(since) >= patience
     }
 
     /// Records an AppendEntries sent while streaming, with entries up to `last` holding
@@ -94,6 +111,7 @@ impl Progress {
     /// nothing (so `match_index` never goes back).
     pub(crate) fn on_success(&mut self, index: u64) -> bool {
         self.paused = false;
+        self.below_match_since = None;
         while let Some(&(last, bytes)) = self.in_flight.front() {
             if last > index {
                 break;
