@@ -48,7 +48,7 @@ impl ClientEnd {
     /// Calls `R::METHOD` on the server this end is connected to. `Err(Unreachable)` is labrpc's
     /// `false`: the request or reply was lost or the server is dead or cut off.
     pub async fn call<R: Rpc>(&self, args: &R) -> Result<R::Reply, RpcError> {
-        let reply = self.call_raw(R::METHOD, encode(args)?).await?;
+        let reply = self.call_raw(R::METHOD, encode_request(args)?).await?;
         decode(&reply)
     }
 

@@ -132,6 +132,9 @@ enum Command {
         /// Distinct keys the workloads touch.
         #[arg(long, default_value_t = 10_000)]
         keys: usize,
+        /// Bytes of each value written.
+        #[arg(long, default_value_t = 128)]
+        value_bytes: usize,
         /// Workloads to run, comma-separated (default: all; with --sharded: mixed_64).
         #[arg(long, value_delimiter = ',')]
         workloads: Option<Vec<Workload>>,
@@ -266,6 +269,7 @@ fn main() -> ExitCode {
                 ops,
                 seq_ops,
                 keys,
+                value_bytes,
                 workloads,
                 sharded,
                 groups,
@@ -276,6 +280,7 @@ fn main() -> ExitCode {
                     ops,
                     seq_ops,
                     key_space: keys,
+                    value_bytes,
                     ..BenchOptions::default()
                 };
                 if sharded {
@@ -649,6 +654,10 @@ async fn bench(config: Option<PathBuf>, options: BenchOptions) -> Result<ExitCod
     if options.in_flight == 0 || options.key_space == 0 {
         return Err("the benchmark needs at least one client and one key".into());
     }
+    eprintln!(
+        "{} keys of 16 bytes, values of {} bytes",
+        options.key_space, options.value_bytes
+    );
     let mut local = None;
     let client = match config {
         Some(path) => {

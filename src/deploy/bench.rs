@@ -119,11 +119,13 @@ pub struct BenchOptions {
     pub in_flight: usize,
     /// Distinct keys the workloads touch.
     pub key_space: usize,
+    /// Bytes of each value written.
+    pub value_bytes: usize,
 }
 
 impl Default for BenchOptions {
     /// The reference measurement: 2000 sequential puts, 50 000 operations with 64 in flight,
-    /// over 10 000 keys.
+    /// over 10 000 keys, values of 128 bytes.
     fn default() -> Self {
         BenchOptions {
             workloads: Workload::ALL.to_vec(),
@@ -131,6 +133,7 @@ impl Default for BenchOptions {
             ops: 50_000,
             in_flight: 64,
             key_space: 10_000,
+            value_bytes: VALUE_BYTES,
         }
     }
 }
@@ -299,7 +302,7 @@ pub async fn run_workloads(
     let mut loaded = false;
     for &workload in &options.workloads {
         if matches!(workload, Workload::Get | Workload::Mixed) && !loaded {
-            let keys = (0..options.key_space, VALUE_BYTES);
+            let keys = (0..options.key_space, options.value_bytes);
             preload(new_clerk, options.in_flight, keys, &Cell::new(0)).await;
             loaded = true;
         }
@@ -311,7 +314,7 @@ pub async fn run_workloads(
             clients,
             ops,
             key_space: options.key_space,
-            value_bytes: VALUE_BYTES,
+            value_bytes: options.value_bytes,
         };
         let result = run_one(new_clerk, workload, shape, progress).await;
         progress(BenchProgress::Done(&result));

@@ -166,6 +166,10 @@ impl Rpc for GetArgs {
 impl Rpc for PutAppendArgs {
     const METHOD: &'static str = "KVServer.PutAppend";
     type Reply = KvReply;
+
+    fn payload_len(&self) -> usize {
+        self.key.len() + self.value.len()
+    }
 }
 
 impl Rpc for RegisterArgs {

@@ -57,11 +57,26 @@ pub trait Rpc: Serialize + DeserializeOwned + Send + 'static {
     const METHOD: &'static str;
     /// The reply the handler returns.
     type Reply: Serialize + DeserializeOwned + Send + 'static;
+
+    /// About how many bytes of payload (commands, values, snapshot data) the request
+    /// carries, so that [`encode_request`] allocates once instead of growing its buffer
+    /// step by step. Zero for small requests.
+    fn payload_len(&self) -> usize {
+        0
+    }
 }
 
 /// Encodes a request or reply for the wire.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, RpcError> {
     rmp_serde::to_vec(value).map_err(|e| RpcError::Codec(e.to_string()))
+}
+
+/// Encodes a request for the wire into a buffer sized for its payload.
+pub fn encode_request<R: Rpc>(args: &R) -> Result<Vec<u8>, RpcError> {
+    const FIELDS: usize = 128;
+    let mut bytes = Vec::with_capacity(FIELDS + args.payload_len());
+    rmp_serde::encode::write(&mut bytes, args).map_err(|e| RpcError::Codec(e.to_string()))?;
+    Ok(bytes)
 }
 
 /// Decodes bytes that came off the wire; a malformed message is an error, never a panic.

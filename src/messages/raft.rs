@@ -277,6 +277,15 @@ impl Rpc for RequestVoteArgs {
 impl Rpc for AppendEntriesArgs {
     const METHOD: &'static str = "Raft.AppendEntries";
     type Reply = AppendEntriesReply;
+
+    fn payload_len(&self) -> usize {
+        // Each entry also carries its term and the framing of its command.
+        const PER_ENTRY: usize = 16;
+        self.entries
+            .iter()
+            .map(|e| e.command.len() + PER_ENTRY)
+            .sum()
+    }
 }
 
 /// TimeoutNow RPC arguments (Raft thesis §3.10): the leader hands leadership to this peer,
@@ -304,6 +313,10 @@ impl Rpc for TimeoutNowArgs {
 impl Rpc for InstallSnapshotArgs {
     const METHOD: &'static str = "Raft.InstallSnapshot";
     type Reply = InstallSnapshotReply;
+
+    fn payload_len(&self) -> usize {
+        self.data.len()
+    }
 }
 
 // The local API of a peer: 6.5840's `Start` (here [`Propose`]), `GetState` and `Snapshot`;

@@ -67,6 +67,10 @@ impl Rpc for ShardGetArgs {
 impl Rpc for ShardPutAppendArgs {
     const METHOD: &'static str = "ShardKV.PutAppend";
     type Reply = ShardKvReply;
+
+    fn payload_len(&self) -> usize {
+        self.key.len() + self.value.len()
+    }
 }
 
 impl ShardPutAppendArgs {

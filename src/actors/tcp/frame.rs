@@ -135,7 +135,8 @@ impl Frame {
     /// The frame as it goes on the wire: length prefix, then body. Fails if the body would be
     /// larger than `max_frame`.
     pub fn encode(&self, max_frame: usize) -> Result<Vec<u8>, FrameError> {
-        let mut bytes = vec![0u8; HEADER_LEN];
+        let mut bytes = Vec::with_capacity(HEADER_LEN + self.encoded_len_hint());
+        bytes.resize(HEADER_LEN, 0);
         rmp_serde::encode::write(&mut bytes, self)
             .map_err(|e| FrameError::Malformed(e.to_string()))?;
         let len = bytes.len() - HEADER_LEN;
@@ -151,6 +152,26 @@ impl Frame {
         })?;
         bytes[..HEADER_LEN].copy_from_slice(&prefix.to_be_bytes());
         Ok(bytes)
+    }
+
+    /// About how long the encoded body is (its payload plus room for the rest), so that
+    /// encoding allocates once instead of growing the buffer step by step.
+    fn encoded_len_hint(&self) -> usize {
+        const FIELDS: usize = 32;
+        FIELDS
+            + match self {
+                Frame::Request { method, args, .. } => method.len() + args.len(),
+                Frame::Reply {
+                    outcome: Outcome::Ok(reply),
+                    ..
+                } => reply.len(),
+                Frame::Reply {
+                    outcome: Outcome::UnknownMethod(text) | Outcome::Failed(text),
+                    ..
+                }
+                | Frame::Refused { reason: text } => text.len(),
+                Frame::Hello(_) | Frame::Welcome | Frame::Reply { .. } => 0,
+            }
     }
 
     /// Takes one whole frame off the front of `buf`, if one is there. `Ok(None)` means more
