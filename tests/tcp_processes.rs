@@ -5,7 +5,8 @@
 //! restarting them from their data directories under load is `tcp_crash.rs`. The helpers both
 //! files use are in `processes/`. Leadership moves here in the two ways an operator moves it:
 //! `rainkv-ctl transfer-leader`, and SIGTERM to the leader in a rolling restart, which hands
-//! leadership over before the process exits.
+//! leadership over before the process exits. And `rainkv bench` gives up, saying why, on a
+//! cluster that goes away while it runs.
 
 #[path = "processes/ctl.rs"]
 mod ctl;
@@ -555,4 +556,66 @@ fn a_frozen_leader_costs_writers_about_one_election() {
     );
 
     assert_acknowledged_writes_kept(&cluster, acked.len());
+}
+
+/// `rainkv bench --config` against a cluster that goes away mid-run: its clients give up after
+/// `--give-up-after`, it prints the workload as incomplete and exits 1 saying why, instead of
+/// retrying for ever.
+#[test]
+fn the_bench_gives_up_on_a_cluster_that_went_away() {
+    const GIVE_UP_AFTER: Duration = Duration::from_secs(2);
+    let scratch = Scratch::new("bench-gives-up");
+    let config = write_config(&scratch.0, "bench-token", &free_ports());
+    let mut servers = Servers(
+        (0..3)
+            .map(|id| {
+                serve_command(&config, id, &scratch.0.join(format!("node-{id}")))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start rainkv serve")
+            })
+            .collect(),
+    );
+    wait_for_leader(&config);
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        for child in &mut servers.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    });
+    let started = Instant::now();
+    let bench = run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_rainkv"))
+            .args(["bench", "--config"])
+            .arg(&config)
+            .args(["--workloads", "put_64,get_64", "--ops", "100000000"])
+            .args(["--give-up-after", &GIVE_UP_AFTER.as_secs().to_string()]),
+        Duration::from_secs(60),
+    );
+    let took = started.elapsed();
+    killer.join().expect("the killer thread");
+    assert_eq!(
+        bench.status.and_then(|s| s.code()),
+        Some(1),
+        "{}{}",
+        bench.stdout,
+        bench.stderr
+    );
+    let lines: Vec<&str> = bench.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "put_64 only: {}", bench.stdout);
+    assert!(
+        lines[0].starts_with("workload=put_64 ") && lines[0].contains(" incomplete="),
+        "{}",
+        bench.stdout
+    );
+    assert!(
+        bench.stderr.contains("put_64: ") && bench.stderr.contains("gave up after 2s"),
+        "{}",
+        bench.stderr
+    );
+    // Killed after 1 s; the clients' last calls then wait 2 s (and the cluster client's own
+    // timeouts), well short of the 60 s bound.
+    assert!(took < Duration::from_secs(20), "took {took:?}");
 }

@@ -135,6 +135,9 @@ enum Command {
         /// Bytes of each value written.
         #[arg(long, default_value_t = 128)]
         value_bytes: usize,
+        /// Give up (exit 1) when an operation has had no answer for this many seconds.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        give_up_after: u64,
         /// Workloads to run, comma-separated (default: all; with --sharded: mixed_64).
         #[arg(long, value_delimiter = ',')]
         workloads: Option<Vec<Workload>>,
@@ -270,6 +273,7 @@ fn main() -> ExitCode {
                 seq_ops,
                 keys,
                 value_bytes,
+                give_up_after,
                 workloads,
                 sharded,
                 groups,
@@ -281,6 +285,7 @@ fn main() -> ExitCode {
                     seq_ops,
                     key_space: keys,
                     value_bytes,
+                    patience: Duration::from_secs(give_up_after),
                     ..BenchOptions::default()
                 };
                 if sharded {
@@ -688,7 +693,7 @@ async fn bench(config: Option<PathBuf>, options: BenchOptions) -> Result<ExitCod
     }
     let bar =
         progress_bar("{prefix:>9} {elapsed_precise} {bar:20.cyan/blue} {pos}/{len} ops {wide_msg}");
-    run_bench(&client, &options, &mut |progress| match (progress, &bar) {
+    let results = run_bench(&client, &options, &mut |progress| match (progress, &bar) {
         (BenchProgress::Done(result), bar) => say(bar.as_ref(), &result.line()),
         (
             BenchProgress::Running {
@@ -717,6 +722,13 @@ async fn bench(config: Option<PathBuf>, options: BenchOptions) -> Result<ExitCod
     client.close();
     if let Some(mut cluster) = local {
         cluster.shutdown().await;
+    }
+    if let Some(short) = results.iter().find(|r| !r.is_complete()) {
+        return Err(format!(
+            "{}: {} of {} operations answered; its clients gave up after {:?} without an \
+             answer, and the workloads after it were not run",
+            short.name, short.ops, short.planned, options.patience
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }

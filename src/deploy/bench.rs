@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use rand::Rng;
-use tokio::time::{sleep, Instant};
+use tokio::time::{sleep, timeout, Instant};
 
 use super::client::ClusterClient;
 use super::stats::{Latencies, WorkloadResult};
@@ -27,6 +27,9 @@ use crate::actors::clerk::Clerk;
 
 /// How often a running workload reports how far it got.
 const TICK: Duration = Duration::from_millis(200);
+/// By default a client gives up on an operation with no answer after this long (a clerk
+/// alone retries for ever, so a benchmark of a cluster that went away would never end).
+pub const OP_PATIENCE: Duration = Duration::from_secs(30);
 
 /// What [`run_bench`] reports as it goes.
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +124,8 @@ pub struct BenchOptions {
     pub key_space: usize,
     /// Bytes of each value written.
     pub value_bytes: usize,
+    /// How long a client waits for an answer before it gives up, and the benchmark with it.
+    pub patience: Duration,
 }
 
 impl Default for BenchOptions {
@@ -134,6 +139,7 @@ impl Default for BenchOptions {
             in_flight: 64,
             key_space: 10_000,
             value_bytes: VALUE_BYTES,
+            patience: OP_PATIENCE,
         }
     }
 }
@@ -160,7 +166,7 @@ fn value(rng: &mut impl Rng, len: usize) -> String {
 }
 
 /// The shape of one measured run: how many clients share how many operations, over how many
-/// keys, with values of how many bytes.
+/// keys, with values of how many bytes, and how long a client waits for an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Shape {
     /// Clients, each with one operation in flight.
@@ -171,6 +177,8 @@ pub(crate) struct Shape {
     pub key_space: usize,
     /// Bytes in each value put.
     pub value_bytes: usize,
+    /// A client waiting this long for an answer gives up, and with it the run.
+    pub patience: Duration,
 }
 
 /// One client's share of a workload: `ops` operations, one at a time, each recorded in the
@@ -179,9 +187,16 @@ pub(crate) struct Shape {
 async fn client_loop(
     clerk: Clerk,
     workload: Workload,
-    (ops, key_space, value_bytes): (usize, usize, usize),
+    ops: usize,
+    shape: Shape,
     latencies: &RefCell<Latencies>,
 ) {
+    let Shape {
+        key_space,
+        value_bytes,
+        patience,
+        ..
+    } = shape;
     let mut rng = rand::thread_rng();
     for _ in 0..ops {
         let k = key(rng.gen_range(0..key_space.max(1)));
@@ -192,13 +207,25 @@ async fn client_loop(
         };
         let v = (!get).then(|| value(&mut rng, value_bytes));
         let started = Instant::now();
-        let done = match v {
-            None => clerk.get(k).await.map(drop),
-            Some(v) => clerk.put(k, v).await,
+        let op = async {
+            match v {
+                None => clerk.get(k).await.map(drop),
+                Some(v) => clerk.put(k, v).await,
+            }
         };
-        if let Err(e) = done {
-            log::warn!("benchmark client: {e}");
-            break;
+        match timeout(patience, op).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                log::warn!("benchmark client: {e}");
+                break;
+            }
+            Err(_) => {
+                log::warn!(
+                    "benchmark client: no answer within {patience:?}; giving up (is the \
+                     cluster up?)"
+                );
+                break;
+            }
         }
         latencies.borrow_mut().record(started.elapsed());
     }
@@ -214,12 +241,7 @@ pub(crate) async fn run_one(
     shape: Shape,
     progress: &mut dyn FnMut(BenchProgress<'_>),
 ) -> WorkloadResult {
-    let Shape {
-        clients,
-        ops,
-        key_space,
-        value_bytes,
-    } = shape;
+    let Shape { clients, ops, .. } = shape;
     let clients = clients.max(1);
     let name = workload.name(clients);
     let clerks: Vec<Clerk> = (0..clients).map(|_| new_clerk()).collect();
@@ -228,7 +250,7 @@ pub(crate) async fn run_one(
     let loops = clerks.into_iter().enumerate().map(|(i, clerk)| {
         // Spread the remainder over the first clients.
         let share = ops / clients + usize::from(i < ops % clients);
-        client_loop(clerk, workload, (share, key_space, value_bytes), &latencies)
+        client_loop(clerk, workload, share, shape, &latencies)
     });
     let mut all = Box::pin(join_all(loops));
     loop {
@@ -248,6 +270,7 @@ pub(crate) async fn run_one(
     WorkloadResult {
         name,
         ops: latencies.len(),
+        planned: ops,
         elapsed: started.elapsed(),
         latencies,
     }
@@ -315,10 +338,16 @@ pub async fn run_workloads(
             ops,
             key_space: options.key_space,
             value_bytes: options.value_bytes,
+            patience: options.patience,
         };
         let result = run_one(new_clerk, workload, shape, progress).await;
         progress(BenchProgress::Done(&result));
+        let complete = result.is_complete();
         results.push(result);
+        if !complete {
+            // Its clients gave up: the next workload would too.
+            break;
+        }
     }
     results
 }

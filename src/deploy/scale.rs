@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::time::{sleep, Instant};
 
-use super::bench::{preload, run_one, BenchProgress, Shape, Workload, VALUE_BYTES};
+use super::bench::{preload, run_one, BenchProgress, Shape, Workload, OP_PATIENCE, VALUE_BYTES};
 use super::client::ClusterClient;
 use super::cluster_file::NodeAddrs;
 use super::local::{bind, launch_with, local_addr, LocalCluster, LocalOptions};
@@ -385,6 +385,7 @@ async fn client_sweep(
             ops: options.client_ops(clients),
             key_space: CLIENT_SWEEP_KEYS,
             value_bytes: VALUE_BYTES,
+            patience: OP_PATIENCE,
         };
         let put = measure(client, Workload::Put, shape).await;
         let get = measure(client, Workload::Get, shape).await;
@@ -420,6 +421,7 @@ async fn value_sweep(
             ops,
             key_space,
             value_bytes,
+            patience: OP_PATIENCE,
         };
         let put = measure(client, Workload::Put, shape).await;
         say(&format!(

@@ -76,6 +76,8 @@ pub struct WorkloadResult {
     pub name: String,
     /// Operations completed.
     pub ops: usize,
+    /// Operations it was to run: more than `ops` if its clients gave up (no answer).
+    pub planned: usize,
     /// Wall time from the first call to the last return.
     pub elapsed: Duration,
     /// Per-operation latencies.
@@ -95,13 +97,22 @@ impl WorkloadResult {
 
     /// `workload=<name> ops_per_s=<n> p50_ms=<x> p99_ms=<y>`.
     pub fn line(&self) -> String {
-        format!(
+        let mut line = format!(
             "workload={} ops_per_s={:.0} p50_ms={:.3} p99_ms={:.3}",
             self.name,
             self.ops_per_s(),
             millis(self.latencies.percentile(50.0)),
             millis(self.latencies.percentile(99.0)),
-        )
+        );
+        if !self.is_complete() {
+            line.push_str(&format!(" incomplete={}/{}", self.ops, self.planned));
+        }
+        line
+    }
+
+    /// Whether every planned operation completed.
+    pub fn is_complete(&self) -> bool {
+        self.ops >= self.planned
     }
 }
 
@@ -157,6 +168,7 @@ mod tests {
         let result = WorkloadResult {
             name: "seq_put".into(),
             ops: 2000,
+            planned: 2000,
             elapsed: Duration::from_secs(2),
             latencies,
         };
@@ -164,5 +176,10 @@ mod tests {
             result.line(),
             "workload=seq_put ops_per_s=1000 p50_ms=0.820 p99_ms=0.820"
         );
+        let short = WorkloadResult {
+            planned: 3000,
+            ..result
+        };
+        assert!(short.line().ends_with(" incomplete=2000/3000"));
     }
 }
