@@ -46,11 +46,12 @@ use super::Persister;
 use crate::messages::raft::LogEntry;
 use crate::messages::storage::{SavedState, StateUpdate};
 
-/// Bytes of zeros the WAL is extended by when a record does not fit in the zeros after the
-/// last one. Each extension is written and fsynced (with the file's new size) in the save that
-/// needs it, and every snapshot's WAL rewrite starts a file without zeros, so this is what
-/// that save pays once per chunk; 1 MiB costs about a millisecond or a few here, and saves of
-/// a few hundred bytes fill it in thousands of saves.
+/// Bytes of zeros the WAL grows by when a record does not fit in the zeros after the last one.
+/// The save that grows it writes them and fsyncs the new size: 0.9-1.6 ms for 1 MiB on the
+/// development machine, against 0.12 ms for a save that fits (zeros and fsync alone: 64 KiB
+/// 0.3 ms, 256 KiB 0.5 ms, 1 MiB 1.2 ms, 4 MiB 4 ms). A MiB makes that one save in thousands
+/// of small ones, one per snapshot (whose rewritten WAL starts without zeros), and at most a
+/// MiB of disk per data directory beyond its records.
 const WAL_CHUNK: usize = 1 << 20;
 
 /// A test hook: when set to a number of bytes N, every [`FilePersister`] this process opens

@@ -13,7 +13,7 @@
 //! passing as one of this file. Format 1 had neither file header nor header CRC: a damaged
 //! length read as a torn tail, and recovery cut every record after it.
 //!
-//! The WAL is preallocated: zeros are written ahead of its last record, so that an append
+//! The WAL is preallocated: zeros are written past its last record, so that an append
 //! overwrites blocks already on disk and its fsync has no file size to record. Zeros are
 //! never a record: a record's offset is at least the file header's length, so no valid
 //! record header is all zeros. A snapshot file is not preallocated: zeros after its record
