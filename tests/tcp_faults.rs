@@ -449,8 +449,9 @@ async fn a_node_whose_disk_fails_exits_and_the_cluster_keeps_every_acknowledged_
 }
 
 /// A data directory written by the library's file store (what `rainkv serve` uses): ten
-/// saves of terms 1..=10, save `i` adding `i` entries; returns the WAL's path.
-fn saved_data_dir(data: &Path) -> PathBuf {
+/// saves of terms 1..=10, save `i` adding `i` entries; returns the WAL's path and where its
+/// records end (zeros follow, preallocated).
+fn saved_data_dir(data: &Path) -> (PathBuf, usize) {
     let mut store = FilePersister::open(data).expect("open the store");
     let mut first_index = 1;
     for i in 1..=10u64 {
@@ -470,7 +471,7 @@ fn saved_data_dir(data: &Path) -> PathBuf {
         first_index += count;
     }
     assert!(store.read_snapshot().is_empty());
-    data.join("wal")
+    (data.join("wal"), store.raft_state_size())
 }
 
 /// The offset of each record `rainkv wal check` lists.
@@ -492,7 +493,7 @@ fn a_wal_damaged_mid_file_refuses_to_start_and_is_left_as_it_is() {
     let scratch = Scratch::new("faults-flip");
     let mut nodes = Nodes::new(&scratch, "flip-token");
     let data = nodes.data(0);
-    let wal = saved_data_dir(&data);
+    let (wal, used) = saved_data_dir(&data);
     let good = fs::read(&wal).expect("read the WAL");
     let check = wal_check(&data);
     let report = text(&check.stdout);
@@ -549,10 +550,12 @@ fn a_wal_damaged_mid_file_refuses_to_start_and_is_left_as_it_is() {
         assert_eq!(record_offsets(&report), offsets[..4], "{what}: {report}");
     }
 
-    // For contrast: only the final record torn. It is cut, and the node starts.
+    // For contrast: only the final record torn (its last bytes never reached the disk, and
+    // read as the zeros that were there). It is cut, and the node starts.
     let last = offsets[9];
-    let torn = &good[..good.len() - 3];
-    fs::write(&wal, torn).expect("write the torn WAL");
+    let mut torn = good.clone();
+    torn[used - 3..used].fill(0);
+    fs::write(&wal, &torn).expect("write the torn WAL");
     nodes.start(0, None);
     wait_for_lock(&mut nodes.servers.0[0], &data);
     let deadline = Instant::now() + STARTUP_LIMIT;

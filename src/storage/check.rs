@@ -4,6 +4,7 @@
 //! consistency checks of the WAL and the snapshot file) and reports each valid WAL record, the
 //! state a restart would start from (term, vote, last index and term, snapshot point) and the
 //! verdict: ok, a torn final write that a restart would cut, or damage that a restart refuses.
+//! The zeros preallocated after the last record are neither: they are counted, not listed.
 //! It never writes. Meant for a directory no process is using: a node appending meanwhile may
 //! be seen in the middle of a write.
 
@@ -42,8 +43,8 @@ impl fmt::Display for WalRecordInfo {
 /// What recovery would do with a data directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WalVerdict {
-    /// Every byte of the WAL belongs to a valid record, and the directory is consistent: it is
-    /// read as it is.
+    /// Every byte of the WAL belongs to a valid record or to the zeros preallocated after
+    /// them, and the directory is consistent: it is read as it is.
     Ok,
     /// The WAL ends with a torn final write, which a restart cuts off.
     TornTail {
@@ -134,6 +135,9 @@ pub struct WalCheck {
     pub path: PathBuf,
     /// Its length in bytes.
     pub len: u64,
+    /// How many of them are the zeros preallocated after the last record (0 if the WAL ends
+    /// with a torn tail or damage).
+    pub zeros: u64,
     /// Its valid records, in order (up to a torn tail or the damage).
     pub records: Vec<WalRecordInfo>,
     /// What a restart would start from (`None` if it refuses the directory).
@@ -150,8 +154,13 @@ impl WalCheck {
 
     /// The first line of a report: which file, its format and size.
     pub fn summary(&self) -> String {
+        let zeros = match self.zeros {
+            0 => String::new(),
+            n => format!(", then {n} bytes of zeros preallocated for the next ones"),
+        };
         format!(
-            "{}: {} bytes, {} valid records (this build reads WAL format {FORMAT_VERSION})",
+            "{}: {} bytes, {} valid records{zeros} (this build reads WAL format \
+             {FORMAT_VERSION})",
             self.path.display(),
             self.len,
             self.records.len()
@@ -177,6 +186,10 @@ pub fn check_wal(dir: &Path) -> io::Result<WalCheck> {
             description: located.record.describe(),
         })
         .collect();
+    let zeros = match wal.end {
+        End::Clean => (bytes.len() - wal.valid_len) as u64,
+        End::Torn { .. } | End::Corrupt { .. } => 0,
+    };
     let found = read_dir(dir);
     let verdict = match (wal.end, &found) {
         (End::Corrupt { offset, reason }, _) => WalVerdict::Corrupt {
@@ -209,6 +222,7 @@ pub fn check_wal(dir: &Path) -> io::Result<WalCheck> {
     Ok(WalCheck {
         path,
         len: bytes.len() as u64,
+        zeros,
         records,
         state,
         verdict,
@@ -279,12 +293,18 @@ mod tests {
             check.state.as_ref().map(ToString::to_string).as_deref(),
             Some("term 2, vote 1, last index 3 (term 2), no snapshot")
         );
+        // The zeros preallocated after the records are counted, not listed.
+        let third = &check.records[2];
+        assert_eq!(check.zeros, check.len - third.offset - third.size);
+        assert!(check.zeros > 0);
         assert_eq!(
             check.summary(),
             format!(
-                "{}: {} bytes, 3 valid records (this build reads WAL format 2)",
+                "{}: {} bytes, 3 valid records, then {} bytes of zeros preallocated for the \
+                 next ones (this build reads WAL format 2)",
                 dir.join("wal").display(),
-                check.len
+                check.len,
+                check.zeros
             )
         );
 
@@ -330,26 +350,27 @@ mod tests {
         three_saves(&dir, false);
         let path = dir.join(WAL);
         let whole = fs::read(&path).unwrap();
-        let third = check_wal(&dir).unwrap().records[2].offset;
+        let third = check_wal(&dir).unwrap().records[2].clone();
+        let (third, end) = (third.offset, (third.offset + third.size) as usize);
 
-        fs::write(&path, &whole[..whole.len() - 2]).unwrap();
+        // The third record's last two bytes never reached the disk: zeros, as after it.
+        let mut torn = whole.clone();
+        torn[end - 2..end].fill(0);
+        fs::write(&path, &torn).unwrap();
         let check = check_wal(&dir).unwrap();
         assert_eq!(check.records.len(), 2);
         let WalVerdict::TornTail { offset, bytes, .. } = &check.verdict else {
             panic!("{}", check.verdict);
         };
-        assert_eq!((*offset, *bytes), (third, whole.len() as u64 - 2 - third));
+        assert_eq!((*offset, *bytes), (third, whole.len() as u64 - third));
+        assert_eq!(check.zeros, 0, "the zeros are cut with the torn record");
         assert!(check.is_usable());
         assert_eq!(check.state.as_ref().map(|s| s.last_index), Some(2));
         assert!(check
             .verdict
             .to_string()
             .starts_with(&format!("torn tail at offset {third} (")));
-        assert_eq!(
-            fs::read(&path).unwrap(),
-            &whole[..whole.len() - 2],
-            "nothing cut"
-        );
+        assert_eq!(fs::read(&path).unwrap(), torn, "nothing cut");
 
         let mut damaged = whole.clone();
         damaged[third as usize - 3] ^= 1; // the second record's payload

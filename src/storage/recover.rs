@@ -59,6 +59,8 @@ pub(crate) struct FoundWal {
     pub id: u64,
     /// Its length once a torn tail is cut.
     pub valid_len: u64,
+    /// The file's length once a torn tail is cut: `valid_len` and the zeros after it.
+    pub allocated: u64,
     /// A torn final record, if it ends with one.
     pub torn: Option<TornTail>,
 }
@@ -237,6 +239,7 @@ fn read_wal_file(path: &Path, bytes: &[u8]) -> io::Result<(SavedState, FoundWal)
     let found = FoundWal {
         id: wal.file_id,
         valid_len: wal.valid_len as u64,
+        allocated: torn.as_ref().map_or(bytes.len() as u64, |torn| torn.offset),
         torn,
     };
     Ok((state, found))
