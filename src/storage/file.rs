@@ -41,7 +41,7 @@ use serde_bytes::Bytes;
 
 use super::record::{Record, SnapshotFile};
 use super::recover::{at, invalid, read_dir, SNAPSHOT, SNAPSHOT_TMP, WAL, WAL_TMP};
-use super::wal::{self, FileKind};
+use super::wal::{self, FileKind, RECORD_HEADER_LEN};
 use super::Persister;
 use crate::messages::raft::LogEntry;
 use crate::messages::storage::{SavedState, StateUpdate};
@@ -211,7 +211,13 @@ struct Disk {
     writer: Writer,
     /// Why every save now fails: the store was closed, or a write failed.
     refusing: Option<String>,
+    /// The last save's record buffer, kept for the next one (unless it grew past
+    /// [`KEPT_BUFFER`]) so that a save allocates nothing.
+    buffer: Vec<u8>,
 }
+
+/// The largest record buffer a store keeps between saves.
+const KEPT_BUFFER: usize = 4 << 20;
 
 impl FilePersister {
     /// Opens (or creates) the data directory `dir` and recovers its state: cuts a torn final
@@ -301,13 +307,18 @@ impl Disk {
             snapshot: found.snapshot,
             writer,
             refusing: None,
+            buffer: Vec::new(),
         })
     }
 
     fn append(&mut self, record: &Record<&[LogEntry], &SavedState>) -> io::Result<()> {
         let path = self.dir.join(WAL);
-        let payload = rmp_serde::to_vec(record).map_err(|e| invalid(&path, e))?;
-        let bytes = wal::frame(self.wal_id, self.wal_len, &payload)?;
+        // The payload is encoded right after room for its header, which is then filled in.
+        let mut bytes = std::mem::take(&mut self.buffer);
+        bytes.clear();
+        bytes.resize(RECORD_HEADER_LEN, 0);
+        rmp_serde::encode::write(&mut bytes, record).map_err(|e| invalid(&path, e))?;
+        wal::seal(self.wal_id, self.wal_len, &mut bytes)?;
         let end = self.wal_len + bytes.len() as u64;
         self.writer
             .write(&self.wal, self.wal_len, &bytes)
@@ -329,6 +340,9 @@ impl Disk {
             self.wal_allocated = end + WAL_CHUNK as u64;
         }
         self.wal_len = end;
+        if bytes.capacity() <= KEPT_BUFFER {
+            self.buffer = bytes;
+        }
         Ok(())
     }
 

@@ -107,6 +107,18 @@ fn header_crc(file_id: u64, header: &[u8]) -> u32 {
 /// Frames `payload` as the record that starts at `offset` of the file whose id is `file_id`.
 /// Fails for a payload of 4 GiB or more, which a length field cannot hold.
 pub(crate) fn frame(file_id: u64, offset: u64, payload: &[u8]) -> io::Result<Vec<u8>> {
+    let mut record = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
+    record.resize(RECORD_HEADER_LEN, 0);
+    record.extend_from_slice(payload);
+    seal(file_id, offset, &mut record)?;
+    Ok(record)
+}
+
+/// Frames in place the payload that follows `RECORD_HEADER_LEN` bytes of room in `record`:
+/// fills in the header, as [`frame`] would, so that a save encodes its payload straight into
+/// the bytes it writes.
+pub(crate) fn seal(file_id: u64, offset: u64, record: &mut [u8]) -> io::Result<()> {
+    let (header, payload) = record.split_at_mut(RECORD_HEADER_LEN);
     let len = u32::try_from(payload.len()).map_err(|_| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -116,14 +128,12 @@ pub(crate) fn frame(file_id: u64, offset: u64, payload: &[u8]) -> io::Result<Vec
             ),
         )
     })?;
-    let mut record = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
-    record.extend_from_slice(&len.to_le_bytes());
-    record.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    record.extend_from_slice(&offset.to_le_bytes());
-    let crc = header_crc(file_id, &record);
-    record.extend_from_slice(&crc.to_le_bytes());
-    record.extend_from_slice(payload);
-    Ok(record)
+    header[..4].copy_from_slice(&len.to_le_bytes());
+    header[4..8].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    header[8..16].copy_from_slice(&offset.to_le_bytes());
+    let crc = header_crc(file_id, header);
+    header[16..].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
 }
 
 /// A whole new file of `kind` (with a fresh random id) holding the records `payloads`, in
