@@ -843,5 +843,17 @@ async fn bench_sharded(
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    outcome.map(|_| ExitCode::SUCCESS)
+    let (workloads, _) = outcome?;
+    let short = workloads
+        .iter()
+        .flat_map(|(groups, results)| results.iter().map(move |r| (groups, r)))
+        .find(|(_, r)| !r.is_complete());
+    if let Some((groups, short)) = short {
+        return Err(format!(
+            "{} on {groups} groups: {} of {} operations answered; its clients gave up after \
+             {:?} without an answer",
+            short.name, short.ops, short.planned, options.bench.patience
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
 }
