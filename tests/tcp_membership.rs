@@ -80,6 +80,34 @@ fn member_until_done(config: &Path, args: &[&str], limit: Duration) -> Duration 
     }
 }
 
+/// Three nodes of `config` logging under `dir`, and a writer that has run for half a second:
+/// the servers, the leader's id and the writer.
+fn start_under_a_writer(
+    config_path: &Path,
+    config: &ClusterFile,
+    dir: &Path,
+) -> (Servers, usize, Writer) {
+    let servers = Servers(
+        (0..3)
+            .map(|id| spawn_logged(config_path, dir, id))
+            .collect(),
+    );
+    let first = leader(config).expect("a leader");
+    let writer = Writer::start(config.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    (servers, first, writer)
+}
+
+/// A follower's machine lost: the node after `leader` is SIGKILLed and its data directory
+/// under `dir` removed. Returns its id.
+fn lose_a_follower(servers: &mut Servers, dir: &Path, leader: usize) -> usize {
+    let lost = (leader + 1) % 3;
+    servers.0[lost].kill().expect("SIGKILL");
+    wait_bounded(&mut servers.0[lost], Duration::from_secs(10)).expect("reaped");
+    std::fs::remove_dir_all(dir.join(format!("node-{lost}"))).expect("wipe");
+    lost
+}
+
 #[test]
 fn a_dead_node_is_replaced_by_a_learner_promoted_while_writes_go_on() {
     let scratch = Scratch::new("membership");
@@ -92,20 +120,10 @@ fn a_dead_node_is_replaced_by_a_learner_promoted_while_writes_go_on() {
         format!("127.0.0.1:{}", spare[1]),
     );
 
-    let mut servers = Servers(
-        (0..3)
-            .map(|id| spawn_logged(&config_path, &scratch.0, id))
-            .collect(),
-    );
-    let first = leader(&config).expect("a leader");
-    let writer = Writer::start(config.clone());
-    std::thread::sleep(Duration::from_millis(500));
+    let (mut servers, first, writer) = start_under_a_writer(&config_path, &config, &scratch.0);
 
     // A follower's machine is lost: killed, its disk gone.
-    let dead = (first + 1) % 3;
-    servers.0[dead].kill().expect("SIGKILL");
-    wait_bounded(&mut servers.0[dead], Duration::from_secs(10)).expect("reaped");
-    std::fs::remove_dir_all(scratch.0.join(format!("node-{dead}"))).expect("wipe");
+    let dead = lose_a_follower(&mut servers, &scratch.0, first);
 
     // Its replacement: a learner first, on a new machine (new addresses), fed by the leader.
     let started = Instant::now();
@@ -211,19 +229,9 @@ fn a_follower_wiped_and_restarted_under_its_old_id_is_reported() {
     let _logs = LogsOnFailure(&scratch.0);
     let config_path = write_slow_election_config(&scratch.0, "wiped-token");
     let config = ClusterFile::load(&config_path).expect("the config");
-    let mut servers = Servers(
-        (0..3)
-            .map(|id| spawn_logged(&config_path, &scratch.0, id))
-            .collect(),
-    );
-    let first = leader(&config).expect("a leader");
-    let writer = Writer::start(config.clone());
-    std::thread::sleep(Duration::from_millis(500));
+    let (mut servers, first, writer) = start_under_a_writer(&config_path, &config, &scratch.0);
 
-    let wiped = (first + 1) % 3;
-    servers.0[wiped].kill().expect("SIGKILL");
-    wait_bounded(&mut servers.0[wiped], Duration::from_secs(10)).expect("reaped");
-    std::fs::remove_dir_all(scratch.0.join(format!("node-{wiped}"))).expect("wipe");
+    let wiped = lose_a_follower(&mut servers, &scratch.0, first);
     servers.0[wiped] = spawn_logged(&config_path, &scratch.0, wiped);
 
     // Said at the first start of the new cluster, and again at the restart.
