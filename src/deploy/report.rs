@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
-use super::scale::{ScaleReport, KEY_SWEEP_VALUE_BYTES};
+use super::scale::{Measured, ScaleReport, KEY_SWEEP_VALUE_BYTES};
 use super::stats::millis;
 
 /// One line of a plot: its legend, its colour (an index into [`COLOURS`]) and its points.
@@ -103,6 +103,32 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// A measured line: its name, colour and points.
+type MeasuredLine = (&'static str, usize, Vec<(f64, Measured)>);
+
+/// The throughput series and the p99 series (in ms) of RainKV's `lines`, and of etcd's
+/// `lines` that have points (none when etcd was not measured).
+fn throughput_and_p99<const R: usize, const E: usize>(
+    rainkv: [MeasuredLine; R],
+    etcd: [MeasuredLine; E],
+) -> (Vec<Series>, Vec<Series>) {
+    let etcd = etcd.into_iter().filter(|(_, _, points)| !points.is_empty());
+    rainkv
+        .into_iter()
+        .chain(etcd)
+        .map(|(name, colour, points)| {
+            let (ops, p99) = points
+                .iter()
+                .map(|&(x, m)| ((x, m.ops_per_s), (x, millis(m.p99))))
+                .unzip();
+            (
+                (name.to_string(), colour, ops),
+                (name.to_string(), colour, p99),
+            )
+        })
+        .unzip()
+}
+
 /// The plots of `report`, each with its title and a sentence on what it shows.
 fn figures(report: &ScaleReport) -> Result<Vec<(String, String)>, String> {
     let etcd_note = match &report.etcd_absent {
@@ -112,91 +138,51 @@ fn figures(report: &ScaleReport) -> Result<Vec<(String, String)>, String> {
     };
     let c = &report.clients;
     let x = |n: usize| n as f64;
-    let mut throughput_clients: Vec<Series> = vec![
-        (
-            "RainKV put".into(),
-            0,
-            c.iter().map(|p| (x(p.clients), p.put.ops_per_s)).collect(),
-        ),
-        (
-            "RainKV get".into(),
-            1,
-            c.iter().map(|p| (x(p.clients), p.get.ops_per_s)).collect(),
-        ),
-    ];
-    let mut p99_clients: Vec<Series> = vec![
-        (
-            "RainKV put".into(),
-            0,
-            c.iter()
-                .map(|p| (x(p.clients), millis(p.put.p99)))
-                .collect(),
-        ),
-        (
-            "RainKV get".into(),
-            1,
-            c.iter()
-                .map(|p| (x(p.clients), millis(p.get.p99)))
-                .collect(),
-        ),
-    ];
-    let etcd: Vec<_> = c
-        .iter()
-        .filter_map(|p| Some((x(p.clients), p.etcd?)))
-        .collect();
-    if !etcd.is_empty() {
-        throughput_clients.push((
-            "etcd put".into(),
-            2,
-            etcd.iter().map(|(x, (p, _))| (*x, p.ops_per_s)).collect(),
-        ));
-        throughput_clients.push((
-            "etcd get".into(),
-            3,
-            etcd.iter().map(|(x, (_, g))| (*x, g.ops_per_s)).collect(),
-        ));
-        p99_clients.push((
-            "etcd put".into(),
-            2,
-            etcd.iter().map(|(x, (p, _))| (*x, millis(p.p99))).collect(),
-        ));
-        p99_clients.push((
-            "etcd get".into(),
-            3,
-            etcd.iter().map(|(x, (_, g))| (*x, millis(g.p99))).collect(),
-        ));
-    }
+    let (throughput_clients, p99_clients) = throughput_and_p99(
+        [
+            (
+                "RainKV put",
+                0,
+                c.iter().map(|p| (x(p.clients), p.put)).collect(),
+            ),
+            (
+                "RainKV get",
+                1,
+                c.iter().map(|p| (x(p.clients), p.get)).collect(),
+            ),
+        ],
+        [
+            (
+                "etcd put",
+                2,
+                c.iter()
+                    .filter_map(|p| Some((x(p.clients), p.etcd?.0)))
+                    .collect(),
+            ),
+            (
+                "etcd get",
+                3,
+                c.iter()
+                    .filter_map(|p| Some((x(p.clients), p.etcd?.1)))
+                    .collect(),
+            ),
+        ],
+    );
     let (value_clients, v) = &report.values;
-    let mut throughput_values: Vec<Series> = vec![(
-        "RainKV put".into(),
-        0,
-        v.iter()
-            .map(|p| (x(p.value_bytes), p.put.ops_per_s))
-            .collect(),
-    )];
-    let mut p99_values: Vec<Series> = vec![(
-        "RainKV put".into(),
-        0,
-        v.iter()
-            .map(|p| (x(p.value_bytes), millis(p.put.p99)))
-            .collect(),
-    )];
-    let etcd: Vec<_> = v
-        .iter()
-        .filter_map(|p| Some((x(p.value_bytes), p.etcd?)))
-        .collect();
-    if !etcd.is_empty() {
-        throughput_values.push((
-            "etcd put".into(),
+    let (throughput_values, p99_values) = throughput_and_p99(
+        [(
+            "RainKV put",
+            0,
+            v.iter().map(|p| (x(p.value_bytes), p.put)).collect(),
+        )],
+        [(
+            "etcd put",
             2,
-            etcd.iter().map(|(x, m)| (*x, m.ops_per_s)).collect(),
-        ));
-        p99_values.push((
-            "etcd put".into(),
-            2,
-            etcd.iter().map(|(x, m)| (*x, millis(m.p99))).collect(),
-        ));
-    }
+            v.iter()
+                .filter_map(|p| Some((x(p.value_bytes), p.etcd?)))
+                .collect(),
+        )],
+    );
     let k = &report.keys;
     let memory: Vec<Series> = vec![(
         "RSS growth / key (3 replicas)".into(),
@@ -324,4 +310,61 @@ pub fn html(report: &ScaleReport, lines: &[String]) -> Result<String, String> {
     }
     page.push_str("</pre>\n</body>\n</html>\n");
     Ok(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deploy::scale::{ClientsPoint, Measured, ValuePoint};
+    use std::time::Duration;
+
+    fn measured(ops_per_s: f64, p99_ms: u64) -> Measured {
+        Measured {
+            ops_per_s,
+            p99: Duration::from_millis(p99_ms),
+        }
+    }
+
+    fn report(with_etcd: bool) -> ScaleReport {
+        let etcd = |n: f64| with_etcd.then(|| measured(n / 2.0, 9));
+        ScaleReport {
+            clients: [1, 16, 256]
+                .into_iter()
+                .map(|clients| ClientsPoint {
+                    clients,
+                    put: measured(100.0 * clients as f64, 2),
+                    get: measured(300.0 * clients as f64, 1),
+                    etcd: etcd(1.0).zip(etcd(3.0)),
+                })
+                .collect(),
+            values: (
+                16,
+                [16, 65536]
+                    .into_iter()
+                    .map(|value_bytes| ValuePoint {
+                        value_bytes,
+                        put: measured(1000.0, 5),
+                        etcd: etcd(1000.0),
+                    })
+                    .collect(),
+            ),
+            keys: Vec::new(),
+            snapshots: Vec::new(),
+            etcd_absent: (!with_etcd).then(|| "not installed".to_string()),
+        }
+    }
+
+    #[test]
+    fn the_etcd_lines_are_drawn_only_when_etcd_was_measured() {
+        let with = html(&report(true), &[]).expect("page");
+        let without = html(&report(false), &[]).expect("page");
+        // Clients: put and get, throughput and p99; values: put, throughput and p99.
+        assert_eq!(with.matches("etcd put").count(), 4, "{with}");
+        assert_eq!(with.matches("etcd get").count(), 2);
+        assert_eq!(with.matches("RainKV put").count(), 4);
+        assert_eq!(without.matches("RainKV put").count(), 4);
+        assert_eq!(without.matches("etcd put").count(), 0);
+        assert_eq!(without.matches("etcd get").count(), 0);
+        assert!(without.contains("No etcd line: not installed."));
+    }
 }
