@@ -723,12 +723,8 @@ async fn bench(config: Option<PathBuf>, options: BenchOptions) -> Result<ExitCod
     if let Some(mut cluster) = local {
         cluster.shutdown().await;
     }
-    if let Some(short) = results.iter().find(|r| !r.is_complete()) {
-        return Err(format!(
-            "{}: {} of {} operations answered; its clients gave up after {:?} without an \
-             answer, and the workloads after it were not run",
-            short.name, short.ops, short.planned, options.patience
-        ));
+    if let Some(why) = results.iter().find_map(|r| r.gave_up(options.patience)) {
+        return Err(format!("{why}; the workloads after it were not run"));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -844,16 +840,14 @@ async fn bench_sharded(
         bar.finish_and_clear();
     }
     let (workloads, _) = outcome?;
-    let short = workloads
-        .iter()
-        .flat_map(|(groups, results)| results.iter().map(move |r| (groups, r)))
-        .find(|(_, r)| !r.is_complete());
-    if let Some((groups, short)) = short {
-        return Err(format!(
-            "{} on {groups} groups: {} of {} operations answered; its clients gave up after \
-             {:?} without an answer",
-            short.name, short.ops, short.planned, options.bench.patience
-        ));
+    let gave_up = workloads.iter().find_map(|(groups, results)| {
+        let why = results
+            .iter()
+            .find_map(|r| r.gave_up(options.bench.patience))?;
+        Some(format!("{why} (on {groups} groups)"))
+    });
+    if let Some(why) = gave_up {
+        return Err(why);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -114,6 +114,17 @@ impl WorkloadResult {
     pub fn is_complete(&self) -> bool {
         self.ops >= self.planned
     }
+
+    /// If the run is incomplete, what happened: its clients gave up after `patience`.
+    pub fn gave_up(&self, patience: Duration) -> Option<String> {
+        (!self.is_complete()).then(|| {
+            format!(
+                "{}: {} of {} operations answered; its clients gave up after {patience:?} \
+                 without an answer",
+                self.name, self.ops, self.planned
+            )
+        })
+    }
 }
 
 /// A duration in fractional milliseconds.
