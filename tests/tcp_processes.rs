@@ -494,6 +494,9 @@ fn sigterm_hands_leadership_over_in_a_rolling_restart() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_acknowledged_writes_kept(&cluster, acked.len());
+    // Only its first start, with an empty directory, warned of no saved state.
+    let log = std::fs::read_to_string(log_path(&scratch.0, old)).unwrap_or_default();
+    assert_eq!(log.matches("no saved Raft state").count(), 1, "{log}");
 }
 
 fn send_signal(child: &Child, signal: &str) {
